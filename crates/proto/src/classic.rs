@@ -1,0 +1,1 @@
+//! The classic encoding: incremental decoder and encoder.

@@ -1,0 +1,1 @@
+//! The framed encoding: incremental decoder and encoder.

@@ -1,0 +1,1 @@
+//! The json encoding: incremental decoder and encoder.

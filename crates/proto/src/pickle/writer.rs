@@ -1,0 +1,1 @@
+//! Protocol-2 pickle writer.
