@@ -1,1 +1,107 @@
-//! natter server
+//! natter's server: a thin tokio shell around the protocol
+//! ([`natter_proto`]) and the chat state ([`natter_core`]).
+//!
+//! Reading order:
+//! - [`config`]: every setting and its default.
+//! - [`listener`]: the accept loop, one task per client.
+//! - [`connection`]: a client's reading half: bytes → commands → hub.
+//! - [`hub`]: the one task that owns the chat state and writes to clients.
+//! - [`peer`]: a client as the hub sees it, with its bounded outgoing queue.
+//! - this file: starting and stopping the whole thing.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let config = natter_server::Config {
+//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     ..Default::default()
+//! };
+//! let server = natter_server::spawn(config).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod connection;
+pub mod hub;
+pub mod listener;
+pub mod peer;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use natter_core::Chat;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use hub::SHUTDOWN_MESSAGE;
+pub use listener::Shared;
+
+/// How long [`ServerHandle::shutdown`] waits for connections to close
+/// after the hub said goodbye, beyond the configured linger time.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// A running server.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    hub: JoinHandle<()>,
+}
+
+/// Binds `config.listen` and starts serving in the background.
+pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let local_addr = listener.local_addr()?;
+    let config = Arc::new(config);
+    let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let chat = Chat::new(natter_core::Config {
+        policy: config.policy,
+        limits: config.limits.clone(),
+    });
+    let hub = hub::Hub::new(chat, config.clone(), hub_tx.clone(), tracker.clone());
+    let hub = tokio::spawn(hub.run(hub_rx, shutdown.clone()));
+    let shared = Arc::new(Shared::new(config, hub_tx, shutdown, tracker));
+    shared
+        .tracker
+        .spawn(listener::accept_loop(listener, shared.clone()));
+    Ok(ServerHandle {
+        local_addr,
+        shared,
+        hub,
+    })
+}
+
+impl ServerHandle {
+    /// The address clients connect to (the real port when bound to 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// What other transports (the WebSocket gateway) need to join in.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, sends every client `ERROR "server shutting down"`,
+    /// closes each connection cleanly, and waits (bounded) for all of it.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        let _ = self.hub.await;
+        self.shared.tracker.close();
+        let deadline = self.shared.config.close_linger + SHUTDOWN_GRACE;
+        if tokio::time::timeout(deadline, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close in time");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! One connected client as the hub sees it: where its bytes go, and the
+//! bounded queue of bytes waiting to go there (the slow-consumer rule).
+//!
+//! The hub writes to TCP sockets itself, without blocking: messages for a
+//! client pile up in [`Peer::pending`] while the hub works through a batch of
+//! inputs, then [`Peer::flush`] hands them all to the kernel in one
+//! `writev`. So a message fanned out to N members costs one `Bytes` clone
+//! (a reference count) per member, and under load several messages for one
+//! client leave in one system call. Only when the kernel's buffer is full
+//! does a small task wait for the socket to become writable again.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use natter_proto::Encoding;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// At most this many buffers go into one `writev`.
+const MAX_IOVECS: usize = 64;
+
+/// A queue this large is released after it drains, so that a burst does not
+/// pin memory to an idle connection for good.
+const KEEP_QUEUE_CAPACITY: usize = 64;
+
+/// Where a peer's bytes go.
+pub enum Transport {
+    /// A TCP socket, shared with the connection's reader task; the hub only
+    /// ever calls the non-blocking `try_write_vectored` on it.
+    Tcp(Arc<TcpStream>),
+    /// A task that owns the real sink (a WebSocket): each `Bytes` is one
+    /// whole message. `queued` counts the bytes in the channel; the task
+    /// subtracts what it has sent.
+    Channel {
+        sender: mpsc::UnboundedSender<Bytes>,
+        queued: Arc<AtomicUsize>,
+    },
+}
+
+/// The queue passed the server's limit: the client does not read.
+#[derive(Debug)]
+pub struct Overflow;
+
+/// What a flush achieved.
+pub enum Flushed {
+    /// Everything queued is with the kernel.
+    All,
+    /// The socket's buffer is full; the rest waits for writability.
+    Blocked,
+    /// The connection is broken.
+    Failed(io::Error),
+}
+
+/// A connected client, owned by the hub.
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub encoding: Encoding,
+    transport: Transport,
+    /// Tells the connection's reader to stop.
+    pub cancel: CancellationToken,
+    pending: VecDeque<Bytes>,
+    pending_bytes: usize,
+    /// Set while a task waits for the socket to become writable; the hub
+    /// does not write until it reports back.
+    pub awaiting_writable: bool,
+    /// Set when bytes were queued since the last flush.
+    pub dirty: bool,
+}
+
+impl Peer {
+    pub fn new(
+        addr: SocketAddr,
+        encoding: Encoding,
+        transport: Transport,
+        cancel: CancellationToken,
+    ) -> Self {
+        Peer {
+            addr,
+            encoding,
+            transport,
+            cancel,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            awaiting_writable: false,
+            dirty: false,
+        }
+    }
+
+    /// Queues one encoded message, or reports that the client has fallen
+    /// more than `limit` bytes behind.
+    pub fn enqueue(&mut self, bytes: Bytes, limit: usize) -> Result<(), Overflow> {
+        match &self.transport {
+            Transport::Tcp(_) => {
+                if self.pending_bytes + bytes.len() > limit {
+                    return Err(Overflow);
+                }
+                self.pending_bytes += bytes.len();
+                self.pending.push_back(bytes);
+                self.dirty = true;
+                Ok(())
+            }
+            Transport::Channel { sender, queued } => {
+                let len = bytes.len();
+                if queued.load(Ordering::Relaxed) + len > limit {
+                    return Err(Overflow);
+                }
+                queued.fetch_add(len, Ordering::Relaxed);
+                // A closed channel means the task is gone; its own
+                // disconnect event is on its way to the hub.
+                let _ = sender.send(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes as much of the queue as the kernel takes now, without waiting.
+    pub fn flush(&mut self) -> Flushed {
+        self.dirty = false;
+        let Transport::Tcp(stream) = &self.transport else {
+            return Flushed::All;
+        };
+        while !self.pending.is_empty() {
+            let written = match write_some(stream, &self.pending) {
+                Ok(0) => return Flushed::Failed(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flushed::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Flushed::Failed(e),
+            };
+            consume(&mut self.pending, &mut self.pending_bytes, written);
+        }
+        if self.pending.capacity() > KEEP_QUEUE_CAPACITY {
+            self.pending = VecDeque::new();
+        }
+        Flushed::All
+    }
+
+    /// The TCP socket, for the task that waits for writability.
+    pub fn tcp_stream(&self) -> Option<&Arc<TcpStream>> {
+        match &self.transport {
+            Transport::Tcp(stream) => Some(stream),
+            Transport::Channel { .. } => None,
+        }
+    }
+
+    /// Closes at once: used for slow consumers and broken connections.
+    /// Whatever is queued is dropped.
+    pub fn abort(self) {
+        if let Transport::Tcp(stream) = &self.transport {
+            // Wakes the reader with end-of-stream and tells the client now.
+            let _ = socket2::SockRef::from(stream.as_ref()).shutdown(Shutdown::Both);
+        }
+        self.cancel.cancel();
+    }
+
+    /// Closes cleanly: what is queued is still written (for at most
+    /// `linger`), then our side of the stream ends and the reader drains
+    /// the client's side. Returns the task doing it, for the caller to track.
+    pub fn close_gracefully(self, linger: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let Peer {
+            transport,
+            pending,
+            cancel,
+            ..
+        } = self;
+        async move {
+            if let Transport::Tcp(stream) = transport {
+                let _ = tokio::time::timeout(linger, write_all(&stream, pending)).await;
+                let _ = socket2::SockRef::from(stream.as_ref()).shutdown(Shutdown::Write);
+            }
+            // A channel transport closes when its sender drops, here, after
+            // the last message went into it.
+            cancel.cancel();
+        }
+    }
+}
+
+/// One non-blocking write of the front of the queue: a plain `write` for
+/// one message, a `writev` of up to [`MAX_IOVECS`] buffers for several.
+fn write_some(stream: &TcpStream, pending: &VecDeque<Bytes>) -> io::Result<usize> {
+    if pending.len() == 1 {
+        return stream.try_write(&pending[0]);
+    }
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut count = 0;
+    for (slot, bytes) in slices.iter_mut().zip(pending) {
+        *slot = IoSlice::new(bytes);
+        count += 1;
+    }
+    stream.try_write_vectored(&slices[..count])
+}
+
+/// Drops `n` written bytes from the front of the queue.
+fn consume(pending: &mut VecDeque<Bytes>, pending_bytes: &mut usize, mut n: usize) {
+    *pending_bytes -= n;
+    while n > 0 {
+        let front = pending.front_mut().expect("wrote more than was queued");
+        if front.len() <= n {
+            n -= front.len();
+            pending.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}
+
+/// Writes every queued buffer, waiting for writability as needed.
+async fn write_all(stream: &TcpStream, pending: VecDeque<Bytes>) -> io::Result<()> {
+    for mut bytes in pending {
+        while !bytes.is_empty() {
+            stream.writable().await?;
+            match stream.try_write(&bytes) {
+                Ok(n) => bytes.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
