@@ -1,0 +1,162 @@
+//! The application's handle on a connection: one async method per
+//! protocol command, and the receiver of [`Event`]s.
+
+use natter_proto::{Command, ConvId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::ClientConfig;
+use crate::connection::Connection;
+use crate::error::ClientError;
+use crate::event::{ConnectionState, Event};
+use crate::task::{Request, Task};
+
+/// A handle on one client session. Cheap to clone; the session ends when
+/// `goodbye` is called or every handle is dropped.
+///
+/// Commands other than `register` and `goodbye` return once queued: their
+/// results arrive as [`Event`]s (`MEMBERS` acknowledges a join, `MESSAGE`
+/// echoes our own message, `ERROR` reports a refusal).
+#[derive(Debug, Clone)]
+pub struct Client {
+    requests: mpsc::Sender<Request>,
+    addr: String,
+}
+
+/// The events of one client session, in order. `recv` returns `None` after
+/// the final [`ConnectionState::Disconnected`].
+#[derive(Debug)]
+pub struct Events {
+    events: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next event if one is already waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+}
+
+impl Client {
+    /// Connects to `addr` (`HOST:PORT`) with the default settings.
+    pub async fn connect(addr: impl Into<String>) -> Result<(Client, Events), ClientError> {
+        Client::connect_with(ClientConfig::new(addr)).await
+    }
+
+    /// Connects, then starts the connection task. The first event is
+    /// `State(Connected)`. Fails at once, without retrying, when the server
+    /// cannot be reached.
+    pub async fn connect_with(config: ClientConfig) -> Result<(Client, Events), ClientError> {
+        let connection = Connection::open(&config.addr, config.connect_timeout)
+            .await
+            .map_err(|reason| ClientError::Unreachable {
+                addr: config.addr.clone(),
+                reason,
+            })?;
+        let (request_tx, request_rx) = mpsc::channel(config.command_capacity.max(1));
+        let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(1));
+        let addr = config.addr.clone();
+        let connected = ConnectionState::Connected { addr: addr.clone() };
+        // Cannot fail: the channel is new and has room.
+        let _ = event_tx.try_send(Event::State(connected));
+        tokio::spawn(Task::new(config, request_rx, event_tx).run(connection));
+        let client = Client {
+            requests: request_tx,
+            addr,
+        };
+        Ok((client, Events { events: event_rx }))
+    }
+
+    /// The server address this client talks to.
+    pub fn server_addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Claims `name` with `status`. Resolves when the server accepted it
+    /// ([`ClientError::NameTaken`] when someone else has it; the connection
+    /// stays usable, so another name can be tried).
+    pub async fn register(
+        &self,
+        name: impl Into<String>,
+        status: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.request(Request::Register {
+            name: name.into(),
+            status: status.into(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// `STATUS`: changes our status (kept for re-registering).
+    pub async fn status(&self, status: impl Into<String>) -> Result<(), ClientError> {
+        self.send(Command::Status(status.into())).await
+    }
+
+    /// `INVITE`: creates a conversation and invites these users.
+    pub async fn invite<I, S>(&self, names: I) -> Result<(), ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let names = names.into_iter().map(Into::into).collect();
+        self.send(Command::Invite(names)).await
+    }
+
+    /// `LIST_CONVERSATIONS`: answered by [`Event::Conversations`].
+    pub async fn list_conversations(&self) -> Result<(), ClientError> {
+        self.send(Command::ListConversations).await
+    }
+
+    /// `JOIN`: becomes a member of `conv` (re-joined after a reconnect).
+    pub async fn join(&self, conv: ConvId) -> Result<(), ClientError> {
+        self.send(Command::Join(conv)).await
+    }
+
+    /// `SEND_MESSAGE`: says `text` in `conv`.
+    pub async fn send_message(
+        &self,
+        conv: ConvId,
+        text: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        self.send(Command::SendMessage {
+            conv,
+            text: text.into(),
+        })
+        .await
+    }
+
+    /// `LEAVE`: stops being a member of `conv`.
+    pub async fn leave(&self, conv: ConvId) -> Result<(), ClientError> {
+        self.send(Command::Leave(conv)).await
+    }
+
+    /// `GOODBYE`: ends the session for good. Commands queued before it are
+    /// sent first; resolves once the server closed the connection (or the
+    /// reply timeout passed). Calling it again is harmless.
+    pub async fn goodbye(&self) -> Result<(), ClientError> {
+        let (reply, done) = oneshot::channel();
+        if self.request(Request::Goodbye { reply }).await.is_err() {
+            return Ok(());
+        }
+        let _ = done.await;
+        Ok(())
+    }
+
+    /// Queues any command as is (the typed methods above are shorthands).
+    pub async fn send(&self, command: Command) -> Result<(), ClientError> {
+        self.request(Request::Send(command)).await
+    }
+
+    async fn request(&self, request: Request) -> Result<(), ClientError> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+}
