@@ -11,10 +11,12 @@
 //! opcodes into dicts, and cannot tell where a pickle ends in a stream. It
 //! stays in the tests as a differential oracle.
 
+pub mod opcodes;
 pub mod reader;
 pub mod writer;
 
-pub use reader::{PickleError, decode, find_end};
+pub use reader::{PickleError, Reader, Scan, decode, find_end};
+pub use writer::{to_vec, write_value};
 
 /// A decoded pickle value: the data subset natter accepts.
 #[derive(Debug, Clone, PartialEq)]
