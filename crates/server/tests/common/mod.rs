@@ -1,0 +1,252 @@
+//! A test client that speaks any of the three encodings over a real socket,
+//! and a server started in-process on port 0.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use natter_proto::codec::{encode_command, encode_raw};
+use natter_proto::wire::{Direction, RawMessage};
+use natter_proto::{Command, Decoder, Encoding, Limits, ServerMessage};
+use natter_server::{Config, ServerHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a test waits for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure something does NOT happen.
+pub const QUIET: Duration = Duration::from_millis(200);
+
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        presence_coalesce: Duration::from_millis(10),
+        close_linger: Duration::from_millis(500),
+        ..Config::default()
+    }
+}
+
+pub async fn start() -> ServerHandle {
+    start_with(test_config()).await
+}
+
+pub async fn start_with(config: Config) -> ServerHandle {
+    natter_server::spawn(config).await.expect("server starts")
+}
+
+/// What a read produced.
+#[derive(Debug)]
+pub enum Received {
+    Message(ServerMessage),
+    /// The server closed the connection.
+    Closed,
+}
+
+pub struct TestClient {
+    pub stream: TcpStream,
+    pub encoding: Encoding,
+    decoder: Decoder,
+    buf: BytesMut,
+    /// Name given at registration.
+    pub name: String,
+}
+
+impl TestClient {
+    pub async fn connect(addr: SocketAddr, encoding: Encoding) -> TestClient {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).unwrap();
+        TestClient {
+            stream,
+            encoding,
+            decoder: Decoder::new(encoding, Direction::ToClient, Limits::client_default()),
+            buf: BytesMut::new(),
+            name: String::new(),
+        }
+    }
+
+    /// Connects, registers and waits for the first ONLINE_USERS.
+    pub async fn registered(addr: SocketAddr, encoding: Encoding, name: &str) -> TestClient {
+        let mut client = TestClient::connect(addr, encoding).await;
+        client.register(name, "online").await;
+        client
+    }
+
+    pub async fn register(&mut self, name: &str, status: &str) {
+        self.send(Command::Register {
+            name: name.into(),
+            status: status.into(),
+        })
+        .await;
+        self.name = name.to_string();
+        let users = self.expect_online_users().await;
+        assert!(
+            users.iter().any(|(n, _)| n == name),
+            "{name} missing from {users:?}"
+        );
+    }
+
+    pub async fn send(&mut self, command: Command) {
+        let mut out = BytesMut::new();
+        encode_command(&command, self.encoding, &mut out);
+        self.send_raw(&out).await;
+    }
+
+    /// Sends a command word with arbitrary arguments (possibly invalid).
+    pub async fn send_words(&mut self, raw: RawMessage) {
+        let mut out = BytesMut::new();
+        encode_raw(&raw, self.encoding, &mut out);
+        self.send_raw(&out).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next message, or Closed; panics after [`PATIENCE`].
+    pub async fn recv(&mut self) -> Received {
+        tokio::time::timeout(PATIENCE, self.read_next())
+            .await
+            .unwrap_or_else(|_| panic!("{}: nothing received in {PATIENCE:?}", self.name))
+    }
+
+    /// The next message within `wait`, if any.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Received> {
+        tokio::time::timeout(wait, self.read_next()).await.ok()
+    }
+
+    async fn read_next(&mut self) -> Received {
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(raw)) => {
+                    let msg = ServerMessage::from_raw(raw).expect("server sent a valid message");
+                    return Received::Message(msg);
+                }
+                Ok(None) => {}
+                Err(e) => panic!("{}: undecodable bytes from server: {e}", self.name),
+            }
+            self.buf.reserve(4096);
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Received::Closed,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next message that is not presence noise (ONLINE_USERS/PRESENCE).
+    pub async fn recv_msg(&mut self) -> ServerMessage {
+        loop {
+            match self.recv().await {
+                Received::Message(ServerMessage::OnlineUsers(_) | ServerMessage::Presence(_)) => {}
+                Received::Message(m) => return m,
+                Received::Closed => panic!("{}: connection closed unexpectedly", self.name),
+            }
+        }
+    }
+
+    /// Skips messages until one matches.
+    pub async fn expect<T>(&mut self, mut pick: impl FnMut(&ServerMessage) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.read_next()).await {
+                Err(_) => panic!("{}: expected message not received", self.name),
+                Ok(Received::Closed) => panic!("{}: closed while waiting", self.name),
+                Ok(Received::Message(m)) => {
+                    if let Some(t) = pick(&m) {
+                        return t;
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn expect_online_users(&mut self) -> Vec<(String, String)> {
+        self.expect(|m| match m {
+            ServerMessage::OnlineUsers(u) => Some(u.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next non-presence message must be an ERROR; returns its text.
+    pub async fn expect_error(&mut self) -> String {
+        match self.recv_msg().await {
+            ServerMessage::Error(text) => text,
+            other => panic!("{}: expected ERROR, got {other:?}", self.name),
+        }
+    }
+
+    /// The server closes the connection (skipping anything before).
+    pub async fn expect_closed(&mut self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.read_next()).await {
+                Err(_) => panic!("{}: connection not closed", self.name),
+                Ok(Received::Closed) => return,
+                Ok(Received::Message(_)) => {}
+            }
+        }
+    }
+
+    /// Nothing but presence arrives for a while.
+    pub async fn expect_silence(&mut self) {
+        let deadline = tokio::time::Instant::now() + QUIET;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.read_next()).await {
+                Err(_) => return,
+                Ok(Received::Message(ServerMessage::OnlineUsers(_) | ServerMessage::Presence(_))) => {}
+                Ok(other) => panic!("{}: expected silence, got {other:?}", self.name),
+            }
+        }
+    }
+
+    /// Invites `others`, and returns the new conversation id.
+    pub async fn invite(&mut self, others: &[&str]) -> u64 {
+        self.send(Command::Invite(others.iter().map(|s| s.to_string()).collect()))
+            .await;
+        self.expect_invitation().await
+    }
+
+    pub async fn expect_invitation(&mut self) -> u64 {
+        self.expect(|m| match m {
+            ServerMessage::Invitation { conv, .. } => Some(*conv),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Joins and makes sure the server processed it (LIST_CONVERSATIONS
+    /// round trip, since classic clients get no JOIN acknowledgement).
+    pub async fn join(&mut self, conv: u64) {
+        self.send(Command::Join(conv)).await;
+        self.sync().await;
+    }
+
+    /// A round trip: everything sent before has been handled.
+    pub async fn sync(&mut self) {
+        self.send(Command::ListConversations).await;
+        self.expect(|m| matches!(m, ServerMessage::Conversations(_)).then_some(()))
+            .await;
+    }
+
+    pub async fn say(&mut self, conv: u64, text: &str) {
+        self.send(Command::SendMessage {
+            conv,
+            text: text.into(),
+        })
+        .await;
+    }
+
+    pub async fn expect_message(&mut self) -> (u64, String, String) {
+        self.expect(|m| match m {
+            ServerMessage::Message { conv, sender, text } => {
+                Some((*conv, sender.clone(), text.clone()))
+            }
+            _ => None,
+        })
+        .await
+    }
+}

@@ -1,0 +1,154 @@
+//! Whole-server behaviour: order under fan-out, slow consumers, shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use natter_proto::{Command, Encoding, ServerMessage};
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn fifty_members_see_the_same_order() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let mut members = Vec::new();
+    for i in 0..50 {
+        let enc = Encoding::ALL[i % 3];
+        members.push(TestClient::registered(addr, enc, &format!("m{i}")).await);
+    }
+    let names: Vec<String> = (1..50).map(|i| format!("m{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let conv = members[0].invite(&names).await;
+    for m in members.iter_mut() {
+        m.join(conv).await;
+    }
+    // Ten senders talk at once, each with its own running count.
+    let mut writers = Vec::new();
+    for m in members.iter_mut().take(10) {
+        let mut burst = bytes::BytesMut::new();
+        for n in 0..20 {
+            let text = format!("{}#{n}", m.name);
+            natter_proto::codec::encode_command(
+                &Command::SendMessage { conv, text },
+                m.encoding,
+                &mut burst,
+            );
+        }
+        writers.push(burst);
+    }
+    let sends = members
+        .iter_mut()
+        .take(10)
+        .zip(writers)
+        .map(|(m, burst)| async move { m.stream.write_all(&burst).await.unwrap() });
+    futures_join_all(sends).await;
+    let mut orders = Vec::new();
+    for m in members.iter_mut() {
+        let mut seen = Vec::new();
+        while seen.len() < 200 {
+            let (c, _, text) = m.expect_message().await;
+            assert_eq!(c, conv);
+            seen.push(text);
+        }
+        orders.push(seen);
+    }
+    for order in &orders[1..] {
+        assert_eq!(order, &orders[0]);
+    }
+    // Each sender's own messages stay in the order sent.
+    for s in 0..10 {
+        let mine: Vec<&String> = orders[0].iter().filter(|t| t.starts_with(&format!("m{s}#"))).collect();
+        let expected: Vec<String> = (0..20).map(|n| format!("m{s}#{n}")).collect();
+        assert_eq!(mine.len(), 20);
+        assert!(mine.iter().zip(&expected).all(|(a, b)| *a == b));
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    for f in set {
+        f.await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_off_and_the_others_keep_receiving() {
+    let mut config = test_config();
+    config.send_queue = 64 * 1024;
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    let mut talker = TestClient::registered(addr, Encoding::Framed, "talker").await;
+    let mut reader = TestClient::registered(addr, Encoding::Framed, "reader").await;
+    let mut sleeper = TestClient::connect(addr, Encoding::Framed).await;
+    sleeper.send(Command::Caps(vec!["members".into()])).await;
+    sleeper.register("sleeper", "zzz").await;
+    let conv = talker.invite(&["reader", "sleeper"]).await;
+    talker.join(conv).await;
+    reader.expect_invitation().await;
+    reader.join(conv).await;
+    sleeper.expect_invitation().await;
+    sleeper.join(conv).await;
+    // The sleeper stops reading; the talker sends ~8 MB.
+    let text = "z".repeat(8000);
+    let mut received = 0;
+    for _ in 0..1000 {
+        talker.say(conv, &text).await;
+        // Drain as we go so only the sleeper falls behind.
+        while let Some(Received::Message(m)) = reader.try_recv(Duration::from_millis(0)).await {
+            if matches!(m, ServerMessage::Message { .. }) {
+                received += 1;
+            }
+        }
+        while talker.try_recv(Duration::from_millis(0)).await.is_some() {}
+    }
+    while received < 1000 {
+        if let ServerMessage::Message { .. } = reader.recv_msg().await {
+            received += 1;
+        }
+    }
+    // The sleeper was dropped from the conversation and from presence.
+    reader
+        .expect(|m| match m {
+            ServerMessage::OnlineUsers(u) => (!u.iter().any(|(n, _)| n == "sleeper")).then_some(()),
+            _ => None,
+        })
+        .await;
+    talker.send(Command::ListConversations).await;
+    let convs = talker
+        .expect(|m| match m {
+            ServerMessage::Conversations(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(convs, vec![(conv, vec!["reader".to_string(), "talker".to_string()])]);
+}
+
+#[tokio::test]
+async fn shutdown_says_so_to_every_client_then_closes() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let mut clients = Vec::new();
+    for (i, enc) in Encoding::ALL.into_iter().enumerate() {
+        clients.push(TestClient::registered(addr, enc, &format!("c{i}")).await);
+    }
+    let stopping = tokio::spawn(server.shutdown());
+    for client in clients.iter_mut() {
+        let text = client
+            .expect(|m| match m {
+                ServerMessage::Error(t) => Some(t.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(text, natter_server::SHUTDOWN_MESSAGE);
+        client.expect_closed().await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown finishes")
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
