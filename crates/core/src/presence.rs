@@ -77,20 +77,54 @@ impl Presence {
 
     /// Ends a coalescing window.
     pub fn flush(&mut self, users: &BTreeMap<String, User>, out: &mut Vec<Output>) {
+        self.publish(users, false, out);
+    }
+
+    /// The periodic full snapshot to every classic client. It also ends the
+    /// current window: otherwise classic clients could see an arrival that
+    /// a departure later in the window cancels out, and the flush, finding
+    /// no net change, would never correct them.
+    pub fn periodic(&mut self, users: &BTreeMap<String, User>, out: &mut Vec<Output>) {
+        if !self.baseline.is_empty() || !self.awaiting_snapshot.is_empty() {
+            return self.publish(users, true, out);
+        }
+        // The usual case, nothing pending: everything comes from the cache.
+        let snapshot = self.snapshot(users);
+        if !snapshot.classic_conns.is_empty() {
+            out.push(Output::Send {
+                to: Recipients::Many(snapshot.classic_conns.clone()),
+                message: snapshot.message.clone(),
+            });
+        }
+    }
+
+    /// Sends the net change since the last publication: the full snapshot
+    /// to newcomers and (if anything changed, or `to_all_classic`) to every
+    /// classic client, a `PRESENCE` delta to the other delta clients.
+    fn publish(
+        &mut self,
+        users: &BTreeMap<String, User>,
+        to_all_classic: bool,
+        out: &mut Vec<Output>,
+    ) {
         let changes = self.net_changes(users);
         self.baseline.clear();
         let awaiting = std::mem::take(&mut self.awaiting_snapshot);
-        if changes.is_empty() && awaiting.is_empty() {
+        let changed = !changes.is_empty();
+        if !changed && awaiting.is_empty() && !to_all_classic {
             return;
         }
         let mut full_to = Vec::new();
         let mut delta_to = Vec::new();
         for user in users.values() {
-            let is_new = awaiting.contains(&user.conn);
-            if is_new || (!changes.is_empty() && !user.caps.presence_delta) {
+            if awaiting.contains(&user.conn) {
                 full_to.push(user.conn);
-            } else if !changes.is_empty() {
-                delta_to.push(user.conn);
+            } else if user.caps.presence_delta {
+                if changed {
+                    delta_to.push(user.conn);
+                }
+            } else if changed || to_all_classic {
+                full_to.push(user.conn);
             }
         }
         if !full_to.is_empty() {
@@ -106,18 +140,6 @@ impl Presence {
                 message: Arc::new(ServerMessage::Presence(changes)),
             });
         }
-    }
-
-    /// The periodic full snapshot to every classic client.
-    pub fn periodic(&mut self, users: &BTreeMap<String, User>, out: &mut Vec<Output>) {
-        let snapshot = self.snapshot(users);
-        if snapshot.classic_conns.is_empty() {
-            return;
-        }
-        out.push(Output::Send {
-            to: Recipients::Many(snapshot.classic_conns.clone()),
-            message: snapshot.message.clone(),
-        });
     }
 
     /// The full `ONLINE_USERS` of the current state, built at most once per

@@ -223,3 +223,31 @@ fn online_users_is_sorted_by_lowercase_name() {
         ])
     );
 }
+
+#[test]
+fn presence_snapshot_ends_the_coalescing_window() {
+    let mut h = Harness::new();
+    let alice = h.user("alice");
+    let dora = h.user_with_caps("dora", &["presence-delta"]);
+    let bob = h.connect();
+    h.send(bob, register("bob"));
+    // The periodic snapshot shows bob to everyone at once...
+    let everyone = online(&[("alice", "here"), ("bob", "here"), ("dora", "here")]);
+    assert_eq!(
+        h.snapshot(),
+        vec![
+            many(&[alice, bob], everyone),
+            many(&[dora], delta(&[("bob", Some("here"))])),
+        ]
+    );
+    assert!(!h.chat.presence_pending());
+    // ...so his leaving in the same timer window is news for everyone.
+    h.disconnect(bob);
+    assert_eq!(
+        h.flush(),
+        vec![
+            many(&[alice], online(&[("alice", "here"), ("dora", "here")])),
+            many(&[dora], delta(&[("bob", None)])),
+        ]
+    );
+}

@@ -1,0 +1,177 @@
+//! Random command sequences from a handful of users, checking after every
+//! step what must always hold: the state's own invariants
+//! ([`Chat::check_invariants`]) and what clients see ([`Audit`]): every
+//! MESSAGE reaches exactly the members at that moment, each member sees a
+//! conversation's messages in sending order, and after a flush every
+//! client's picture of who is online equals the server's.
+
+use natter_core::audit::Audit;
+use natter_core::{Chat, Config, ConnId, Outputs, Policy};
+use natter_proto::Command;
+use proptest::prelude::*;
+
+const SLOTS: usize = 5;
+const NAMES: &[&str] = &["alice", "bob", "carol", "dave", "eve", "Alice", "BOB"];
+const STATUSES: &[&str] = &["here", "away", "busy"];
+const MAX_CONV: u64 = 8;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Connect(usize),
+    Caps(usize, bool, bool),
+    Register(usize, usize, usize),
+    Status(usize, usize),
+    Invite(usize, Vec<usize>),
+    Join(usize, u64),
+    Leave(usize, u64),
+    Send(usize, u64),
+    List(usize),
+    Goodbye(usize),
+    Disconnect(usize),
+    Flush,
+    Snapshot,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let slot = 0..SLOTS;
+    let conv = 1..=MAX_CONV;
+    prop_oneof![
+        1 => slot.clone().prop_map(Op::Connect),
+        1 => (slot.clone(), any::<bool>(), any::<bool>()).prop_map(|(s, d, m)| Op::Caps(s, d, m)),
+        3 => (slot.clone(), 0..NAMES.len(), 0..STATUSES.len())
+            .prop_map(|(s, n, st)| Op::Register(s, n, st)),
+        2 => (slot.clone(), 0..STATUSES.len()).prop_map(|(s, st)| Op::Status(s, st)),
+        3 => (slot.clone(), proptest::collection::vec(0..NAMES.len(), 0..4))
+            .prop_map(|(s, n)| Op::Invite(s, n)),
+        4 => (slot.clone(), conv.clone()).prop_map(|(s, c)| Op::Join(s, c)),
+        2 => (slot.clone(), conv.clone()).prop_map(|(s, c)| Op::Leave(s, c)),
+        5 => (slot.clone(), conv).prop_map(|(s, c)| Op::Send(s, c)),
+        1 => slot.clone().prop_map(Op::List),
+        1 => slot.clone().prop_map(Op::Goodbye),
+        1 => slot.prop_map(Op::Disconnect),
+        3 => Just(Op::Flush),
+        1 => Just(Op::Snapshot),
+    ]
+}
+
+/// Drives a chat with up to [`SLOTS`] connections at a time. A slot whose
+/// connection went away keeps its old id (so later input from it exercises
+/// "ignored") until `Connect` gives it a fresh one.
+struct Run {
+    chat: Chat,
+    audit: Audit,
+    slots: [ConnId; SLOTS],
+    next_conn: u64,
+    step: usize,
+}
+
+impl Run {
+    fn new(policy: Policy) -> Self {
+        let mut chat = Chat::new(Config::with_policy(policy));
+        let slots = std::array::from_fn(|i| ConnId(i as u64 + 1));
+        for conn in slots {
+            chat.connect(conn);
+        }
+        Run {
+            chat,
+            audit: Audit::new().expect_ordered_texts(),
+            slots,
+            next_conn: SLOTS as u64 + 1,
+            step: 0,
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(), String> {
+        self.step += 1;
+        let mut out = Outputs::new();
+        let flushed = matches!(op, Op::Flush);
+        match op {
+            Op::Connect(s) => {
+                if !self.chat.is_connected(self.slots[s]) {
+                    self.slots[s] = ConnId(self.next_conn);
+                    self.next_conn += 1;
+                    self.chat.connect(self.slots[s]);
+                }
+            }
+            Op::Disconnect(s) => self.chat.disconnect(self.slots[s], &mut out),
+            Op::Flush => self.chat.flush_presence(&mut out),
+            Op::Snapshot => self.chat.presence_snapshot(&mut out),
+            op => {
+                let (slot, cmd) = self.command(op);
+                self.chat.handle(self.slots[slot], cmd, &mut out);
+            }
+        }
+        self.chat.check_invariants()?;
+        self.audit.observe(&self.chat, &out)?;
+        if flushed {
+            if self.chat.presence_pending() {
+                return Err("presence still pending right after a flush".into());
+            }
+            self.audit.check_presence_views(&self.chat)?;
+        }
+        Ok(())
+    }
+
+    fn command(&self, op: Op) -> (usize, Command) {
+        match op {
+            Op::Caps(s, delta, members) => {
+                let mut caps = vec!["unknown".to_string()];
+                if delta {
+                    caps.push("presence-delta".into());
+                }
+                if members {
+                    caps.push("members".into());
+                }
+                (s, Command::Caps(caps))
+            }
+            Op::Register(s, n, st) => (
+                s,
+                Command::Register {
+                    name: NAMES[n].into(),
+                    status: STATUSES[st].into(),
+                },
+            ),
+            Op::Status(s, st) => (s, Command::Status(STATUSES[st].into())),
+            Op::Invite(s, names) => (
+                s,
+                Command::Invite(names.iter().map(|&n| NAMES[n].to_string()).collect()),
+            ),
+            Op::Join(s, c) => (s, Command::Join(c)),
+            Op::Leave(s, c) => (s, Command::Leave(c)),
+            // Zero-padded step numbers sort in sending order.
+            Op::Send(s, c) => (
+                s,
+                Command::SendMessage {
+                    conv: c,
+                    text: format!("{:06}", self.step),
+                },
+            ),
+            Op::List(s) => (s, Command::ListConversations),
+            Op::Goodbye(s) => (s, Command::Goodbye),
+            Op::Connect(_) | Op::Disconnect(_) | Op::Flush | Op::Snapshot => {
+                unreachable!("not a command")
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_sessions_keep_every_invariant(
+        invite_only in any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        let policy = if invite_only { Policy::InviteOnly } else { Policy::Open };
+        let mut run = Run::new(policy);
+        for (i, op) in ops.into_iter().enumerate() {
+            let shown = format!("{op:?}");
+            if let Err(why) = run.apply(op) {
+                return Err(TestCaseError::fail(format!("step {i} {shown}: {why}")));
+            }
+        }
+        // Closing the window at the end must leave every view correct.
+        run.apply(Op::Flush).map_err(TestCaseError::fail)?;
+    }
+}
