@@ -81,11 +81,8 @@ impl Audit {
     /// server's state.
     pub fn check_presence_views(&self, chat: &Chat) -> Result<(), String> {
         let truth: BTreeMap<String, String> = chat.presence().into_iter().collect();
-        for (conn, view) in &self.views {
-            if chat.user_name(*conn).is_none() {
-                continue;
-            }
-            match &view.presence {
+        for conn in chat.user_conns() {
+            match self.views.get(&conn).and_then(|v| v.presence.as_ref()) {
                 Some(seen) if *seen == truth => {}
                 seen => return Err(format!("{conn:?} sees {seen:?}, server has {truth:?}")),
             }

@@ -450,6 +450,11 @@ impl Chat {
         self.conversations.get(id).map(|c| c.member_conns())
     }
 
+    /// Connections of every online user, in name order.
+    pub fn user_conns(&self) -> Vec<ConnId> {
+        self.users.values().map(|u| u.conn).collect()
+    }
+
     /// Whether `conn` is connected (registered or not).
     pub fn is_connected(&self, conn: ConnId) -> bool {
         self.connections.contains_key(&conn)
