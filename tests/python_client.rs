@@ -1,0 +1,589 @@
+//! The Python example client (`examples/python/natter_client.py`) against
+//! the real server, run as a learner would run it: one process per user,
+//! commands typed on stdin, server messages read from stdout.
+//!
+//! The server runs in-process on 127.0.0.1:0. Each conversation test runs
+//! two clients (alice and bob) through invite → join → send → receive →
+//! leave → status → quit, under Python 3 and, when an interpreter is
+//! installed, Python 2.7, in the framed and the classic encoding. Other
+//! tests check the client's error handling (server down, server shutting
+//! down, a name already taken, a pickle that would run code) and that
+//! pickles made the course's way (`"REGISTER " + pickle.dumps([...])`,
+//! every protocol) are accepted. Every wait is bounded and every process is
+//! killed when its guard is dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use natter_server::ServerHandle;
+
+/// The longest any single step (one expected line, one process exit) may
+/// take before the test gives up on it.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where a Python 2.7 interpreter usually is on the project's machines.
+const PYENV_PYTHON2: &str = "/root/.pyenv/versions/2.7.18/bin/python2.7";
+
+fn client_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/natter_client.py")
+}
+
+// ---------------------------------------------------------------------------
+// Interpreters
+// ---------------------------------------------------------------------------
+
+/// An interpreter that runs and reports the wanted major version.
+fn working_python(candidate: &str, major: u32) -> Option<PathBuf> {
+    let check = format!("import sys; sys.exit(0 if sys.version_info[0] == {major} else 1)");
+    let ok = Command::new(candidate)
+        .args(["-c", &check])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    ok.then(|| PathBuf::from(candidate))
+}
+
+fn python3() -> PathBuf {
+    working_python("python3", 3).expect("python3 is needed for the Python client tests")
+}
+
+fn python2() -> Option<PathBuf> {
+    let pyenv = Path::new(PYENV_PYTHON2)
+        .exists()
+        .then(|| working_python(PYENV_PYTHON2, 2))
+        .flatten();
+    pyenv.or_else(|| working_python("python2.7", 2))
+}
+
+/// Python 2.7, or `None` after saying plainly that the test is skipped.
+fn python2_or_skip() -> Option<PathBuf> {
+    let found = python2();
+    if found.is_none() {
+        println!("SKIPPED: no Python 2.7 interpreter found");
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------
+// The server, in-process
+// ---------------------------------------------------------------------------
+
+/// A server on its own runtime, so the test thread can block on processes.
+struct Server {
+    handle: Option<ServerHandle>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start() -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let config = natter_server::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            presence_coalesce: Duration::from_millis(20),
+            close_linger: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let handle = runtime
+            .block_on(natter_server::spawn(config))
+            .expect("server starts");
+        Server {
+            handle: Some(handle),
+            runtime,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.handle.as_ref().expect("running").local_addr()
+    }
+
+    /// The server's graceful shutdown (ERROR "server shutting down" to all).
+    fn shutdown(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.runtime.block_on(handle.shutdown());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One client process
+// ---------------------------------------------------------------------------
+
+/// A running `natter_client.py`, killed when dropped.
+struct PyClient {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Every stdout line so far, for assertions and failure messages.
+    seen: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Drop for PyClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PyClient {
+    /// Starts the client: `python natter_client.py [--classic] --port P NAME [STATUS]`.
+    fn spawn(python: &Path, addr: SocketAddr, classic: bool, name: &str) -> PyClient {
+        let mut command = Command::new(python);
+        command
+            .arg(client_script())
+            .args(["--host", &addr.ip().to_string()])
+            .args(["--port", &addr.port().to_string()]);
+        if classic {
+            command.arg("--classic");
+        }
+        let mut child = command
+            .arg(name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the Python client starts");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text);
+            sink.lock().unwrap().push_str(&text);
+        });
+        PyClient {
+            name: name.to_string(),
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Types one line into the client.
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("the client reads its stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for a printed line equal to `wanted`, skipping others (periodic
+    /// and coalesced ONLINE_USERS may come in between).
+    fn expect(&mut self, wanted: &str) {
+        self.expect_where(wanted, |line| line == wanted);
+    }
+
+    /// Waits for a printed line that satisfies `matches`.
+    fn expect_where(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "{}: no line {what:?} within {STEP_TIMEOUT:?}; {}",
+                        self.name,
+                        self.report()
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "{}: exited before printing {what:?}; {}",
+                        self.name,
+                        self.report()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Closes stdin (or not, if already closed) and waits for the process to
+    /// end; returns its status, with every line it printed now in `seen`.
+    fn finish(&mut self) -> ExitStatus {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{}: did not exit within {STEP_TIMEOUT:?}; {}",
+                    self.name,
+                    self.report()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        // The pipe closed with the process: collect the rest of its output.
+        while let Ok(line) = self.lines.recv_timeout(STEP_TIMEOUT) {
+            self.seen.push(line);
+        }
+        status
+    }
+
+    /// Asserts nothing went wrong on the client's side: no `error:` line and
+    /// nothing on stderr (a traceback would land there).
+    fn assert_clean(&self) {
+        let errors: Vec<&String> = self
+            .seen
+            .iter()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{}: {errors:?}; {}",
+            self.name,
+            self.report()
+        );
+        let stderr = self.stderr.lock().unwrap();
+        assert!(stderr.is_empty(), "{}: stderr: {stderr}", self.name);
+    }
+
+    fn report(&self) -> String {
+        format!(
+            "stdout so far: {:#?}, stderr: {:?}",
+            self.seen,
+            self.stderr.lock().unwrap()
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A whole conversation between two clients
+// ---------------------------------------------------------------------------
+
+/// alice and bob, each its own process, through every command.
+fn conversation(python: &Path, classic: bool) {
+    let server = Server::start();
+    let addr = server.addr();
+
+    let mut alice = PyClient::spawn(python, addr, classic, "alice");
+    alice.expect("ONLINE_USERS alice=online");
+    let mut bob = PyClient::spawn(python, addr, classic, "bob");
+    bob.expect("ONLINE_USERS alice=online bob=online");
+    alice.expect("ONLINE_USERS alice=online bob=online");
+
+    alice.type_line("/invite bob");
+    alice.expect("INVITATION 1 from alice");
+    bob.expect("INVITATION 1 from alice");
+
+    // A LIST after each JOIN: its answer proves the JOIN was applied, since
+    // the server handles one connection's commands in order.
+    bob.type_line("/join 1");
+    bob.type_line("/list");
+    bob.expect("CONVERSATIONS {1: [bob]}");
+    alice.type_line("/join 1");
+    alice.type_line("/list");
+    alice.expect("CONVERSATIONS {1: [alice, bob]}");
+
+    // Plain text goes to the conversation joined last.
+    alice.type_line("hello bob");
+    alice.expect("MESSAGE 1 alice: hello bob");
+    bob.expect("MESSAGE 1 alice: hello bob");
+    bob.type_line("/send 1 hi alice, ça va? 👋");
+    bob.expect("MESSAGE 1 bob: hi alice, ça va? 👋");
+    alice.expect("MESSAGE 1 bob: hi alice, ça va? 👋");
+
+    bob.type_line("/leave 1");
+    bob.type_line("/send 1 still there?");
+    bob.expect("ERROR you are not a member of conversation 1");
+    bob.type_line("/list");
+    bob.expect("CONVERSATIONS {1: [alice]}");
+
+    bob.type_line("/status away");
+    alice.expect("ONLINE_USERS alice=online bob=away");
+    bob.expect("ONLINE_USERS alice=online bob=away");
+
+    bob.type_line("/quit");
+    let status = bob.finish();
+    assert!(status.success(), "bob: {status}; {}", bob.report());
+    alice.expect("ONLINE_USERS alice=online");
+
+    // End of input says GOODBYE too.
+    let status = alice.finish();
+    assert!(status.success(), "alice: {status}; {}", alice.report());
+    alice.assert_clean();
+    bob.assert_clean();
+    assert!(
+        !alice.seen.iter().any(|l| l.contains("still there?")),
+        "a message after LEAVE reached the conversation: {:?}",
+        alice.seen
+    );
+}
+
+#[test]
+fn python3_framed_conversation() {
+    conversation(&python3(), false);
+}
+
+#[test]
+fn python3_classic_conversation() {
+    conversation(&python3(), true);
+}
+
+#[test]
+fn python2_framed_conversation() {
+    if let Some(python) = python2_or_skip() {
+        conversation(&python, false);
+    }
+}
+
+#[test]
+fn python2_classic_conversation() {
+    if let Some(python) = python2_or_skip() {
+        conversation(&python, true);
+    }
+}
+
+/// A Python 3 client and a Python 2.7 one, in different encodings, talking
+/// to each other: what one pickles the other must read.
+#[test]
+fn python2_and_python3_clients_talk_to_each_other() {
+    let Some(python2) = python2_or_skip() else {
+        return;
+    };
+    let server = Server::start();
+    let mut alice = PyClient::spawn(&python3(), server.addr(), false, "alice");
+    alice.expect("ONLINE_USERS alice=online");
+    let mut bob = PyClient::spawn(&python2, server.addr(), true, "bob");
+    bob.expect("ONLINE_USERS alice=online bob=online");
+    alice.type_line("/invite bob");
+    bob.expect("INVITATION 1 from alice");
+    bob.type_line("/join 1");
+    bob.type_line("/list");
+    bob.expect("CONVERSATIONS {1: [bob]}");
+    alice.type_line("/join 1");
+    alice.type_line("/list");
+    alice.expect("CONVERSATIONS {1: [alice, bob]}");
+    bob.type_line("/send 1 grüße aus Python 2");
+    alice.expect("MESSAGE 1 bob: grüße aus Python 2");
+    alice.type_line("/send 1 and back from 3 ✓");
+    bob.expect("MESSAGE 1 alice: and back from 3 ✓");
+    assert!(bob.finish().success(), "{}", bob.report());
+    assert!(alice.finish().success(), "{}", alice.report());
+    alice.assert_clean();
+    bob.assert_clean();
+}
+
+// ---------------------------------------------------------------------------
+// Pickles made the course's way
+// ---------------------------------------------------------------------------
+
+/// The bytes a course client sends to register, made by `python` itself.
+fn course_register(python: &Path, name: &str, protocol: u32) -> Vec<u8> {
+    let script = format!(
+        "import pickle, sys\n\
+         out = getattr(sys.stdout, 'buffer', sys.stdout)\n\
+         out.write(b'REGISTER ' + pickle.dumps(['{name}', 'online'], {protocol}))\n"
+    );
+    let output = Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .expect("python runs");
+    assert!(output.status.success(), "{script}: {output:?}");
+    output.stdout
+}
+
+/// Registers over a raw socket with course-made bytes; returns the socket
+/// (kept open so the user stays online) after checking the first reply is a
+/// classic ONLINE_USERS.
+fn register_raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    stream.write_all(bytes).expect("write");
+    let mut reply = [0u8; 13];
+    stream.read_exact(&mut reply).expect("a reply to REGISTER");
+    assert_eq!(
+        &reply,
+        b"ONLINE_USERS ",
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    stream
+}
+
+#[test]
+fn course_style_register_pickles_of_every_protocol_are_accepted() {
+    let server = Server::start();
+    let python3 = python3();
+    let mut alice = PyClient::spawn(&python3, server.addr(), false, "alice");
+    alice.expect("ONLINE_USERS alice=online");
+
+    // Python 3: protocols 0 to 5. Python 2: 0 to 2, whose strings are
+    // Python 2 `str` (the STRING / BINSTRING opcodes), as Jython sends them.
+    let mut makers: Vec<(PathBuf, &str, u32)> =
+        (0..=5).map(|p| (python3.clone(), "py3", p)).collect();
+    match python2_or_skip() {
+        Some(python2) => makers.extend((0..=2).map(|p| (python2.clone(), "py2", p))),
+        None => println!("(only the Python 3 half of this test ran)"),
+    }
+    let mut names = Vec::new();
+    let mut sockets = Vec::new();
+    for (python, tag, protocol) in &makers {
+        let name = format!("carol_{tag}_p{protocol}");
+        sockets.push(register_raw(
+            server.addr(),
+            &course_register(python, &name, *protocol),
+        ));
+        names.push(name);
+    }
+    let line = alice.expect_where("every carol online", |line| {
+        line.starts_with("ONLINE_USERS ")
+            && names.iter().all(|n| line.contains(&format!(" {n}=online")))
+    });
+    assert!(line.contains("alice=online"), "{line}");
+    drop(sockets);
+    alice.expect("ONLINE_USERS alice=online");
+    assert!(alice.finish().success(), "{}", alice.report());
+    alice.assert_clean();
+}
+
+// ---------------------------------------------------------------------------
+// The errors the notes ask a client to handle
+// ---------------------------------------------------------------------------
+
+#[test]
+fn client_says_when_the_server_is_down() {
+    // A port that was free a moment ago and has nobody listening now.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut client = PyClient::spawn(&python3(), addr, false, "alice");
+    let status = client.finish();
+    assert_eq!(status.code(), Some(1), "{}", client.report());
+    let wanted = format!("error: cannot connect to 127.0.0.1:{port}: ");
+    assert!(
+        client.seen.iter().any(|l| l.starts_with(&wanted)),
+        "{}",
+        client.report()
+    );
+    assert!(
+        client.stderr.lock().unwrap().is_empty(),
+        "{}",
+        client.report()
+    );
+}
+
+#[test]
+fn client_says_when_the_server_shuts_down() {
+    let mut server = Server::start();
+    let mut framed = PyClient::spawn(&python3(), server.addr(), false, "alice");
+    let mut classic = PyClient::spawn(&python3(), server.addr(), true, "bob");
+    framed.expect("ONLINE_USERS alice=online");
+    classic.expect("ONLINE_USERS alice=online bob=online");
+    server.shutdown();
+    for client in [&mut framed, &mut classic] {
+        client.expect("ERROR server shutting down");
+        client.expect("error: server closed the connection");
+        let status = client.finish();
+        assert_eq!(status.code(), Some(1), "{}", client.report());
+        assert!(
+            client.stderr.lock().unwrap().is_empty(),
+            "{}",
+            client.report()
+        );
+    }
+}
+
+#[test]
+fn client_says_when_its_name_is_taken() {
+    let server = Server::start();
+    let mut alice = PyClient::spawn(&python3(), server.addr(), false, "alice");
+    alice.expect("ONLINE_USERS alice=online");
+    // Names are unique case-insensitively.
+    let mut again = PyClient::spawn(&python3(), server.addr(), true, "ALICE");
+    again.expect("error: could not register: name ALICE is taken");
+    let status = again.finish();
+    assert_eq!(status.code(), Some(1), "{}", again.report());
+    assert!(alice.finish().success(), "{}", alice.report());
+}
+
+/// A server that answers REGISTER with a pickle that would call
+/// `os.system` if loaded with plain `pickle.loads`.
+fn hostile_server(classic: bool, marker: &Path) -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Protocol 0: GLOBAL os.system, the argument tuple, REDUCE, STOP.
+    let evil = format!("cos\nsystem\n(S'touch {}'\ntR.", marker.display());
+    let mut body = b"ONLINE_USERS ".to_vec();
+    body.extend_from_slice(evil.as_bytes());
+    let wire = if classic {
+        body
+    } else {
+        let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&body);
+        framed
+    };
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("the client connects");
+        stream.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+        let mut first = [0u8; 1];
+        let _ = stream.read(&mut first);
+        let _ = stream.write_all(&wire);
+        // Keep the connection open until the client gives up on it.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    });
+    (addr, server)
+}
+
+#[test]
+fn client_refuses_a_pickle_that_would_run_code() {
+    let dir = std::env::temp_dir().join(format!("natter-py-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut pythons = vec![python3()];
+    pythons.extend(python2());
+    for (python, classic) in pythons.iter().flat_map(|p| [(p, false), (p, true)]) {
+        let marker = dir.join(format!("ran-{classic}"));
+        let (addr, server) = hostile_server(classic, &marker);
+        let mut client = PyClient::spawn(python, addr, classic, "alice");
+        client.expect_where("undecodable data", |l| {
+            l.starts_with("error: undecodable data from ")
+                && l.contains("refusing to load os.system")
+        });
+        let status = client.finish();
+        assert_eq!(status.code(), Some(1), "{}", client.report());
+        assert!(
+            client.stderr.lock().unwrap().is_empty(),
+            "{}",
+            client.report()
+        );
+        assert!(!marker.exists(), "the pickle ran code");
+        server.join().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
