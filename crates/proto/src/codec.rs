@@ -1,12 +1,16 @@
 //! Picks the encoding from the first byte and gives one incremental decoder
 //! and encoder over all three.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::classic::{self, ClassicState};
 use crate::command::Command;
+use crate::framed;
+use crate::json::{self, JsonState};
 use crate::limits::Limits;
 use crate::message::ServerMessage;
-use crate::pickle::PickleError;
+use crate::pickle::{PickleError, Reader, writer};
+use crate::sink::{JsonSink, PickleSink};
 use crate::wire::{Direction, RawMessage};
 
 /// The encoding of one connection, fixed by the first byte the client sends.
@@ -62,15 +66,31 @@ pub enum DecodeError {
     InvalidUtf8,
     #[error("invalid JSON: {0}")]
     Json(String),
+    /// Well-formed framing around a body that makes no sense; the next
+    /// message can still be read.
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// Classic mode: the message cannot be delimited, so neither can the
+    /// next one.
+    #[error("malformed message: {0}")]
+    Unrecoverable(String),
 }
 
 impl DecodeError {
     /// Whether the stream can no longer be trusted: the server sends ERROR
     /// and closes. Otherwise it sends ERROR and reads on.
     pub fn is_fatal(&self) -> bool {
-        todo!("implemented by the proto work: {self:?}")
+        match self {
+            DecodeError::UnknownEncoding(_)
+            | DecodeError::BadFrameLength { .. }
+            | DecodeError::TooLarge { .. }
+            | DecodeError::UnknownCommand(_)
+            | DecodeError::InvalidUtf8
+            | DecodeError::Json(_)
+            | DecodeError::Unrecoverable(_) => true,
+            DecodeError::Pickle { fatal, .. } => *fatal,
+            DecodeError::TrailingBytes | DecodeError::Malformed(_) => false,
+        }
     }
 }
 
@@ -78,12 +98,17 @@ impl DecodeError {
 ///
 /// Feed it the bytes read so far; it consumes whole messages from the front
 /// of the buffer and leaves partial ones in place. After a fatal error the
-/// decoder must not be used again.
+/// decoder must not be used again (it repeats the error if it is).
 #[derive(Debug)]
 pub struct Decoder {
     pub encoding: Encoding,
     pub direction: Direction,
     pub limits: Limits,
+    /// Reused between messages to save allocations.
+    reader: Reader,
+    classic: ClassicState,
+    json: JsonState,
+    failed: Option<DecodeError>,
 }
 
 impl Decoder {
@@ -91,7 +116,11 @@ impl Decoder {
         Decoder {
             encoding,
             direction,
+            reader: Reader::new(limits.max_depth, limits.max_items),
             limits,
+            classic: ClassicState::default(),
+            json: JsonState::default(),
+            failed: None,
         }
     }
 
@@ -102,22 +131,80 @@ impl Decoder {
     /// `Err(e)` with `!e.is_fatal()`: that message's bytes were consumed and
     /// decoding can go on.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RawMessage>, DecodeError> {
-        todo!("implemented by the proto work: {}", buf.len())
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let result = match self.encoding {
+            Encoding::Framed => framed::decode(buf, &self.limits, &mut self.reader),
+            Encoding::Classic => classic::decode(
+                buf,
+                self.direction,
+                &self.limits,
+                &mut self.reader,
+                &mut self.classic,
+            ),
+            Encoding::Json => json::decode(buf, &self.limits, &mut self.json),
+        };
+        if let Err(error) = &result
+            && error.is_fatal()
+        {
+            self.failed = Some(error.clone());
+        }
+        result
     }
 }
 
 /// Encodes a raw message (either direction) onto `out` in `encoding`.
 pub fn encode_raw(raw: &RawMessage, encoding: Encoding, out: &mut BytesMut) {
-    todo!("implemented by the proto work: {raw:?} {encoding:?} {}", out.len())
+    match encoding {
+        Encoding::Framed => framed::encode_raw(raw, out),
+        Encoding::Classic => classic::encode_raw(raw, out),
+        Encoding::Json => json::encode_raw(raw, out),
+    }
 }
 
 /// Encodes a server message in `encoding`: the server calls this once per
 /// encoding in use and shares the bytes among all recipients.
+///
+/// The arguments are written straight into the output (no `Value` is
+/// built), which keeps MESSAGE and large ONLINE_USERS cheap.
 pub fn encode_message(msg: &ServerMessage, encoding: Encoding) -> Bytes {
-    todo!("implemented by the proto work: {msg:?} {encoding:?}")
+    let mut out = BytesMut::with_capacity(msg.size_hint());
+    write_message(msg, encoding, &mut out);
+    out.freeze()
+}
+
+/// Like [`encode_message`], appending to `out`.
+pub fn write_message(msg: &ServerMessage, encoding: Encoding, out: &mut BytesMut) {
+    let word = msg.word().as_bytes();
+    match encoding {
+        Encoding::Framed => {
+            let start = framed::begin_frame(out);
+            out.put_slice(word);
+            out.put_u8(b' ');
+            write_pickled_args(msg, out);
+            framed::end_frame(out, start);
+        }
+        Encoding::Classic => {
+            out.put_slice(word);
+            out.put_u8(b' ');
+            write_pickled_args(msg, out);
+        }
+        Encoding::Json => {
+            json::begin_message(out, msg.word());
+            msg.write_args(&mut JsonSink(out));
+            json::end_message(out);
+        }
+    }
+}
+
+fn write_pickled_args(msg: &ServerMessage, out: &mut BytesMut) {
+    writer::begin(out);
+    msg.write_args(&mut PickleSink(out));
+    writer::end(out);
 }
 
 /// Encodes a client command (client side).
 pub fn encode_command(cmd: &Command, encoding: Encoding, out: &mut BytesMut) {
-    todo!("implemented by the proto work: {cmd:?} {encoding:?} {}", out.len())
+    encode_raw(&cmd.to_raw(), encoding, out);
 }

@@ -49,8 +49,21 @@ pub enum CommandError {
         command: &'static str,
         usage: &'static str,
     },
+    /// Like `BadArguments`, saying which argument was wrong.
+    #[error("{command} expects {usage}: {detail}")]
+    BadArgument {
+        command: &'static str,
+        usage: &'static str,
+        detail: String,
+    },
     #[error("invalid username {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
+    #[error("invalid username {name:?}: too long ({len} characters, at most {max})")]
+    NameTooLong {
+        name: String,
+        len: usize,
+        max: usize,
+    },
     #[error("status is too long ({len} characters, at most {max})")]
     StatusTooLong { len: usize, max: usize },
     #[error("message is too long ({len} bytes, at most {max})")]
@@ -79,20 +92,235 @@ impl Command {
     /// is accepted too. Arguments sent to GOODBYE / LIST_CONVERSATIONS are
     /// ignored.
     pub fn from_raw(raw: RawMessage, limits: &Limits) -> Result<Command, CommandError> {
-        todo!("implemented by the proto work: {raw:?} {limits:?}")
+        let RawMessage { word, args } = raw;
+        match word.as_str() {
+            "GOODBYE" => Ok(Command::Goodbye),
+            "LIST_CONVERSATIONS" => Ok(Command::ListConversations),
+            "REGISTER" => {
+                let [name, status] =
+                    Args::new("REGISTER", "[username, status]", args)?.exactly()?;
+                let name = name_arg(name, "username", limits)?;
+                let status = status_arg(status, "REGISTER", "[username, status]", limits)?;
+                Ok(Command::Register { name, status })
+            }
+            "STATUS" => {
+                let [status] = Args::new("STATUS", "[status]", args)?.exactly()?;
+                Ok(Command::Status(status_arg(
+                    status, "STATUS", "[status]", limits,
+                )?))
+            }
+            "INVITE" => {
+                let args = Args::new("INVITE", "[username, ...] with at least one name", args)?;
+                if args.values.is_empty() {
+                    return Err(args.wrong("no username given".into()));
+                }
+                let names = args.all_strings("username")?;
+                for name in &names {
+                    validate_name(name, limits)?;
+                }
+                Ok(Command::Invite(names))
+            }
+            "JOIN" => {
+                let args = Args::new("JOIN", "[convID]", args)?;
+                let [conv] = args.exactly()?;
+                Ok(Command::Join(conv_arg(conv, "JOIN", "[convID]")?))
+            }
+            "LEAVE" => {
+                let [conv] = Args::new("LEAVE", "[convID]", args)?.exactly()?;
+                Ok(Command::Leave(conv_arg(conv, "LEAVE", "[convID]")?))
+            }
+            "SEND_MESSAGE" => {
+                const USAGE: &str = "[convID, message]";
+                let [conv, text] = Args::new("SEND_MESSAGE", USAGE, args)?.exactly()?;
+                let conv = conv_arg(conv, "SEND_MESSAGE", USAGE)?;
+                let text = string_arg(text, "SEND_MESSAGE", USAGE, "message")?;
+                if text.len() > limits.max_message {
+                    return Err(CommandError::MessageTooLong {
+                        len: text.len(),
+                        max: limits.max_message,
+                    });
+                }
+                Ok(Command::SendMessage { conv, text })
+            }
+            "CAPS" => {
+                let args = Args::new("CAPS", "[name, ...]", args)?;
+                Ok(Command::Caps(args.all_strings("capability name")?))
+            }
+            _ => Err(CommandError::UnknownCommand(preview(&word))),
+        }
     }
 
     /// The raw form, for a client to encode.
     pub fn to_raw(&self) -> RawMessage {
-        todo!("implemented by the proto work")
+        let strings =
+            |items: &[String]| Value::List(items.iter().cloned().map(Value::Str).collect());
+        let conv = |id: ConvId| Value::Int(id as i64);
+        let args = match self {
+            Command::Goodbye | Command::ListConversations => None,
+            Command::Caps(names) | Command::Invite(names) => Some(strings(names)),
+            Command::Register { name, status } => Some(Value::List(vec![
+                Value::Str(name.clone()),
+                Value::Str(status.clone()),
+            ])),
+            Command::Status(status) => Some(Value::List(vec![Value::Str(status.clone())])),
+            Command::Join(id) | Command::Leave(id) => Some(Value::List(vec![conv(*id)])),
+            Command::SendMessage { conv: id, text } => {
+                Some(Value::List(vec![conv(*id), Value::Str(text.clone())]))
+            }
+        };
+        RawMessage {
+            word: self.word().to_owned(),
+            args,
+        }
     }
 }
 
 /// Checks a username against the contract: 1–`max` characters, each a
 /// letter (Unicode letters allowed), digit, `_`, `-` or `.`.
 pub fn validate_name(name: &str, limits: &Limits) -> Result<(), CommandError> {
-    todo!("implemented by the proto work: {name} {limits:?}")
+    if name.is_empty() {
+        return Err(CommandError::InvalidName {
+            name: String::new(),
+            reason: "it is empty",
+        });
+    }
+    let len = name.chars().count();
+    if len > limits.max_name {
+        return Err(CommandError::NameTooLong {
+            name: preview(name),
+            len,
+            max: limits.max_name,
+        });
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(CommandError::InvalidName {
+            name: name.to_owned(),
+            reason: "only letters, digits, '_', '-' and '.' are allowed",
+        });
+    }
+    Ok(())
 }
 
-#[allow(dead_code)]
-fn unused(_: Value) {}
+/// Longest excerpt of client-supplied text quoted back in an error.
+const PREVIEW_CHARS: usize = 40;
+
+/// At most [`PREVIEW_CHARS`] characters of `text`, so an error never
+/// echoes a whole hostile frame.
+fn preview(text: &str) -> String {
+    match text.char_indices().nth(PREVIEW_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// The arguments of one command, as a sequence.
+struct Args {
+    command: &'static str,
+    usage: &'static str,
+    values: Vec<Value>,
+}
+
+impl Args {
+    /// A list or tuple gives its items; a bare value is one argument.
+    fn new(
+        command: &'static str,
+        usage: &'static str,
+        args: Option<Value>,
+    ) -> Result<Args, CommandError> {
+        let values = match args {
+            None => return Err(CommandError::MissingArguments { command, usage }),
+            Some(Value::List(items) | Value::Tuple(items)) => items,
+            Some(bare) => vec![bare],
+        };
+        Ok(Args {
+            command,
+            usage,
+            values,
+        })
+    }
+
+    fn wrong(&self, detail: String) -> CommandError {
+        CommandError::BadArgument {
+            command: self.command,
+            usage: self.usage,
+            detail,
+        }
+    }
+
+    fn exactly<const N: usize>(self) -> Result<[Value; N], CommandError> {
+        let got = self.values.len();
+        let (command, usage) = (self.command, self.usage);
+        <[Value; N]>::try_from(self.values).map_err(|_| CommandError::BadArgument {
+            command,
+            usage,
+            detail: format!("got {got} argument{}", if got == 1 { "" } else { "s" }),
+        })
+    }
+
+    fn all_strings(self, what: &str) -> Result<Vec<String>, CommandError> {
+        let (command, usage) = (self.command, self.usage);
+        self.values
+            .into_iter()
+            .map(|v| string_arg(v, command, usage, what))
+            .collect()
+    }
+}
+
+fn string_arg(
+    value: Value,
+    command: &'static str,
+    usage: &'static str,
+    what: &str,
+) -> Result<String, CommandError> {
+    match value {
+        Value::Str(s) => Ok(s),
+        other => Err(CommandError::BadArgument {
+            command,
+            usage,
+            detail: format!("{what} must be a string, got {}", other.type_name()),
+        }),
+    }
+}
+
+fn name_arg(value: Value, what: &str, limits: &Limits) -> Result<String, CommandError> {
+    let name = string_arg(value, "REGISTER", "[username, status]", what)?;
+    validate_name(&name, limits)?;
+    Ok(name)
+}
+
+fn status_arg(
+    value: Value,
+    command: &'static str,
+    usage: &'static str,
+    limits: &Limits,
+) -> Result<String, CommandError> {
+    let status = string_arg(value, command, usage, "status")?;
+    let len = status.chars().count();
+    if len > limits.max_status {
+        return Err(CommandError::StatusTooLong {
+            len,
+            max: limits.max_status,
+        });
+    }
+    Ok(status)
+}
+
+fn conv_arg(
+    value: Value,
+    command: &'static str,
+    usage: &'static str,
+) -> Result<ConvId, CommandError> {
+    let detail = match value {
+        Value::Int(id) if id >= 0 => return Ok(id as ConvId),
+        Value::Int(id) => format!("convID must be a non-negative integer, got {id}"),
+        other => format!("convID must be an integer, got {}", other.type_name()),
+    };
+    Err(CommandError::BadArgument {
+        command,
+        usage,
+        detail,
+    })
+}

@@ -1,1 +1,113 @@
 //! The framed encoding: incremental decoder and encoder.
+//!
+//! A message is a 4-byte big-endian length `N` and `N` bytes of body; the
+//! body is `WORD` or `WORD SP pickle`. Because the frame says where the
+//! message ends, anything wrong inside a body (a bad pickle, bytes after its
+//! STOP, an unknown word) costs only that message. A length of 0 or over the
+//! limit is a framing violation: the next frame's start is unknown, so it is
+//! fatal.
+
+use bytes::{Buf, BufMut, BytesMut};
+
+use crate::codec::DecodeError;
+use crate::limits::Limits;
+use crate::pickle::{Reader, Scan, writer};
+use crate::wire::RawMessage;
+
+/// Bytes in the length prefix.
+pub const LENGTH_BYTES: usize = 4;
+
+/// Decodes the frame at the front of `buf`, if it is all there.
+pub fn decode(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    reader: &mut Reader,
+) -> Result<Option<RawMessage>, DecodeError> {
+    let Some(prefix) = buf.first_chunk::<LENGTH_BYTES>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len == 0 || len > limits.max_frame {
+        return Err(DecodeError::BadFrameLength {
+            len,
+            max: limits.max_frame,
+        });
+    }
+    let frame_end = LENGTH_BYTES + len;
+    if buf.len() < frame_end {
+        buf.reserve(frame_end - buf.len());
+        return Ok(None);
+    }
+    let result = parse_body(&buf[LENGTH_BYTES..frame_end], reader);
+    buf.advance(frame_end);
+    result.map(Some)
+}
+
+/// A body: `WORD` or `WORD SP pickle`, the pickle ending exactly at the end.
+pub fn parse_body(body: &[u8], reader: &mut Reader) -> Result<RawMessage, DecodeError> {
+    let (word, pickle) = match body.iter().position(|&b| b == b' ') {
+        Some(space) => (&body[..space], Some(&body[space + 1..])),
+        None => (body, None),
+    };
+    let word = parse_word(word)?;
+    let Some(pickle) = pickle else {
+        return Ok(RawMessage { word, args: None });
+    };
+    let recoverable = |source| DecodeError::Pickle {
+        source,
+        fatal: false,
+    };
+    let end = match reader.scan(pickle).map_err(recoverable)? {
+        Scan::Complete { end } => end,
+        Scan::Incomplete { .. } => return Err(recoverable(crate::pickle::PickleError::Truncated)),
+    };
+    if end != pickle.len() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    let (args, _) = reader.build(pickle).map_err(recoverable)?;
+    Ok(RawMessage {
+        word,
+        args: Some(args),
+    })
+}
+
+/// A command word: non-empty UTF-8. Whether it is a known word is for the
+/// typing layer to say.
+fn parse_word(word: &[u8]) -> Result<String, DecodeError> {
+    if word.is_empty() {
+        return Err(DecodeError::Malformed(
+            "the frame has no command word".into(),
+        ));
+    }
+    match std::str::from_utf8(word) {
+        Ok(word) => Ok(word.to_owned()),
+        Err(_) => Err(DecodeError::Malformed(
+            "the command word is not UTF-8".into(),
+        )),
+    }
+}
+
+/// Reserves the length prefix; returns where the frame starts.
+pub(crate) fn begin_frame(out: &mut BytesMut) -> usize {
+    let start = out.len();
+    out.put_u32(0);
+    start
+}
+
+/// Writes the body length into the prefix reserved at `start`.
+pub(crate) fn end_frame(out: &mut BytesMut, start: usize) {
+    let len = out.len() - start - LENGTH_BYTES;
+    let len = u32::try_from(len).expect("frames are under 4 GiB");
+    out[start..start + LENGTH_BYTES].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Encodes a raw message as one frame.
+pub fn encode_raw(raw: &RawMessage, out: &mut BytesMut) {
+    let start = begin_frame(out);
+    out.extend_from_slice(raw.word.as_bytes());
+    if let Some(args) = &raw.args {
+        out.put_u8(b' ');
+        writer::write_value(out, args);
+    }
+    end_frame(out, start);
+}

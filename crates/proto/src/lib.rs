@@ -24,6 +24,7 @@ pub mod json;
 pub mod limits;
 pub mod message;
 pub mod pickle;
+mod sink;
 pub mod wire;
 
 pub use codec::{DecodeError, Decoder, Encoding};

@@ -5,6 +5,8 @@
 //! [`ServerMessage::from_raw`].
 
 use crate::ConvId;
+use crate::pickle::Value;
+use crate::sink::ArgSink;
 use crate::wire::RawMessage;
 
 /// A server → client message.
@@ -58,6 +60,239 @@ impl ServerMessage {
     /// Types a raw message from a server (client side). Lenient where the
     /// contract allows (ids as JSON string keys, lists or tuples).
     pub fn from_raw(raw: RawMessage) -> Result<ServerMessage, MessageError> {
-        todo!("implemented by the proto work: {raw:?}")
+        let RawMessage { word, args } = raw;
+        let fail = |reason: String| MessageError {
+            word: word.clone(),
+            reason,
+        };
+        let args = args.ok_or_else(|| fail("no arguments".into()))?;
+        type_args(&word, args).map_err(fail)
+    }
+
+    /// The raw form: what [`ServerMessage::write_args`] writes, as a value.
+    pub fn to_raw(&self) -> RawMessage {
+        let str = |s: &str| Value::Str(s.to_owned());
+        let conv = |id: ConvId| Value::Int(id as i64);
+        let strs = |v: &[String]| Value::List(v.iter().map(|s| str(s)).collect());
+        let args = match self {
+            ServerMessage::OnlineUsers(users) => {
+                Value::Dict(users.iter().map(|(n, s)| (str(n), str(s))).collect())
+            }
+            ServerMessage::Presence(changes) => Value::Dict(
+                changes
+                    .iter()
+                    .map(|(n, s)| (str(n), s.as_deref().map_or(Value::None, str)))
+                    .collect(),
+            ),
+            ServerMessage::Invitation { conv: id, inviter } => {
+                Value::List(vec![conv(*id), str(inviter)])
+            }
+            ServerMessage::Conversations(convs) => {
+                Value::Dict(convs.iter().map(|(id, m)| (conv(*id), strs(m))).collect())
+            }
+            ServerMessage::Message {
+                conv: id,
+                sender,
+                text,
+            } => Value::List(vec![conv(*id), str(sender), str(text)]),
+            ServerMessage::Members { conv: id, members } => {
+                Value::List(vec![conv(*id), strs(members)])
+            }
+            ServerMessage::Caps(names) => strs(names),
+            ServerMessage::Error(text) => str(text),
+        };
+        RawMessage {
+            word: self.word().to_owned(),
+            args: Some(args),
+        }
+    }
+
+    /// Describes the arguments to `sink`, which writes them as a pickle or
+    /// as JSON without an intermediate [`Value`].
+    pub(crate) fn write_args(&self, sink: &mut impl ArgSink) {
+        let strs = |sink: &mut _, names: &[String]| write_strings(sink, names);
+        match self {
+            ServerMessage::OnlineUsers(users) => {
+                sink.dict_begin();
+                for (name, status) in users {
+                    sink.key_str(name);
+                    sink.str(status);
+                }
+                sink.dict_end();
+            }
+            ServerMessage::Presence(changes) => {
+                sink.dict_begin();
+                for (name, status) in changes {
+                    sink.key_str(name);
+                    match status {
+                        Some(status) => sink.str(status),
+                        None => sink.none(),
+                    }
+                }
+                sink.dict_end();
+            }
+            ServerMessage::Invitation { conv, inviter } => {
+                sink.list_begin();
+                sink.int(*conv as i64);
+                sink.str(inviter);
+                sink.list_end();
+            }
+            ServerMessage::Conversations(convs) => {
+                sink.dict_begin();
+                for (conv, members) in convs {
+                    sink.key_conv(*conv);
+                    strs(sink, members);
+                }
+                sink.dict_end();
+            }
+            ServerMessage::Message { conv, sender, text } => {
+                sink.list_begin();
+                sink.int(*conv as i64);
+                sink.str(sender);
+                sink.str(text);
+                sink.list_end();
+            }
+            ServerMessage::Members { conv, members } => {
+                sink.list_begin();
+                sink.int(*conv as i64);
+                strs(sink, members);
+                sink.list_end();
+            }
+            ServerMessage::Caps(names) => strs(sink, names),
+            ServerMessage::Error(text) => sink.str(text),
+        }
+    }
+
+    /// A guess at the encoded size, so the output buffer is allocated once.
+    pub(crate) fn size_hint(&self) -> usize {
+        let strs = |v: &[String]| v.iter().map(|s| s.len() + 8).sum::<usize>();
+        32 + match self {
+            ServerMessage::OnlineUsers(users) => {
+                users.iter().map(|(n, s)| n.len() + s.len() + 14).sum()
+            }
+            ServerMessage::Presence(changes) => changes
+                .iter()
+                .map(|(n, s)| n.len() + s.as_ref().map_or(0, String::len) + 14)
+                .sum(),
+            ServerMessage::Invitation { inviter, .. } => inviter.len() + 16,
+            ServerMessage::Conversations(convs) => convs.iter().map(|(_, m)| strs(m) + 16).sum(),
+            ServerMessage::Message { sender, text, .. } => sender.len() + text.len() + 24,
+            ServerMessage::Members { members, .. } => strs(members) + 16,
+            ServerMessage::Caps(names) => strs(names),
+            ServerMessage::Error(text) => text.len() + 8,
+        }
+    }
+}
+
+/// Types the arguments of the server message `word`.
+fn type_args(word: &str, args: Value) -> Result<ServerMessage, String> {
+    match word {
+        "ONLINE_USERS" => dict(args)?
+            .into_iter()
+            .map(|(k, v)| Ok((string(k, "username")?, string(v, "status")?)))
+            .collect::<Result<_, String>>()
+            .map(ServerMessage::OnlineUsers),
+        "PRESENCE" => dict(args)?
+            .into_iter()
+            .map(|(k, v)| {
+                let status = match v {
+                    Value::None => None,
+                    other => Some(string(other, "status")?),
+                };
+                Ok((string(k, "username")?, status))
+            })
+            .collect::<Result<_, String>>()
+            .map(ServerMessage::Presence),
+        "INVITATION" => seq::<2>(args).and_then(|[conv, inviter]| {
+            Ok(ServerMessage::Invitation {
+                conv: conv_id(conv)?,
+                inviter: string(inviter, "inviter")?,
+            })
+        }),
+        "CONVERSATIONS" => dict(args)?
+            .into_iter()
+            .map(|(k, v)| Ok((conv_id(k)?, strings(v, "member")?)))
+            .collect::<Result<_, String>>()
+            .map(ServerMessage::Conversations),
+        "MESSAGE" => seq::<3>(args).and_then(|[conv, sender, text]| {
+            Ok(ServerMessage::Message {
+                conv: conv_id(conv)?,
+                sender: string(sender, "sender")?,
+                text: string(text, "message")?,
+            })
+        }),
+        "MEMBERS" => seq::<2>(args).and_then(|[conv, members]| {
+            Ok(ServerMessage::Members {
+                conv: conv_id(conv)?,
+                members: strings(members, "member")?,
+            })
+        }),
+        "CAPS" => strings(args, "capability").map(ServerMessage::Caps),
+        "ERROR" => match args {
+            Value::List(mut items) | Value::Tuple(mut items) if items.len() == 1 => {
+                string(items.remove(0), "error text")
+            }
+            bare => string(bare, "error text"),
+        }
+        .map(ServerMessage::Error),
+        _ => Err("unknown message".to_owned()),
+    }
+}
+
+fn write_strings(sink: &mut impl ArgSink, items: &[String]) {
+    sink.list_begin();
+    for item in items {
+        sink.str(item);
+    }
+    sink.list_end();
+}
+
+fn dict(args: Value) -> Result<Vec<(Value, Value)>, String> {
+    match args {
+        Value::Dict(pairs) => Ok(pairs),
+        other => Err(format!("expected a dict, got {}", other.type_name())),
+    }
+}
+
+fn seq<const N: usize>(args: Value) -> Result<[Value; N], String> {
+    match args {
+        Value::List(items) | Value::Tuple(items) => {
+            let got = items.len();
+            <[Value; N]>::try_from(items).map_err(|_| format!("expected {N} arguments, got {got}"))
+        }
+        other => Err(format!("expected a list, got {}", other.type_name())),
+    }
+}
+
+fn string(value: Value, what: &str) -> Result<String, String> {
+    match value {
+        Value::Str(s) => Ok(s),
+        other => Err(format!(
+            "{what} must be a string, got {}",
+            other.type_name()
+        )),
+    }
+}
+
+fn strings(value: Value, what: &str) -> Result<Vec<String>, String> {
+    match value {
+        Value::List(items) | Value::Tuple(items) => {
+            items.into_iter().map(|v| string(v, what)).collect()
+        }
+        other => Err(format!(
+            "expected a list of {what}s, got {}",
+            other.type_name()
+        )),
+    }
+}
+
+/// A conversation id: an int, or in JSON a dict key such as `"3"`.
+fn conv_id(value: Value) -> Result<ConvId, String> {
+    match value {
+        Value::Int(id) if id >= 0 => Ok(id as ConvId),
+        Value::Str(text) => text
+            .parse::<ConvId>()
+            .map_err(|_| format!("conversation id {text:?} is not a number")),
+        other => Err(format!("conversation id must be an integer, got {other:?}")),
     }
 }
