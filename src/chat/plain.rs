@@ -22,7 +22,6 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::Context;
 use natter_client::{Client, ClientError, ConnectionState, ConvId, Event, Events};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
@@ -37,7 +36,7 @@ pub async fn run(server: String, name: String, status: String) -> anyhow::Result
         if matches!(err, ClientError::NameTaken(_) | ClientError::Rejected(_)) {
             print_line(&format!("ERROR {}", one_line(&err.to_string())));
         }
-        return Err(err).context("cannot register");
+        return Err(err.into());
     }
     let printer = tokio::spawn(print_events(events));
     let outcome = read_commands(&client).await;
