@@ -1,9 +1,154 @@
-//! `natter bench` (work in progress).
+//! `natter bench`: a load generator that measures a running chat server,
+//! natter or IRC, from the outside.
+//!
+//! The workload is fan-out: C clients in groups of K, an open-loop total
+//! send rate R, payloads of B bytes carrying their send time. It reports
+//! what a user of the server would notice (every message delivered to
+//! every other member, how fast) and what the operator pays (the server's
+//! CPU and memory, read from /proc). `--idle` measures what a quiet
+//! connection costs instead. The generator runs on one thread so that,
+//! pinned to its own core, it never competes with the server for CPU.
+//!
+//! Modules: [`plan`] (names and groups), [`natter_wire`] and [`irc_wire`]
+//! (each protocol's setup, send and receive), [`setup`] (bringing clients
+//! online), [`load`] (the schedule, readers, progress), [`idle`], [`stats`]
+//! (counters, histograms), [`procfs`] (server CPU/RSS), [`report`].
+
+mod idle;
+mod irc_wire;
+mod load;
+mod natter_wire;
+mod net;
+mod payload;
+mod plan;
+mod procfs;
+mod report;
+mod setup;
+mod stats;
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
 
 /// Arguments of `natter bench`.
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// The server to measure (loopback only).
+    #[arg(long, default_value = "127.0.0.1:6666")]
+    addr: SocketAddr,
+    /// Number of clients (C).
+    #[arg(long, default_value_t = 1000)]
+    clients: u32,
+    /// Members per conversation / channel (K).
+    #[arg(long, default_value_t = 10)]
+    group: u32,
+    /// Messages per second sent by all clients together (R), open loop.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u32,
+    /// Bytes of message text (B); it carries sender, sequence and send time.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Seconds of load before the measured window.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    warmup: f64,
+    /// Seconds of the measured window (with --idle: how long to hold).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    duration: f64,
+    /// Seconds to wait after the window for its last deliveries.
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    drain: f64,
+    /// Seconds allowed for connecting, registering and joining everyone.
+    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    setup_timeout: f64,
+    /// Connections being set up at once.
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+    /// The server's process id, to report its CPU time and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print the result as one JSON line on stdout.
+    #[arg(long)]
+    json: bool,
+    /// The server's protocol.
+    #[arg(long, value_enum, default_value_t = Proto::Natter)]
+    proto: Proto,
+    /// Connect, register, join and hold: measure setup time and memory per
+    /// idle connection instead of load.
+    #[arg(long)]
+    idle: bool,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
 
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("natter bench is not built yet")
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Proto {
+    /// natter's framed encoding with CAPS presence-delta members.
+    Natter,
+    /// IRC: NICK/USER, JOIN, PRIVMSG.
+    Irc,
+}
+
+impl BenchArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        net::check_loopback(self.addr)?;
+        if self.clients < 2 || self.group < 2 || self.group > self.clients {
+            bail!("need at least 2 clients and 2 <= --group <= --clients");
+        }
+        if !self.idle && self.rate == 0 {
+            bail!("--rate must be positive");
+        }
+        let max_payload = match self.proto {
+            Proto::Natter => 8 * 1024,
+            Proto::Irc => 400, // a PRIVMSG line must fit in 512 bytes
+        };
+        if self.payload > max_payload {
+            bail!(
+                "--payload is at most {max_payload} bytes for {:?}",
+                self.proto
+            );
+        }
+        for (name, secs) in [
+            ("warmup", self.warmup),
+            ("duration", self.duration),
+            ("drain", self.drain),
+        ] {
+            if !(0.0..=3600.0).contains(&secs) {
+                bail!("--{name} must be between 0 and 3600 seconds");
+            }
+        }
+        if self.duration <= 0.0 && !self.idle {
+            bail!("--duration must be positive");
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    // One thread: the generator's cost stays on the one core it is given.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let plan = plan::Plan::new(args.clients, args.group);
+        if args.idle {
+            let outcome = idle::run(&args, &plan).await?;
+            report::idle(&args, &outcome);
+        } else {
+            let (clients, setup_time) = setup::connect_all(&args, &plan).await?;
+            if !args.quiet {
+                eprintln!(
+                    "setup of {} clients took {:.2} s",
+                    clients.len(),
+                    setup_time.as_secs_f64()
+                );
+            }
+            let outcome = load::run(&args, &plan, clients).await?;
+            report::load(&args, setup_time, &outcome);
+        }
+        Ok(())
+    })
 }

@@ -1,0 +1,212 @@
+//! The natter side of the generator: framed encoding, `CAPS
+//! presence-delta members`, `REGISTER`, one `INVITE` per group, `JOIN`,
+//! then `SEND_MESSAGE` and `MESSAGE`.
+//!
+//! Encoding and decoding go through `natter_proto`, the same code the server
+//! uses. Presence traffic (`PRESENCE`, `ONLINE_USERS`) is skipped by its
+//! command word without decoding the pickle: with thousands of clients it
+//! is most of the setup traffic, and the generator's core is needed for the
+//! measurement.
+
+use std::rc::Rc;
+
+use anyhow::{Context, bail};
+use bytes::{Buf, BytesMut};
+use natter_proto::codec::encode_command;
+use natter_proto::limits::MAX_FRAME_CEILING;
+use natter_proto::wire::Direction;
+use natter_proto::{Command, ConvId, Decoder, Encoding, Limits, ServerMessage};
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+
+use super::net;
+use super::plan::Plan;
+
+/// The capabilities every benchmark client asks for.
+const CAPS: [&str; 2] = ["presence-delta", "members"];
+
+/// What one frame turned out to be.
+enum Frame {
+    /// `ONLINE_USERS` (true: the full list that acknowledges REGISTER) or
+    /// `PRESENCE` (false), left undecoded.
+    Presence {
+        full: bool,
+    },
+    Message(ServerMessage),
+}
+
+/// Bytes received from the server and the decoder that splits them.
+pub struct Inbox {
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl Inbox {
+    fn new() -> Inbox {
+        Inbox {
+            buf: BytesMut::new(),
+            decoder: Decoder::new(
+                Encoding::Framed,
+                Direction::ToClient,
+                Limits::client_default(),
+            ),
+        }
+    }
+
+    pub fn buf(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// The next whole frame in the buffer, if one has arrived.
+    fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
+        let Some(header) = self.buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(header.try_into().expect("four bytes")) as usize;
+        if len == 0 || len > MAX_FRAME_CEILING {
+            bail!("server sent a frame of {len} bytes");
+        }
+        let Some(body) = self.buf.get(4..4 + len) else {
+            return Ok(None);
+        };
+        for (word, full) in [(&b"PRESENCE"[..], false), (b"ONLINE_USERS", true)] {
+            if body.starts_with(word) {
+                self.buf.advance(4 + len);
+                return Ok(Some(Frame::Presence { full }));
+            }
+        }
+        let raw = self
+            .decoder
+            .decode(&mut self.buf)?
+            .context("a whole frame did not decode")?;
+        Ok(Some(Frame::Message(ServerMessage::from_raw(raw)?)))
+    }
+
+    /// Hands the text of every chat message in the buffer to `on_text`;
+    /// counts `ERROR`s.
+    pub fn drain(
+        &mut self,
+        mut on_text: impl FnMut(&[u8]),
+        errors: &mut u64,
+    ) -> anyhow::Result<()> {
+        while let Some(frame) = self.next_frame()? {
+            match frame {
+                Frame::Message(ServerMessage::Message { text, .. }) => on_text(text.as_bytes()),
+                Frame::Message(ServerMessage::Error(_)) => *errors += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until `pick` accepts a message; an `ERROR` ends the wait.
+    async fn wait_for<T>(
+        &mut self,
+        stream: &TcpStream,
+        mut pick: impl FnMut(&Frame) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        loop {
+            while let Some(frame) = self.next_frame()? {
+                if let Frame::Message(ServerMessage::Error(text)) = &frame {
+                    bail!("server said ERROR {text:?}");
+                }
+                if let Some(found) = pick(&frame) {
+                    return Ok(found);
+                }
+            }
+            if net::read_more(stream, &mut self.buf).await? == 0 {
+                bail!("server closed the connection during setup");
+            }
+        }
+    }
+}
+
+/// A registered client, member of its group's conversation.
+pub struct Joined {
+    pub stream: Rc<TcpStream>,
+    pub conv: ConvId,
+    pub inbox: Inbox,
+}
+
+/// Connects client `index`, registers it, and once every client is
+/// registered (`registered`), joins its group's conversation. The leader
+/// invites the others; everyone joins on the invitation and waits for the
+/// `MEMBERS` that shows the whole group.
+pub async fn setup(
+    addr: std::net::SocketAddr,
+    plan: &Plan,
+    index: u32,
+    connecting: &tokio::sync::Semaphore,
+    registered: &Barrier,
+) -> anyhow::Result<Joined> {
+    let permit = connecting.acquire().await?;
+    let stream = net::connect(addr).await?;
+    let mut inbox = Inbox::new();
+    let mut out = BytesMut::new();
+    let name = plan.name(index);
+    encode_command(
+        &Command::Caps(CAPS.map(String::from).to_vec()),
+        Encoding::Framed,
+        &mut out,
+    );
+    let register = Command::Register {
+        name: name.clone(),
+        status: "bench".to_string(),
+    };
+    encode_command(&register, Encoding::Framed, &mut out);
+    net::write_all(&stream, &out).await?;
+    inbox
+        .wait_for(&stream, |frame| {
+            matches!(frame, Frame::Presence { full: true }).then_some(())
+        })
+        .await
+        .with_context(|| format!("registering {name}"))?;
+    drop(permit);
+
+    registered.wait().await;
+    let members = plan.members(index);
+    if plan.is_leader(index) {
+        let invited = members.clone().skip(1).map(|i| plan.name(i)).collect();
+        out.clear();
+        encode_command(&Command::Invite(invited), Encoding::Framed, &mut out);
+        net::write_all(&stream, &out).await?;
+    }
+    let conv = inbox
+        .wait_for(&stream, |frame| match frame {
+            Frame::Message(ServerMessage::Invitation { conv, .. }) => Some(*conv),
+            _ => None,
+        })
+        .await
+        .with_context(|| format!("{name} waiting for its invitation"))?;
+    out.clear();
+    encode_command(&Command::Join(conv), Encoding::Framed, &mut out);
+    net::write_all(&stream, &out).await?;
+    let group_len = members.len();
+    inbox
+        .wait_for(&stream, |frame| match frame {
+            Frame::Message(ServerMessage::Members { conv: c, members }) => {
+                (*c == conv && members.len() == group_len).then_some(())
+            }
+            _ => None,
+        })
+        .await
+        .with_context(|| format!("{name} waiting for its group to join"))?;
+    Ok(Joined {
+        stream: Rc::new(stream),
+        conv,
+        inbox,
+    })
+}
+
+/// Encodes `SEND_MESSAGE [conv, text]` onto `out`. `text` is lent to the
+/// command and handed back, so a steady run allocates nothing per send.
+pub fn encode_send(conv: ConvId, text: &mut String, out: &mut BytesMut) {
+    let command = Command::SendMessage {
+        conv,
+        text: std::mem::take(text),
+    };
+    encode_command(&command, Encoding::Framed, out);
+    if let Command::SendMessage { text: lent, .. } = command {
+        *text = lent;
+    }
+}
