@@ -14,6 +14,12 @@ pub struct ServeArgs {
     /// Address to accept TCP clients on.
     #[arg(long, default_value = "0.0.0.0:6666")]
     listen: SocketAddr,
+    /// Address of the web chat page and its WebSocket gateway (/ws).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    web: SocketAddr,
+    /// Serve no web page (and no WebSocket gateway).
+    #[arg(long, conflicts_with = "web")]
+    no_web: bool,
     /// Seconds between full ONLINE_USERS snapshots to classic clients (0: never).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     presence_interval: u64,
@@ -33,6 +39,29 @@ pub struct ServeArgs {
     /// Bytes that may wait for one client before it is cut off as a slow consumer.
     #[arg(long, default_value_t = 1048576, value_name = "BYTES")]
     send_queue: usize,
+    /// Seconds a new connection has to REGISTER before it is closed (0: forever).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    register_timeout: u64,
+    /// Idle seconds before TCP keepalive probes start; a peer that answers
+    /// none is dropped (0: no keepalive).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    tcp_keepalive: u64,
+    /// Close connections silent for this many seconds (0: never, for course
+    /// clients that sit quietly for hours).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    idle_timeout: u64,
+    /// Commands per second per connection, on average (0: no limit).
+    #[arg(long, default_value_t = 10, value_name = "PER_SEC")]
+    rate_limit: u32,
+    /// Commands a connection may send in one burst above the rate.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    rate_burst: u32,
+    /// Most connections at once.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_connections: usize,
+    /// Most connections from one IP address (0: no limit).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    max_connections_per_ip: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -47,6 +76,7 @@ impl ServeArgs {
     fn config(&self) -> natter_server::Config {
         let mut config = natter_server::Config {
             listen: self.listen,
+            web: (!self.no_web).then_some(self.web),
             presence_interval: Duration::from_secs(self.presence_interval),
             presence_coalesce: Duration::from_millis(self.presence_coalesce),
             policy: match self.conversations {
@@ -54,6 +84,13 @@ impl ServeArgs {
                 PolicyArg::InviteOnly => Policy::InviteOnly,
             },
             send_queue: self.send_queue,
+            register_timeout: Duration::from_secs(self.register_timeout),
+            tcp_keepalive: Duration::from_secs(self.tcp_keepalive),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            rate_limit: self.rate_limit,
+            rate_burst: self.rate_burst,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
             ..Default::default()
         };
         config.limits.max_frame = self.max_frame as usize;
@@ -72,8 +109,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
     let server = natter_server::spawn(config)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| {
+            if args.no_web {
+                format!("cannot listen on {}", args.listen)
+            } else {
+                format!("cannot listen on {} and {}", args.listen, args.web)
+            }
+        })?;
     println!("listening on {}", server.local_addr());
+    if let Some(web) = server.web_addr() {
+        println!("web on http://{web}");
+    }
     wait_for_signal().await?;
     tracing::info!("shutting down");
     server.shutdown().await;

@@ -12,6 +12,9 @@ use natter_proto::Limits;
 pub struct Config {
     /// Where to accept TCP clients.
     pub listen: SocketAddr,
+    /// Where to serve the web page and its WebSocket gateway (`None`: no
+    /// web listener; the default, so that tests opt in).
+    pub web: Option<SocketAddr>,
     /// How often every classic client gets a full `ONLINE_USERS`; zero turns
     /// the periodic snapshot off.
     pub presence_interval: Duration,
@@ -27,18 +30,42 @@ pub struct Config {
     /// How long a closing connection may take to flush and see the peer's
     /// end of stream before it is dropped.
     pub close_linger: Duration,
+    /// A connection that has not registered this long after connecting gets
+    /// an ERROR and is closed.
+    pub register_timeout: Duration,
+    /// Idle time before TCP keepalive probes start (zero: no keepalive). A
+    /// peer that answers none of them is declared dead by the kernel.
+    pub tcp_keepalive: Duration,
+    /// A connection silent this long gets an ERROR and is closed (zero: off,
+    /// since a course client may sit quietly for hours).
+    pub idle_timeout: Duration,
+    /// Commands per second one connection may send, on average (zero: no
+    /// limit), and how many it may send in a burst.
+    pub rate_limit: u32,
+    pub rate_burst: u32,
+    /// Most connections at once, and from one IP address (zero: no limit).
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 6666)),
+            web: None,
             presence_interval: Duration::from_secs(10),
             presence_coalesce: Duration::from_millis(100),
             policy: Policy::Open,
             limits: Limits::server_default(),
             send_queue: 1024 * 1024,
             close_linger: Duration::from_secs(2),
+            register_timeout: Duration::from_secs(30),
+            tcp_keepalive: Duration::from_secs(60),
+            idle_timeout: Duration::ZERO,
+            rate_limit: 10,
+            rate_burst: 20,
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
         }
     }
 }

@@ -15,12 +15,17 @@ use bytes::BytesMut;
 use natter_core::ConnId;
 use natter_proto::wire::Direction;
 use natter_proto::{Command, DecodeError, Decoder, Encoding};
+use std::time::{Duration, Instant};
+
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Ticket;
 use crate::config::Config;
 use crate::hub::{HubEvent, HubSender};
+use crate::listener::Shared;
 use crate::peer::{Peer, Transport};
+use crate::rate::{RateLimiter, Verdict};
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 4096;
@@ -30,10 +35,12 @@ pub async fn serve(
     conn: ConnId,
     stream: TcpStream,
     addr: SocketAddr,
-    hub: HubSender,
-    config: Arc<Config>,
-    shutdown: CancellationToken,
+    shared: Arc<Shared>,
+    _ticket: Ticket,
 ) {
+    let hub = shared.hub.clone();
+    let config = shared.config.clone();
+    let shutdown = shared.shutdown.clone();
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
     let mut buf = BytesMut::new();
@@ -54,7 +61,12 @@ pub async fn serve(
     // An unknown first byte is answered in JSON, the one encoding a person
     // typing into a terminal can read.
     let encoding = detected.unwrap_or(Encoding::Json);
-    let peer = Peer::new(addr, encoding, Transport::Tcp(stream.clone()), cancel.clone());
+    let peer = Peer::new(
+        addr,
+        encoding,
+        Transport::Tcp(stream.clone()),
+        cancel.clone(),
+    );
     if hub.send(HubEvent::Connected { conn, peer }).await.is_err() {
         return; // the server is stopping
     }
@@ -63,6 +75,7 @@ pub async fn serve(
         hub: &hub,
         decoder: Decoder::new(encoding, Direction::ToServer, config.limits.clone()),
         config: &config,
+        limiter: RateLimiter::new(config.rate_limit, config.rate_burst, Instant::now()),
     };
     let ended = match detected {
         None => {
@@ -101,6 +114,8 @@ struct Reader<'a> {
     hub: &'a HubSender,
     decoder: Decoder,
     config: &'a Config,
+    /// `None` when rate limiting is off.
+    limiter: Option<RateLimiter>,
 }
 
 impl Reader<'_> {
@@ -125,6 +140,11 @@ impl Reader<'_> {
                     Ok(0) | Err(_) => return Ended::ByClient,
                     Ok(_) => {}
                 },
+                _ = idle_deadline(self.config.idle_timeout) => {
+                    let secs = self.config.idle_timeout.as_secs();
+                    self.reject(format!("idle for {secs} s: closing the connection"), true).await;
+                    return Ended::ByServer;
+                }
             }
         }
     }
@@ -136,6 +156,24 @@ impl Reader<'_> {
             match self.decoder.decode(buf) {
                 Ok(None) => return true,
                 Ok(Some(raw)) => {
+                    match self.limiter.as_mut().map(|l| l.check(Instant::now())) {
+                        None | Some(Verdict::Allow) => {}
+                        Some(Verdict::Refuse) => {
+                            let error = format!(
+                                "rate limit: at most {} commands per second (burst {}); {} ignored",
+                                self.config.rate_limit, self.config.rate_burst, raw.word
+                            );
+                            if !self.reject(error, false).await {
+                                return false;
+                            }
+                            continue;
+                        }
+                        Some(Verdict::Disconnect) => {
+                            let error = "flooding: over the rate limit for 5 s, disconnecting";
+                            self.reject(error.to_string(), true).await;
+                            return false;
+                        }
+                    }
                     let event = match Command::from_raw(raw, &self.config.limits) {
                         Ok(command) => HubEvent::Command {
                             conn: self.conn,
@@ -183,6 +221,15 @@ async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> 
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Fires after `idle` (never when `idle` is zero). Raced against each read,
+/// so every read starts a new deadline.
+async fn idle_deadline(idle: Duration) {
+    if idle.is_zero() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(idle).await;
 }
 
 /// After the server closed its side, reads and discards until the client

@@ -9,7 +9,7 @@
 //! events. Nothing here blocks: a client whose socket is full waits in its
 //! own small task, and a client whose queue passes the limit is cut off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -68,6 +68,10 @@ pub struct Hub {
     doomed: Vec<ConnId>,
     /// End of the current presence coalescing window, if changes wait.
     presence_deadline: Option<Instant>,
+    /// Connections in the order they arrived, with the time by which they
+    /// must have registered (a queue, since every deadline is "arrival +
+    /// the same timeout").
+    registration_deadlines: VecDeque<(Instant, ConnId)>,
     /// Given to writability waiters, so they can report back.
     events: HubSender,
     tracker: TaskTracker,
@@ -83,6 +87,7 @@ impl Hub {
             dirty: Vec::new(),
             doomed: Vec::new(),
             presence_deadline: None,
+            registration_deadlines: VecDeque::new(),
             events,
             tracker,
         }
@@ -93,6 +98,7 @@ impl Hub {
         let mut snapshot = presence_timer(&self.config);
         loop {
             let deadline = self.presence_deadline;
+            let registration = self.registration_deadlines.front().map(|(at, _)| *at);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -109,6 +115,9 @@ impl Hub {
                     self.presence_deadline = None;
                     self.chat.flush_presence(&mut self.outputs);
                     self.dispatch();
+                }
+                _ = sleep_until_opt(registration), if registration.is_some() => {
+                    self.expire_unregistered();
                 }
                 _ = snapshot.tick() => {
                     self.chat.presence_snapshot(&mut self.outputs);
@@ -127,6 +136,10 @@ impl Hub {
                 tracing::info!(conn = conn.0, peer = %peer.addr, encoding = ?peer.encoding, "connect");
                 self.chat.connect(conn);
                 self.peers.insert(conn, peer);
+                if !self.config.register_timeout.is_zero() {
+                    let deadline = Instant::now() + self.config.register_timeout;
+                    self.registration_deadlines.push_back((deadline, conn));
+                }
             }
             HubEvent::Command { conn, command } => self.apply_command(conn, command),
             HubEvent::Rejected { conn, error, fatal } => {
@@ -171,6 +184,24 @@ impl Hub {
             self.chat.flush_presence(&mut self.outputs);
         }
         self.dispatch();
+    }
+
+    /// Closes connections that did not register in time.
+    fn expire_unregistered(&mut self) {
+        let now = Instant::now();
+        while let Some(&(deadline, conn)) = self.registration_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.registration_deadlines.pop_front();
+            if self.peers.contains_key(&conn) && self.chat.user_name(conn).is_none() {
+                let secs = self.config.register_timeout.as_secs();
+                self.send_error(conn, format!("not registered within {secs} s: closing"));
+                self.chat.disconnect(conn, &mut self.outputs);
+                self.close_gracefully(conn);
+                self.dispatch();
+            }
+        }
     }
 
     /// Delivers the pending outputs, including those that cutting off slow

@@ -7,6 +7,7 @@
 //! - [`connection`]: a client's reading half: bytes → commands → hub.
 //! - [`hub`]: the one task that owns the chat state and writes to clients.
 //! - [`peer`]: a client as the hub sees it, with its bounded outgoing queue.
+//! - [`web`]: the chat page and its WebSocket gateway (another transport).
 //! - this file: starting and stopping the whole thing.
 //!
 //! ```no_run
@@ -21,11 +22,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod config;
 pub mod connection;
 pub mod hub;
 pub mod listener;
 pub mod peer;
+pub mod rate;
+pub mod web;
 
 use std::io;
 use std::net::SocketAddr;
@@ -50,6 +54,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// A running server.
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    web_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     hub: JoinHandle<()>,
 }
@@ -58,6 +63,12 @@ pub struct ServerHandle {
 pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
+    // Bound before anything starts, so that a taken web port fails cleanly.
+    let web_listener = match config.web {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let web_addr = web_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let config = Arc::new(config);
     let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
     let shutdown = CancellationToken::new();
@@ -72,8 +83,14 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     shared
         .tracker
         .spawn(listener::accept_loop(listener, shared.clone()));
+    if let Some(web_listener) = web_listener {
+        shared
+            .tracker
+            .spawn(web::serve(web_listener, shared.clone()));
+    }
     Ok(ServerHandle {
         local_addr,
+        web_addr,
         shared,
         hub,
     })
@@ -83,6 +100,12 @@ impl ServerHandle {
     /// The address clients connect to (the real port when bound to 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The web page's address (the real port when bound to 0), if
+    /// [`Config::web`] asked for one.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
     }
 
     /// What other transports (the WebSocket gateway) need to join in.

@@ -6,13 +6,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use natter_core::ConnId;
-use tokio::net::TcpListener;
+use natter_proto::Encoding;
+use natter_proto::ServerMessage;
+use natter_proto::codec::encode_message;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Refusal};
 use crate::config::Config;
 use crate::connection;
 use crate::hub::HubSender;
+
+/// Refused connections are told why by at most this many tasks at once;
+/// beyond that they are simply closed, so a connection flood costs little.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// How long a refused client has to send its first byte (which tells the
+/// encoding to answer in).
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest pause after a failed accept (e.g. out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -24,6 +39,8 @@ pub struct Shared {
     pub hub: HubSender,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    pub admission: Arc<Admission>,
+    refusals: Arc<Semaphore>,
     next_conn: AtomicU64,
 }
 
@@ -34,11 +51,14 @@ impl Shared {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
+        let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
         Shared {
             config,
             hub,
             shutdown,
             tracker,
+            admission,
+            refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -62,14 +82,22 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         match accepted {
             Ok((stream, addr)) => {
                 backoff = Duration::from_millis(1);
+                let ticket = match shared.admission.admit(addr.ip()) {
+                    Ok(ticket) => ticket,
+                    Err(refusal) => {
+                        tracing::warn!(peer = %addr, %refusal, "connection refused");
+                        refuse(&shared, stream, refusal);
+                        continue;
+                    }
+                };
+                set_keepalive(&stream, shared.config.tcp_keepalive);
                 let conn = shared.next_conn_id();
                 shared.tracker.spawn(connection::serve(
                     conn,
                     stream,
                     addr,
-                    shared.hub.clone(),
-                    shared.config.clone(),
-                    shared.shutdown.clone(),
+                    shared.clone(),
+                    ticket,
                 ));
             }
             Err(error) if is_per_connection(&error) => {
@@ -95,4 +123,49 @@ fn is_per_connection(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+/// Turns on TCP keepalive: probes start after `idle`, then every quarter of
+/// it; after four unanswered probes the kernel declares the peer dead and
+/// the reader sees an error.
+fn set_keepalive(stream: &TcpStream, idle: Duration) {
+    if idle.is_zero() {
+        return;
+    }
+    let interval = (idle / 4).max(Duration::from_secs(1));
+    let keepalive = TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval)
+        .with_retries(4);
+    if let Err(error) = SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%error, "cannot set TCP keepalive");
+    }
+}
+
+/// Tells a refused client why, in its own encoding when it says one in
+/// time, then closes. Bounded: when too many refusals are in flight the
+/// connection is closed without a word.
+fn refuse(shared: &Shared, mut stream: TcpStream, refusal: Refusal) {
+    let Ok(permit) = shared.refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    shared.tracker.spawn(async move {
+        let _permit = permit;
+        let mut first = [0u8; 1];
+        let encoding = match tokio::time::timeout(REFUSAL_WAIT, stream.read(&mut first)).await {
+            Ok(Ok(1)) => Encoding::detect(first[0]).unwrap_or(Encoding::Json),
+            _ => Encoding::Json,
+        };
+        let error = encode_message(&ServerMessage::Error(refusal.to_string()), encoding);
+        // Answer, end our side, then drain theirs so that closing does not
+        // reset the connection under the answer.
+        let _ = tokio::time::timeout(REFUSAL_WAIT, async {
+            stream.write_all(&error).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink).await? > 0 {}
+            std::io::Result::Ok(())
+        })
+        .await;
+    });
 }

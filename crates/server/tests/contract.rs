@@ -208,12 +208,27 @@ in_every_encoding!(invite_reports_offline_names_and_still_creates, |enc| {
     let mut alice = TestClient::registered(server.local_addr(), enc, "alice").await;
     let mut bob = TestClient::registered(server.local_addr(), enc, "bob").await;
     alice
-        .send(Command::Invite(vec!["bob".into(), "nobody".into(), "ghost".into()]))
+        .send(Command::Invite(vec![
+            "bob".into(),
+            "nobody".into(),
+            "ghost".into(),
+        ]))
         .await;
-    let error = alice.expect_error().await;
-    assert!(error.contains("nobody") && error.contains("ghost"), "{error}");
-    let conv = alice.expect_invitation().await;
-    assert_eq!(bob.expect_invitation().await, conv);
+    // One ERROR naming both, and an INVITATION (in either order).
+    let (mut error, mut conv) = (None, None);
+    while error.is_none() || conv.is_none() {
+        match alice.recv_msg().await {
+            ServerMessage::Error(text) => error = Some(text),
+            ServerMessage::Invitation { conv: id, .. } => conv = Some(id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let error = error.unwrap();
+    assert!(
+        error.contains("nobody") && error.contains("ghost"),
+        "{error}"
+    );
+    assert_eq!(bob.expect_invitation().await, conv.unwrap());
 });
 
 in_every_encoding!(invite_with_no_valid_name_creates_nothing, |enc| {
@@ -310,7 +325,10 @@ in_every_encoding!(list_conversations_shows_members_sorted, |enc| {
             _ => None,
         })
         .await;
-    assert_eq!(convs, vec![(conv, vec!["amy".to_string(), "zed".to_string()])]);
+    assert_eq!(
+        convs,
+        vec![(conv, vec!["amy".to_string(), "zed".to_string()])]
+    );
 });
 
 in_every_encoding!(open_policy_lets_anyone_join, |enc| {
@@ -393,28 +411,54 @@ in_every_encoding!(empty_conversations_are_removed, |enc| {
     assert!(convs.is_empty(), "{convs:?}");
 });
 
-in_every_encoding!(wrong_arguments_get_an_error_and_the_connection_stays, |enc| {
-    let server = start().await;
-    let mut alice = TestClient::registered(server.local_addr(), enc, "alice").await;
-    let bad = [
-        RawMessage { word: "JOIN".into(), args: Some(Value::Str("three".into())) },
-        RawMessage { word: "SEND_MESSAGE".into(), args: Some(Value::List(vec![Value::Int(1)])) },
-        RawMessage { word: "STATUS".into(), args: Some(Value::List(vec![Value::Int(5)])) },
-        RawMessage { word: "INVITE".into(), args: Some(Value::List(vec![])) },
-        RawMessage { word: "JOIN".into(), args: None },
-    ];
-    for raw in bad {
-        alice.send_words(raw).await;
-        alice.expect_error().await;
+in_every_encoding!(
+    wrong_arguments_get_an_error_and_the_connection_stays,
+    |enc| {
+        let server = start().await;
+        let mut alice = TestClient::registered(server.local_addr(), enc, "alice").await;
+        let bad = [
+            RawMessage {
+                word: "JOIN".into(),
+                args: Some(Value::Str("three".into())),
+            },
+            RawMessage {
+                word: "SEND_MESSAGE".into(),
+                args: Some(Value::List(vec![Value::Int(1)])),
+            },
+            RawMessage {
+                word: "STATUS".into(),
+                args: Some(Value::List(vec![Value::Int(5)])),
+            },
+            RawMessage {
+                word: "INVITE".into(),
+                args: Some(Value::List(vec![])),
+            },
+            RawMessage {
+                word: "JOIN".into(),
+                args: None,
+            },
+        ];
+        for raw in bad {
+            // Classic mode has no frame: a JOIN without its pickle would read
+            // the next command as its argument.
+            if enc == Encoding::Classic && raw.args.is_none() {
+                continue;
+            }
+            alice.send_words(raw).await;
+            alice.expect_error().await;
+        }
+        alice.sync().await;
     }
-    alice.sync().await;
-});
+);
 
 in_every_encoding!(a_bare_value_works_for_one_argument_commands, |enc| {
     let server = start().await;
     let mut alice = TestClient::registered(server.local_addr(), enc, "alice").await;
     alice
-        .send_words(RawMessage { word: "STATUS".into(), args: Some(Value::Str("away".into())) })
+        .send_words(RawMessage {
+            word: "STATUS".into(),
+            args: Some(Value::Str("away".into())),
+        })
         .await;
     alice
         .expect(|m| match m {
@@ -438,11 +482,16 @@ in_every_encoding!(messages_over_the_limit_are_refused, |enc| {
 /// Helpers that need a second user to exist.
 trait WithFriend {
     /// Creates a conversation with a throwaway second user; returns its id.
-    async fn invite_self_and(&mut self, server: &natter_server::ServerHandle, enc: Encoding) -> u64;
+    async fn invite_self_and(&mut self, server: &natter_server::ServerHandle, enc: Encoding)
+    -> u64;
 }
 
 impl WithFriend for TestClient {
-    async fn invite_self_and(&mut self, server: &natter_server::ServerHandle, enc: Encoding) -> u64 {
+    async fn invite_self_and(
+        &mut self,
+        server: &natter_server::ServerHandle,
+        enc: Encoding,
+    ) -> u64 {
         let friend = format!("friend_of_{}", self.name);
         let mut other = TestClient::registered(server.local_addr(), enc, &friend).await;
         let conv = self.invite(&[&friend]).await;

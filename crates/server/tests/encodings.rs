@@ -43,14 +43,19 @@ fn python(code: &str) -> Vec<u8> {
         .args(["-c", code])
         .output()
         .expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 #[tokio::test]
 async fn cpython_pickles_of_every_protocol_are_understood() {
     let server = start().await;
-    let mut watcher = TestClient::registered(server.local_addr(), Encoding::Framed, "watcher").await;
+    let mut watcher =
+        TestClient::registered(server.local_addr(), Encoding::Framed, "watcher").await;
     for protocol in 0..=5 {
         let name = format!("py{protocol}");
         // Classic: exactly what a course client sends.
@@ -137,7 +142,10 @@ for b in bodies:
     client.send_raw(&payloads).await;
     for _ in 0..11 {
         let error = client.expect_error().await;
-        assert!(error.contains("not allowed") || error.contains("pickle"), "{error}");
+        assert!(
+            error.contains("not allowed") || error.contains("pickle"),
+            "{error}"
+        );
     }
     // The framed connection survives each refusal.
     client.sync().await;
@@ -147,7 +155,8 @@ for b in bodies:
         "import pickle,os,sys\nclass E:\n  def __reduce__(self): return (os.system, ('touch {}',))\nsys.stdout.buffer.write(b'STATUS ' + pickle.dumps(E(), protocol=2))",
         marker.display()
     ));
-    let mut classic = TestClient::registered(server.local_addr(), Encoding::Classic, "mallory2").await;
+    let mut classic =
+        TestClient::registered(server.local_addr(), Encoding::Classic, "mallory2").await;
     classic.send_raw(&evil).await;
     classic.expect_error().await;
     classic.expect_closed().await;
@@ -180,15 +189,20 @@ async fn framing_violation_closes_only_the_offender(bytes: &[u8]) {
     bob.expect_invitation().await;
     bob.join(conv).await;
 
-    let mut offender = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut offender, bytes).await.unwrap();
+    let mut offender = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut offender, bytes)
+        .await
+        .unwrap();
     let mut reply = Vec::new();
     tokio::time::timeout(PATIENCE, offender.read_to_end(&mut reply))
         .await
         .expect("offender is closed")
         .ok();
     assert!(
-        String::from_utf8_lossy(&reply).contains("ERROR") || reply.windows(5).any(|w| w == b"ERROR"),
+        String::from_utf8_lossy(&reply).contains("ERROR")
+            || reply.windows(5).any(|w| w == b"ERROR"),
         "no ERROR before close: {reply:?}"
     );
 
@@ -225,9 +239,13 @@ async fn an_unknown_first_byte_gets_a_readable_error_and_a_close() {
 async fn unknown_commands_in_framed_and_json_are_errors_not_disconnects() {
     let server = start().await;
     for enc in [Encoding::Framed, Encoding::Json] {
-        let mut client = TestClient::registered(server.local_addr(), enc, &format!("u{enc:?}")).await;
+        let mut client =
+            TestClient::registered(server.local_addr(), enc, &format!("u{enc:?}")).await;
         client
-            .send_words(natter_proto::wire::RawMessage { word: "FLY".into(), args: None })
+            .send_words(natter_proto::wire::RawMessage {
+                word: "FLY".into(),
+                args: None,
+            })
             .await;
         assert!(client.expect_error().await.contains("FLY"));
         client.sync().await;
@@ -238,16 +256,24 @@ async fn unknown_commands_in_framed_and_json_are_errors_not_disconnects() {
 async fn classic_no_argument_commands_tolerate_whitespace_and_a_pickle() {
     let server = start().await;
     let mut client = TestClient::connect(server.local_addr(), Encoding::Classic).await;
-    let register = python("import pickle,sys; sys.stdout.buffer.write(b'REGISTER ' + pickle.dumps(['cl', 'on'], 2))");
+    let register = python(
+        "import pickle,sys; sys.stdout.buffer.write(b'REGISTER ' + pickle.dumps(['cl', 'on'], 2))",
+    );
     client.send_raw(&register).await;
     client.name = "cl".into();
     client.expect_online_users().await;
     // LIST_CONVERSATIONS with trailing CRLF, then one with a pickled None.
     client.send_raw(b"LIST_CONVERSATIONS\r\n").await;
-    client.expect(|m| matches!(m, ServerMessage::Conversations(_)).then_some(())).await;
-    let with_none = python("import pickle,sys; sys.stdout.buffer.write(b'LIST_CONVERSATIONS ' + pickle.dumps(None))");
+    client
+        .expect(|m| matches!(m, ServerMessage::Conversations(_)).then_some(()))
+        .await;
+    let with_none = python(
+        "import pickle,sys; sys.stdout.buffer.write(b'LIST_CONVERSATIONS ' + pickle.dumps(None))",
+    );
     client.send_raw(&with_none).await;
-    client.expect(|m| matches!(m, ServerMessage::Conversations(_)).then_some(())).await;
+    client
+        .expect(|m| matches!(m, ServerMessage::Conversations(_)).then_some(()))
+        .await;
     client.send(Command::Goodbye).await;
     client.expect_closed().await;
 }
@@ -256,7 +282,9 @@ async fn classic_no_argument_commands_tolerate_whitespace_and_a_pickle() {
 async fn bytes_split_anywhere_are_reassembled() {
     let server = start().await;
     let mut client = TestClient::connect(server.local_addr(), Encoding::Classic).await;
-    let register = python("import pickle,sys; sys.stdout.buffer.write(b'REGISTER ' + pickle.dumps(['slow', 'typing'], 0))");
+    let register = python(
+        "import pickle,sys; sys.stdout.buffer.write(b'REGISTER ' + pickle.dumps(['slow', 'typing'], 0))",
+    );
     for byte in &register {
         client.send_raw(std::slice::from_ref(byte)).await;
         tokio::time::sleep(Duration::from_millis(1)).await;

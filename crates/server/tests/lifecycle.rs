@@ -58,14 +58,19 @@ async fn fifty_members_see_the_same_order() {
     }
     // Each sender's own messages stay in the order sent.
     for s in 0..10 {
-        let mine: Vec<&String> = orders[0].iter().filter(|t| t.starts_with(&format!("m{s}#"))).collect();
+        let mine: Vec<&String> = orders[0]
+            .iter()
+            .filter(|t| t.starts_with(&format!("m{s}#")))
+            .collect();
         let expected: Vec<String> = (0..20).map(|n| format!("m{s}#{n}")).collect();
         assert_eq!(mine.len(), 20);
         assert!(mine.iter().zip(&expected).all(|(a, b)| *a == b));
     }
 }
 
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
+async fn futures_join_all<F: std::future::Future<Output = ()>>(
+    futures: impl IntoIterator<Item = F>,
+) {
     let mut set = Vec::new();
     for f in futures {
         set.push(Box::pin(f));
@@ -75,16 +80,15 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Int
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_off_and_the_others_keep_receiving() {
     let mut config = test_config();
-    config.send_queue = 64 * 1024;
+    config.send_queue = 256 * 1024;
     let server = start_with(config).await;
     let addr = server.local_addr();
     let mut talker = TestClient::registered(addr, Encoding::Framed, "talker").await;
     let mut reader = TestClient::registered(addr, Encoding::Framed, "reader").await;
-    let mut sleeper = TestClient::connect(addr, Encoding::Framed).await;
-    sleeper.send(Command::Caps(vec!["members".into()])).await;
+    let mut sleeper = TestClient::connect_small_buffer(addr, Encoding::Framed).await;
     sleeper.register("sleeper", "zzz").await;
     let conv = talker.invite(&["reader", "sleeper"]).await;
     talker.join(conv).await;
@@ -92,31 +96,31 @@ async fn a_slow_consumer_is_cut_off_and_the_others_keep_receiving() {
     reader.join(conv).await;
     sleeper.expect_invitation().await;
     sleeper.join(conv).await;
-    // The sleeper stops reading; the talker sends ~8 MB.
-    let text = "z".repeat(8000);
-    let mut received = 0;
-    for _ in 0..1000 {
-        talker.say(conv, &text).await;
-        // Drain as we go so only the sleeper falls behind.
-        while let Some(Received::Message(m)) = reader.try_recv(Duration::from_millis(0)).await {
-            if matches!(m, ServerMessage::Message { .. }) {
+
+    // The reader reads everything in its own task; the sleeper reads nothing.
+    const MESSAGES: usize = 1000;
+    let reading = tokio::spawn(async move {
+        let mut received = 0;
+        while received < MESSAGES {
+            if let ServerMessage::Message { .. } = reader.recv_msg().await {
                 received += 1;
             }
         }
+        (received, reader) // keep the reader connected
+    });
+    let text = "z".repeat(8000);
+    for _ in 0..MESSAGES {
+        talker.say(conv, &text).await;
         while talker.try_recv(Duration::from_millis(0)).await.is_some() {}
+        tokio::task::yield_now().await;
     }
-    while received < 1000 {
-        if let ServerMessage::Message { .. } = reader.recv_msg().await {
-            received += 1;
-        }
-    }
+    let (received, _reader) = tokio::time::timeout(PATIENCE, reading)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received, MESSAGES, "the reader missed messages");
+
     // The sleeper was dropped from the conversation and from presence.
-    reader
-        .expect(|m| match m {
-            ServerMessage::OnlineUsers(u) => (!u.iter().any(|(n, _)| n == "sleeper")).then_some(()),
-            _ => None,
-        })
-        .await;
     talker.send(Command::ListConversations).await;
     let convs = talker
         .expect(|m| match m {
@@ -124,7 +128,18 @@ async fn a_slow_consumer_is_cut_off_and_the_others_keep_receiving() {
             _ => None,
         })
         .await;
-    assert_eq!(convs, vec![(conv, vec!["reader".to_string(), "talker".to_string()])]);
+    assert_eq!(
+        convs,
+        vec![(conv, vec!["reader".to_string(), "talker".to_string()])]
+    );
+    let mut late = TestClient::connect(addr, Encoding::Framed).await;
+    late.send(Command::Register {
+        name: "late".into(),
+        status: "on".into(),
+    })
+    .await;
+    let users = late.expect_online_users().await;
+    assert!(!users.iter().any(|(n, _)| n == "sleeper"), "{users:?}");
 }
 
 #[tokio::test]

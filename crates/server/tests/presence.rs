@@ -13,12 +13,17 @@ async fn changes_in_one_window_arrive_as_one_online_users() {
     let mut config = test_config();
     config.presence_coalesce = Duration::from_millis(300);
     let server = start_with(config).await;
-    let mut watcher = TestClient::registered(server.local_addr(), Encoding::Framed, "watcher").await;
+    let mut watcher =
+        TestClient::registered(server.local_addr(), Encoding::Framed, "watcher").await;
     // Twenty arrivals within one window...
     let mut crowd = Vec::new();
     for i in 0..20 {
         let mut c = TestClient::connect(server.local_addr(), Encoding::Framed).await;
-        c.send(Command::Register { name: format!("u{i}"), status: "on".into() }).await;
+        c.send(Command::Register {
+            name: format!("u{i}"),
+            status: "on".into(),
+        })
+        .await;
         crowd.push(c);
     }
     // ...reach the watcher as at most two snapshots (the window may be cut
@@ -40,7 +45,8 @@ async fn a_zero_window_sends_every_change_at_once() {
     let mut config = test_config();
     config.presence_coalesce = Duration::ZERO;
     let server = start_with(config).await;
-    let mut watcher = TestClient::registered(server.local_addr(), Encoding::Framed, "watcher").await;
+    let mut watcher =
+        TestClient::registered(server.local_addr(), Encoding::Framed, "watcher").await;
     let _a = TestClient::registered(server.local_addr(), Encoding::Framed, "a").await;
     let _b = TestClient::registered(server.local_addr(), Encoding::Framed, "b").await;
     assert_eq!(watcher.expect_online_users().await.len(), 2);
@@ -66,7 +72,11 @@ async fn caps_are_answered_with_what_the_server_enabled() {
     let server = start().await;
     let mut client = TestClient::connect(server.local_addr(), Encoding::Json).await;
     client
-        .send(Command::Caps(vec!["members".into(), "teleport".into(), "presence-delta".into()]))
+        .send(Command::Caps(vec![
+            "members".into(),
+            "teleport".into(),
+            "presence-delta".into(),
+        ]))
         .await;
     assert_eq!(
         client.recv_msg().await,
@@ -81,7 +91,9 @@ async fn presence_delta_sends_one_snapshot_then_only_changes() {
     let server = start_with(config).await;
     let _alice = TestClient::registered(server.local_addr(), Encoding::Framed, "alice").await;
     let mut delta = TestClient::connect(server.local_addr(), Encoding::Framed).await;
-    delta.send(Command::Caps(vec!["presence-delta".into()])).await;
+    delta
+        .send(Command::Caps(vec!["presence-delta".into()]))
+        .await;
     delta.recv_msg().await;
     delta.register("delta", "on").await; // the one full snapshot
     let mut bob = TestClient::registered(server.local_addr(), Encoding::Framed, "bob").await;
@@ -92,7 +104,10 @@ async fn presence_delta_sends_one_snapshot_then_only_changes() {
             _ => None,
         })
         .await;
-    assert_eq!(change, vec![("bob".to_string(), Some("online".to_string()))]);
+    assert_eq!(
+        change,
+        vec![("bob".to_string(), Some("online".to_string()))]
+    );
     bob.send(Command::Goodbye).await;
     bob.expect_closed().await;
     let change = delta
@@ -122,19 +137,34 @@ async fn members_capability_acknowledges_and_tracks_membership() {
     alice.send(Command::Join(conv)).await;
     assert_eq!(
         alice.recv_msg().await,
-        ServerMessage::Members { conv, members: vec!["alice".into()] }
+        ServerMessage::Members {
+            conv,
+            members: vec!["alice".into()]
+        }
     );
     bob.expect_invitation().await;
     bob.join(conv).await;
     assert_eq!(
         alice.recv_msg().await,
-        ServerMessage::Members { conv, members: vec!["alice".into(), "bob".into()] }
+        ServerMessage::Members {
+            conv,
+            members: vec!["alice".into(), "bob".into()]
+        }
     );
     drop(bob);
     assert_eq!(
         alice.recv_msg().await,
-        ServerMessage::Members { conv, members: vec!["alice".into()] }
+        ServerMessage::Members {
+            conv,
+            members: vec!["alice".into()]
+        }
     );
     alice.send(Command::Leave(conv)).await;
-    assert_eq!(alice.recv_msg().await, ServerMessage::Members { conv, members: vec![] });
+    assert_eq!(
+        alice.recv_msg().await,
+        ServerMessage::Members {
+            conv,
+            members: vec![]
+        }
+    );
 }

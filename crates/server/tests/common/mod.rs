@@ -23,6 +23,9 @@ pub fn test_config() -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         presence_coalesce: Duration::from_millis(10),
         close_linger: Duration::from_millis(500),
+        // The suites open many connections from one address and send fast.
+        rate_limit: 0,
+        max_connections_per_ip: 0,
         ..Config::default()
     }
 }
@@ -56,6 +59,21 @@ impl TestClient {
     pub async fn connect(addr: SocketAddr, encoding: Encoding) -> TestClient {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).unwrap();
+        TestClient {
+            stream,
+            encoding,
+            decoder: Decoder::new(encoding, Direction::ToClient, Limits::client_default()),
+            buf: BytesMut::new(),
+            name: String::new(),
+        }
+    }
+
+    /// Connects with a tiny receive buffer, so that not reading fills the
+    /// server's queue quickly.
+    pub async fn connect_small_buffer(addr: SocketAddr, encoding: Encoding) -> TestClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.expect("connect");
         TestClient {
             stream,
             encoding,
@@ -197,7 +215,9 @@ impl TestClient {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match tokio::time::timeout(left, self.read_next()).await {
                 Err(_) => return,
-                Ok(Received::Message(ServerMessage::OnlineUsers(_) | ServerMessage::Presence(_))) => {}
+                Ok(Received::Message(
+                    ServerMessage::OnlineUsers(_) | ServerMessage::Presence(_),
+                )) => {}
                 Ok(other) => panic!("{}: expected silence, got {other:?}", self.name),
             }
         }
@@ -205,8 +225,10 @@ impl TestClient {
 
     /// Invites `others`, and returns the new conversation id.
     pub async fn invite(&mut self, others: &[&str]) -> u64 {
-        self.send(Command::Invite(others.iter().map(|s| s.to_string()).collect()))
-            .await;
+        self.send(Command::Invite(
+            others.iter().map(|s| s.to_string()).collect(),
+        ))
+        .await;
         self.expect_invitation().await
     }
 

@@ -1,0 +1,123 @@
+//! Who may connect: the server-wide and per-address connection limits.
+//!
+//! A [`Ticket`] is held by each connection's task for its whole life and
+//! gives its place back when dropped, however the task ends.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Why a connection was refused. `Display` is the ERROR text it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("server full: {0} connections already, try again later")]
+    ServerFull(usize),
+    #[error("too many connections from your address (limit {0})")]
+    AddressFull(usize),
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// Connection limits; zero means "no limit".
+pub struct Admission {
+    max_total: usize,
+    max_per_address: usize,
+    counts: Mutex<Counts>,
+}
+
+/// One admitted connection's place.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    address: IpAddr,
+}
+
+impl Admission {
+    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Admission> {
+        Arc::new(Admission {
+            max_total,
+            max_per_address,
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    /// Takes a place for a connection from `address`, if one is free.
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Refusal> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if self.max_total > 0 && counts.total >= self.max_total {
+            return Err(Refusal::ServerFull(self.max_total));
+        }
+        let from_address = counts.per_address.get(&address).copied().unwrap_or(0);
+        if self.max_per_address > 0 && from_address >= self.max_per_address {
+            return Err(Refusal::AddressFull(self.max_per_address));
+        }
+        counts.total += 1;
+        *counts.per_address.entry(address).or_insert(0) += 1;
+        Ok(Ticket {
+            admission: self.clone(),
+            address,
+        })
+    }
+
+    /// Connections currently admitted.
+    pub fn connections(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut counts = self
+            .admission
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        counts.total -= 1;
+        if let Some(n) = counts.per_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+    #[test]
+    fn the_server_limit_counts_every_address() {
+        let admission = Admission::new(2, 0);
+        let _a = admission.admit(A).unwrap();
+        let _b = admission.admit(B).unwrap();
+        assert_eq!(admission.admit(A).err(), Some(Refusal::ServerFull(2)));
+    }
+
+    #[test]
+    fn the_address_limit_counts_one_address() {
+        let admission = Admission::new(0, 1);
+        let first = admission.admit(A).unwrap();
+        assert_eq!(admission.admit(A).err(), Some(Refusal::AddressFull(1)));
+        assert!(admission.admit(B).is_ok());
+        drop(first);
+        assert!(admission.admit(A).is_ok());
+    }
+
+    #[test]
+    fn places_come_back_when_tickets_drop() {
+        let admission = Admission::new(1, 1);
+        for _ in 0..3 {
+            let ticket = admission.admit(A).unwrap();
+            assert_eq!(admission.connections(), 1);
+            drop(ticket);
+        }
+        assert_eq!(admission.connections(), 0);
+    }
+}

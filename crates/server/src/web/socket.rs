@@ -1,0 +1,318 @@
+//! One browser on the WebSocket gateway: text frames in, [`HubEvent`]s out,
+//! and the hub's messages back out as text frames.
+//!
+//! Each text frame carries exactly one message of the JSON encoding
+//! (`{"command":"JOIN","args":[3]}`), so a frame is parsed whole instead of
+//! being split into lines. The hub writes to a browser through
+//! [`Transport::Channel`]: it pushes each encoded message into an unbounded
+//! channel and counts its bytes in `queued`; the writer here sends them and
+//! counts them back out, so the hub's slow-consumer rule sees exactly what
+//! is still waiting, as it does for TCP.
+//!
+//! The rules are those of a TCP client in JSON mode: invalid JSON (or
+//! UTF-8) gets ERROR and the connection closes; a well-formed message that
+//! is not a valid command gets ERROR and the connection stays; the frame
+//! limit, rate limit, idle timeout and connection limits are the same.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use natter_core::ConnId;
+use natter_proto::codec::encode_message;
+use natter_proto::{Command, DecodeError, Encoding, ServerMessage, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::HubEvent;
+use crate::listener::Shared;
+use crate::peer::{Peer, Transport};
+use crate::rate::{RateLimiter, Verdict};
+
+/// Most queued messages written before one flush: several small messages
+/// leave in one system call, and a long queue still gets flushed now and
+/// then.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
+
+/// The text of the ERROR a binary frame gets.
+const BINARY_REFUSED: &str =
+    "binary frames are not supported: send each message as one JSON text frame";
+
+/// Serves one upgraded WebSocket until it ends.
+pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
+    let _ticket = match shared.admission.admit(addr.ip()) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            tracing::warn!(peer = %addr, %refusal, "web connection refused");
+            refuse(socket, &refusal.to_string()).await;
+            return;
+        }
+    };
+    let conn = shared.next_conn_id();
+    let (sink, stream) = socket.split();
+    let (sender, outgoing) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let cancel = CancellationToken::new();
+    let transport = Transport::Channel {
+        sender,
+        queued: queued.clone(),
+    };
+    let peer = Peer::new(addr, Encoding::Json, transport, cancel.clone());
+    if shared
+        .hub
+        .send(HubEvent::Connected { conn, peer })
+        .await
+        .is_err()
+    {
+        return; // the server is stopping
+    }
+    let linger = shared.config.close_linger;
+    let writing = async {
+        tokio::select! {
+            _ = write_frames(sink, outgoing, &queued) => {}
+            // Once the hub let go, the rest may take `linger`, no more.
+            _ = async { cancel.cancelled().await; tokio::time::sleep(linger).await } => {}
+        }
+    };
+    let reader = Reader {
+        conn,
+        shared: &shared,
+        limiter: RateLimiter::new(
+            shared.config.rate_limit,
+            shared.config.rate_burst,
+            Instant::now(),
+        ),
+    };
+    let reading = reader.run(stream, &cancel);
+    tokio::join!(writing, reading);
+}
+
+/// Tells a client that was over a connection limit why, then closes.
+async fn refuse(mut socket: WebSocket, reason: &str) {
+    let error = encode_message(&ServerMessage::Error(reason.to_string()), Encoding::Json);
+    if let Some(frame) = text_frame(error) {
+        let _ = socket.send(frame).await;
+    }
+    let _ = socket.send(close_frame(close_code::AGAIN)).await;
+}
+
+/// Sends what the hub queues, in order, until the hub drops its sender;
+/// then a Close frame.
+async fn write_frames(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outgoing: mpsc::UnboundedReceiver<Bytes>,
+    queued: &AtomicUsize,
+) {
+    while let Some(first) = outgoing.recv().await {
+        let mut sent_bytes = 0;
+        let mut next = Some(first);
+        let mut frames = 0;
+        while let Some(bytes) = next.take() {
+            sent_bytes += bytes.len();
+            if let Some(frame) = text_frame(bytes)
+                && sink.feed(frame).await.is_err()
+            {
+                return;
+            }
+            frames += 1;
+            if frames < MAX_FRAMES_PER_FLUSH {
+                next = outgoing.try_recv().ok();
+            }
+        }
+        let flushed = sink.flush().await;
+        queued.fetch_sub(sent_bytes, Ordering::Relaxed);
+        if flushed.is_err() {
+            return;
+        }
+    }
+    let _ = sink.send(close_frame(close_code::NORMAL)).await;
+}
+
+/// One encoded JSON line as a text frame, without its newline.
+fn text_frame(mut line: Bytes) -> Option<Message> {
+    if line.last() == Some(&b'\n') {
+        line.truncate(line.len() - 1);
+    }
+    match Utf8Bytes::try_from(line) {
+        Ok(text) => Some(Message::Text(text)),
+        Err(error) => {
+            // The JSON encoder writes UTF-8 only; this would be a bug there.
+            tracing::error!(%error, "encoded JSON message is not UTF-8; dropped");
+            None
+        }
+    }
+}
+
+fn close_frame(code: u16) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(""),
+    }))
+}
+
+/// Who ended the conversation.
+enum Ended {
+    /// The browser closed, or the connection broke.
+    ByClient,
+    /// The hub closes the connection (GOODBYE, fatal input, shutdown, slow
+    /// consumer), or it is told to.
+    ByServer,
+}
+
+/// What a failed read means.
+enum ReadFailure {
+    /// The connection is gone; nothing can be said any more.
+    Gone,
+    /// The browser broke the rules (a message over the limit, invalid
+    /// UTF-8, a protocol violation): ERROR, then close. The text says why.
+    Fatal(String),
+}
+
+struct Reader<'a> {
+    conn: ConnId,
+    shared: &'a Shared,
+    /// `None` when rate limiting is off.
+    limiter: Option<RateLimiter>,
+}
+
+impl Reader<'_> {
+    /// Reads until the connection ends, then tells the hub (or, when the
+    /// server ended it, drains what the browser still sends so that closing
+    /// does not reset the connection under our last messages).
+    async fn run(mut self, mut stream: SplitStream<WebSocket>, cancel: &CancellationToken) {
+        match self.read_frames(&mut stream, cancel).await {
+            Ended::ByClient => {
+                let _ = self
+                    .shared
+                    .hub
+                    .send(HubEvent::Disconnected { conn: self.conn })
+                    .await;
+            }
+            Ended::ByServer => {
+                let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+                let _ = tokio::time::timeout(self.shared.config.close_linger, drain).await;
+            }
+        }
+    }
+
+    async fn read_frames(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        cancel: &CancellationToken,
+    ) -> Ended {
+        let idle = self.shared.config.idle_timeout;
+        loop {
+            let frame = tokio::select! {
+                _ = cancel.cancelled() => return Ended::ByServer,
+                _ = self.shared.shutdown.cancelled() => return Ended::ByServer,
+                _ = idle_deadline(idle) => {
+                    let error = format!("idle for {} s: closing the connection", idle.as_secs());
+                    self.reject(error, true).await;
+                    return Ended::ByServer;
+                }
+                frame = stream.next() => frame,
+            };
+            let keep_going = match frame {
+                None | Some(Ok(Message::Close(_))) => return Ended::ByClient,
+                Some(Err(error)) => match classify(error) {
+                    ReadFailure::Gone => return Ended::ByClient,
+                    ReadFailure::Fatal(text) => {
+                        self.reject(text, true).await;
+                        return Ended::ByServer;
+                    }
+                },
+                Some(Ok(Message::Text(text))) => self.handle_text(&text).await,
+                Some(Ok(Message::Binary(_))) => self.reject(BINARY_REFUSED.into(), false).await,
+                // The WebSocket layer answers pings itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => true,
+            };
+            if !keep_going {
+                return Ended::ByServer;
+            }
+        }
+    }
+
+    /// Forwards one message to the hub. False when the connection must
+    /// close (or the hub is gone).
+    async fn handle_text(&mut self, text: &str) -> bool {
+        let raw = match json::parse_line(text.as_bytes(), &self.shared.config.limits) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let fatal = error.is_fatal();
+                return self.reject(error.to_string(), fatal).await && !fatal;
+            }
+        };
+        match self.limiter.as_mut().map(|l| l.check(Instant::now())) {
+            None | Some(Verdict::Allow) => {}
+            Some(Verdict::Refuse) => {
+                let config = &self.shared.config;
+                let error = format!(
+                    "rate limit: at most {} commands per second (burst {}); {} ignored",
+                    config.rate_limit, config.rate_burst, raw.word
+                );
+                return self.reject(error, false).await;
+            }
+            Some(Verdict::Disconnect) => {
+                let error = "flooding: over the rate limit for 5 s, disconnecting";
+                self.reject(error.to_string(), true).await;
+                return false;
+            }
+        }
+        let event = match Command::from_raw(raw, &self.shared.config.limits) {
+            Ok(command) => HubEvent::Command {
+                conn: self.conn,
+                command,
+            },
+            Err(error) => HubEvent::Rejected {
+                conn: self.conn,
+                error: error.to_string(),
+                fatal: false,
+            },
+        };
+        self.shared.hub.send(event).await.is_ok()
+    }
+
+    /// Has the hub answer ERROR (and close, when `fatal`). False when the
+    /// hub is gone.
+    async fn reject(&self, error: String, fatal: bool) -> bool {
+        let event = HubEvent::Rejected {
+            conn: self.conn,
+            error,
+            fatal,
+        };
+        self.shared.hub.send(event).await.is_ok()
+    }
+}
+
+/// Sorts a read error into "gone" and "broke the rules", with the ERROR
+/// text the latter gets (the contract's words where it has them).
+fn classify(error: axum::Error) -> ReadFailure {
+    use tungstenite::Error as Ws;
+    use tungstenite::error::CapacityError;
+    let error = match error.into_inner().downcast::<Ws>() {
+        Ok(error) => *error,
+        Err(other) => return ReadFailure::Fatal(format!("websocket error: {other}")),
+    };
+    match error {
+        Ws::ConnectionClosed | Ws::AlreadyClosed | Ws::Io(_) => ReadFailure::Gone,
+        Ws::Capacity(CapacityError::MessageTooLong { max_size, .. }) => {
+            ReadFailure::Fatal(DecodeError::TooLarge { max: max_size }.to_string())
+        }
+        Ws::Utf8(_) => ReadFailure::Fatal(DecodeError::InvalidUtf8.to_string()),
+        other => ReadFailure::Fatal(format!("websocket error: {other}")),
+    }
+}
+
+/// Fires after `idle` (never when `idle` is zero). Raced against each read,
+/// so every frame starts a new deadline.
+async fn idle_deadline(idle: Duration) {
+    if idle.is_zero() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(idle).await;
+}

@@ -1,0 +1,693 @@
+// natter's web chat: one WebSocket to the server's /ws, speaking the
+// protocol's JSON encoding, one message per text frame
+// ({"command":"JOIN","args":[3]}).
+//
+// The page keeps its state in `state`, changes it only in the message
+// handlers and the user's actions, and redraws the part that changed.
+// Everything another user wrote reaches the page as text nodes
+// (`append(string)`, `textContent`), never as HTML.
+
+const CAPS = ['presence-delta', 'members'];
+const BACKOFF_FIRST_MS = 1000;
+const BACKOFF_MAX_MS = 30000;
+/** The server's default message limit, checked here to keep the draft. */
+const MAX_MESSAGE_BYTES = 8192;
+/** Messages kept per conversation; older ones are dropped from the page. */
+const MAX_KEPT_MESSAGES = 1000;
+/** Re-registering after a reconnect may find the old session not yet gone. */
+const MAX_RESTORE_ATTEMPTS = 4;
+const PRESET_STATUSES = ['online', 'away', 'busy'];
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  /** 'connecting' | 'open' | 'waiting' (for a reconnect) */
+  conn: 'connecting',
+  socket: null,
+  backoff: BACKOFF_FIRST_MS,
+  retryAt: 0,
+  retryTimer: 0,
+  /** Who we are (or want to be): {name, status}; null before sign-in. */
+  me: null,
+  /** Who we asked to be on this connection, waiting for the answer. */
+  pending: null,
+  registered: false,
+  restoreAttempts: 0,
+  signingOut: false,
+  caps: new Set(),
+  /** name -> status of everyone online, ourselves included. */
+  online: new Map(),
+  /** id -> {id, members: [], messages: [], unread, label} */
+  convs: new Map(),
+  /** id -> inviter: invitations not yet accepted or dismissed. */
+  invites: new Map(),
+  active: null,
+  /** People ticked for a new conversation. */
+  selected: new Set(),
+  /** Names of our INVITEs, in order, waiting for their INVITATION. */
+  invitesSent: [],
+  /** Conversations to open as soon as the server confirms the join. */
+  openOnJoin: new Set(),
+};
+
+// ---------------------------------------------------------------- helpers
+
+/** Creates an element. Strings among the children become text nodes. */
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value == null || value === false) continue;
+    if (key === 'class') node.className = value;
+    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child != null && child !== false) node.append(child);
+  }
+  return node;
+}
+
+const sameName = (a, b) => a.toLowerCase() === b.toLowerCase();
+const isMe = (name) => state.me != null && sameName(name, state.me.name);
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+
+function statusClass(status) {
+  return PRESET_STATUSES.includes(status) ? `dot-${status}` : 'dot-custom';
+}
+
+let toastTimer = 0;
+function toast(text) {
+  const node = $('toast');
+  node.textContent = text;
+  node.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { node.hidden = true; }, 5000);
+}
+
+// ---------------------------------------------------------------- connection
+
+function wsUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/ws`;
+}
+
+function connect() {
+  clearTimeout(state.retryTimer);
+  setConn('connecting');
+  const socket = new WebSocket(wsUrl());
+  state.socket = socket;
+  socket.onopen = () => {
+    if (socket !== state.socket) return;
+    setConn('open');
+    state.caps = new Set();
+    send('CAPS', CAPS);
+    if (state.me) register(state.me.name, state.me.status);
+  };
+  socket.onmessage = (event) => {
+    if (socket !== state.socket) return;
+    let msg;
+    try {
+      msg = JSON.parse(event.data);
+    } catch {
+      return; // the server sends JSON only
+    }
+    handle(msg.command, msg.args);
+  };
+  socket.onclose = () => {
+    if (socket !== state.socket) return;
+    state.socket = null;
+    state.registered = false;
+    state.pending = null;
+    if (!state.me) $('signin-button').disabled = false;
+    if (state.signingOut) {
+      // We said GOODBYE: a fresh connection for the next sign-in, at once.
+      state.signingOut = false;
+      connect();
+      return;
+    }
+    scheduleReconnect();
+  };
+}
+
+/** Tries again after the current backoff, which then doubles (to 30 s). */
+function scheduleReconnect() {
+  const delay = state.backoff;
+  state.backoff = Math.min(state.backoff * 2, BACKOFF_MAX_MS);
+  state.retryAt = Date.now() + delay;
+  state.retryTimer = setTimeout(connect, delay);
+  setConn('waiting');
+}
+
+function send(command, args) {
+  const socket = state.socket;
+  if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+  socket.send(JSON.stringify(args === undefined ? { command } : { command, args }));
+  return true;
+}
+
+function register(name, status) {
+  state.pending = { name, status };
+  send('REGISTER', [name, status]);
+}
+
+function setConn(conn) {
+  state.conn = conn;
+  renderConn();
+}
+
+// ---------------------------------------------------------------- server messages
+
+const handlers = {
+  CAPS(args) {
+    state.caps = new Set(args);
+  },
+  ONLINE_USERS(args) {
+    state.online = new Map(Object.entries(args));
+    if (!state.registered && state.pending) registered();
+    renderPeople();
+  },
+  PRESENCE(args) {
+    for (const [name, status] of Object.entries(args)) {
+      if (status === null) state.online.delete(name);
+      else state.online.set(name, status);
+    }
+    renderPeople();
+  },
+  INVITATION([id, inviter]) {
+    if (isMe(inviter)) {
+      // Our own INVITE: join it at once and show it.
+      const conv = conversation(id);
+      conv.label = state.invitesSent.shift() ?? null;
+      state.openOnJoin.add(id);
+      join(id);
+      return;
+    }
+    if (state.convs.get(id)?.joined) return;
+    state.invites.set(id, inviter);
+    renderInvites();
+  },
+  MEMBERS([id, members]) {
+    const conv = state.convs.get(id) ?? conversation(id);
+    if (!members.some(isMe)) {
+      leftConversation(id);
+      return;
+    }
+    noteMembershipChanges(conv, members);
+    conv.members = members;
+    conv.joined = true;
+    state.invites.delete(id);
+    if (state.openOnJoin.delete(id)) open(id);
+    renderInvites();
+    renderConvs();
+    if (state.active === id) renderChatHead();
+  },
+  CONVERSATIONS(args) {
+    renderBrowse(Object.entries(args).map(([id, members]) => [Number(id), members]));
+  },
+  MESSAGE([id, sender, text]) {
+    const conv = conversation(id);
+    conv.joined = true;
+    addLine(conv, { sender, text, time: new Date() });
+    const seen = state.active === id && !document.hidden;
+    if (!seen) conv.unread += 1;
+    renderConvs();
+    renderTitle();
+  },
+  ERROR(text) {
+    if (!state.registered && state.pending) {
+      registrationRefused(text);
+    } else {
+      toast(text);
+    }
+  },
+};
+
+function handle(command, args) {
+  const handler = handlers[command];
+  if (handler) handler(args);
+}
+
+function registered() {
+  const restoring = state.me != null;
+  state.me = state.pending;
+  state.pending = null;
+  state.registered = true;
+  state.backoff = BACKOFF_FIRST_MS;
+  state.restoreAttempts = 0;
+  if (restoring) {
+    // Back after a reconnect: rejoin every conversation we were in.
+    for (const conv of state.convs.values()) {
+      if (conv.joined) join(conv.id);
+    }
+  }
+  showApp();
+}
+
+function registrationRefused(text) {
+  const wanted = state.pending;
+  state.pending = null;
+  if (state.me && state.restoreAttempts < MAX_RESTORE_ATTEMPTS) {
+    // Probably our previous connection, not yet noticed as gone: retry.
+    state.restoreAttempts += 1;
+    toast(`Could not sign back in: ${text}`);
+    state.socket?.close();
+    return;
+  }
+  state.me = null;
+  state.restoreAttempts = 0;
+  showSignin(wanted, text);
+}
+
+function join(id) {
+  send('JOIN', [id]);
+  if (!state.caps.has('members')) {
+    // No MEMBERS acknowledgement will come: assume it worked.
+    handlers.MEMBERS([id, [state.me.name]]);
+  }
+}
+
+function conversation(id) {
+  let conv = state.convs.get(id);
+  if (!conv) {
+    conv = { id, members: [], messages: [], unread: 0, joined: false, label: null };
+    state.convs.set(id, conv);
+  }
+  return conv;
+}
+
+function noteMembershipChanges(conv, members) {
+  if (!conv.joined) return; // our own join: no need to list who was there
+  for (const name of members) {
+    if (!conv.members.includes(name)) addLine(conv, { system: `${name} joined` });
+  }
+  for (const name of conv.members) {
+    if (!members.includes(name)) addLine(conv, { system: `${name} left` });
+  }
+}
+
+function leftConversation(id) {
+  state.convs.delete(id);
+  state.openOnJoin.delete(id);
+  if (state.active === id) {
+    state.active = null;
+    document.body.dataset.view = 'list';
+    renderChat();
+  }
+  renderConvs();
+  renderTitle();
+}
+
+function addLine(conv, line) {
+  conv.messages.push(line);
+  if (conv.messages.length > MAX_KEPT_MESSAGES) {
+    conv.messages.splice(0, conv.messages.length - MAX_KEPT_MESSAGES);
+    if (state.active === conv.id) renderMessages();
+    return;
+  }
+  if (state.active === conv.id) appendLine(conv, line);
+}
+
+// ---------------------------------------------------------------- user actions
+
+function open(id) {
+  state.active = id;
+  const conv = state.convs.get(id);
+  if (conv) conv.unread = 0;
+  document.body.dataset.view = 'chat';
+  renderConvs();
+  renderChat();
+  renderTitle();
+  $('text').focus();
+}
+
+function wireSignin() {
+  wireStatusPicker($('signin-status'), $('signin-custom'));
+  $('signin-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const name = $('name').value.trim();
+    const status = pickedStatus($('signin-status'), $('signin-custom'));
+    if (!name) {
+      showSigninError('Choose a name.');
+      return;
+    }
+    if (state.conn !== 'open') {
+      showSigninError('Not connected to the server yet; trying again shortly.');
+      return;
+    }
+    $('signin-error').hidden = true;
+    $('signin-button').disabled = true;
+    register(name, status);
+  });
+}
+
+function wireStatusPicker(select, custom, onChange) {
+  select.addEventListener('change', () => {
+    const isCustom = select.value === 'custom';
+    custom.hidden = !isCustom;
+    if (isCustom) custom.focus();
+    if (onChange) onChange(isCustom);
+  });
+}
+
+function pickedStatus(select, custom) {
+  if (select.value !== 'custom') return select.value;
+  return custom.value.trim() || 'online';
+}
+
+function setStatus(status) {
+  if (!state.me) return;
+  if (send('STATUS', [status])) state.me.status = status;
+  renderMe();
+}
+
+function wireApp() {
+  wireStatusPicker($('status-select'), $('status-custom'), (isCustom) => {
+    $('status-set').hidden = !isCustom;
+    if (!isCustom) setStatus($('status-select').value);
+  });
+  $('status-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    setStatus(pickedStatus($('status-select'), $('status-custom')));
+  });
+  $('sign-out').addEventListener('click', () => {
+    state.signingOut = send('GOODBYE');
+    state.me = null;
+    resetChatState();
+    showSignin(null, null);
+  });
+  $('conn').addEventListener('click', () => {
+    if (state.conn === 'waiting') connect();
+  });
+
+  $('people').addEventListener('change', (event) => {
+    const box = event.target;
+    if (box.checked) state.selected.add(box.value);
+    else state.selected.delete(box.value);
+    $('start').disabled = state.selected.size === 0;
+  });
+  $('start-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const names = [...state.selected];
+    if (names.length === 0) return;
+    if (send('INVITE', names)) {
+      state.invitesSent.push(names.join(', '));
+      state.selected.clear();
+      renderPeople();
+    }
+  });
+
+  $('browse').addEventListener('click', () => {
+    $('browse-list').replaceChildren(el('li', { class: 'empty' }, 'Loading…'));
+    $('browse-dialog').showModal();
+    send('LIST_CONVERSATIONS');
+  });
+  $('leave').addEventListener('click', () => {
+    const id = state.active;
+    if (id == null) return;
+    send('LEAVE', [id]);
+    if (!state.caps.has('members')) leftConversation(id);
+  });
+  $('back').addEventListener('click', () => {
+    document.body.dataset.view = 'list';
+  });
+
+  const text = $('text');
+  text.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $('composer').requestSubmit();
+    }
+  });
+  text.addEventListener('input', autosize);
+  $('composer').addEventListener('submit', (event) => {
+    event.preventDefault();
+    sendDraft();
+  });
+
+  const messages = $('messages');
+  messages.addEventListener('scroll', () => {
+    if (nearBottom(messages)) $('jump').hidden = true;
+  });
+  $('jump').addEventListener('click', () => scrollToBottom());
+
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && state.active != null) {
+      const conv = state.convs.get(state.active);
+      if (conv) conv.unread = 0;
+      renderConvs();
+      renderTitle();
+    }
+  });
+}
+
+function sendDraft() {
+  const box = $('text');
+  const text = box.value;
+  const id = state.active;
+  if (!text.trim() || id == null) return;
+  if (new TextEncoder().encode(text).length > MAX_MESSAGE_BYTES) {
+    toast(`Message too long (at most ${MAX_MESSAGE_BYTES} bytes).`);
+    return;
+  }
+  if (!send('SEND_MESSAGE', [id, text])) {
+    toast('Not connected: your message is kept until the connection is back.');
+    return;
+  }
+  box.value = '';
+  autosize();
+}
+
+function autosize() {
+  const box = $('text');
+  box.style.height = 'auto';
+  box.style.height = `${Math.min(box.scrollHeight, 160)}px`;
+}
+
+function resetChatState() {
+  state.convs.clear();
+  state.invites.clear();
+  state.selected.clear();
+  state.online.clear();
+  state.invitesSent = [];
+  state.openOnJoin.clear();
+  state.active = null;
+}
+
+// ---------------------------------------------------------------- drawing
+
+function showSignin(wanted, error) {
+  $('signin').hidden = false;
+  $('app').hidden = true;
+  $('me').hidden = true;
+  $('signin-button').disabled = false;
+  if (wanted) $('name').value = wanted.name;
+  if (error) showSigninError(error);
+  else $('signin-error').hidden = true;
+  renderTitle();
+  $('name').focus();
+}
+
+function showSigninError(text) {
+  const node = $('signin-error');
+  node.textContent = text;
+  node.hidden = false;
+  $('signin-button').disabled = false;
+}
+
+function showApp() {
+  $('signin').hidden = true;
+  $('app').hidden = false;
+  $('me').hidden = false;
+  renderMe();
+  renderPeople();
+  renderInvites();
+  renderConvs();
+  renderChat();
+  renderTitle();
+}
+
+function renderConn() {
+  const node = $('conn');
+  node.dataset.state = state.conn;
+  if (state.conn === 'open') node.textContent = 'Connected';
+  else if (state.conn === 'connecting') node.textContent = 'Connecting…';
+  else {
+    const secs = Math.max(0, Math.ceil((state.retryAt - Date.now()) / 1000));
+    node.textContent = `Offline · retry in ${secs} s`;
+  }
+  node.title = state.conn === 'waiting' ? 'Click to retry now' : 'Connection to the server';
+  const usable = state.conn === 'open' && state.registered;
+  $('send').disabled = !usable;
+  $('text').placeholder = usable
+    ? 'Message (Enter to send, Shift+Enter for a new line)'
+    : 'Offline: reconnecting…';
+}
+
+function renderMe() {
+  if (!state.me) return;
+  const { name, status } = state.me;
+  $('me-name').textContent = name;
+  $('me-dot').className = `dot ${statusClass(status)}`;
+  const select = $('status-select');
+  const isPreset = PRESET_STATUSES.includes(status);
+  select.value = isPreset ? status : 'custom';
+  $('status-custom').hidden = isPreset;
+  $('status-set').hidden = isPreset;
+  if (!isPreset) $('status-custom').value = status;
+}
+
+function renderPeople() {
+  const others = [...state.online.entries()]
+    .filter(([name]) => !isMe(name))
+    .sort(([a], [b]) => a.localeCompare(b));
+  for (const name of state.selected) {
+    if (!state.online.has(name)) state.selected.delete(name);
+  }
+  $('people').replaceChildren(...others.map(([name, status]) =>
+    el('li', { class: 'person' },
+      el('label', {},
+        el('input', { type: 'checkbox', value: name, checked: state.selected.has(name) }),
+        el('span', { class: `dot ${statusClass(status)}` }),
+        el('span', { class: 'person-name' }, name),
+        el('span', { class: 'person-status' }, status)))));
+  $('people-empty').hidden = others.length > 0;
+  $('online-count').textContent = String(others.length + (state.registered ? 1 : 0));
+  $('start').disabled = state.selected.size === 0;
+}
+
+function renderInvites() {
+  const items = [...state.invites.entries()].map(([id, inviter]) =>
+    el('li', { class: 'invite' },
+      el('span', { class: 'invite-text' }, el('strong', {}, inviter), ' invited you'),
+      el('span', { class: 'actions' },
+        el('button', {
+          type: 'button', class: 'small primary accept', onclick: () => {
+            state.openOnJoin.add(id);
+            join(id);
+          },
+        }, 'Accept'),
+        el('button', {
+          type: 'button', class: 'small ghost dismiss', onclick: () => {
+            state.invites.delete(id);
+            renderInvites();
+          },
+        }, 'Dismiss'))));
+  $('invites').replaceChildren(...items);
+  $('invites-section').hidden = items.length === 0;
+}
+
+function title(conv) {
+  const others = conv.members.filter((name) => !isMe(name));
+  if (others.length > 0) return others.join(', ');
+  if (conv.label) return conv.label;
+  return `Conversation ${conv.id}`;
+}
+
+function renderConvs() {
+  const convs = [...state.convs.values()].filter((conv) => conv.joined);
+  $('convs').replaceChildren(...convs.map((conv) => {
+    const last = [...conv.messages].reverse().find((line) => !line.system);
+    return el('li', {},
+      el('button', {
+        type: 'button',
+        class: `conv${conv.id === state.active ? ' active' : ''}`,
+        'data-conv': conv.id,
+        onclick: () => open(conv.id),
+      },
+      el('span', { class: 'conv-title' }, title(conv)),
+      conv.unread > 0 ? el('span', { class: 'badge', 'aria-label': `${conv.unread} unread` }, String(conv.unread)) : null,
+      el('span', { class: 'conv-last' }, last ? `${last.sender}: ${last.text}` : 'No messages yet')));
+  }));
+  $('convs-empty').hidden = convs.length > 0;
+}
+
+function renderTitle() {
+  let unread = 0;
+  for (const conv of state.convs.values()) unread += conv.unread;
+  document.title = unread > 0 ? `(${unread}) natter` : 'natter';
+}
+
+function renderChat() {
+  const conv = state.active == null ? null : state.convs.get(state.active);
+  $('chat-empty').hidden = conv != null;
+  $('chat-view').hidden = conv == null;
+  if (!conv) return;
+  renderChatHead();
+  renderMessages();
+}
+
+function renderChatHead() {
+  const conv = state.convs.get(state.active);
+  if (!conv) return;
+  $('chat-title').textContent = title(conv);
+  $('chat-members').textContent = `#${conv.id} · ${conv.members.length} member${conv.members.length === 1 ? '' : 's'}: ${conv.members.join(', ')}`;
+}
+
+function renderMessages() {
+  const conv = state.convs.get(state.active);
+  const list = $('messages');
+  list.replaceChildren();
+  let previous = null;
+  for (const line of conv.messages) {
+    list.append(lineNode(line, previous));
+    previous = line;
+  }
+  scrollToBottom();
+}
+
+function appendLine(conv, line) {
+  const list = $('messages');
+  const stick = nearBottom(list) || (!line.system && isMe(line.sender));
+  list.append(lineNode(line, conv.messages[conv.messages.length - 2] ?? null));
+  if (stick) scrollToBottom();
+  else $('jump').hidden = false;
+}
+
+/** One message, or a note such as "bob joined". Messages from the same
+ * sender within five minutes share one heading. */
+function lineNode(line, previous) {
+  if (line.system) return el('li', { class: 'sys' }, line.system);
+  const continued = previous && !previous.system && previous.sender === line.sender
+    && line.time - previous.time < 5 * 60 * 1000;
+  return el('li', { class: `msg${isMe(line.sender) ? ' mine' : ''}${continued ? ' cont' : ''}` },
+    continued ? null : el('div', { class: 'meta' },
+      el('span', { class: 'sender' }, line.sender),
+      el('time', { datetime: line.time.toISOString() }, timeFormat.format(line.time))),
+    el('div', { class: 'text' }, line.text));
+}
+
+function nearBottom(list) {
+  return list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+}
+
+function scrollToBottom() {
+  const list = $('messages');
+  list.scrollTop = list.scrollHeight;
+  $('jump').hidden = true;
+}
+
+function renderBrowse(convs) {
+  const joinable = convs.filter(([id]) => !state.convs.get(id)?.joined);
+  const items = joinable.map(([id, members]) =>
+    el('li', { class: 'browse-item' },
+      el('span', {}, el('strong', {}, `#${id}`), ' ', members.length > 0 ? members.join(', ') : '(nobody yet)'),
+      el('button', {
+        type: 'button', class: 'small primary', onclick: () => {
+          state.openOnJoin.add(id);
+          join(id);
+          $('browse-dialog').close();
+        },
+      }, 'Join')));
+  $('browse-list').replaceChildren(...(items.length > 0 ? items
+    : [el('li', { class: 'empty' }, 'No other conversations to join.')]));
+}
+
+// ---------------------------------------------------------------- start
+
+wireSignin();
+wireApp();
+setInterval(() => { if (state.conn === 'waiting') renderConn(); }, 1000);
+connect();
+
+// For tests and the curious: drop the connection to watch the page recover.
+window.natter = { dropConnection: () => state.socket?.close() };
