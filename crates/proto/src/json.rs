@@ -40,7 +40,8 @@ pub fn decode(
         let from = state.scanned.min(buf.len());
         let Some(offset) = buf[from..].iter().position(|&b| b == b'\n') else {
             state.scanned = buf.len();
-            if buf.len() > limits.max_frame {
+            // One more byte than the limit may be the `\r` of a `\r\n`.
+            if buf.len() > limits.max_frame + 1 {
                 return Err(DecodeError::TooLarge {
                     max: limits.max_frame,
                 });
