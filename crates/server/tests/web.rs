@@ -1,0 +1,390 @@
+//! The web listener from the outside: the WebSocket gateway spoken the way
+//! a browser speaks it (one JSON message per text frame), side by side with
+//! TCP clients, and the page and health check over plain HTTP.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{PATIENCE, TestClient};
+use futures::{SinkExt, StreamExt};
+use natter_proto::Encoding;
+use natter_server::{Config, SHUTDOWN_MESSAGE, ServerHandle};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+fn web_config() -> Config {
+    Config {
+        web: Some("127.0.0.1:0".parse().unwrap()),
+        ..common::test_config()
+    }
+}
+
+async fn start_web(config: Config) -> (ServerHandle, SocketAddr) {
+    let server = common::start_with(config).await;
+    let web = server.web_addr().expect("web listener requested");
+    (server, web)
+}
+
+/// What a browser's socket sees.
+#[derive(Debug)]
+enum Seen {
+    Json(Value),
+    /// Close frame or end of stream.
+    Closed,
+}
+
+/// A client that talks to `/ws` exactly as the page does.
+struct Browser {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    name: String,
+}
+
+impl Browser {
+    async fn connect(web: SocketAddr) -> Browser {
+        let (ws, response) = tokio_tungstenite::connect_async(format!("ws://{web}/ws"))
+            .await
+            .expect("websocket handshake");
+        assert_eq!(response.status(), 101);
+        Browser {
+            ws,
+            name: String::new(),
+        }
+    }
+
+    /// Connects, asks for the page's capabilities, registers, and waits for
+    /// the first ONLINE_USERS (which is how the page knows it is in).
+    async fn signed_in(web: SocketAddr, name: &str) -> Browser {
+        let mut browser = Browser::connect(web).await;
+        browser.name = name.to_string();
+        browser
+            .send(json!({"command": "CAPS", "args": ["presence-delta", "members"]}))
+            .await;
+        let caps = browser.expect_command("CAPS").await;
+        assert_eq!(caps, json!(["presence-delta", "members"]));
+        browser
+            .send(json!({"command": "REGISTER", "args": [name, "online"]}))
+            .await;
+        let users = browser.expect_command("ONLINE_USERS").await;
+        assert_eq!(users[name], "online", "{name} missing from {users}");
+        browser
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.send_text(message.to_string()).await;
+    }
+
+    async fn send_text(&mut self, text: String) {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send frame");
+    }
+
+    async fn next(&mut self) -> Seen {
+        let frame = tokio::time::timeout(PATIENCE, self.ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("{}: nothing received in {PATIENCE:?}", self.name));
+        match frame {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Seen::Closed,
+            Some(Ok(Message::Text(text))) => {
+                assert!(!text.contains('\n'), "one message per frame: {text:?}");
+                Seen::Json(serde_json::from_str(&text).expect("server frames are JSON"))
+            }
+            Some(Ok(other)) => panic!("{}: unexpected frame {other:?}", self.name),
+        }
+    }
+
+    /// Skips other messages until `command` arrives; returns its args.
+    async fn expect_command(&mut self, command: &str) -> Value {
+        loop {
+            match self.next().await {
+                Seen::Json(message) if message["command"] == command => {
+                    return message["args"].clone();
+                }
+                Seen::Json(_) => {}
+                Seen::Closed => panic!("{}: closed while waiting for {command}", self.name),
+            }
+        }
+    }
+
+    /// Skips presence; the next message must be an ERROR. Returns its text.
+    async fn expect_error(&mut self) -> String {
+        loop {
+            match self.next().await {
+                Seen::Json(m) if m["command"] == "ONLINE_USERS" || m["command"] == "PRESENCE" => {}
+                Seen::Json(m) => {
+                    assert_eq!(
+                        m["command"], "ERROR",
+                        "{}: expected ERROR, got {m}",
+                        self.name
+                    );
+                    return m["args"]
+                        .as_str()
+                        .expect("ERROR carries a bare string")
+                        .into();
+                }
+                Seen::Closed => panic!("{}: closed while waiting for ERROR", self.name),
+            }
+        }
+    }
+
+    async fn expect_closed(&mut self) {
+        loop {
+            if let Seen::Closed = self.next().await {
+                return;
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 GET; returns status, headers (lowercased names) and body.
+async fn http_get(web: SocketAddr, path: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut stream = TcpStream::connect(web).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let response = String::from_utf8(response).expect("UTF-8 response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("header end");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
+}
+
+#[tokio::test]
+async fn browser_and_tcp_client_invite_join_and_chat() {
+    let (server, web) = start_web(web_config()).await;
+    let mut browser = Browser::signed_in(web, "wendy").await;
+    let mut tcp = TestClient::registered(server.local_addr(), Encoding::Framed, "tom").await;
+
+    // The browser sees the TCP user arrive as a presence delta.
+    loop {
+        let delta = browser.expect_command("PRESENCE").await;
+        if delta["tom"] == "online" {
+            break;
+        }
+    }
+
+    browser
+        .send(json!({"command": "INVITE", "args": ["tom"]}))
+        .await;
+    let invitation = browser.expect_command("INVITATION").await;
+    let conv = invitation[0].as_u64().expect("conversation id");
+    assert_eq!(invitation[1], "wendy");
+    assert_eq!(tcp.expect_invitation().await, conv);
+
+    browser
+        .send(json!({"command": "JOIN", "args": [conv]}))
+        .await;
+    assert_eq!(
+        browser.expect_command("MEMBERS").await,
+        json!([conv, ["wendy"]])
+    );
+    tcp.join(conv).await;
+    assert_eq!(
+        browser.expect_command("MEMBERS").await,
+        json!([conv, ["tom", "wendy"]])
+    );
+
+    browser
+        .send(json!({"command": "SEND_MESSAGE", "args": [conv, "hi from the web ✓"]}))
+        .await;
+    assert_eq!(
+        tcp.expect_message().await,
+        (conv, "wendy".into(), "hi from the web ✓".into())
+    );
+    assert_eq!(
+        browser.expect_command("MESSAGE").await,
+        json!([conv, "wendy", "hi from the web ✓"])
+    );
+
+    tcp.say(conv, "hello, browser\nsecond line").await;
+    assert_eq!(
+        browser.expect_command("MESSAGE").await,
+        json!([conv, "tom", "hello, browser\nsecond line"])
+    );
+
+    // The browser leaving is seen by the TCP side like any departure.
+    browser.send(json!({"command": "GOODBYE"})).await;
+    browser.expect_closed().await;
+    let users = tcp.expect_online_users().await;
+    assert!(!users.iter().any(|(name, _)| name == "wendy"), "{users:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn browser_names_clash_with_tcp_names() {
+    let (server, web) = start_web(web_config()).await;
+    let _tcp = TestClient::registered(server.local_addr(), Encoding::Json, "Alice").await;
+    let mut browser = Browser::connect(web).await;
+    browser
+        .send(json!({"command": "REGISTER", "args": ["alice", "online"]}))
+        .await;
+    let error = browser.expect_error().await;
+    assert!(error.contains("alice"), "{error}");
+    // The connection may try again.
+    browser
+        .send(json!({"command": "REGISTER", "args": ["alice2", "away"]}))
+        .await;
+    let users = browser.expect_command("ONLINE_USERS").await;
+    assert_eq!(users["alice2"], "away");
+    assert_eq!(users["Alice"], "online");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_json_gets_error_and_close() {
+    let (server, web) = start_web(web_config()).await;
+    let mut browser = Browser::connect(web).await;
+    browser
+        .send_text(r#"{"command": "REGISTER", "args": ["#.into())
+        .await;
+    let error = browser.expect_error().await;
+    assert!(error.contains("JSON"), "{error}");
+    browser.expect_closed().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_command_gets_error_and_the_socket_stays_usable() {
+    let (server, web) = start_web(web_config()).await;
+    let mut browser = Browser::connect(web).await;
+    browser.send(json!({"command": "DANCE", "args": []})).await;
+    assert!(browser.expect_error().await.contains("DANCE"));
+    browser
+        .send(json!({"command": "JOIN", "args": ["three"]}))
+        .await;
+    browser.expect_error().await;
+    browser
+        .ws
+        .send(Message::Binary(b"REGISTER".to_vec().into()))
+        .await
+        .unwrap();
+    assert!(browser.expect_error().await.contains("binary"));
+    browser
+        .send(json!({"command": "REGISTER", "args": ["still_here", "online"]}))
+        .await;
+    let users = browser.expect_command("ONLINE_USERS").await;
+    assert_eq!(users["still_here"], "online");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_frame_limit_is_refused_and_closes() {
+    let mut config = web_config();
+    config.limits.max_frame = 4096;
+    let (server, web) = start_web(config).await;
+    let mut browser = Browser::signed_in(web, "big").await;
+
+    // Up to the limit is read (and judged by the command rules).
+    let text = "x".repeat(4096 - 64);
+    let fits = json!({"command": "STATUS", "args": [text]}).to_string();
+    assert!(fits.len() <= 4096);
+    browser.send_text(fits).await;
+    assert!(browser.expect_error().await.contains("status is too long"));
+
+    // One byte over is refused by the WebSocket layer, before it is kept.
+    let over = format!(r#"{{"command":"STATUS","args":["{}"]}}"#, "x".repeat(4097));
+    browser.send_text(over).await;
+    let error = browser.expect_error().await;
+    assert!(error.contains("too large"), "{error}");
+    browser.expect_closed().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_browsers_and_closes() {
+    let (server, web) = start_web(web_config()).await;
+    let mut browser = Browser::signed_in(web, "leaving").await;
+    let stopping = tokio::spawn(server.shutdown());
+    assert_eq!(browser.expect_error().await, SHUTDOWN_MESSAGE);
+    browser.expect_closed().await;
+    tokio::time::timeout(PATIENCE, stopping)
+        .await
+        .expect("shutdown finishes")
+        .unwrap();
+    // Nobody accepts any more.
+    assert!(TcpStream::connect(web).await.is_err());
+}
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let (server, web) = start_web(web_config()).await;
+    let (status, _, body) = http_get(web, "/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_page_is_served_with_its_content_types() {
+    let (server, web) = start_web(web_config()).await;
+    let (status, headers, body) = http_get(web, "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), "text/html; charset=utf-8");
+    assert!(body.contains(r#"<script type="module" src="/app.js">"#));
+    assert!(header(&headers, "content-security-policy").contains("default-src 'self'"));
+
+    let (status, headers, body) = http_get(web, "/app.js").await;
+    assert_eq!(status, 200);
+    assert!(header(&headers, "content-type").starts_with("text/javascript"));
+    assert!(body.contains("new WebSocket"));
+
+    let (status, headers, _) = http_get(web, "/style.css").await;
+    assert_eq!(status, 200);
+    assert!(header(&headers, "content-type").starts_with("text/css"));
+
+    let (status, _, _) = http_get(web, "/nothing-here").await;
+    assert_eq!(status, 404);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_web_address_there_is_no_web_listener() {
+    let server = common::start().await;
+    assert_eq!(server.web_addr(), None);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_browser_counts_against_the_rate_limit() {
+    let mut config = web_config();
+    config.rate_limit = 1;
+    config.rate_burst = 2;
+    let (server, web) = start_web(config).await;
+    let mut browser = Browser::signed_in(web, "fast").await;
+    for _ in 0..5 {
+        browser.send(json!({"command": "LIST_CONVERSATIONS"})).await;
+    }
+    let error = tokio::time::timeout(Duration::from_secs(2), browser.expect_command("ERROR"))
+        .await
+        .expect("refused in time");
+    assert!(error.as_str().unwrap().contains("rate limit"), "{error}");
+    server.shutdown().await;
+}
