@@ -131,7 +131,13 @@ impl App {
             Event::Conversations(list) => self.on_listing(list),
             Event::Message { conv, sender, text } => self.on_message(conv, sender, text, at),
             Event::Members { conv, members } => self.on_members(conv, members),
-            Event::ServerError(text) => self.last_error = Some(text),
+            Event::ServerError(text) => {
+                let lost = natter_client::lost_conversation(&text);
+                if let Some(conversation) = lost.and_then(|c| self.conversations.get_mut(&c)) {
+                    conversation.joined = false;
+                }
+                self.last_error = Some(text);
+            }
             Event::DecodeError { error, .. } => {
                 self.last_error = Some(format!("bad data from the server: {error}"))
             }

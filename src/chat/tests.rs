@@ -343,3 +343,12 @@ fn a_tiny_terminal_still_draws() {
         screen(&app, w, h);
     }
 }
+
+#[test]
+fn a_conversation_the_server_lost_is_shown_as_not_joined() {
+    let mut app = scripted_session();
+    app.on_event(Event::ServerError("no conversation 5".into()));
+    let rows = screen(&app, 110, 30);
+    assert_shows(&rows, "#5 not joined");
+    assert_shows(&rows, "error: no conversation 5");
+}

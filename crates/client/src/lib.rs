@@ -46,3 +46,4 @@ pub use config::{Backoff, ClientConfig};
 pub use error::ClientError;
 pub use event::{ConnectionState, Event, OnlineUsers};
 pub use natter_proto::{Command, ConvId};
+pub use session::lost_conversation;

@@ -86,7 +86,12 @@ impl Session {
                 self.note_members(conv, &members);
                 Some(Event::Members { conv, members })
             }
-            ServerMessage::Error(text) => Some(Event::ServerError(text)),
+            ServerMessage::Error(text) => {
+                if let Some(conv) = lost_conversation(&text) {
+                    self.memberships.remove(&conv);
+                }
+                Some(Event::ServerError(text))
+            }
             // Only meaningful as the answer to our own CAPS.
             ServerMessage::Caps(_) => None,
         }
@@ -135,6 +140,15 @@ impl Session {
             self.memberships.remove(&conv);
         }
     }
+}
+
+/// The conversation an `ERROR` says we are not in (it is gone, for
+/// example after a server restart), so that it is not re-joined again.
+pub fn lost_conversation(error_text: &str) -> Option<ConvId> {
+    let id = error_text
+        .strip_prefix("no conversation ")
+        .or_else(|| error_text.strip_prefix("you are not a member of conversation "))?;
+    id.trim().parse().ok()
 }
 
 /// What changed between two online lists: arrivals and status changes with
@@ -251,6 +265,19 @@ mod tests {
             members: vec!["bob".into()],
         });
         assert_eq!(session.memberships(), vec![7]);
+    }
+
+    #[test]
+    fn a_conversation_the_server_no_longer_has_is_not_re_joined() {
+        let mut session = Session::default();
+        session.note_sent(&Command::Join(3));
+        session.note_sent(&Command::Join(4));
+        session.apply(ServerMessage::Error("no conversation 3".into()));
+        assert_eq!(session.memberships(), vec![4]);
+        session.apply(ServerMessage::Error(
+            "you are not a member of conversation 4".into(),
+        ));
+        assert!(session.memberships().is_empty());
     }
 
     #[test]
