@@ -587,3 +587,41 @@ fn client_refuses_a_pickle_that_would_run_code() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------
+// docs/PROTOCOL.md
+// ---------------------------------------------------------------------------
+
+/// The hexdumps, JSON lines and error table in docs/PROTOCOL.md are what
+/// this server really sends: the generator, run against a fresh server,
+/// reproduces them byte for byte.
+#[test]
+fn protocol_doc_examples_match_the_server() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // As `natter serve --presence-interval 0`: no periodic snapshots.
+    let config = natter_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        presence_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let server = runtime
+        .block_on(natter_server::spawn(config))
+        .expect("server starts");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/tools/hexdump_examples.py");
+    let output = Command::new(python3())
+        .arg(script)
+        .args(["--check", "--server", &server.local_addr().to_string()])
+        .output()
+        .expect("the generator runs");
+    assert!(
+        output.status.success(),
+        "docs/PROTOCOL.md is out of date; run `python3 docs/tools/hexdump_examples.py --write`\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    runtime.block_on(server.shutdown());
+}
