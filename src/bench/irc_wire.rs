@@ -20,6 +20,10 @@ use super::plan::Plan;
 /// tags send more).
 const MAX_LINE: usize = 8 * 1024;
 
+const RPL_ENDOFNAMES: u16 = 366;
+const RPL_ENDOFMOTD: u16 = 376;
+const ERR_NOMOTD: u16 = 422;
+
 /// One line from the server, as far as the generator cares.
 enum Line<'a> {
     Ping(&'a [u8]),
@@ -116,12 +120,12 @@ impl Inbox {
         Ok(())
     }
 
-    /// Reads (answering PINGs) until the numeric `wanted` arrives.
-    async fn wait_for(&mut self, stream: &TcpStream, wanted: u16) -> anyhow::Result<()> {
+    /// Reads (answering PINGs) until one of the numerics `wanted` arrives.
+    async fn wait_for(&mut self, stream: &TcpStream, wanted: &[u16]) -> anyhow::Result<()> {
         let mut replies = Vec::new();
         loop {
             let found = self.lines(|line| match line {
-                Line::Numeric(n) if n == wanted => Ok(true),
+                Line::Numeric(n) if wanted.contains(&n) => Ok(true),
                 Line::Numeric(n @ 400..=599) => bail!("server answered with error numeric {n}"),
                 Line::Ping(token) => {
                     pong(token, &mut replies);
@@ -173,15 +177,16 @@ pub async fn setup(
     let nick = plan.name(index);
     let hello = format!("NICK {nick}\r\nUSER {nick} 0 * :natter bench\r\n");
     net::write_all(&stream, hello.as_bytes()).await?;
+    // Registration ends with the MOTD, or the error saying there is none.
     inbox
-        .wait_for(&stream, 1)
+        .wait_for(&stream, &[RPL_ENDOFMOTD, ERR_NOMOTD])
         .await
         .with_context(|| format!("registering {nick}"))?;
     drop(permit);
     let channel = plan.channel(index);
     net::write_all(&stream, format!("JOIN {channel}\r\n").as_bytes()).await?;
     inbox
-        .wait_for(&stream, 366)
+        .wait_for(&stream, &[RPL_ENDOFNAMES])
         .await
         .with_context(|| format!("{nick} joining {channel}"))?;
     Ok(Joined {

@@ -1,0 +1,135 @@
+//! `natter bench` end to end: a real server on a loopback port, a short
+//! low-rate run, and the report a user would read: every message reached
+//! every other member of its group, and the figures add up.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NATTER: &str = env!("CARGO_BIN_EXE_natter");
+
+/// A `natter serve` child, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let help = Command::new(NATTER)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    // Flood limits, where this build has them, would throttle the load.
+    for flag in ["--rate-limit", "--max-connections-per-ip"] {
+        if help.contains(&format!("{flag} ")) {
+            args.extend([flag, "0"]);
+        }
+    }
+    // Tests run in parallel: no fixed web port.
+    if help.contains("--no-web") {
+        args.push("--no-web");
+    }
+    let mut child = Command::new(NATTER)
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server { child, addr }
+}
+
+/// Runs `natter bench` with `args`, killing it if it outlives `limit`.
+fn bench(args: &[&str], limit: Duration) -> serde_json::Value {
+    let mut child = Command::new(NATTER)
+        .arg("bench")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("natter bench ran longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "natter bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON line on stdout")
+}
+
+#[test]
+fn a_short_low_rate_run_delivers_every_message_to_every_other_member() {
+    let server = start_server();
+    let pid = server.child.id().to_string();
+    #[rustfmt::skip]
+    let report = bench(
+        &["--addr", &server.addr, "--clients", "20", "--group", "5", "--rate", "100",
+          "--warmup", "0.5", "--duration", "2", "--json", "--quiet", "--server-pid", &pid],
+        Duration::from_secs(60),
+    );
+    let sent = report["sent"].as_u64().unwrap();
+    assert!(
+        (180..=220).contains(&sent),
+        "about 100/s for 2 s, got {sent}"
+    );
+    assert_eq!(report["expected"].as_u64().unwrap(), sent * 4);
+    assert_eq!(report["delivered"], report["expected"]);
+    assert_eq!(report["delivery_ratio"].as_f64().unwrap(), 1.0);
+    // natter echoes each message to its sender; those are counted apart.
+    assert_eq!(report["echoes"].as_u64().unwrap(), sent);
+    assert!(report["latency_us"]["p50"].as_u64().unwrap() > 0);
+    assert!(report["server"]["rss_kib_end"].as_u64().unwrap() > 0);
+    assert_eq!(report["server_errors"].as_u64().unwrap(), 0);
+}
+
+#[test]
+fn idle_mode_reports_setup_time_and_memory_per_connection() {
+    let server = start_server();
+    let pid = server.child.id().to_string();
+    #[rustfmt::skip]
+    let report = bench(
+        &["--addr", &server.addr, "--clients", "50", "--group", "10", "--idle",
+          "--duration", "0.5", "--json", "--quiet", "--server-pid", &pid],
+        Duration::from_secs(60),
+    );
+    assert_eq!(report["mode"], "idle");
+    assert!(report["setup_s"].as_f64().unwrap() > 0.0);
+    assert!(report["server"]["rss_bytes_per_connection"].is_number());
+    assert_eq!(report["disconnects"].as_u64().unwrap(), 0);
+}
+
+#[test]
+fn refuses_a_target_that_is_not_loopback() {
+    let output = Command::new(NATTER)
+        .args(["bench", "--addr", "192.0.2.1:6666", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
+}
