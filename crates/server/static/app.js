@@ -241,6 +241,7 @@ function registered() {
     }
   }
   showApp();
+  renderConn();
 }
 
 function registrationRefused(text) {
@@ -369,6 +370,7 @@ function wireApp() {
     event.preventDefault();
     setStatus(pickedStatus($('status-select'), $('status-custom')));
   });
+  $('footer-sign-out').addEventListener('click', () => $('sign-out').click());
   $('sign-out').addEventListener('click', () => {
     state.signingOut = send('GOODBYE');
     state.me = null;
@@ -461,6 +463,7 @@ function autosize() {
   const box = $('text');
   box.style.height = 'auto';
   box.style.height = `${Math.min(box.scrollHeight, 160)}px`;
+  box.classList.toggle('tall', box.scrollHeight > 160);
 }
 
 function resetChatState() {
@@ -518,15 +521,14 @@ function renderConn() {
   node.title = state.conn === 'waiting' ? 'Click to retry now' : 'Connection to the server';
   const usable = state.conn === 'open' && state.registered;
   $('send').disabled = !usable;
-  $('text').placeholder = usable
-    ? 'Message (Enter to send, Shift+Enter for a new line)'
-    : 'Offline: reconnecting…';
+  $('text').placeholder = usable ? 'Message' : 'Offline: reconnecting…';
 }
 
 function renderMe() {
   if (!state.me) return;
   const { name, status } = state.me;
   $('me-name').textContent = name;
+  $('footer-name').textContent = name;
   $('me-dot').className = `dot ${statusClass(status)}`;
   const select = $('status-select');
   const isPreset = PRESET_STATUSES.includes(status);
@@ -594,7 +596,7 @@ function renderConvs() {
         'data-conv': conv.id,
         onclick: () => open(conv.id),
       },
-      el('span', { class: 'conv-title' }, title(conv)),
+      el('span', { class: 'conv-title' }, title(conv), el('span', { class: 'conv-id' }, ` #${conv.id}`)),
       conv.unread > 0 ? el('span', { class: 'badge', 'aria-label': `${conv.unread} unread` }, String(conv.unread)) : null,
       el('span', { class: 'conv-last' }, last ? `${last.sender}: ${last.text}` : 'No messages yet')));
   }));
@@ -649,7 +651,8 @@ function lineNode(line, previous) {
   if (line.system) return el('li', { class: 'sys' }, line.system);
   const continued = previous && !previous.system && previous.sender === line.sender
     && line.time - previous.time < 5 * 60 * 1000;
-  return el('li', { class: `msg${isMe(line.sender) ? ' mine' : ''}${continued ? ' cont' : ''}` },
+  const kind = `msg${isMe(line.sender) ? ' mine' : ''}${continued ? ' cont' : ''}`;
+  return el('li', { class: kind, 'data-sender': line.sender },
     continued ? null : el('div', { class: 'meta' },
       el('span', { class: 'sender' }, line.sender),
       el('time', { datetime: line.time.toISOString() }, timeFormat.format(line.time))),
