@@ -227,6 +227,33 @@ async fn scenario(url: &str, alice: &Page, bob: &Page) -> anyhow::Result<()> {
     .await?;
     bob.screenshot(&target.join("browser-list-phone.png"))
         .await?;
+
+    // Signing out says GOODBYE: the others see Bob leave. Signing in again
+    // opens a new connection.
+    bob.click("#footer-sign-out").await?;
+    bob.wait_for(
+        "!document.querySelector('#signin').hidden",
+        "sign-in form again",
+    )
+    .await?;
+    alice
+        .wait_for(
+            r#"!document.querySelector('#people input[value="bob"]')"#,
+            "bob gone from alice's list",
+        )
+        .await?;
+    bob.wait_for(
+        "document.querySelector('#conn').dataset.state === 'idle'",
+        "not connected shown",
+    )
+    .await?;
+    bob.sign_in(url, "bob").await?;
+    alice
+        .wait_for(
+            r#"document.querySelector('#people input[value="bob"]')"#,
+            "bob back",
+        )
+        .await?;
     Ok(())
 }
 

@@ -21,7 +21,8 @@ const PRESET_STATUSES = ['online', 'away', 'busy'];
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  /** 'connecting' | 'open' | 'waiting' (for a reconnect) */
+  /** 'idle' (not signed in, no connection) | 'connecting' | 'open' |
+   * 'waiting' (signed in, to reconnect after the backoff) */
   conn: 'connecting',
   socket: null,
   backoff: BACKOFF_FIRST_MS,
@@ -29,11 +30,12 @@ const state = {
   retryTimer: 0,
   /** Who we are (or want to be): {name, status}; null before sign-in. */
   me: null,
+  /** A sign-in waiting for the connection to open. */
+  wanted: null,
   /** Who we asked to be on this connection, waiting for the answer. */
   pending: null,
   registered: false,
   restoreAttempts: 0,
-  signingOut: false,
   caps: new Set(),
   /** name -> status of everyone online, ourselves included. */
   online: new Map(),
@@ -101,7 +103,9 @@ function connect() {
     setConn('open');
     state.caps = new Set();
     send('CAPS', CAPS);
-    if (state.me) register(state.me.name, state.me.status);
+    const who = state.me ?? state.wanted;
+    state.wanted = null;
+    if (who) register(who.name, who.status);
   };
   socket.onmessage = (event) => {
     if (socket !== state.socket) return;
@@ -117,15 +121,16 @@ function connect() {
     if (socket !== state.socket) return;
     state.socket = null;
     state.registered = false;
+    const signingIn = (state.pending || state.wanted) && !state.me;
     state.pending = null;
-    if (!state.me) $('signin-button').disabled = false;
-    if (state.signingOut) {
-      // We said GOODBYE: a fresh connection for the next sign-in, at once.
-      state.signingOut = false;
-      connect();
+    state.wanted = null;
+    if (state.me) {
+      scheduleReconnect(); // signed in: come back by ourselves
       return;
     }
-    scheduleReconnect();
+    // Not signed in (or signed out): connect again when the user signs in.
+    setConn('idle');
+    if (signingIn) showSigninError('Could not reach the server. Try again.');
   };
 }
 
@@ -216,7 +221,7 @@ const handlers = {
   ERROR(text) {
     if (!state.registered && state.pending) {
       registrationRefused(text);
-    } else {
+    } else if (state.me) {
       toast(text);
     }
   },
@@ -256,6 +261,7 @@ function registrationRefused(text) {
   }
   state.me = null;
   state.restoreAttempts = 0;
+  resetChatState();
   showSignin(wanted, text);
 }
 
@@ -331,13 +337,14 @@ function wireSignin() {
       showSigninError('Choose a name.');
       return;
     }
-    if (state.conn !== 'open') {
-      showSigninError('Not connected to the server yet; trying again shortly.');
-      return;
-    }
     $('signin-error').hidden = true;
     $('signin-button').disabled = true;
-    register(name, status);
+    if (state.conn === 'open') {
+      register(name, status);
+    } else {
+      state.wanted = { name, status };
+      if (state.conn !== 'connecting') connect();
+    }
   });
 }
 
@@ -372,7 +379,7 @@ function wireApp() {
   });
   $('footer-sign-out').addEventListener('click', () => $('sign-out').click());
   $('sign-out').addEventListener('click', () => {
-    state.signingOut = send('GOODBYE');
+    send('GOODBYE'); // the server closes the connection
     state.me = null;
     resetChatState();
     showSignin(null, null);
@@ -380,6 +387,7 @@ function wireApp() {
   $('conn').addEventListener('click', () => {
     if (state.conn === 'waiting') connect();
   });
+  $('name').addEventListener('input', () => { $('signin-error').hidden = true; });
 
   $('people').addEventListener('change', (event) => {
     const box = event.target;
@@ -514,6 +522,7 @@ function renderConn() {
   node.dataset.state = state.conn;
   if (state.conn === 'open') node.textContent = 'Connected';
   else if (state.conn === 'connecting') node.textContent = 'Connecting…';
+  else if (state.conn === 'idle') node.textContent = 'Not connected';
   else {
     const secs = Math.max(0, Math.ceil((state.retryAt - Date.now()) / 1000));
     node.textContent = `Offline · retry in ${secs} s`;
