@@ -74,6 +74,24 @@ impl Browser {
         browser
     }
 
+    /// Connects with a 4 KiB receive buffer, for a browser that stops
+    /// reading to be noticed soon.
+    async fn connect_small_buffer(web: SocketAddr) -> Browser {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(web).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::client_async(
+            format!("ws://{web}/ws"),
+            MaybeTlsStream::Plain(stream),
+        )
+        .await
+        .expect("websocket handshake");
+        Browser {
+            ws,
+            name: String::new(),
+        }
+    }
+
     async fn send(&mut self, message: Value) {
         self.send_text(message.to_string()).await;
     }
@@ -386,5 +404,47 @@ async fn the_browser_counts_against_the_rate_limit() {
         .await
         .expect("refused in time");
     assert!(error.as_str().unwrap().contains("rate limit"), "{error}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_stops_reading_is_cut_off_and_tcp_clients_go_on() {
+    let mut config = web_config();
+    config.send_queue = 256 * 1024;
+    let (server, web) = start_web(config).await;
+    let addr = server.local_addr();
+    let mut talker = TestClient::registered(addr, Encoding::Framed, "talker").await;
+    let mut sleeper = Browser::connect_small_buffer(web).await;
+    sleeper.name = "sleeper".into();
+    sleeper
+        .send(json!({"command": "CAPS", "args": ["members"]}))
+        .await;
+    sleeper
+        .send(json!({"command": "REGISTER", "args": ["sleeper", "zzz"]}))
+        .await;
+    sleeper.expect_command("ONLINE_USERS").await;
+    let conv = talker.invite(&["sleeper"]).await;
+    talker.join(conv).await;
+    sleeper.expect_command("INVITATION").await;
+    sleeper
+        .send(json!({"command": "JOIN", "args": [conv]}))
+        .await;
+    sleeper.expect_command("MEMBERS").await;
+
+    // The sleeper reads nothing from now on; the talker reads its echoes.
+    let text = "z".repeat(8000);
+    for _ in 0..1000 {
+        talker.say(conv, &text).await;
+        while talker.try_recv(Duration::from_millis(0)).await.is_some() {}
+        tokio::task::yield_now().await;
+    }
+    talker.send(natter_proto::Command::ListConversations).await;
+    let convs = talker
+        .expect(|m| match m {
+            natter_proto::ServerMessage::Conversations(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(convs, vec![(conv, vec!["talker".to_string()])]);
     server.shutdown().await;
 }
