@@ -107,15 +107,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
-    let server = natter_server::spawn(config)
-        .await
-        .with_context(|| {
-            if args.no_web {
-                format!("cannot listen on {}", args.listen)
-            } else {
-                format!("cannot listen on {} and {}", args.listen, args.web)
-            }
-        })?;
+    let server = natter_server::spawn(config).await.with_context(|| {
+        if args.no_web {
+            format!("cannot listen on {}", args.listen)
+        } else {
+            format!("cannot listen on {} and {}", args.listen, args.web)
+        }
+    })?;
     println!("listening on {}", server.local_addr());
     if let Some(web) = server.web_addr() {
         println!("web on http://{web}");
