@@ -11,8 +11,8 @@ use bytes::{Buf, BufMut, BytesMut};
 
 use crate::codec::DecodeError;
 use crate::limits::Limits;
-use crate::pickle::{Reader, Scan, writer};
-use crate::wire::RawMessage;
+use crate::pickle::{Reader, writer};
+use crate::wire::{CLIENT_WORDS, RawMessage, SERVER_WORDS};
 
 /// Bytes in the length prefix.
 pub const LENGTH_BYTES: usize = 4;
@@ -53,18 +53,15 @@ pub fn parse_body(body: &[u8], reader: &mut Reader) -> Result<RawMessage, Decode
     let Some(pickle) = pickle else {
         return Ok(RawMessage { word, args: None });
     };
-    let recoverable = |source| DecodeError::Pickle {
-        source,
-        fatal: false,
-    };
-    let end = match reader.scan(pickle).map_err(recoverable)? {
-        Scan::Complete { end } => end,
-        Scan::Incomplete { .. } => return Err(recoverable(crate::pickle::PickleError::Truncated)),
-    };
+    let (args, end) = reader
+        .read_complete(pickle)
+        .map_err(|source| DecodeError::Pickle {
+            source,
+            fatal: false,
+        })?;
     if end != pickle.len() {
         return Err(DecodeError::TrailingBytes);
     }
-    let (args, _) = reader.build(pickle).map_err(recoverable)?;
     Ok(RawMessage {
         word,
         args: Some(args),
@@ -78,6 +75,13 @@ fn parse_word(word: &[u8]) -> Result<String, DecodeError> {
         return Err(DecodeError::Malformed(
             "the frame has no command word".into(),
         ));
+    }
+    let known = CLIENT_WORDS
+        .iter()
+        .chain(SERVER_WORDS)
+        .find(|(w, _)| w.as_bytes() == word);
+    if let Some((known, _)) = known {
+        return Ok((*known).to_owned());
     }
     match std::str::from_utf8(word) {
         Ok(word) => Ok(word.to_owned()),

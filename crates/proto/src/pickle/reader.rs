@@ -64,6 +64,12 @@ pub enum PickleError {
     UnhashableKey(&'static str),
     #[error("recursive structures (a container inside itself) are not supported")]
     Recursive,
+    /// Python would change every reference to the shared object; natter
+    /// holds copies, so it refuses rather than read a different value.
+    /// Python's pickler never writes this (it fills a container before any
+    /// GET reads it back, recursion aside).
+    #[error("a list or dict is changed after the memo shared it, which is not supported")]
+    SharedMutation,
     #[error("bad argument to opcode {opcode}: {why}")]
     BadArgument {
         opcode: &'static str,
@@ -156,6 +162,20 @@ impl Reader {
         match self.scan(buf)? {
             Scan::Complete { end } => self.build(&buf[..end]).map(Some),
             Scan::Incomplete { .. } => Ok(None),
+        }
+    }
+
+    /// Reads a pickle known to end within `buf` (a framed body): the value
+    /// and the bytes it took. Skips the scan pass when the pickle reads no
+    /// memo entry, which is the common case; otherwise scans and rereads.
+    pub fn read_complete(&mut self, buf: &[u8]) -> Result<(Value, usize), PickleError> {
+        self.read_keys.clear();
+        match self.build(buf) {
+            Err(PickleError::BadMemo(_)) => match self.scan(buf)? {
+                Scan::Complete { end } => self.build(&buf[..end]),
+                Scan::Incomplete { .. } => Err(PickleError::Truncated),
+            },
+            other => other,
         }
     }
 }
@@ -338,20 +358,38 @@ fn scan_ops(
 #[derive(Debug)]
 struct Entry {
     value: Value,
-    /// 0 for scalars, 1 + the deepest child for containers.
-    depth: usize,
     /// This value and everything inside it.
     items: usize,
+    /// 0 for scalars, 1 + the deepest child for containers.
+    depth: u32,
     /// Unique per entry, so recursion can be recognised.
     id: u32,
+    /// A container that a GET has copied, or that is such a copy: in
+    /// Python both are one object, so neither may change any more.
+    shared: bool,
+    /// What only memo sharing and big dicts need, boxed so that the common
+    /// entry stays small and cheap to move.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Debug, Default)]
+struct Extra {
     /// Ids of containers still being built of which this value holds a
     /// copy. Putting such a value into one of them would make it recursive.
     open_refs: Vec<u32>,
     /// For large dicts: hash of key → position, to replace duplicate keys
-    /// without a quadratic search. Boxed: most entries have none, and the
-    /// stack stays compact.
-    #[allow(clippy::box_collection)]
-    dict_index: Option<Box<HashMap<u64, usize>>>,
+    /// without a quadratic search.
+    dict_index: Option<HashMap<u64, usize>>,
+}
+
+impl Entry {
+    fn open_refs(&self) -> &[u32] {
+        self.extra.as_ref().map_or(&[], |e| &e.open_refs)
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
 }
 
 /// A memo entry that some GET will read.
@@ -644,13 +682,19 @@ impl Machine {
     ) -> Entry {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
+        let extra = (!open_refs.is_empty()).then(|| {
+            Box::new(Extra {
+                open_refs,
+                dict_index: None,
+            })
+        });
         Entry {
             value,
-            depth,
+            depth: depth as u32,
             items,
             id,
-            open_refs,
-            dict_index: None,
+            shared: false,
+            extra,
         }
     }
 
@@ -684,9 +728,9 @@ impl Machine {
                 let entry = &self.stack[slot];
                 let saved = Memo::Saved {
                     value: entry.value.clone(),
-                    depth: entry.depth,
+                    depth: entry.depth as usize,
                     items: entry.items,
-                    open_refs: entry.open_refs.clone(),
+                    open_refs: entry.open_refs().to_vec(),
                 };
                 self.memo_set(key, saved);
                 self.on_stack.swap_remove(i);
@@ -729,8 +773,14 @@ impl Machine {
         self.count(1, b)?;
         let mut target = self.new_entry(empty, 1, 1, Vec::new());
         self.retire(start);
-        let children: Vec<Entry> = self.stack.drain(start..).collect();
-        adopt_all(&mut target, children, code, b, &mut self.hasher)?;
+        adopt_all(
+            &mut target,
+            &mut self.stack[start..],
+            code,
+            b,
+            &mut self.hasher,
+        )?;
+        self.stack.truncate(start);
         self.stack.push(target);
         Ok(())
     }
@@ -738,8 +788,8 @@ impl Machine {
     /// APPEND(S) / SETITEM(S): moves `stack[start..]` into `stack[start-1]`.
     fn add_to_target(&mut self, start: usize, code: u8, b: &Bounds<'_>) -> Result<(), PickleError> {
         self.retire(start);
-        let children: Vec<Entry> = self.stack.drain(start..).collect();
-        let target = self.stack.last_mut().expect("caller checked start > base");
+        let (below, children) = self.stack.split_at_mut(start);
+        let target = below.last_mut().expect("caller checked start > base");
         let expected = if matches!(code, op::APPEND | op::APPENDS) {
             "list"
         } else {
@@ -756,25 +806,29 @@ impl Machine {
                 found: target.value.type_name(),
             });
         }
-        adopt_all(target, children, code, b, &mut self.hasher)
+        adopt_all(target, children, code, b, &mut self.hasher)?;
+        self.stack.truncate(start);
+        Ok(())
     }
 
     fn push_copy_of_slot(&mut self, index: usize, b: &Bounds<'_>) -> Result<(), PickleError> {
         let source = &self.stack[index];
         let items = source.items;
-        let depth = source.depth;
+        let depth = source.depth as usize;
         let value = source.value.clone();
-        let mut open_refs = source.open_refs.clone();
-        if !matches!(
+        let mut open_refs = source.open_refs().to_vec();
+        let container = matches!(
             source.value,
             Value::List(_) | Value::Dict(_) | Value::Tuple(_)
-        ) {
-            // Scalars cannot contain anything, so cannot be recursive.
-        } else {
+        );
+        // Scalars cannot contain anything, so cannot be recursive.
+        if container {
             open_refs.push(source.id);
+            self.stack[index].shared = true;
         }
         self.count(items, b)?;
-        let entry = self.new_entry(value, depth, items, open_refs);
+        let mut entry = self.new_entry(value, depth, items, open_refs);
+        entry.shared = container;
         self.stack.push(entry);
         Ok(())
     }
@@ -835,7 +889,11 @@ impl Machine {
                 let (value, depth, items, open_refs) =
                     (value.clone(), *depth, *items, open_refs.clone());
                 self.count(items, b)?;
-                let entry = self.new_entry(value, depth, items, open_refs);
+                let mut entry = self.new_entry(value, depth, items, open_refs);
+                entry.shared = matches!(
+                    entry.value,
+                    Value::List(_) | Value::Dict(_) | Value::Tuple(_)
+                );
                 self.stack.push(entry);
                 Ok(())
             }
@@ -843,44 +901,53 @@ impl Machine {
     }
 }
 
-/// Moves `children` into `target` (a list, tuple or dict), checking depth
-/// and recursion.
+/// Moves the values of `children` into `target` (a list, tuple or dict),
+/// checking depth and recursion. The caller drops the emptied entries.
 fn adopt_all(
     target: &mut Entry,
-    children: Vec<Entry>,
+    children: &mut [Entry],
     code: u8,
     b: &Bounds<'_>,
     hasher: &mut Option<RandomState>,
 ) -> Result<(), PickleError> {
-    for child in &children {
-        if child.open_refs.contains(&target.id) {
+    for child in children.iter() {
+        if child.open_refs().contains(&target.id) {
             return Err(PickleError::Recursive);
         }
         let depth = child.depth + 1;
-        if depth > b.max_depth {
+        if depth as usize > b.max_depth {
             return Err(PickleError::TooDeep { max: b.max_depth });
         }
         target.depth = target.depth.max(depth);
         target.items += child.items;
-        for r in &child.open_refs {
-            if !target.open_refs.contains(r) {
-                target.open_refs.push(*r);
+        for r in child.open_refs() {
+            if !target.open_refs().contains(r) {
+                target.extra_mut().open_refs.push(*r);
             }
         }
     }
+    if target.shared {
+        return Err(PickleError::SharedMutation);
+    }
+    let mut values = children
+        .iter_mut()
+        .map(|e| std::mem::replace(&mut e.value, Value::None));
     match &mut target.value {
         Value::List(items) | Value::Tuple(items) => {
-            items.extend(children.into_iter().map(|e| e.value));
+            if items.is_empty() {
+                // Allocate exactly once, skipping the growth path.
+                *items = Vec::with_capacity(values.len());
+            }
+            items.extend(values);
             Ok(())
         }
         Value::Dict(_) => {
-            if !children.len().is_multiple_of(2) {
+            if !children_len_is_even(values.len()) {
                 return Err(PickleError::BadArgument {
                     opcode: opname(code),
                     why: "a key without a value",
                 });
             }
-            let mut values = children.into_iter().map(|e| e.value);
             while let (Some(key), Some(value)) = (values.next(), values.next()) {
                 insert_pair(target, key, value, hasher)?;
             }
@@ -888,6 +955,10 @@ fn adopt_all(
         }
         _ => unreachable!("targets are containers"),
     }
+}
+
+fn children_len_is_even(len: usize) -> bool {
+    len.is_multiple_of(2)
 }
 
 /// Dicts this small are searched linearly for a duplicate key.
@@ -902,7 +973,12 @@ fn insert_pair(
     hasher: &mut Option<RandomState>,
 ) -> Result<(), PickleError> {
     check_hashable(&key)?;
-    let Value::Dict(pairs) = &mut target.value else {
+    let Entry {
+        value: target_value,
+        extra,
+        ..
+    } = target;
+    let Value::Dict(pairs) = target_value else {
         unreachable!("insert_pair is only called on dicts")
     };
     if pairs.len() < LINEAR_DICT {
@@ -914,12 +990,13 @@ fn insert_pair(
         return Ok(());
     }
     let state = hasher.get_or_insert_with(RandomState::new);
-    let index = target.dict_index.get_or_insert_with(|| {
+    let extra = extra.get_or_insert_with(Box::default);
+    let index = extra.dict_index.get_or_insert_with(|| {
         let mut index = HashMap::with_capacity(pairs.len() * 2);
         for (i, (k, _)) in pairs.iter().enumerate() {
             index.insert(hash_key(state, k), i);
         }
-        Box::new(index)
+        index
     });
     let hash = hash_key(state, &key);
     let existing = match index.get(&hash) {
@@ -1166,6 +1243,20 @@ mod tests {
         assert_eq!(
             read(b"\x80\x02]q\x00]q\x01h\x00aa."),
             Err(PickleError::Recursive)
+        );
+    }
+
+    #[test]
+    fn a_container_changed_after_the_memo_shared_it_is_refused() {
+        // Found by the pickle fuzz target: Python reads [[...]] (one list
+        // inside itself) and ([1], [1]); copies would read [] and ([], [1]).
+        assert_eq!(
+            read(b"\x80\x02]q\x00h\x00h\x00a."),
+            Err(PickleError::SharedMutation)
+        );
+        assert_eq!(
+            read(b"\x80\x02]q\x00h\x00q\x010K\x01ah\x01\x86."),
+            Err(PickleError::SharedMutation)
         );
     }
 
