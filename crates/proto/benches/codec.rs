@@ -36,6 +36,18 @@ fn decode_send_message(c: &mut Criterion) {
             })
         });
     }
+    for encoding in Encoding::ALL {
+        let mut wire = BytesMut::new();
+        encode_command(&send_message(), encoding, &mut wire);
+        let mut decoder = Decoder::new(encoding, Direction::ToServer, limits.clone());
+        let mut buf = BytesMut::with_capacity(4096);
+        group.bench_function(format!("{encoding:?} decode_command"), |b| {
+            b.iter(|| {
+                buf.extend_from_slice(black_box(&wire));
+                black_box(decoder.decode_command(&mut buf).unwrap().unwrap().unwrap())
+            })
+        });
+    }
     let mut wire = BytesMut::new();
     encode_command(&send_message(), Encoding::Classic, &mut wire);
     let pickle = wire[b"SEND_MESSAGE ".len()..].to_vec();

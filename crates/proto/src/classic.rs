@@ -16,7 +16,9 @@ use bytes::{Buf, BufMut, BytesMut};
 use crate::codec::DecodeError;
 use crate::limits::Limits;
 use crate::pickle::{Reader, Scan, writer};
-use crate::wire::{Direction, RawMessage};
+use std::borrow::Cow;
+
+use crate::wire::{Decoded, Direction, RawMessage};
 
 /// What the decoder remembers between calls.
 #[derive(Debug, Default)]
@@ -62,7 +64,7 @@ pub fn decode(
     limits: &Limits,
     reader: &mut Reader,
     state: &mut ClassicState,
-) -> Result<Option<RawMessage>, DecodeError> {
+) -> Result<Option<Decoded>, DecodeError> {
     loop {
         if buf.len() < state.need {
             return Ok(None);
@@ -94,8 +96,8 @@ pub fn decode(
         state.after_bare_word = !takes_args;
         if !takes_args {
             buf.advance(word.len());
-            return Ok(Some(RawMessage {
-                word: word.to_owned(),
+            return Ok(Some(Decoded {
+                word: Cow::Borrowed(word),
                 args: None,
             }));
         }
@@ -119,8 +121,8 @@ pub fn decode(
                     fatal: true,
                 })?;
         buf.advance(start + len);
-        return Ok(Some(RawMessage {
-            word: word.to_owned(),
+        return Ok(Some(Decoded {
+            word: Cow::Borrowed(word),
             args: Some(args),
         }));
     }

@@ -5,13 +5,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::classic::{self, ClassicState};
 use crate::command::Command;
+use crate::command::CommandError;
 use crate::framed;
 use crate::json::{self, JsonState};
 use crate::limits::Limits;
 use crate::message::ServerMessage;
 use crate::pickle::{PickleError, Reader, writer};
 use crate::sink::{JsonSink, PickleSink};
-use crate::wire::{Direction, RawMessage};
+use crate::wire::{Decoded, Direction, RawMessage};
 
 /// The encoding of one connection, fixed by the first byte the client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,6 +132,27 @@ impl Decoder {
     /// `Err(e)` with `!e.is_fatal()`: that message's bytes were consumed and
     /// decoding can go on.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RawMessage>, DecodeError> {
+        Ok(self.decode_parts(buf)?.map(RawMessage::from))
+    }
+
+    /// Decodes and types the next client command: the server's hot path.
+    /// The same as [`Decoder::decode`] then [`Command::from_raw`], without
+    /// allocating the command word.
+    ///
+    /// `Ok(Some(Err(e)))`: a well-formed message that is not a valid
+    /// command (the connection goes on).
+    #[allow(clippy::type_complexity)]
+    pub fn decode_command(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Result<Command, CommandError>>, DecodeError> {
+        Ok(self
+            .decode_parts(buf)?
+            .map(|d| Command::from_parts(&d.word, d.args, &self.limits)))
+    }
+
+    /// Like [`Decoder::decode`], the word borrowed when it is a known one.
+    pub fn decode_parts(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, DecodeError> {
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
@@ -143,7 +165,9 @@ impl Decoder {
                 &mut self.reader,
                 &mut self.classic,
             ),
-            Encoding::Json => json::decode(buf, &self.limits, &mut self.json),
+            Encoding::Json => {
+                json::decode(buf, &self.limits, &mut self.json).map(|m| m.map(Decoded::from))
+            }
         };
         if let Err(error) = &result
             && error.is_fatal()

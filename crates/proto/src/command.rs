@@ -92,8 +92,16 @@ impl Command {
     /// is accepted too. Arguments sent to GOODBYE / LIST_CONVERSATIONS are
     /// ignored.
     pub fn from_raw(raw: RawMessage, limits: &Limits) -> Result<Command, CommandError> {
-        let RawMessage { word, args } = raw;
-        match word.as_str() {
+        Command::from_parts(&raw.word, raw.args, limits)
+    }
+
+    /// [`Command::from_raw`] for a word and arguments held apart.
+    pub fn from_parts(
+        word: &str,
+        args: Option<Value>,
+        limits: &Limits,
+    ) -> Result<Command, CommandError> {
+        match word {
             "GOODBYE" => Ok(Command::Goodbye),
             "LIST_CONVERSATIONS" => Ok(Command::ListConversations),
             "REGISTER" => {
@@ -146,7 +154,7 @@ impl Command {
                 let args = Args::new("CAPS", "[name, ...]", args)?;
                 Ok(Command::Caps(args.all_strings("capability name")?))
             }
-            _ => Err(CommandError::UnknownCommand(preview(&word))),
+            _ => Err(CommandError::UnknownCommand(preview(word))),
         }
     }
 

@@ -12,7 +12,9 @@ use bytes::{Buf, BufMut, BytesMut};
 use crate::codec::DecodeError;
 use crate::limits::Limits;
 use crate::pickle::{Reader, writer};
-use crate::wire::{CLIENT_WORDS, RawMessage, SERVER_WORDS};
+use std::borrow::Cow;
+
+use crate::wire::{CLIENT_WORDS, Decoded, RawMessage, SERVER_WORDS};
 
 /// Bytes in the length prefix.
 pub const LENGTH_BYTES: usize = 4;
@@ -22,7 +24,7 @@ pub fn decode(
     buf: &mut BytesMut,
     limits: &Limits,
     reader: &mut Reader,
-) -> Result<Option<RawMessage>, DecodeError> {
+) -> Result<Option<Decoded>, DecodeError> {
     let Some(prefix) = buf.first_chunk::<LENGTH_BYTES>() else {
         return Ok(None);
     };
@@ -44,14 +46,14 @@ pub fn decode(
 }
 
 /// A body: `WORD` or `WORD SP pickle`, the pickle ending exactly at the end.
-pub fn parse_body(body: &[u8], reader: &mut Reader) -> Result<RawMessage, DecodeError> {
+pub fn parse_body(body: &[u8], reader: &mut Reader) -> Result<Decoded, DecodeError> {
     let (word, pickle) = match body.iter().position(|&b| b == b' ') {
         Some(space) => (&body[..space], Some(&body[space + 1..])),
         None => (body, None),
     };
     let word = parse_word(word)?;
     let Some(pickle) = pickle else {
-        return Ok(RawMessage { word, args: None });
+        return Ok(Decoded { word, args: None });
     };
     let (args, end) = reader
         .read_complete(pickle)
@@ -62,7 +64,7 @@ pub fn parse_body(body: &[u8], reader: &mut Reader) -> Result<RawMessage, Decode
     if end != pickle.len() {
         return Err(DecodeError::TrailingBytes);
     }
-    Ok(RawMessage {
+    Ok(Decoded {
         word,
         args: Some(args),
     })
@@ -70,7 +72,7 @@ pub fn parse_body(body: &[u8], reader: &mut Reader) -> Result<RawMessage, Decode
 
 /// A command word: non-empty UTF-8. Whether it is a known word is for the
 /// typing layer to say.
-fn parse_word(word: &[u8]) -> Result<String, DecodeError> {
+fn parse_word(word: &[u8]) -> Result<Cow<'static, str>, DecodeError> {
     if word.is_empty() {
         return Err(DecodeError::Malformed(
             "the frame has no command word".into(),
@@ -81,10 +83,10 @@ fn parse_word(word: &[u8]) -> Result<String, DecodeError> {
         .chain(SERVER_WORDS)
         .find(|(w, _)| w.as_bytes() == word);
     if let Some((known, _)) = known {
-        return Ok((*known).to_owned());
+        return Ok(Cow::Borrowed(*known));
     }
     match std::str::from_utf8(word) {
-        Ok(word) => Ok(word.to_owned()),
+        Ok(word) => Ok(Cow::Owned(word.to_owned())),
         Err(_) => Err(DecodeError::Malformed(
             "the command word is not UTF-8".into(),
         )),

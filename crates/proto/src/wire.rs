@@ -2,6 +2,8 @@
 //! arguments. The three encodings produce and consume [`RawMessage`]s; the
 //! [`crate::command`] and [`crate::message`] modules give them meaning.
 
+use std::borrow::Cow;
+
 use crate::pickle::Value;
 
 /// Which side sent a message, which fixes the vocabulary of command words.
@@ -58,4 +60,30 @@ pub struct RawMessage {
     pub word: String,
     /// The arguments, if any were sent.
     pub args: Option<Value>,
+}
+
+/// A message as the decoders produce it: a word from the vocabulary
+/// borrows the static word list, so the hot path allocates no word.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub word: Cow<'static, str>,
+    pub args: Option<Value>,
+}
+
+impl From<Decoded> for RawMessage {
+    fn from(decoded: Decoded) -> Self {
+        RawMessage {
+            word: decoded.word.into_owned(),
+            args: decoded.args,
+        }
+    }
+}
+
+impl From<RawMessage> for Decoded {
+    fn from(raw: RawMessage) -> Self {
+        Decoded {
+            word: Cow::Owned(raw.word),
+            args: raw.args,
+        }
+    }
 }

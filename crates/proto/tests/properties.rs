@@ -112,7 +112,10 @@ proptest! {
         let mut out = BytesMut::new();
         encode_command(&cmd, encoding, &mut out);
         let raw = decode_one(encoding, Direction::ToServer, Limits::server_default(), &out).unwrap();
-        prop_assert_eq!(Command::from_raw(raw, &Limits::server_default()), Ok(cmd));
+        prop_assert_eq!(Command::from_raw(raw, &Limits::server_default()), Ok(cmd.clone()));
+        // The server's shortcut types the same command.
+        let mut decoder = Decoder::new(encoding, Direction::ToServer, Limits::server_default());
+        prop_assert_eq!(decoder.decode_command(&mut out).unwrap(), Some(Ok(cmd)));
     }
 
     #[test]
