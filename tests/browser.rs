@@ -247,6 +247,26 @@ async fn scenario(url: &str, alice: &Page, bob: &Page) -> anyhow::Result<()> {
         "not connected shown",
     )
     .await?;
+
+    // Alice is now alone in both conversations. If she drops out too, the
+    // server forgets them; coming back, she is told, and they are gone.
+    alice
+        .eval("window.natter.dropConnection(); return true")
+        .await?;
+    alice
+        .wait_for(
+            "document.querySelector('#conn').dataset.state === 'waiting'",
+            "offline again",
+        )
+        .await?;
+    alice
+        .wait_for(
+            "document.querySelector('#conn').dataset.state === 'open' && document.querySelectorAll('#convs .conv').length === 0",
+            "ended conversations removed after the reconnect",
+        )
+        .await?;
+    let toast = alice.text("#toast").await?;
+    ensure!(toast.contains("ended"), "toast {toast:?}");
     bob.sign_in(url, "bob").await?;
     alice
         .wait_for(
@@ -323,17 +343,24 @@ impl Page {
             .await
     }
 
+    /// Clicks the element `css` selects. Lists are redrawn when messages
+    /// arrive, so an element found a moment ago may be gone: then it is
+    /// found again, as a person would click again.
     async fn click(&self, css: &str) -> anyhow::Result<()> {
-        let element = self
-            .client
-            .find(Locator::Css(css))
-            .await
-            .with_context(|| format!("{}: find {css}", self.name))?;
-        element
-            .click()
-            .await
-            .with_context(|| format!("{}: click {css}", self.name))?;
-        Ok(())
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let clicked = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.click().await,
+                Err(error) => Err(error),
+            };
+            match clicked {
+                Ok(()) => return Ok(()),
+                Err(error) if Instant::now() > deadline => {
+                    return Err(error).with_context(|| format!("{}: click {css}", self.name));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {

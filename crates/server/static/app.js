@@ -50,6 +50,9 @@ const state = {
   invitesSent: [],
   /** Conversations to open as soon as the server confirms the join. */
   openOnJoin: new Set(),
+  /** Conversations re-joined after a reconnect, in the order of their JOINs,
+   * until the server answers each (MEMBERS, or ERROR if it has ended). */
+  rejoining: [],
 };
 
 // ---------------------------------------------------------------- helpers
@@ -192,6 +195,8 @@ const handlers = {
     renderInvites();
   },
   MEMBERS([id, members]) {
+    const waiting = state.rejoining.indexOf(id);
+    if (waiting >= 0) state.rejoining.splice(waiting, 1);
     const conv = state.convs.get(id) ?? conversation(id);
     if (!members.some(isMe)) {
       leftConversation(id);
@@ -221,6 +226,8 @@ const handlers = {
   ERROR(text) {
     if (!state.registered && state.pending) {
       registrationRefused(text);
+    } else if (rejoinFailed(text)) {
+      // Handled: the conversation is gone.
     } else if (state.me) {
       toast(text);
     }
@@ -241,8 +248,11 @@ function registered() {
   state.restoreAttempts = 0;
   if (restoring) {
     // Back after a reconnect: rejoin every conversation we were in.
+    state.rejoining = [];
     for (const conv of state.convs.values()) {
-      if (conv.joined) join(conv.id);
+      if (!conv.joined) continue;
+      if (state.caps.has('members')) state.rejoining.push(conv.id);
+      join(conv.id);
     }
   }
   showApp();
@@ -263,6 +273,18 @@ function registrationRefused(text) {
   state.restoreAttempts = 0;
   resetChatState();
   showSignin(wanted, text);
+}
+
+/** A JOIN after a reconnect was refused: the conversation ended while we
+ * were away (the server names it in the error, "no conversation 3"). */
+function rejoinFailed(text) {
+  const named = /conversation #?(\d+)/.exec(text);
+  const at = named ? state.rejoining.indexOf(Number(named[1])) : -1;
+  if (at < 0) return false;
+  const [id] = state.rejoining.splice(at, 1);
+  leftConversation(id);
+  toast(`Conversation #${id} ended while you were offline.`);
+  return true;
 }
 
 function join(id) {
@@ -481,6 +503,7 @@ function resetChatState() {
   state.online.clear();
   state.invitesSent = [];
   state.openOnJoin.clear();
+  state.rejoining = [];
   state.active = null;
 }
 
