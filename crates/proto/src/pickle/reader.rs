@@ -193,12 +193,14 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     fn byte(&mut self) -> Result<u8, Short> {
         let b = *self.buf.get(self.pos).ok_or(Short { need: self.pos + 1 })?;
         self.pos += 1;
         Ok(b)
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], Short> {
         let end = self.pos.saturating_add(n);
         let bytes = self.buf.get(self.pos..end).ok_or(Short { need: end })?;
@@ -661,10 +663,12 @@ impl Machine {
     }
 
     /// Where the current MARK's items begin (0 without a MARK).
+    #[inline]
     fn base(&self) -> usize {
         self.marks.last().copied().unwrap_or(0)
     }
 
+    #[inline]
     fn count(&mut self, n: usize, b: &Bounds<'_>) -> Result<(), PickleError> {
         self.items = self.items.saturating_add(n);
         if self.items > b.max_items {
@@ -673,6 +677,7 @@ impl Machine {
         Ok(())
     }
 
+    #[inline]
     fn new_entry(
         &mut self,
         value: Value,
@@ -698,6 +703,7 @@ impl Machine {
         }
     }
 
+    #[inline]
     fn push_scalar(&mut self, value: Value, b: &Bounds<'_>) -> Result<(), PickleError> {
         self.count(1, b)?;
         let entry = self.new_entry(value, 0, 1, Vec::new());
@@ -705,6 +711,7 @@ impl Machine {
         Ok(())
     }
 
+    #[inline]
     fn push_container(&mut self, value: Value, b: &Bounds<'_>) -> Result<(), PickleError> {
         self.count(1, b)?;
         if b.max_depth == 0 {
@@ -717,10 +724,15 @@ impl Machine {
 
     /// Before values leave the stack from `from` upwards, saves a copy of
     /// those a GET will still read.
+    #[inline]
     fn retire(&mut self, from: usize) {
-        if self.on_stack.is_empty() {
-            return;
+        if !self.on_stack.is_empty() {
+            self.save_memo_copies(from);
         }
+    }
+
+    #[cold]
+    fn save_memo_copies(&mut self, from: usize) {
         let mut i = 0;
         while i < self.on_stack.len() {
             let (key, slot) = self.on_stack[i];
