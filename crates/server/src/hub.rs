@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use natter_core::{Chat, ConnId, Output, Outputs, Recipients};
 use natter_proto::{Command, Encoding, ServerMessage, codec::encode_message};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,6 +49,21 @@ pub enum HubEvent {
     Disconnected { conn: ConnId },
     /// A socket that was full can take bytes again.
     Writable { conn: ConnId },
+    /// Asks how much state the hub holds (tests, leak checks).
+    Stats { reply: oneshot::Sender<HubStats> },
+}
+
+/// How much the hub holds at one moment: after every client has gone, all
+/// of it is zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    /// Connections the chat state knows (registered or not).
+    pub connections: usize,
+    /// Registered users.
+    pub users: usize,
+    pub conversations: usize,
+    /// Clients the hub writes to.
+    pub peers: usize,
 }
 
 pub type HubSender = mpsc::Sender<HubEvent>;
@@ -157,6 +172,14 @@ impl Hub {
                     self.chat.disconnect(conn, &mut self.outputs);
                     self.dispatch();
                 }
+            }
+            HubEvent::Stats { reply } => {
+                let _ = reply.send(HubStats {
+                    connections: self.chat.connection_count(),
+                    users: self.chat.user_count(),
+                    conversations: self.chat.conversation_count(),
+                    peers: self.peers.len(),
+                });
             }
             HubEvent::Writable { conn } => {
                 if let Some(peer) = self.peers.get_mut(&conn) {

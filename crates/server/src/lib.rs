@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
-pub use hub::SHUTDOWN_MESSAGE;
+pub use hub::{HubStats, SHUTDOWN_MESSAGE};
 pub use listener::Shared;
 
 /// How long [`ServerHandle::shutdown`] waits for connections to close
@@ -111,6 +111,17 @@ impl ServerHandle {
     /// What other transports (the WebSocket gateway) need to join in.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// How much state the server holds right now (`None` once it stopped).
+    pub async fn stats(&self) -> Option<HubStats> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.shared
+            .hub
+            .send(hub::HubEvent::Stats { reply })
+            .await
+            .ok()?;
+        answer.await.ok()
     }
 
     /// Stops accepting, sends every client `ERROR "server shutting down"`,
