@@ -6,8 +6,8 @@
 //!
 //! Needs `/usr/bin/chromium` and `chromedriver` (Debian: `chromium`,
 //! `chromium-driver`; `.ci/install-browser.sh` installs them). Without
-//! them the test says SKIPPED loudly and passes; with them, any failure
-//! fails. Screenshots go to `target/browser-chat.png` (desktop width) and
+//! them the test says SKIPPED loudly and passes (except under CI, where
+//! their absence fails); with them, any failure fails. Screenshots go to `target/browser-chat.png` (desktop width) and
 //! `target/browser-chat-phone.png` (phone width).
 
 use std::io::{BufRead, BufReader};
@@ -40,11 +40,22 @@ async fn two_browsers_sign_in_invite_chat_and_recover() {
     }
     let server = Natter::start();
     let driver = ChromeDriver::start(chromedriver);
-    let alice = driver.session("alice", (1100, 760)).await;
-    let bob = driver.session("bob", (400, 820)).await;
-    let outcome = scenario(&server.web_url, &alice, &bob).await;
+    let mut pages = Vec::new();
+    let mut outcome = Ok(());
+    for (name, size) in [("alice", (1100, 760)), ("bob", (400, 820))] {
+        match driver.session(name, size).await {
+            Ok(page) => pages.push(page),
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        }
+    }
+    if let [alice, bob] = &pages[..] {
+        outcome = scenario(&server.web_url, alice, bob).await;
+    }
     // Close the windows whatever happened, so no browser outlives the test.
-    for page in [alice, bob] {
+    for page in pages {
         let _ = page.client.close().await;
         let _ = std::fs::remove_dir_all(&page.profile);
     }
@@ -53,7 +64,13 @@ async fn two_browsers_sign_in_invite_chat_and_recover() {
     outcome.expect("browser scenario");
 }
 
+/// Says loudly that the test did not run. Under CI (`CI` set), where
+/// `.ci/install-browser.sh` installs the browser, a missing one is a broken
+/// setup and fails instead.
 fn skipped(missing: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{missing} is not installed, but CI should have run .ci/install-browser.sh");
+    }
     eprintln!();
     eprintln!("################################################################");
     eprintln!("## SKIPPED browser test: {missing} is not installed.");
@@ -477,7 +494,11 @@ impl ChromeDriver {
     }
 
     /// A new browser window with a fresh profile.
-    async fn session(&self, name: &'static str, (width, height): (u32, u32)) -> Page {
+    async fn session(
+        &self,
+        name: &'static str,
+        (width, height): (u32, u32),
+    ) -> anyhow::Result<Page> {
         let profile =
             std::env::temp_dir().join(format!("natter-browser-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
@@ -508,12 +529,12 @@ impl ChromeDriver {
             .capabilities(capabilities)
             .connect(&self.url)
             .await
-            .expect("chromedriver starts a browser session");
-        Page {
+            .with_context(|| format!("chromedriver starts a browser for {name}"))?;
+        Ok(Page {
             client,
             name,
             profile,
-        }
+        })
     }
 }
 
