@@ -143,10 +143,7 @@ in_every_encoding!(goodbye_closes_and_everyone_sees_the_departure, |enc| {
     bob.send(Command::Goodbye).await;
     bob.expect_closed().await;
     alice
-        .expect(|m| match m {
-            ServerMessage::OnlineUsers(u) => (u.len() == 1 && u[0].0 == "alice").then_some(()),
-            _ => None,
-        })
+        .expect_online_users_where(|u| u.len() == 1 && u[0].0 == "alice")
         .await;
     // The name is free again.
     let _bob = TestClient::registered(server.local_addr(), enc, "bob").await;
@@ -161,19 +158,8 @@ in_every_encoding!(a_disconnect_is_a_goodbye, |enc| {
     bob.expect_invitation().await;
     bob.join(conv).await;
     drop(bob);
-    alice
-        .expect(|m| match m {
-            ServerMessage::OnlineUsers(u) => (u.len() == 1).then_some(()),
-            _ => None,
-        })
-        .await;
-    alice.send(Command::ListConversations).await;
-    let convs = alice
-        .expect(|m| match m {
-            ServerMessage::Conversations(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    alice.expect_online_users_where(|u| u.len() == 1).await;
+    let convs = alice.conversations().await;
     assert_eq!(convs, vec![(conv, vec!["alice".to_string()])]);
 });
 
@@ -193,13 +179,7 @@ in_every_encoding!(invite_sends_invitation_to_inviter_and_invitees, |enc| {
     assert_eq!(bob.expect_invitation().await, conv);
     carol.expect_silence().await;
     // Nobody is a member until they join.
-    alice.send(Command::ListConversations).await;
-    let convs = alice
-        .expect(|m| match m {
-            ServerMessage::Conversations(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let convs = alice.conversations().await;
     assert_eq!(convs, vec![(conv, vec![])]);
 });
 
@@ -238,13 +218,7 @@ in_every_encoding!(invite_with_no_valid_name_creates_nothing, |enc| {
     alice.expect_error().await;
     alice.send(Command::Invite(vec!["alice".into()])).await;
     alice.expect_error().await;
-    alice.send(Command::ListConversations).await;
-    let convs = alice
-        .expect(|m| match m {
-            ServerMessage::Conversations(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let convs = alice.conversations().await;
     assert!(convs.is_empty());
 });
 
@@ -318,13 +292,7 @@ in_every_encoding!(list_conversations_shows_members_sorted, |enc| {
     zed.join(conv).await;
     amy.expect_invitation().await;
     amy.join(conv).await;
-    zed.send(Command::ListConversations).await;
-    let convs = zed
-        .expect(|m| match m {
-            ServerMessage::Conversations(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let convs = zed.conversations().await;
     assert_eq!(
         convs,
         vec![(conv, vec!["amy".to_string(), "zed".to_string()])]
@@ -356,22 +324,10 @@ in_every_encoding!(invite_only_policy_needs_an_invitation, |enc| {
     bob.expect_invitation().await;
     eve.send(Command::Join(conv)).await;
     eve.expect_error().await;
-    eve.send(Command::ListConversations).await;
-    let listed = eve
-        .expect(|m| match m {
-            ServerMessage::Conversations(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let listed = eve.conversations().await;
     assert!(listed.is_empty(), "eve sees {listed:?}");
     bob.join(conv).await;
-    bob.send(Command::ListConversations).await;
-    let listed = bob
-        .expect(|m| match m {
-            ServerMessage::Conversations(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let listed = bob.conversations().await;
     assert_eq!(listed.len(), 1);
 });
 
@@ -384,30 +340,13 @@ in_every_encoding!(empty_conversations_are_removed, |enc| {
     alice.send(Command::Leave(conv)).await;
     alice.sync().await;
     // bob is still invited and online: the conversation stays.
-    alice.send(Command::ListConversations).await;
-    let convs = alice
-        .expect(|m| match m {
-            ServerMessage::Conversations(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let convs = alice.conversations().await;
     assert_eq!(convs.len(), 1);
     bob.expect_invitation().await;
     bob.send(Command::Goodbye).await;
     bob.expect_closed().await;
-    alice
-        .expect(|m| match m {
-            ServerMessage::OnlineUsers(u) => (u.len() == 1).then_some(()),
-            _ => None,
-        })
-        .await;
-    alice.send(Command::ListConversations).await;
-    let convs = alice
-        .expect(|m| match m {
-            ServerMessage::Conversations(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    alice.expect_online_users_where(|u| u.len() == 1).await;
+    let convs = alice.conversations().await;
     assert!(convs.is_empty(), "{convs:?}");
 });
 
@@ -460,12 +399,7 @@ in_every_encoding!(a_bare_value_works_for_one_argument_commands, |enc| {
             args: Some(Value::Str("away".into())),
         })
         .await;
-    alice
-        .expect(|m| match m {
-            ServerMessage::OnlineUsers(u) => (u[0].1 == "away").then_some(()),
-            _ => None,
-        })
-        .await;
+    alice.expect_online_users_where(|u| u[0].1 == "away").await;
 });
 
 in_every_encoding!(messages_over_the_limit_are_refused, |enc| {

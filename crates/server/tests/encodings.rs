@@ -67,10 +67,7 @@ async fn cpython_pickles_of_every_protocol_are_understood() {
         client.name = name.clone();
         client.expect_online_users().await;
         watcher
-            .expect(|m| match m {
-                ServerMessage::OnlineUsers(u) => u.iter().any(|(n, _)| *n == name).then_some(()),
-                _ => None,
-            })
+            .expect_online_users_where(|u| u.iter().any(|(n, _)| *n == name))
             .await;
         // Framed: the same body behind a length, with a tuple this time.
         let framed = python(&format!(
@@ -81,10 +78,7 @@ async fn cpython_pickles_of_every_protocol_are_understood() {
         framed_client.send_raw(&framed).await;
         let status = format!("proto {protocol}");
         framed_client
-            .expect(|m| match m {
-                ServerMessage::OnlineUsers(u) => u.iter().any(|(_, s)| *s == status).then_some(()),
-                _ => None,
-            })
+            .expect_online_users_where(|u| u.iter().any(|(_, s)| *s == status))
             .await;
         std::mem::forget(client);
         std::mem::forget(framed_client);
@@ -106,12 +100,7 @@ async fn python2_str_pickles_are_read_as_text() {
     client
         .send_raw(b"STATUS \x80\x02]q\x00U\x04awayq\x01a.")
         .await;
-    client
-        .expect(|m| match m {
-            ServerMessage::OnlineUsers(u) => (u[0].1 == "away").then_some(()),
-            _ => None,
-        })
-        .await;
+    client.expect_online_users_where(|u| u[0].1 == "away").await;
 }
 
 #[tokio::test]

@@ -58,6 +58,10 @@ pub struct TestClient {
 impl TestClient {
     pub async fn connect(addr: SocketAddr, encoding: Encoding) -> TestClient {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        TestClient::over(stream, encoding)
+    }
+
+    fn over(stream: TcpStream, encoding: Encoding) -> TestClient {
         stream.set_nodelay(true).unwrap();
         TestClient {
             stream,
@@ -74,13 +78,7 @@ impl TestClient {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let stream = socket.connect(addr).await.expect("connect");
-        TestClient {
-            stream,
-            encoding,
-            decoder: Decoder::new(encoding, Direction::ToClient, Limits::client_default()),
-            buf: BytesMut::new(),
-            name: String::new(),
-        }
+        TestClient::over(stream, encoding)
     }
 
     /// Connects, registers and waits for the first ONLINE_USERS.
@@ -249,9 +247,26 @@ impl TestClient {
 
     /// A round trip: everything sent before has been handled.
     pub async fn sync(&mut self) {
+        self.conversations().await;
+    }
+
+    /// Asks LIST_CONVERSATIONS and returns the answer.
+    pub async fn conversations(&mut self) -> Vec<(u64, Vec<String>)> {
         self.send(Command::ListConversations).await;
-        self.expect(|m| matches!(m, ServerMessage::Conversations(_)).then_some(()))
-            .await;
+        self.expect(|m| match m {
+            ServerMessage::Conversations(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for an ONLINE_USERS for which `check` holds.
+    pub async fn expect_online_users_where(&mut self, check: impl Fn(&[(String, String)]) -> bool) {
+        self.expect(|m| match m {
+            ServerMessage::OnlineUsers(u) => check(u).then_some(()),
+            _ => None,
+        })
+        .await
     }
 
     pub async fn say(&mut self, conv: u64, text: &str) {
