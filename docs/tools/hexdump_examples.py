@@ -12,7 +12,7 @@ from the implementation without `--check` noticing.
     python3 docs/tools/hexdump_examples.py --check    # exit 1 if out of date
 
 Without `--server HOST:PORT` it starts its own server with
-`cargo run -q -- serve --listen 127.0.0.1:0 --presence-interval 0` (no
+`cargo run -q -- serve --listen 127.0.0.1:0 --presence-interval 0 --no-web` (no
 periodic snapshots, so the capture is deterministic) and stops it after.
 The server must be fresh: conversation ids start at 1.
 """
@@ -455,7 +455,7 @@ def generate(addr):
 
 def start_server():
     """`natter serve` on a free port; returns (process, (host, port))."""
-    command = ["cargo", "run", "-q", "--", "serve", "--listen", "127.0.0.1:0",
+    command = ["cargo", "run", "-q", "--", "serve", "--listen", "127.0.0.1:0", "--no-web",
                "--presence-interval", "0"]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use natter_core::ConnId;
 use natter_proto::wire::Direction;
-use natter_proto::{Command, DecodeError, Decoder, Encoding};
+use natter_proto::{DecodeError, Decoder, Encoding};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -153,59 +153,56 @@ impl Reader<'_> {
     /// longer be trusted (or the hub is gone).
     async fn decode_all(&mut self, buf: &mut BytesMut) -> bool {
         loop {
-            match self.decoder.decode(buf) {
+            let event = match self.decoder.decode_command(buf) {
                 Ok(None) => return true,
-                Ok(Some(raw)) => {
-                    match self.limiter.as_mut().map(|l| l.check(Instant::now())) {
-                        None | Some(Verdict::Allow) => {}
-                        Some(Verdict::Refuse) => {
-                            let error = format!(
-                                "rate limit: at most {} commands per second (burst {}); {} ignored",
-                                self.config.rate_limit, self.config.rate_burst, raw.word
-                            );
-                            if !self.reject(error, false).await {
-                                return false;
-                            }
-                            continue;
-                        }
-                        Some(Verdict::Disconnect) => {
-                            let error = "flooding: over the rate limit for 5 s, disconnecting";
-                            self.reject(error.to_string(), true).await;
-                            return false;
-                        }
-                    }
-                    let event = match Command::from_raw(raw, &self.config.limits) {
+                Ok(Some(typed)) => match self.rate_check() {
+                    Verdict::Allow => match typed {
                         Ok(command) => HubEvent::Command {
                             conn: self.conn,
                             command,
                         },
-                        Err(error) => HubEvent::Rejected {
-                            conn: self.conn,
-                            error: error.to_string(),
-                            fatal: false,
-                        },
-                    };
-                    if self.hub.send(event).await.is_err() {
-                        return false;
+                        Err(error) => self.rejection(error.to_string(), false),
+                    },
+                    Verdict::Refuse => {
+                        let error = format!(
+                            "rate limit: at most {} commands per second (burst {}); command ignored",
+                            self.config.rate_limit, self.config.rate_burst
+                        );
+                        self.rejection(error, false)
                     }
-                }
-                Err(error) => {
-                    let fatal = error.is_fatal();
-                    if !self.reject(error.to_string(), fatal).await || fatal {
-                        return false;
+                    Verdict::Disconnect => {
+                        let error = "flooding: over the rate limit for 5 s, disconnecting";
+                        self.rejection(error.to_string(), true)
                     }
-                }
+                },
+                Err(error) => self.rejection(error.to_string(), error.is_fatal()),
+            };
+            let fatal = matches!(event, HubEvent::Rejected { fatal: true, .. });
+            if self.hub.send(event).await.is_err() || fatal {
+                return false;
             }
         }
     }
 
-    async fn reject(&self, error: String, fatal: bool) -> bool {
-        let event = HubEvent::Rejected {
+    /// Counts one command against the rate limit (every command counts,
+    /// valid or not).
+    fn rate_check(&mut self) -> Verdict {
+        match &mut self.limiter {
+            Some(limiter) => limiter.check(Instant::now()),
+            None => Verdict::Allow,
+        }
+    }
+
+    fn rejection(&self, error: String, fatal: bool) -> HubEvent {
+        HubEvent::Rejected {
             conn: self.conn,
             error,
             fatal,
-        };
-        self.hub.send(event).await.is_ok()
+        }
+    }
+
+    async fn reject(&self, error: String, fatal: bool) -> bool {
+        self.hub.send(self.rejection(error, fatal)).await.is_ok()
     }
 }
 
