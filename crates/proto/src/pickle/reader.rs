@@ -994,7 +994,7 @@ fn insert_pair(
         unreachable!("insert_pair is only called on dicts")
     };
     if pairs.len() < LINEAR_DICT {
-        if let Some(pair) = pairs.iter_mut().find(|(k, _)| *k == key) {
+        if let Some(pair) = pairs.iter_mut().find(|(k, _)| same_key(k, &key)) {
             pair.1 = value;
         } else {
             pairs.push((key, value));
@@ -1012,9 +1012,9 @@ fn insert_pair(
     });
     let hash = hash_key(state, &key);
     let existing = match index.get(&hash) {
-        Some(&i) if pairs[i].0 == key => Some(i),
+        Some(&i) if same_key(&pairs[i].0, &key) => Some(i),
         // A hash collision between different keys: search the slow way.
-        Some(_) => pairs.iter().position(|(k, _)| *k == key),
+        Some(_) => pairs.iter().position(|(k, _)| same_key(k, &key)),
         None => None,
     };
     match existing {
@@ -1042,12 +1042,53 @@ fn hash_key(state: &RandomState, key: &Value) -> u64 {
     h.finish()
 }
 
+/// Python's `==` on dict keys: bool, int and float compare by value
+/// (`True == 1 == 1.0`, `0 == -0.0`), so `{1: "a", True: "b"}` is one key.
+fn same_key(a: &Value, b: &Value) -> bool {
+    match (Number::of(a), Number::of(b)) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => match (a, b) {
+            (Value::Tuple(x), Value::Tuple(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_key(x, y))
+            }
+            _ => a == b,
+        },
+        _ => false,
+    }
+}
+
+/// A number as Python compares it: an integer when it is one (whatever its
+/// type), else a float. NaN equals nothing, as in Python.
+#[derive(PartialEq)]
+enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    fn of(value: &Value) -> Option<Number> {
+        match value {
+            Value::Bool(b) => Some(Number::Int(i64::from(*b))),
+            Value::Int(i) => Some(Number::Int(*i)),
+            // -2^63 <= f < 2^63: exactly the integral floats an i64 holds.
+            Value::Float(f) if f.fract() == 0.0 && *f >= -(2f64.powi(63)) && *f < 2f64.powi(63) => {
+                Some(Number::Int(*f as i64))
+            }
+            Value::Float(f) => Some(Number::Float(*f)),
+            _ => None,
+        }
+    }
+}
+
 fn hash_value(v: &Value, h: &mut impl Hasher) {
     match v {
         Value::None => 0u8.hash(h),
-        Value::Bool(b) => (1u8, b).hash(h),
-        Value::Int(i) => (2u8, i).hash(h),
-        Value::Float(f) => (3u8, f.to_bits()).hash(h),
+        // Equal numbers hash alike, whatever their type (see `same_key`).
+        Value::Bool(_) | Value::Int(_) | Value::Float(_) => match Number::of(v) {
+            Some(Number::Int(i)) => (2u8, i).hash(h),
+            Some(Number::Float(f)) => (3u8, f.to_bits()).hash(h),
+            None => unreachable!("numbers are numbers"),
+        },
         Value::Str(s) => (4u8, s).hash(h),
         Value::Bytes(b) => (5u8, b).hash(h),
         Value::Tuple(items) | Value::List(items) => {
@@ -1306,6 +1347,30 @@ mod tests {
                 (Value::Str("b".into()), Value::Int(2)),
             ])
         );
+    }
+
+    #[test]
+    fn numeric_keys_that_python_finds_equal_are_one_key() {
+        // Found by the pickle fuzz target. Python: {1: 'a', True: 'b',
+        // 1.0: 'c', 0: 'd', -0.0: 'e'} == {1: 'c', 0: 'e'}.
+        let p = b"\x80\x02}(K\x01X\x01\x00\x00\x00a\x88X\x01\x00\x00\x00bG?\xf0\x00\x00\x00\x00\x00\x00X\x01\x00\x00\x00cK\x00X\x01\x00\x00\x00dG\x80\x00\x00\x00\x00\x00\x00\x00X\x01\x00\x00\x00eu.";
+        let s = |t: &str| Value::Str(t.into());
+        assert_eq!(
+            read(p).unwrap(),
+            Value::Dict(vec![(Value::Int(1), s("c")), (Value::Int(0), s("e"))])
+        );
+        // Through the index of a big dict too; 1.5 and NaN stay apart.
+        let mut big = b"\x80\x02}(".to_vec();
+        for i in 0..40u8 {
+            big.extend([b'K', i, b'N']);
+        }
+        big.extend(b"\x88\x88G?\xf8\x00\x00\x00\x00\x00\x00N");
+        big.extend(b"u.");
+        let Value::Dict(pairs) = read(&big).unwrap() else {
+            panic!("a dict")
+        };
+        assert_eq!(pairs.len(), 41);
+        assert_eq!(pairs[1], (Value::Int(1), Value::Bool(true)));
     }
 
     #[test]
