@@ -13,7 +13,8 @@
 # Settings (environment): RATES, CLIENTS, GROUP, PAYLOAD, WARMUP, DURATION,
 # IDLE_CLIENTS, IDLE_HOLD, MEMORY_RUN (seconds of the long natter run, 0 to
 # skip), NATTER_PORT, IRC_PORT, SERVER_CPU, GENERATOR_CPU, NO_INSTALL=1 (do
-# not apt-get InspIRCd), NO_DOC=1 (do not rewrite docs/PERFORMANCE.md).
+# not apt-get InspIRCd), NATTER_BIN (a natter binary to use instead of
+# building one), PRIORITY (default "nice -n -15"), NO_DOC=1 (do not rewrite docs/PERFORMANCE.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +32,9 @@ IRC_PORT=${IRC_PORT:-16667}
 SERVER_CPU=${SERVER_CPU:-0}
 GENERATOR_CPU=${GENERATOR_CPU:-1}
 SCRIPT_TIMEOUT=${SCRIPT_TIMEOUT:-900}
+# Servers, generator and floor run at a raised priority, so that other work
+# on the machine (a build, say) disturbs the measurement less.
+PRIORITY=${PRIORITY:-"nice -n -15"}
 
 WORK=$(mktemp -d /tmp/natter-compare.XXXXXX)
 RESULTS="$WORK/results.jsonl"
@@ -47,11 +51,12 @@ stop_server() {
         SERVER_PID=""
     fi
 }
-trap 'stop_server' EXIT
-# The watchdog: the whole script is bounded even if something hangs.
-( sleep "$SCRIPT_TIMEOUT"; log "compare.sh: over ${SCRIPT_TIMEOUT}s, giving up"; kill -TERM $$ ) 2>/dev/null &
+# The watchdog: the whole script is bounded even if something hangs. Its
+# output goes nowhere so that a pipe reading ours is not held open by it.
+( sleep "$SCRIPT_TIMEOUT" && kill -TERM $$ ) >/dev/null 2>&1 &
 WATCHDOG=$!
-trap 'stop_server; kill $WATCHDOG 2>/dev/null || true' EXIT
+stop_watchdog() { pkill -P "$WATCHDOG" 2>/dev/null || true; kill "$WATCHDOG" 2>/dev/null || true; }
+trap 'stop_server; stop_watchdog' EXIT
 
 # --- tools -----------------------------------------------------------------
 command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; exit 1; }
@@ -65,9 +70,13 @@ INSPIRCD=$(command -v inspircd || echo /usr/sbin/inspircd)
 # A systemd host starts the packaged service on 6667; it is left alone, we
 # run our own instance on IRC_PORT with our own configuration.
 
-log "building natter (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin natter)
-NATTER="$ROOT/target/release/natter"
+if [[ -n "${NATTER_BIN:-}" ]]; then
+    NATTER=$NATTER_BIN
+else
+    log "building natter (release)"
+    (cd "$ROOT" && cargo build --release --quiet --bin natter)
+    NATTER="$ROOT/target/release/natter"
+fi
 gcc -O2 -pthread -o "$WORK/floor" "$ROOT/bench/floor.c"
 
 # Hardening flags exist only in newer builds: pass those `serve --help` lists.
@@ -79,24 +88,34 @@ done
 sed -e "s/@PORT@/$IRC_PORT/" -e "s#@RUNDIR@#$WORK#" "$ROOT/bench/inspircd.conf.in" > "$WORK/inspircd.conf"
 
 # --- servers ---------------------------------------------------------------
+port_is_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 wait_for_port() {
     for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || { echo "the server exited at start" >&2; return 1; }
+        if port_is_open "$1"; then return 0; fi
         sleep 0.1
     done
     echo "nothing listens on 127.0.0.1:$1" >&2
     return 1
 }
 
+# Something else on our port would be measured in our server's place.
+ensure_free() {
+    if port_is_open "$1"; then echo "127.0.0.1:$1 is already in use; set NATTER_PORT / IRC_PORT" >&2; exit 1; fi
+}
+
 start_natter() {
-    RUST_LOG=warn taskset -c "$SERVER_CPU" "$NATTER" serve --listen "127.0.0.1:$NATTER_PORT" \
+    ensure_free "$NATTER_PORT"
+    RUST_LOG=warn $PRIORITY taskset -c "$SERVER_CPU" "$NATTER" serve --listen "127.0.0.1:$NATTER_PORT" \
         "${NATTER_FLAGS[@]}" >"$WORK/natter.out" 2>"$WORK/natter.err" &
     SERVER_PID=$!
     wait_for_port "$NATTER_PORT"
 }
 
 start_inspircd() {
-    taskset -c "$SERVER_CPU" "$INSPIRCD" --runasroot --nofork --config "$WORK/inspircd.conf" \
+    ensure_free "$IRC_PORT"
+    $PRIORITY taskset -c "$SERVER_CPU" "$INSPIRCD" --runasroot --nofork --config "$WORK/inspircd.conf" \
         >"$WORK/inspircd.out" 2>&1 &
     SERVER_PID=$!
     wait_for_port "$IRC_PORT"
@@ -110,7 +129,7 @@ bench() {
     else start_inspircd; port=$IRC_PORT; proto=irc; fi
     log "$server: $*"
     local line
-    if line=$(taskset -c "$GENERATOR_CPU" "$NATTER" bench --addr "127.0.0.1:$port" --proto "$proto" \
+    if line=$($PRIORITY taskset -c "$GENERATOR_CPU" "$NATTER" bench --addr "127.0.0.1:$port" --proto "$proto" \
             --server-pid "$SERVER_PID" --json --quiet "$@" 2>"$WORK/bench.err"); then
         echo "{\"server\":\"$server\",\"result\":$line}" >>"$RESULTS"
         log "  $line"
@@ -137,7 +156,8 @@ print(json.dumps({"server": "machine", "result": {
     "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
     "loadavg_at_start": open("/proc/loadavg").read().split()[:3], "inspircd": version}}))
 PY
-LOAD=(--clients "$CLIENTS" --group "$GROUP" --payload "$PAYLOAD" --warmup "$WARMUP" --duration "$DURATION")
+SHAPE=(--clients "$CLIENTS" --group "$GROUP" --payload "$PAYLOAD" --warmup "$WARMUP")
+LOAD=("${SHAPE[@]}" --duration "$DURATION")
 natter_going=1; irc_going=1
 for rate in $RATES; do
     # Past the first rate both fail at, higher rates say nothing new.
@@ -150,14 +170,14 @@ bench natter --idle --clients "$IDLE_CLIENTS" --group "$GROUP" --duration "$IDLE
 bench inspircd --idle --clients "$IDLE_CLIENTS" --group "$GROUP" --duration "$IDLE_HOLD"
 
 if ((MEMORY_RUN > 0)); then
-    bench natter "${LOAD[@]}" --rate 10000 --duration "$MEMORY_RUN"
+    bench natter "${SHAPE[@]}" --rate 10000 --duration "$MEMORY_RUN"
 fi
 
 first_rate=${RATES%% *}
 for rate in $first_rate 20000; do
     deliveries=$((rate * (GROUP - 1)))
     log "floor: $deliveries sends/s"
-    floor=$("$WORK/floor" "$CLIENTS" "$deliveries" 5 "$SERVER_CPU" "$GENERATOR_CPU" "$PAYLOAD")
+    floor=$($PRIORITY "$WORK/floor" "$CLIENTS" "$deliveries" 5 "$SERVER_CPU" "$GENERATOR_CPU" "$PAYLOAD")
     echo "{\"server\":\"floor\",\"result\":$floor}" >>"$RESULTS"
     log "  $floor"
 done

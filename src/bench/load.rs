@@ -44,6 +44,7 @@ pub struct WindowSamples {
 
 /// One client as the sender sees it.
 struct Outlet {
+    index: u32,
     stream: Rc<TcpStream>,
     target: Target,
     owed: u64,
@@ -61,8 +62,13 @@ pub async fn run(args: &BenchArgs, plan: &Plan, clients: Vec<Client>) -> anyhow:
     let server = args.server_pid.map(Process::pid);
     let mut outlets = Vec::with_capacity(clients.len());
     let mut background = Vec::new();
-    for client in clients {
+    let mut clients: Vec<Option<Client>> = clients.into_iter().map(Some).collect();
+    for index in plan.send_order() {
+        let client = clients[index as usize]
+            .take()
+            .expect("send order is a permutation");
         outlets.push(Outlet {
+            index: client.index,
             stream: client.stream.clone(),
             target: client.target,
             owed: plan.owed(client.index),
@@ -163,13 +169,13 @@ async fn send_on_schedule(
             unslept = 0;
         }
         unslept += 1;
-        let sender = (n % outlets.len() as u64) as usize;
-        let outlet = &mut outlets[sender];
+        let turn = (n % outlets.len() as u64) as usize;
+        let outlet = &mut outlets[turn];
         if outlet.dead {
             continue;
         }
         let stamp = Stamp {
-            sender: sender as u32,
+            sender: outlet.index,
             seq: outlet.seq,
             sent_ns: now_ns,
         };

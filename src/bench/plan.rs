@@ -44,6 +44,19 @@ impl Plan {
         index % self.group == 0
     }
 
+    /// The order in which clients take turns to send: one member of each
+    /// group, then the next member of each group, and so on. Consecutive
+    /// messages thus go to different groups, so the load is spread evenly
+    /// rather than arriving as bursts for one group (which would hand
+    /// batching to the server for free).
+    pub fn send_order(&self) -> Vec<u32> {
+        let groups = self.clients.div_ceil(self.group);
+        (0..self.group)
+            .flat_map(|member| (0..groups).map(move |g| g * self.group + member))
+            .filter(|&index| index < self.clients)
+            .collect()
+    }
+
     /// Deliveries one message from `index` owes: every other member.
     pub fn owed(&self, index: u32) -> u64 {
         u64::from(self.members(index).len() as u32 - 1)
@@ -79,5 +92,18 @@ mod tests {
         assert!(plan.is_leader(20) && !plan.is_leader(21));
         assert_eq!(plan.channel(9), plan.channel(0));
         assert_ne!(plan.channel(10), plan.channel(0));
+    }
+
+    #[test]
+    fn every_client_sends_once_per_round_and_neighbours_are_in_other_groups() {
+        let plan = Plan::new(25, 10);
+        let order = plan.send_order();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..25).collect::<Vec<_>>());
+        assert_eq!(&order[..4], &[0, 10, 20, 1]);
+        for pair in order.windows(2) {
+            assert_ne!(plan.members(pair[0]), plan.members(pair[1]));
+        }
     }
 }
