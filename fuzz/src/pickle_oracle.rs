@@ -83,20 +83,22 @@ fn serde_pickle_memo_differs(data: &[u8]) -> bool {
                     .iter()
                     .position(|&b| b == b'\n')
                     .map_or(data.len() - at, |n| n + 1);
+                // As our reader (and Python's int()) read it: "+0" is 0.
                 let key = (op == b'p').then(|| {
                     String::from_utf8_lossy(&data[at..at + line])
                         .trim()
-                        .to_owned()
+                        .parse::<u64>()
+                        .unwrap_or(u64::MAX)
                 });
                 (key, line)
             }
             b'K' | b'h' | 0x80 => (None, 1),
-            b'q' => (fixed(1).map(|b| b[0].to_string()), 1),
+            b'q' => (fixed(1).map(|b| u64::from(b[0])), 1),
             b'M' => (None, 2),
             b'J' | b'j' => (None, 4),
-            b'r' => (le(4).map(|k| k.to_string()), 4),
+            b'r' => (le(4).map(|k| k as u64), 4),
             b'G' | 0x95 => (None, 8),
-            0x94 => (Some(keys.len().to_string()), 0),
+            0x94 => (Some(keys.len() as u64), 0),
             b'U' | b'C' | 0x8c | 0x8a => (None, 1 + le(1).unwrap_or(0)),
             b'T' | b'X' | b'B' | 0x8b => (None, 4 + le(4).unwrap_or(0)),
             0x8d | 0x8e | 0x96 => (None, 8 + le(8).unwrap_or(0)),
