@@ -113,6 +113,12 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Frees the scratch space the decoder keeps between messages to save
+    /// allocations; call it when the connection goes idle.
+    pub fn release_scratch(&mut self) {
+        self.reader.release_scratch();
+    }
+
     pub fn new(encoding: Encoding, direction: Direction, limits: Limits) -> Self {
         Decoder {
             encoding,

@@ -27,7 +27,7 @@ const MAX_IOVECS: usize = 64;
 
 /// A queue this large is released after it drains, so that a burst does not
 /// pin memory to an idle connection for good.
-const KEEP_QUEUE_CAPACITY: usize = 64;
+const KEEP_QUEUE_CAPACITY: usize = 4;
 
 /// Where a peer's bytes go.
 pub enum Transport {

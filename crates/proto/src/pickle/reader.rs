@@ -124,7 +124,9 @@ pub struct Reader {
     max_items: usize,
     /// Memo keys that some GET reads, sorted; filled by [`Reader::scan`].
     read_keys: Vec<u64>,
-    machine: Machine,
+    /// Boxed and made on first use, so that a reader between pickles costs
+    /// one pointer once its scratch space is released.
+    machine: Option<Box<Machine>>,
 }
 
 impl Reader {
@@ -133,8 +135,15 @@ impl Reader {
             max_depth,
             max_items,
             read_keys: Vec::new(),
-            machine: Machine::default(),
+            machine: None,
         }
+    }
+
+    /// Frees the scratch space kept between pickles: a server calls this
+    /// when a connection goes idle, so that idle clients hold no heap.
+    pub fn release_scratch(&mut self) {
+        self.read_keys = Vec::new();
+        self.machine = None;
     }
 
     /// Pass 1: where does the pickle at the front of `buf` end?
@@ -149,10 +158,9 @@ impl Reader {
     /// Pass 2: decodes `buf`, which [`Reader::scan`] just found to be one
     /// whole pickle. Returns the value and the bytes consumed.
     pub fn build(&mut self, buf: &[u8]) -> Result<(Value, usize), PickleError> {
-        let result = self
-            .machine
-            .run(buf, &self.read_keys, self.max_depth, self.max_items);
-        self.machine.reset();
+        let machine = self.machine.get_or_insert_with(Box::default);
+        let result = machine.run(buf, &self.read_keys, self.max_depth, self.max_items);
+        machine.reset();
         result
     }
 
