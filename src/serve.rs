@@ -59,6 +59,12 @@ pub struct ServeArgs {
     /// Most connections at once.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     max_connections: usize,
+    /// Worker threads. One thread (the default) runs every connection and
+    /// the hub without any cross-thread hand-off, which is the cheapest way
+    /// to serve on one core; more threads spread decoding over cores.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     /// Most connections from one IP address (0: no limit).
     #[arg(long, default_value_t = 100, value_name = "N")]
     max_connections_per_ip: usize,
@@ -101,7 +107,16 @@ impl ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let runtime = match args.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.into())
+            .enable_all()
+            .build(),
+    }
+    .context("starting the runtime")?;
     runtime.block_on(serve(args))
 }
 
