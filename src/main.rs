@@ -8,7 +8,11 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "natter", version, about = "An instant-messaging server and its clients")]
+#[command(
+    name = "natter",
+    version,
+    about = "An instant-messaging server and its clients"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
