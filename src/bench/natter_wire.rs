@@ -8,6 +8,7 @@
 //! is most of the setup traffic, and the generator's core is needed for the
 //! measurement.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use anyhow::{Context, bail};
@@ -39,6 +40,9 @@ enum Frame {
 pub struct Inbox {
     buf: BytesMut,
     decoder: Decoder,
+    /// Messages read ahead while waiting for the other clients (see
+    /// [`Inbox::skim_until`]), handed out before anything else.
+    early: VecDeque<ServerMessage>,
 }
 
 impl Inbox {
@@ -50,6 +54,7 @@ impl Inbox {
                 Direction::ToClient,
                 Limits::client_default(),
             ),
+            early: VecDeque::new(),
         }
     }
 
@@ -59,6 +64,14 @@ impl Inbox {
 
     /// The next whole frame in the buffer, if one has arrived.
     fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
+        if let Some(message) = self.early.pop_front() {
+            return Ok(Some(Frame::Message(message)));
+        }
+        self.next_buffered_frame()
+    }
+
+    /// The next whole frame in the buffer, ignoring those read ahead.
+    fn next_buffered_frame(&mut self) -> anyhow::Result<Option<Frame>> {
         let Some(header) = self.buf.get(..4) else {
             return Ok(None);
         };
@@ -121,6 +134,40 @@ impl Inbox {
     }
 }
 
+impl Inbox {
+    /// Keeps reading while `done` is pending: presence updates are dropped
+    /// and anything else is kept for later. A client waiting for the
+    /// others must go on reading, or the server, rightly, cuts it off as a
+    /// slow consumer once enough presence updates pile up for it.
+    async fn skim_until(
+        &mut self,
+        stream: &TcpStream,
+        done: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(done);
+        loop {
+            loop {
+                match self.next_buffered_frame()? {
+                    None => break,
+                    Some(Frame::Presence { .. }) => {}
+                    Some(Frame::Message(ServerMessage::Error(text))) => {
+                        bail!("server said ERROR {text:?}")
+                    }
+                    Some(Frame::Message(message)) => self.early.push_back(message),
+                }
+            }
+            tokio::select! {
+                () = &mut done => return Ok(()),
+                read = net::read_more(stream, &mut self.buf) => {
+                    if read? == 0 {
+                        bail!("server closed the connection during setup");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A registered client, member of its group's conversation.
 pub struct Joined {
     pub stream: Rc<TcpStream>,
@@ -163,7 +210,12 @@ pub async fn setup(
         .with_context(|| format!("registering {name}"))?;
     drop(permit);
 
-    registered.wait().await;
+    inbox
+        .skim_until(&stream, async {
+            registered.wait().await;
+        })
+        .await
+        .with_context(|| format!("{name} waiting for the others to register"))?;
     let members = plan.members(index);
     if plan.is_leader(index) {
         let invited = members.clone().skip(1).map(|i| plan.name(i)).collect();
