@@ -153,10 +153,7 @@ in_every_encoding!(a_disconnect_is_a_goodbye, |enc| {
     let server = start().await;
     let mut alice = TestClient::registered(server.local_addr(), enc, "alice").await;
     let mut bob = TestClient::registered(server.local_addr(), enc, "bob").await;
-    let conv = alice.invite(&["bob"]).await;
-    alice.join(conv).await;
-    bob.expect_invitation().await;
-    bob.join(conv).await;
+    let conv = conversation(&mut [&mut alice, &mut bob]).await;
     drop(bob);
     alice.expect_online_users_where(|u| u.len() == 1).await;
     let convs = alice.conversations().await;
@@ -258,10 +255,7 @@ in_every_encoding!(leave_stops_membership, |enc| {
     let server = start().await;
     let mut alice = TestClient::registered(server.local_addr(), enc, "alice").await;
     let mut bob = TestClient::registered(server.local_addr(), enc, "bob").await;
-    let conv = alice.invite(&["bob"]).await;
-    alice.join(conv).await;
-    bob.expect_invitation().await;
-    bob.join(conv).await;
+    let conv = conversation(&mut [&mut alice, &mut bob]).await;
     bob.send(Command::Leave(conv)).await;
     bob.sync().await;
     alice.say(conv, "still there?").await;
@@ -288,10 +282,7 @@ in_every_encoding!(list_conversations_shows_members_sorted, |enc| {
     let server = start().await;
     let mut zed = TestClient::registered(server.local_addr(), enc, "zed").await;
     let mut amy = TestClient::registered(server.local_addr(), enc, "amy").await;
-    let conv = zed.invite(&["amy"]).await;
-    zed.join(conv).await;
-    amy.expect_invitation().await;
-    amy.join(conv).await;
+    let conv = conversation(&mut [&mut zed, &mut amy]).await;
     let convs = zed.conversations().await;
     assert_eq!(
         convs,

@@ -173,10 +173,7 @@ async fn framing_violation_closes_only_the_offender(bytes: &[u8]) {
     let server = start().await;
     let mut alice = TestClient::registered(server.local_addr(), Encoding::Framed, "alice").await;
     let mut bob = TestClient::registered(server.local_addr(), Encoding::Framed, "bob").await;
-    let conv = alice.invite(&["bob"]).await;
-    alice.join(conv).await;
-    bob.expect_invitation().await;
-    bob.join(conv).await;
+    let conv = conversation(&mut [&mut alice, &mut bob]).await;
 
     let mut offender = tokio::net::TcpStream::connect(server.local_addr())
         .await

@@ -90,12 +90,7 @@ async fn a_slow_consumer_is_cut_off_and_the_others_keep_receiving() {
     let mut reader = TestClient::registered(addr, Encoding::Framed, "reader").await;
     let mut sleeper = TestClient::connect_small_buffer(addr, Encoding::Framed).await;
     sleeper.register("sleeper", "zzz").await;
-    let conv = talker.invite(&["reader", "sleeper"]).await;
-    talker.join(conv).await;
-    reader.expect_invitation().await;
-    reader.join(conv).await;
-    sleeper.expect_invitation().await;
-    sleeper.join(conv).await;
+    let conv = conversation(&mut [&mut talker, &mut reader, &mut sleeper]).await;
 
     // The reader reads everything in its own task; the sleeper reads nothing.
     const MESSAGES: usize = 1000;

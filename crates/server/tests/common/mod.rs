@@ -287,3 +287,17 @@ impl TestClient {
         .await
     }
 }
+
+/// The first client invites the others, and everyone joins; returns the id.
+pub async fn conversation(members: &mut [&mut TestClient]) -> u64 {
+    let (inviter, others) = members.split_first_mut().expect("at least one member");
+    let names: Vec<String> = others.iter().map(|c| c.name.clone()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let conv = inviter.invite(&names).await;
+    inviter.join(conv).await;
+    for other in others.iter_mut() {
+        assert_eq!(other.expect_invitation().await, conv);
+        other.join(conv).await;
+    }
+    conv
+}
