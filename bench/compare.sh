@@ -160,8 +160,9 @@ SHAPE=(--clients "$CLIENTS" --group "$GROUP" --payload "$PAYLOAD" --warmup "$WAR
 LOAD=("${SHAPE[@]}" --duration "$DURATION")
 natter_going=1; irc_going=1
 for rate in $RATES; do
-    # Past the first rate both fail at, higher rates say nothing new.
-    ((natter_going || irc_going)) || break
+    # The targets compare the servers up to 20,000; past that, once both
+    # have failed, higher rates say nothing new.
+    ((rate <= 20000 || natter_going || irc_going)) || break
     bench natter "${LOAD[@]}" --rate "$rate"; ok_at natter || natter_going=0
     bench inspircd "${LOAD[@]}" --rate "$rate"; ok_at inspircd || irc_going=0
 done

@@ -132,7 +132,10 @@ def verdicts(sweep, floors, idles, long_runs, floor_for):
         return max(ok) if ok else 0
 
     bn, bi = best("natter"), best("inspircd")
-    if sweep:
+    if sweep and bn == bi == 0:
+        lines.append("- Highest R with p99 ≤ 50 ms and ≥ 99% delivered: not determined: neither server held it "
+                     "at any rate tried")
+    elif sweep:
         lines.append(f"- Highest R with p99 ≤ 50 ms and ≥ 99% delivered: {mark(bn >= bi)} natter {bn}, InspIRCd {bi} "
                      f"(of the rates tried)")
     for run in idles:
