@@ -1,5 +1,5 @@
-//! The echo examples, run as a learner would run them: as separate processes
-//! talking over loopback.
+//! The learner examples, run as a learner would run them: the echo programs
+//! as separate processes talking over loopback, and the marshalling tour.
 //!
 //! Each test builds the examples (`cargo build --examples`), starts a server
 //! example on port 0, reads the port from its `listening on ADDR` line, and
@@ -46,7 +46,7 @@ fn example_path(name: &str) -> PathBuf {
 }
 
 /// `CARGO_TARGET_DIR` if set, else the target dir this test binary sits in
-/// (`target/<profile>/deps/examples_echo-<hash>`).
+/// (`target/<profile>/deps/examples-<hash>`).
 fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         let dir = PathBuf::from(dir);
@@ -463,5 +463,71 @@ fn misbehaving_clients_do_not_break_any_server() {
         );
         assert_eq!(run.stdout, b"still there?\n", "{name}");
         server.assert_still_running();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The marshalling example
+// ---------------------------------------------------------------------------
+
+/// Runs `examples/marshalling.rs` and returns what it printed.
+fn run_marshalling() -> String {
+    let output = Command::new(example_path("marshalling"))
+        .output()
+        .expect("the marshalling example runs");
+    assert!(
+        output.status.success(),
+        "marshalling failed: {}",
+        output.status
+    );
+    String::from_utf8(output.stdout).expect("the example prints text")
+}
+
+#[test]
+fn marshalling_round_trips_the_notes_dictionary() {
+    let printed = run_marshalling();
+    assert!(
+        printed.contains("Same value as was sent: true"),
+        "{printed}"
+    );
+    assert!(printed.contains("command = \"HELLO\""), "{printed}");
+}
+
+#[test]
+fn marshalling_hex_loads_in_python_as_the_notes_dictionary() {
+    let printed = run_marshalling();
+    let hex = printed
+        .split("bytes.fromhex(\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the example prints a Python line with the hex");
+    let check = format!(
+        "import pickle; d = pickle.loads(bytes.fromhex('{hex}')); \
+         assert d == {{'name': 'keith', 'location': (2.425, 1.783, 0.892), \
+         'info': {{'email': 'keith@cc', 'phone': 56783}}, \
+         'buddies': ['ralph', 'fred', 'betty']}}, d"
+    );
+    let status = Command::new("python3")
+        .args(["-c", &check])
+        .status()
+        .expect("python3 runs");
+    assert!(
+        status.success(),
+        "Python did not read back the notes' dictionary"
+    );
+}
+
+#[test]
+fn marshalling_shows_what_is_refused_and_why() {
+    let printed = run_marshalling();
+    for reason in [
+        "GLOBAL (0x63) is not allowed",
+        "nested more than",
+        "holds more than",
+    ] {
+        assert!(
+            printed.contains(reason),
+            "missing {reason:?} in:\n{printed}"
+        );
     }
 }
