@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// Bytes that may wait for one client before it is cut off as a slow consumer.
     #[arg(long, default_value_t = 1048576, value_name = "BYTES")]
     send_queue: usize,
+    /// Under load, a client written to less than this many milliseconds ago
+    /// waits for the rest of that time so its messages leave in one write
+    /// (0: write at once, always).
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    write_coalesce: u64,
     /// Seconds a new connection has to REGISTER before it is closed (0: forever).
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     register_timeout: u64,
@@ -91,6 +96,7 @@ impl ServeArgs {
             },
             send_queue: self.send_queue,
             register_timeout: Duration::from_secs(self.register_timeout),
+            write_coalesce: Duration::from_millis(self.write_coalesce),
             tcp_keepalive: Duration::from_secs(self.tcp_keepalive),
             idle_timeout: Duration::from_secs(self.idle_timeout),
             rate_limit: self.rate_limit,

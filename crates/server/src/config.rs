@@ -27,6 +27,10 @@ pub struct Config {
     /// Bytes that may wait for one client before it counts as a slow
     /// consumer and is disconnected.
     pub send_queue: usize,
+    /// While the hub is busy, a client written to less than this long ago
+    /// waits until this long after that write, so that what piles up for it
+    /// leaves in one write (zero: always write at once).
+    pub write_coalesce: Duration,
     /// How long a closing connection may take to flush and see the peer's
     /// end of stream before it is dropped.
     pub close_linger: Duration,
@@ -58,6 +62,7 @@ impl Default for Config {
             policy: Policy::Open,
             limits: Limits::server_default(),
             send_queue: 1024 * 1024,
+            write_coalesce: Duration::from_millis(5),
             close_linger: Duration::from_secs(2),
             register_timeout: Duration::from_secs(30),
             tcp_keepalive: Duration::from_secs(60),

@@ -20,6 +20,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::peer::{Flushed, Peer};
 
@@ -68,6 +69,16 @@ pub struct HubStats {
 
 pub type HubSender = mpsc::Sender<HubEvent>;
 
+/// What woke the hub.
+enum Wake {
+    Event(HubEvent),
+    /// The write-coalescing window of waiting clients ended.
+    DeferredWrites,
+    PresenceWindow,
+    Registration,
+    PresenceSnapshot,
+}
+
 /// The text every client gets when the server stops.
 pub const SHUTDOWN_MESSAGE: &str = "server shutting down";
 
@@ -87,6 +98,11 @@ pub struct Hub {
     /// must have registered (a queue, since every deadline is "arrival +
     /// the same timeout").
     registration_deadlines: VecDeque<(Instant, ConnId)>,
+    /// Decides whether a recently written client waits to gather more.
+    coalescer: Coalescer,
+    /// Clients waiting for the current write window to end, and its end.
+    deferred: Vec<ConnId>,
+    deferred_deadline: Option<Instant>,
     /// Given to writability waiters, so they can report back.
     events: HubSender,
     tracker: TaskTracker,
@@ -94,6 +110,7 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(chat: Chat, config: Arc<Config>, events: HubSender, tracker: TaskTracker) -> Self {
+        let write_coalesce = config.write_coalesce;
         Hub {
             chat,
             peers: HashMap::new(),
@@ -103,6 +120,9 @@ impl Hub {
             doomed: Vec::new(),
             presence_deadline: None,
             registration_deadlines: VecDeque::new(),
+            coalescer: Coalescer::new(write_coalesce, std::time::Instant::now()),
+            deferred: Vec::new(),
+            deferred_deadline: None,
             events,
             tracker,
         }
@@ -112,12 +132,21 @@ impl Hub {
     pub async fn run(mut self, mut inbox: mpsc::Receiver<HubEvent>, shutdown: CancellationToken) {
         let mut snapshot = presence_timer(&self.config);
         loop {
-            let deadline = self.presence_deadline;
+            let presence = self.presence_deadline;
             let registration = self.registration_deadlines.front().map(|(at, _)| *at);
-            tokio::select! {
+            let deferred = self.deferred_deadline;
+            let wake = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(event) = inbox.recv() => {
+                Some(event) = inbox.recv() => Wake::Event(event),
+                _ = sleep_until_opt(deferred), if deferred.is_some() => Wake::DeferredWrites,
+                _ = sleep_until_opt(presence), if presence.is_some() => Wake::PresenceWindow,
+                _ = sleep_until_opt(registration), if registration.is_some() => Wake::Registration,
+                _ = snapshot.tick() => Wake::PresenceSnapshot,
+            };
+            let started = std::time::Instant::now();
+            match wake {
+                Wake::Event(event) => {
                     self.apply(event);
                     for _ in 1..MAX_BATCH {
                         match inbox.try_recv() {
@@ -126,21 +155,22 @@ impl Hub {
                         }
                     }
                 }
-                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                Wake::DeferredWrites => self.end_write_window(),
+                Wake::PresenceWindow => {
                     self.presence_deadline = None;
                     self.chat.flush_presence(&mut self.outputs);
                     self.dispatch();
                 }
-                _ = sleep_until_opt(registration), if registration.is_some() => {
-                    self.expire_unregistered();
-                }
-                _ = snapshot.tick() => {
+                Wake::Registration => self.expire_unregistered(),
+                Wake::PresenceSnapshot => {
                     self.chat.presence_snapshot(&mut self.outputs);
                     self.dispatch();
                 }
             }
             self.schedule_presence();
             self.flush_dirty();
+            self.coalescer
+                .record_work(started, std::time::Instant::now());
         }
         self.say_goodbye_to_all();
     }
@@ -289,28 +319,56 @@ impl Hub {
         self.dispatch();
     }
 
-    /// Writes what every touched client has waiting, once.
+    /// Writes what every touched client has waiting, once; under load, a
+    /// client written to moments ago waits for the window to end instead.
     fn flush_dirty(&mut self) {
+        let now = std::time::Instant::now();
         while !self.dirty.is_empty() {
             for conn in std::mem::take(&mut self.dirty) {
-                let Some(peer) = self.peers.get_mut(&conn) else {
+                let Some(peer) = self.peers.get(&conn) else {
                     continue;
                 };
-                if peer.awaiting_writable {
-                    peer.dirty = false;
+                if self.coalescer.should_wait(peer.last_write, now) {
+                    // Stays dirty, so it is not listed twice.
+                    self.deferred.push(conn);
                     continue;
                 }
-                match peer.flush() {
-                    Flushed::All => {}
-                    Flushed::Blocked => self.wait_until_writable(conn),
-                    Flushed::Failed(error) => {
-                        tracing::debug!(conn = conn.0, %error, "write failed");
-                        self.doomed.push(conn);
-                    }
-                }
+                self.flush_peer(conn, now);
             }
             // Cutting off broken clients may queue presence for others.
             self.dispatch();
+        }
+        if !self.deferred.is_empty() && self.deferred_deadline.is_none() {
+            self.deferred_deadline = Some(Instant::from_std(now + self.coalescer.window()));
+        }
+    }
+
+    /// The write window ended: every waiting client is written now.
+    fn end_write_window(&mut self) {
+        self.deferred_deadline = None;
+        let now = std::time::Instant::now();
+        for conn in std::mem::take(&mut self.deferred) {
+            self.flush_peer(conn, now);
+        }
+        self.dispatch();
+    }
+
+    fn flush_peer(&mut self, conn: ConnId, now: std::time::Instant) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if peer.awaiting_writable {
+            peer.dirty = false;
+            return;
+        }
+        peer.last_write = now;
+        match peer.flush() {
+            Flushed::All => {}
+            Flushed::Blocked => self.wait_until_writable(conn),
+            Flushed::Failed(error) => {
+                tracing::debug!(conn = conn.0, %error, "write failed");
+                self.doomed.push(conn);
+            }
         }
     }
 

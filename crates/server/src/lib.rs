@@ -23,6 +23,7 @@
 //! ```
 
 pub mod admission;
+pub mod coalesce;
 pub mod config;
 pub mod connection;
 pub mod hub;

@@ -71,6 +71,8 @@ pub struct Peer {
     pub awaiting_writable: bool,
     /// Set when bytes were queued since the last flush.
     pub dirty: bool,
+    /// When the hub last wrote to this client (for write coalescing).
+    pub last_write: std::time::Instant,
 }
 
 impl Peer {
@@ -89,6 +91,7 @@ impl Peer {
             pending_bytes: 0,
             awaiting_writable: false,
             dirty: false,
+            last_write: std::time::Instant::now(),
         }
     }
 
