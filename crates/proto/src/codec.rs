@@ -152,6 +152,12 @@ impl Decoder {
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Option<Result<Command, CommandError>>, DecodeError> {
+        if self.encoding == Encoding::Framed
+            && self.failed.is_none()
+            && let Some(command) = framed::decode_send_message(buf, &self.limits)
+        {
+            return Ok(Some(Ok(command)));
+        }
         Ok(self
             .decode_parts(buf)?
             .map(|d| Command::from_parts(&d.word, d.args, &self.limits)))

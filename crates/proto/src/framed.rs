@@ -10,8 +10,9 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::codec::DecodeError;
+use crate::command::Command;
 use crate::limits::Limits;
-use crate::pickle::{Reader, writer};
+use crate::pickle::{Reader, shortcut, writer};
 use std::borrow::Cow;
 
 use crate::wire::{CLIENT_WORDS, Decoded, RawMessage, SERVER_WORDS};
@@ -45,6 +46,27 @@ pub fn decode(
     result.map(Some)
 }
 
+/// The server's hot path: a whole, valid `SEND_MESSAGE` frame at the front
+/// of `buf` in one of the common pickle shapes becomes its command directly
+/// (and leaves `buf`). Anything else, valid or not, is left in place for
+/// [`decode`], which gives the same command or the proper error.
+pub fn decode_send_message(buf: &mut BytesMut, limits: &Limits) -> Option<Command> {
+    const PREFIX: &[u8] = b"SEND_MESSAGE ";
+    let len = u32::from_be_bytes(*buf.first_chunk::<LENGTH_BYTES>()?) as usize;
+    let frame_end = LENGTH_BYTES + len;
+    if len > limits.max_frame || buf.len() < frame_end {
+        return None;
+    }
+    let pickle = buf[LENGTH_BYTES..frame_end].strip_prefix(PREFIX)?;
+    let (conv, text, _) = shortcut::read_int_str(pickle)?;
+    let conv = u64::try_from(conv).ok()?;
+    if text.len() > limits.max_message {
+        return None;
+    }
+    buf.advance(frame_end);
+    Some(Command::SendMessage { conv, text })
+}
+
 /// A body: `WORD` or `WORD SP pickle`, the pickle ending exactly at the end.
 pub fn parse_body(body: &[u8], reader: &mut Reader) -> Result<Decoded, DecodeError> {
     let (word, pickle) = match body.iter().position(|&b| b == b' ') {
@@ -55,6 +77,15 @@ pub fn parse_body(body: &[u8], reader: &mut Reader) -> Result<Decoded, DecodeErr
     let Some(pickle) = pickle else {
         return Ok(Decoded { word, args: None });
     };
+    // Chat messages are nearly all one shape: read it directly.
+    if word == "SEND_MESSAGE"
+        && let Some(args) = shortcut::int_str_pair(pickle)
+    {
+        return Ok(Decoded {
+            word,
+            args: Some(args),
+        });
+    }
     let (args, end) = reader
         .read_complete(pickle)
         .map_err(|source| DecodeError::Pickle {

@@ -13,6 +13,7 @@
 
 pub mod opcodes;
 pub mod reader;
+pub mod shortcut;
 pub mod writer;
 
 pub use reader::{PickleError, Reader, Scan, decode, find_end};
