@@ -76,7 +76,7 @@ pub fn check_stream(encoding: Encoding, data: &[u8]) {
     }
 }
 
-fn split_at<'a>(stream: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
+pub fn split_at<'a>(stream: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
     let mut chunks = Vec::with_capacity(points.len() + 1);
     let mut from = 0;
     for &p in points {
@@ -90,7 +90,7 @@ fn split_at<'a>(stream: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
 /// Feeds `chunks` one after another, draining the decoder after each, and
 /// describes every outcome as text (a NaN inside a value is not equal to
 /// itself, its text is). Stops at the first fatal error, as the server does.
-fn decode_chunks(
+pub fn decode_chunks(
     encoding: Encoding,
     direction: Direction,
     limits: &Limits,

@@ -158,7 +158,7 @@ fn check_scan_agrees(data: &[u8]) {
 
 /// Our value as serde-pickle represents it. Dict keys are collected as
 /// serde-pickle does (a later equal key replaces the value).
-fn to_oracle(value: &Value) -> Oracle {
+pub fn to_oracle(value: &Value) -> Oracle {
     match value {
         Value::None => Oracle::None,
         Value::Bool(b) => Oracle::Bool(*b),

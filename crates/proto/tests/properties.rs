@@ -2,14 +2,24 @@
 //! encoding; decoders give the same results however the bytes are split;
 //! serde-pickle agrees with our reader and writer.
 
-use std::collections::BTreeMap;
-
 use bytes::BytesMut;
 use natter_proto::codec::{encode_command, encode_message};
 use natter_proto::pickle::{decode, to_vec};
 use natter_proto::wire::{Direction, RawMessage};
 use natter_proto::{Command, DecodeError, Decoder, Encoding, Limits, ServerMessage, Value};
 use proptest::prelude::*;
+
+// The fuzz targets' checks, shared so that the property tests and the
+// fuzzers decode and compare the same way.
+#[allow(dead_code)]
+#[path = "../../../fuzz/src/decoders.rs"]
+mod decoders;
+#[allow(dead_code)]
+#[path = "../../../fuzz/src/pickle_oracle.rs"]
+mod pickle_oracle;
+
+use decoders::{decode_chunks, split_at};
+use pickle_oracle::to_oracle;
 use serde_pickle::{HashableValue, Value as Oracle};
 
 fn any_text(max: usize) -> impl Strategy<Value = String> {
@@ -59,36 +69,6 @@ fn any_message() -> impl Strategy<Value = ServerMessage> {
         names().prop_map(ServerMessage::Caps),
         any_text(60).prop_map(ServerMessage::Error),
     ]
-}
-
-/// Feeds `chunks` one after another, draining the decoder after each;
-/// stops at the first fatal error. Results are compared as text because a
-/// NaN inside a value is not equal to itself.
-fn decode_chunks(mut decoder: Decoder, chunks: &[&[u8]]) -> Vec<String> {
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(raw)) => out.push(format!("{raw:?}")),
-                Ok(None) => break,
-                Err(e) => {
-                    // How much of an unknown word the error quotes depends on
-                    // how much had arrived; the error itself does not.
-                    let text = match &e {
-                        DecodeError::UnknownCommand(_) => "error UnknownCommand".to_owned(),
-                        other => format!("error {other:?}"),
-                    };
-                    out.push(text);
-                    if e.is_fatal() {
-                        return out;
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 fn decode_one(
@@ -143,27 +123,20 @@ proptest! {
             }
         }
         let limits = Limits { max_frame, ..Limits::server_default() };
-        let decoder = || Decoder::new(encoding, Direction::ToServer, limits.clone());
-        let whole = decode_chunks(decoder(), &[&bytes]);
+        let whole = decode_chunks(encoding, Direction::ToServer, &limits, &[&bytes]);
         let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
         points.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut from = 0;
-        for p in points {
-            chunks.push(&bytes[from..p]);
-            from = p;
-        }
-        chunks.push(&bytes[from..]);
-        prop_assert_eq!(decode_chunks(decoder(), &chunks), whole);
+        let chunks = split_at(&bytes, &points);
+        prop_assert_eq!(decode_chunks(encoding, Direction::ToServer, &limits, &chunks), whole);
     }
 
     #[test]
     fn arbitrary_bytes_never_panic_any_decoder(encoding in any_encoding(), bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         for direction in [Direction::ToServer, Direction::ToClient] {
             let limits = Limits { max_frame: 128, ..Limits::server_default() };
-            let whole = decode_chunks(Decoder::new(encoding, direction, limits.clone()), &[&bytes]);
+            let whole = decode_chunks(encoding, direction, &limits, &[&bytes]);
             let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
-            prop_assert_eq!(decode_chunks(Decoder::new(encoding, direction, limits), &bytewise), whole);
+            prop_assert_eq!(decode_chunks(encoding, direction, &limits, &bytewise), whole);
         }
     }
 
@@ -216,38 +189,6 @@ fn oracle_value(with_bytes: bool) -> impl Strategy<Value = Oracle> {
             prop::collection::btree_map(oracle_key(), inner, 0..6).prop_map(Oracle::Dict),
         ]
     })
-}
-
-fn key_to_oracle(key: &Value) -> HashableValue {
-    match key {
-        Value::None => HashableValue::None,
-        Value::Bool(b) => HashableValue::Bool(*b),
-        Value::Int(i) => HashableValue::I64(*i),
-        Value::Float(f) => HashableValue::F64(*f),
-        Value::Str(s) => HashableValue::String(s.clone()),
-        Value::Bytes(b) => HashableValue::Bytes(b.clone()),
-        Value::Tuple(items) => HashableValue::Tuple(items.iter().map(key_to_oracle).collect()),
-        other => panic!("unhashable key {other:?}"),
-    }
-}
-
-fn to_oracle(value: &Value) -> Oracle {
-    match value {
-        Value::None => Oracle::None,
-        Value::Bool(b) => Oracle::Bool(*b),
-        Value::Int(i) => Oracle::I64(*i),
-        Value::Float(f) => Oracle::F64(*f),
-        Value::Str(s) => Oracle::String(s.clone()),
-        Value::Bytes(b) => Oracle::Bytes(b.clone()),
-        Value::List(items) => Oracle::List(items.iter().map(to_oracle).collect()),
-        Value::Tuple(items) => Oracle::Tuple(items.iter().map(to_oracle).collect()),
-        Value::Dict(pairs) => Oracle::Dict(
-            pairs
-                .iter()
-                .map(|(k, v)| (key_to_oracle(k), to_oracle(v)))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-    }
 }
 
 fn key_from_oracle(key: &HashableValue) -> Value {

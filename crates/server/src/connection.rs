@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::hub::{HubEvent, HubSender};
 use crate::listener::Shared;
 use crate::peer::{Peer, Transport};
-use crate::rate::{RateLimiter, Verdict};
+use crate::rate::CommandGate;
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 4096;
@@ -81,7 +81,7 @@ pub async fn serve(
         hub: &shared.hub,
         decoder: Decoder::new(encoding, Direction::ToServer, config.limits.clone()),
         config,
-        limiter: RateLimiter::new(config.rate_limit, config.rate_burst, Instant::now()),
+        gate: CommandGate::new(config.rate_limit, config.rate_burst, Instant::now()),
         idle: IdleTimer::new(config.idle_timeout),
     };
     let ended = match detected {
@@ -159,8 +159,7 @@ struct Reader<'a> {
     hub: &'a HubSender,
     decoder: Decoder,
     config: &'a Config,
-    /// `None` when rate limiting is off.
-    limiter: Option<RateLimiter>,
+    gate: CommandGate,
     idle: IdleTimer,
 }
 
@@ -201,25 +200,15 @@ impl Reader<'_> {
         loop {
             let event = match self.decoder.decode_command(buf) {
                 Ok(None) => return true,
-                Ok(Some(typed)) => match self.rate_check() {
-                    Verdict::Allow => match typed {
+                Ok(Some(typed)) => match self.gate.admit(Instant::now()) {
+                    Ok(()) => match typed {
                         Ok(command) => HubEvent::Command {
                             conn: self.conn,
                             command,
                         },
                         Err(error) => self.rejection(error.to_string(), false),
                     },
-                    Verdict::Refuse => {
-                        let error = format!(
-                            "rate limit: at most {} commands per second (burst {}); command ignored",
-                            self.config.rate_limit, self.config.rate_burst
-                        );
-                        self.rejection(error, false)
-                    }
-                    Verdict::Disconnect => {
-                        let error = "flooding: over the rate limit for 5 s, disconnecting";
-                        self.rejection(error.to_string(), true)
-                    }
+                    Err(refusal) => self.rejection(refusal.error, refusal.fatal),
                 },
                 Err(error) => self.rejection(error.to_string(), error.is_fatal()),
             };
@@ -227,15 +216,6 @@ impl Reader<'_> {
             if send_to_hub(self.hub, event).await.is_err() || fatal {
                 return false;
             }
-        }
-    }
-
-    /// Counts one command against the rate limit (every command counts,
-    /// valid or not).
-    fn rate_check(&mut self) -> Verdict {
-        match &mut self.limiter {
-            Some(limiter) => limiter.check(Instant::now()),
-            None => Verdict::Allow,
         }
     }
 

@@ -175,7 +175,17 @@ impl Hub {
         self.say_goodbye_to_all();
     }
 
+    /// Applies one event; with no coalescing window, its presence change
+    /// (an arrival, a status, a departure) goes out right away.
     fn apply(&mut self, event: HubEvent) {
+        self.apply_event(event);
+        if self.config.presence_coalesce.is_zero() && self.chat.presence_pending() {
+            self.chat.flush_presence(&mut self.outputs);
+            self.dispatch();
+        }
+    }
+
+    fn apply_event(&mut self, event: HubEvent) {
         match event {
             HubEvent::Connected { conn, peer } => {
                 tracing::info!(conn = conn.0, peer = %peer.addr, encoding = ?peer.encoding, "connect");
@@ -232,9 +242,6 @@ impl Hub {
         self.chat.handle(conn, command, &mut self.outputs);
         if registering && let Some(name) = self.chat.user_name(conn) {
             tracing::info!(conn = conn.0, peer = %addr, name, "register");
-        }
-        if self.config.presence_coalesce.is_zero() {
-            self.chat.flush_presence(&mut self.outputs);
         }
         self.dispatch();
     }
@@ -406,6 +413,8 @@ impl Hub {
     fn schedule_presence(&mut self) {
         if self.presence_deadline.is_none() && self.chat.presence_pending() {
             if self.config.presence_coalesce.is_zero() {
+                // Changes made by timers (registration expiry); events
+                // flush their own in `apply`.
                 self.chat.flush_presence(&mut self.outputs);
                 self.dispatch();
             } else {

@@ -68,6 +68,56 @@ impl RateLimiter {
     }
 }
 
+/// The rate limit as a connection applies it, whatever its transport:
+/// every command (valid or not) is counted, and one over the limit is
+/// answered with the ERROR this gives instead of being run.
+#[derive(Debug, Clone)]
+pub struct CommandGate {
+    /// `None` when rate limiting is off.
+    limiter: Option<RateLimiter>,
+    per_sec: u32,
+    burst: u32,
+}
+
+/// A command refused by the gate: the ERROR text, and whether the
+/// connection is closed after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: String,
+    pub fatal: bool,
+}
+
+impl CommandGate {
+    pub fn new(per_sec: u32, burst: u32, now: Instant) -> Self {
+        CommandGate {
+            limiter: RateLimiter::new(per_sec, burst, now),
+            per_sec,
+            burst,
+        }
+    }
+
+    /// Counts one command arriving at `now`.
+    pub fn admit(&mut self, now: Instant) -> Result<(), Refusal> {
+        let Some(limiter) = &mut self.limiter else {
+            return Ok(());
+        };
+        match limiter.check(now) {
+            Verdict::Allow => Ok(()),
+            Verdict::Refuse => Err(Refusal {
+                error: format!(
+                    "rate limit: at most {} commands per second (burst {}); command ignored",
+                    self.per_sec, self.burst
+                ),
+                fatal: false,
+            }),
+            Verdict::Disconnect => Err(Refusal {
+                error: "flooding: over the rate limit for 5 s, disconnecting".to_string(),
+                fatal: true,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::HubEvent;
 use crate::listener::Shared;
 use crate::peer::{Peer, Transport};
-use crate::rate::{RateLimiter, Verdict};
+use crate::rate::CommandGate;
 
 /// Most queued messages written before one flush: several small messages
 /// leave in one system call, and a long queue still gets flushed now and
@@ -82,7 +82,7 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
     let reader = Reader {
         conn,
         shared: &shared,
-        limiter: RateLimiter::new(
+        gate: CommandGate::new(
             shared.config.rate_limit,
             shared.config.rate_burst,
             Instant::now(),
@@ -176,8 +176,7 @@ enum ReadFailure {
 struct Reader<'a> {
     conn: ConnId,
     shared: &'a Shared,
-    /// `None` when rate limiting is off.
-    limiter: Option<RateLimiter>,
+    gate: CommandGate,
 }
 
 impl Reader<'_> {
@@ -247,21 +246,9 @@ impl Reader<'_> {
                 return self.reject(error.to_string(), fatal).await && !fatal;
             }
         };
-        match self.limiter.as_mut().map(|l| l.check(Instant::now())) {
-            None | Some(Verdict::Allow) => {}
-            Some(Verdict::Refuse) => {
-                let config = &self.shared.config;
-                let error = format!(
-                    "rate limit: at most {} commands per second (burst {}); {} ignored",
-                    config.rate_limit, config.rate_burst, raw.word
-                );
-                return self.reject(error, false).await;
-            }
-            Some(Verdict::Disconnect) => {
-                let error = "flooding: over the rate limit for 5 s, disconnecting";
-                self.reject(error.to_string(), true).await;
-                return false;
-            }
+        if let Err(refusal) = self.gate.admit(Instant::now()) {
+            let fatal = refusal.fatal;
+            return self.reject(refusal.error, fatal).await && !fatal;
         }
         let event = match Command::from_raw(raw, &self.shared.config.limits) {
             Ok(command) => HubEvent::Command {
