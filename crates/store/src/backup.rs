@@ -12,9 +12,10 @@
 
 use std::fs::{self, File};
 use std::path::Path;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use rusqlite::backup::Backup;
+use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use tracing::info;
 
@@ -65,9 +66,24 @@ fn copy_pages(source: &Path, partial: &Path) -> Result<(), StoreError> {
     let backup = Backup::new(&from, &mut to).doing("starting the backup", partial)?;
     // -1: all pages in one step, i.e. in one read transaction of the
     // source. Smaller steps would let the server's commits restart the copy.
-    backup
-        .run_to_completion(-1, Duration::from_millis(10), None)
-        .doing("copying the database", partial)
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match backup.step(-1).doing("copying the database", partial)? {
+            StepResult::Done => return Ok(()),
+            // Busy: a lock held for a moment (a checkpoint); try again.
+            _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            _ => {
+                return Err(StoreError::Sqlite {
+                    doing: "copying the database",
+                    path: source.to_path_buf(),
+                    source: rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                        Some("the database stayed locked".into()),
+                    ),
+                });
+            }
+        }
+    }
 }
 
 /// The copy is a sound database (pages, indexes and free lists agree).
