@@ -173,6 +173,56 @@ async fn two_plain_clients_invite_join_chat_and_leave() {
     server.shutdown().await;
 }
 
+/// What is typed while the server is away waits in the client's outbox
+/// (`QUEUED`) and is sent once the client is back: nothing typed is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_typed_while_the_server_is_down_is_sent_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |listen| natter_server::Config {
+        listen,
+        presence_coalesce: Duration::from_millis(10),
+        close_linger: Duration::from_millis(200),
+        data_dir: Some(dir.path().to_path_buf()),
+        ..natter_server::Config::default()
+    };
+    let server = natter_server::spawn(config("127.0.0.1:0".parse().unwrap()))
+        .await
+        .expect("server starts");
+    let listen = server.local_addr();
+    let addr = listen.to_string();
+    let mut alice = Chat::start(&addr, "alice");
+    alice.expect("ONLINE alice=online").await;
+    let mut bob = Chat::start(&addr, "bob");
+    bob.expect("ONLINE alice=online bob=online").await;
+    alice.say("/invite bob").await;
+    alice.expect("INVITATION 1 alice").await;
+    alice.say("/join 1").await;
+    bob.say("/join 1").await;
+    alice.expect("MEMBERS 1 alice bob").await;
+
+    server.shutdown().await;
+    alice.expect("ERROR server shutting down").await;
+    alice.say("typed while the server was away").await;
+    alice
+        .expect("QUEUED 1 typed while the server was away")
+        .await;
+
+    // The same data dir and port: conversation 1 and its members are back.
+    let server = natter_server::spawn(config(listen))
+        .await
+        .expect("server starts again");
+    alice
+        .expect("MESSAGE 1 alice typed while the server was away")
+        .await;
+    bob.expect("MESSAGE 1 alice typed while the server was away")
+        .await;
+    let (status, _) = alice.finish().await;
+    assert!(status.success(), "{status}");
+    let (status, _) = bob.finish().await;
+    assert!(status.success(), "{status}");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_name_is_printed_and_the_exit_status_says_so() {
     let server = start_server().await;
