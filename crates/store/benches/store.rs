@@ -6,6 +6,8 @@
 //! - `worker/16`: the writer thread fed batches of 16 messages as fast as
 //!   it confirms them, so group commit decides the transaction size, as it
 //!   does under the hub.
+//! - `worker_latency/alone`: one batch of 10 from send to `Committed`;
+//!   printed before it: the same under a steady 10,000 messages/s.
 //! - `history/100`: `HISTORY` of 100 at a random point of a conversation
 //!   with 1,000,000 stored messages.
 //! - `startup/1M`: `Store::open` + `load_snapshot` with 1,000,000 messages
@@ -86,8 +88,12 @@ struct Messages {
 
 impl Messages {
     fn new() -> Messages {
+        Messages::with_conversations(CONVERSATIONS)
+    }
+
+    fn with_conversations(count: u64) -> Messages {
         Messages {
-            next_seq: vec![1; CONVERSATIONS as usize],
+            next_seq: vec![1; count as usize],
             turn: 0,
         }
     }
@@ -170,6 +176,89 @@ fn worker(c: &mut Criterion) {
     });
     group.finish();
     worker.shutdown();
+}
+
+/// `worker_latency/alone`: one batch of 10 through the writer, from send
+/// to `Committed` (an fsync and a little). Before it, printed: the same
+/// latency under a steady 10,000 messages/s (a batch of 10 every
+/// millisecond over 1,000 conversations), what the hub's deliveries wait.
+fn worker_latency(c: &mut Criterion) {
+    let dir = bench_dir();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&conversations(1, 1_000)).unwrap();
+    let (tx, mut replies) = mpsc::channel(worker::BATCH_QUEUE);
+    let worker = worker::spawn(store, WorkerOptions::default(), tx).unwrap();
+    let mut messages = Messages::with_conversations(1_000);
+    let mut ticket = 0;
+    let mut printed = false;
+    let mut group = c.benchmark_group("worker_latency");
+    group.sample_size(50);
+    group.bench_function("alone", |b| {
+        if !std::mem::replace(&mut printed, true) {
+            steady_load(&worker, &mut replies, &mut messages, &mut ticket);
+        }
+        b.iter(|| {
+            ticket += 1;
+            let facts = messages.batch(10);
+            worker
+                .batches
+                .blocking_send(Batch { ticket, facts })
+                .unwrap();
+            match replies.blocking_recv() {
+                Some(Reply::Committed { up_to }) if up_to == ticket => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        })
+    });
+    group.finish();
+    worker.shutdown();
+}
+
+fn steady_load(
+    worker: &worker::Worker,
+    replies: &mut mpsc::Receiver<Reply>,
+    messages: &mut Messages,
+    ticket: &mut u64,
+) {
+    let mut waiting = std::collections::VecDeque::new();
+    let mut latencies = Histogram::<u64>::new(3).unwrap();
+    let started = Instant::now();
+    let mut next_send = started;
+    let first = *ticket + 1;
+    while started.elapsed() < Duration::from_secs(5) || !waiting.is_empty() {
+        let now = Instant::now();
+        if now >= next_send && started.elapsed() < Duration::from_secs(5) {
+            *ticket += 1;
+            let facts = messages.batch(10);
+            worker
+                .batches
+                .blocking_send(Batch {
+                    ticket: *ticket,
+                    facts,
+                })
+                .unwrap();
+            waiting.push_back((*ticket, now));
+            next_send += Duration::from_millis(1);
+        }
+        while let Ok(reply) = replies.try_recv() {
+            let Reply::Committed { up_to } = reply else {
+                panic!("unexpected {reply:?}")
+            };
+            let done = Instant::now();
+            while waiting.front().is_some_and(|(t, _)| *t <= up_to) {
+                let (_, sent) = waiting.pop_front().unwrap();
+                latencies.record((done - sent).as_nanos() as u64).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    print_latencies(
+        &format!(
+            "worker at 10,000 msg/s, batches of 10, 1,000 conversations ({} batches): send -> Committed",
+            *ticket + 1 - first
+        ),
+        &latencies,
+    );
 }
 
 /// A store with [`MILLION`] messages in conversation 1, spread evenly over
@@ -303,5 +392,5 @@ fn large(c: &mut Criterion) {
     startup(c, &large);
 }
 
-criterion_group!(benches, commit, worker, large);
+criterion_group!(benches, commit, worker, worker_latency, large);
 criterion_main!(benches);
