@@ -1,11 +1,12 @@
 //! Pacing: the client sends no faster than a server's rate limit allows.
 //!
-//! A server refuses commands over its limit (`ERROR "rate limit: ..."`,
-//! and the protocol cannot say which command was refused). A client that
-//! resends a backlog from its outbox after a reconnect, on top of its
-//! `REGISTER`, `JOIN`s and catch-up `HISTORY`s, would trip that limit, so
-//! the connection paces itself with a token bucket that starts full on
-//! every connection, as the server's does.
+//! A server holds back or refuses commands over its limit (a refusal is an
+//! `ERROR "rate limit: ..."` that cannot say which command it refused) and
+//! cuts off a client that stays over it. A client that resends a backlog
+//! from its outbox after a reconnect, on top of its `REGISTER`, `JOIN`s and
+//! catch-up `HISTORY`s, would trip that limit, so the connection paces
+//! itself with a token bucket that starts full on every connection, as the
+//! server's does.
 
 use std::time::{Duration, Instant};
 
