@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use natter_client::{Backoff, Client, ClientConfig, ConnectionState, Event, Events};
@@ -222,7 +222,10 @@ pub fn message_texts(events: &[Event], conv: u64) -> Vec<String> {
 pub struct Proxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
-    mute: Arc<AtomicBool>,
+    /// Connections are numbered as they come; those below this number are
+    /// muted.
+    next: Arc<AtomicU64>,
+    mute_below: Arc<AtomicU64>,
     cut: watch::Sender<u64>,
 }
 
@@ -232,10 +235,13 @@ impl Proxy {
         let proxy = Proxy {
             addr: listener.local_addr().unwrap(),
             up: Arc::new(AtomicBool::new(true)),
-            mute: Arc::new(AtomicBool::new(false)),
+            next: Arc::new(AtomicU64::new(0)),
+            mute_below: Arc::new(AtomicU64::new(0)),
             cut: watch::channel(0).0,
         };
-        let (up, mute, cut) = (proxy.up.clone(), proxy.mute.clone(), proxy.cut.clone());
+        let up = proxy.up.clone();
+        let (next, mute_below) = (proxy.next.clone(), proxy.mute_below.clone());
+        let cut = proxy.cut.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if !up.load(Ordering::SeqCst) {
@@ -246,7 +252,11 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
-                tokio::spawn(pump(client, server, mute.clone(), cut.subscribe()));
+                let muted = Muted {
+                    number: next.fetch_add(1, Ordering::SeqCst),
+                    below: mute_below.clone(),
+                };
+                tokio::spawn(pump(client, server, muted, cut.subscribe()));
             }
         });
         proxy
@@ -256,9 +266,11 @@ impl Proxy {
         self.addr
     }
 
-    /// While muted, what the server sends is swallowed.
-    pub fn mute(&self, on: bool) {
-        self.mute.store(on, Ordering::SeqCst);
+    /// From now on, what the server sends on the connections open now is
+    /// swallowed (later connections are not muted).
+    pub fn mute_current(&self) {
+        let open = self.next.load(Ordering::SeqCst);
+        self.mute_below.store(open, Ordering::SeqCst);
     }
 
     /// Down: new connections are closed as soon as they are made.
@@ -272,12 +284,19 @@ impl Proxy {
     }
 }
 
-async fn pump(
-    client: TcpStream,
-    server: TcpStream,
-    mute: Arc<AtomicBool>,
-    mut cut: watch::Receiver<u64>,
-) {
+/// Whether one proxied connection is muted.
+struct Muted {
+    number: u64,
+    below: Arc<AtomicU64>,
+}
+
+impl Muted {
+    fn now(&self) -> bool {
+        self.number < self.below.load(Ordering::SeqCst)
+    }
+}
+
+async fn pump(client: TcpStream, server: TcpStream, muted: Muted, mut cut: watch::Receiver<u64>) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = async {
@@ -290,7 +309,7 @@ async fn pump(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if !mute.load(Ordering::SeqCst) && client_write.write_all(&buf[..n]).await.is_err() {
+            if !muted.now() && client_write.write_all(&buf[..n]).await.is_err() {
                 return;
             }
         }
