@@ -71,10 +71,15 @@ impl Chat {
 
     /// Waits for this exact line on stdout, skipping others.
     async fn expect(&mut self, line: &str) {
+        self.expect_where(line, |next| next == line).await;
+    }
+
+    /// Waits for a line on stdout that `matches`, skipping others.
+    async fn expect_where(&mut self, line: &str, matches: impl Fn(&str) -> bool) {
         let found = tokio::time::timeout(WAIT, async {
             while let Some(next) = self.lines.recv().await {
                 self.seen.push(next.clone());
-                if next == line {
+                if matches(&next) {
                     return true;
                 }
             }
@@ -202,6 +207,11 @@ async fn a_line_typed_while_the_server_is_down_is_sent_when_it_returns() {
 
     server.shutdown().await;
     alice.expect("ERROR server shutting down").await;
+    alice
+        .expect_where("STATE reconnecting ...", |line| {
+            line.starts_with("STATE reconnecting ")
+        })
+        .await;
     alice.say("typed while the server was away").await;
     alice
         .expect("QUEUED 1 typed while the server was away")

@@ -72,6 +72,13 @@ impl Connection {
         })
     }
 
+    /// How long until a command could be written without waiting.
+    pub fn ready_in(&self) -> Duration {
+        self.pace.as_ref().map_or(Duration::ZERO, |bucket| {
+            bucket.ready_in(std::time::Instant::now())
+        })
+    }
+
     /// Writes one command, when the pace allows. A server that stops
     /// reading for longer than the timeout counts as a lost connection.
     pub async fn send(&mut self, command: &Command) -> Result<(), String> {

@@ -196,18 +196,18 @@ impl Outbox {
         });
     }
 
-    /// Marks every waiting message as sent at `now` and returns their
-    /// commands, oldest first.
-    pub fn take_unsent(&mut self, now: Instant) -> Vec<Command> {
-        self.entries
-            .iter_mut()
-            .filter(|entry| entry.sent_at.is_none())
-            .map(|entry| {
-                entry.sent_at = Some(now);
-                entry.attempts += 1;
-                entry.command()
-            })
-            .collect()
+    /// Whether a message waits to be sent on this connection.
+    pub fn has_unsent(&self) -> bool {
+        self.entries.iter().any(|entry| entry.sent_at.is_none())
+    }
+
+    /// The oldest message waiting to be sent, marked as sent at `now`
+    /// (call it right before writing: its confirmation is due from then).
+    pub fn next_unsent(&mut self, now: Instant) -> Option<Command> {
+        let entry = self.entries.iter_mut().find(|e| e.sent_at.is_none())?;
+        entry.sent_at = Some(now);
+        entry.attempts += 1;
+        Some(entry.command())
     }
 
     /// The connection is gone: whatever was in flight waits to be sent
@@ -316,6 +316,10 @@ mod tests {
         outbox
     }
 
+    fn all_unsent(outbox: &mut Outbox, now: Instant) -> Vec<Command> {
+        std::iter::from_fn(|| outbox.next_unsent(now)).collect()
+    }
+
     fn texts(commands: &[Command]) -> Vec<&str> {
         commands
             .iter()
@@ -331,7 +335,7 @@ mod tests {
         let slots = Slots::new(2);
         let mut outbox = outbox_with(&slots, &[(1, "a"), (1, "b")]);
         assert_eq!(slots.take(), Err(ClientError::OutboxFull { capacity: 2 }));
-        outbox.take_unsent(Instant::now());
+        all_unsent(&mut outbox, Instant::now());
         let first = outbox.entries[0].nonce.clone();
         assert_eq!(outbox.confirm(first.as_str()).unwrap().text, "a");
         assert_eq!(slots.take(), Ok(()));
@@ -342,12 +346,14 @@ mod tests {
         let slots = Slots::new(10);
         let mut outbox = outbox_with(&slots, &[(1, "a"), (2, "b")]);
         let now = Instant::now();
-        let first = outbox.take_unsent(now);
+        let first = all_unsent(&mut outbox, now);
         slots.take().unwrap();
         outbox.push(Nonce::random(), 1, "c".into());
         let requeued: Vec<String> = outbox.requeue().into_iter().map(|e| e.text).collect();
         assert_eq!(requeued, ["a", "b"], "c was never sent");
-        let again = outbox.take_unsent(now);
+        assert!(outbox.has_unsent());
+        let again = all_unsent(&mut outbox, now);
+        assert!(!outbox.has_unsent());
         assert_eq!(texts(&again), ["a", "b", "c"]);
         assert_eq!(&again[..2], &first[..], "same nonces");
     }
@@ -358,7 +364,7 @@ mod tests {
         let mut outbox = outbox_with(&slots, &[(1, "same"), (2, "same"), (1, "same")]);
         let nonces: Vec<Nonce> = outbox.entries.iter().map(|e| e.nonce.clone()).collect();
         assert_eq!(outbox.confirm_echo(1, "same"), None, "nothing sent yet");
-        outbox.take_unsent(Instant::now());
+        all_unsent(&mut outbox, Instant::now());
         assert_eq!(outbox.confirm_echo(1, "same").unwrap().nonce, nonces[0]);
         assert_eq!(outbox.confirm_echo(1, "same").unwrap().nonce, nonces[2]);
         assert_eq!(outbox.confirm_echo(1, "same"), None);
@@ -389,7 +395,7 @@ mod tests {
 
         let slots = Slots::new(10);
         let mut outbox = outbox_with(&slots, &[(1, "a"), (2, "bb"), (2, "c")]);
-        outbox.take_unsent(Instant::now());
+        all_unsent(&mut outbox, Instant::now());
         assert_eq!(outbox.refused(Blame::Conversation(2)).unwrap().text, "bb");
         assert_eq!(outbox.refused(Blame::Length(1)).unwrap().text, "a");
         assert_eq!(outbox.refused(Blame::Conversation(1)), None);
@@ -400,7 +406,7 @@ mod tests {
         let slots = Slots::new(10);
         let mut outbox = outbox_with(&slots, &[(1, "a")]);
         let mut now = Instant::now();
-        outbox.take_unsent(now);
+        all_unsent(&mut outbox, now);
         assert_eq!(outbox.next_deadline(TIMEOUT), Some(now + TIMEOUT));
         assert_eq!(outbox.overdue(now, TIMEOUT, true), Overdue::default());
         for _ in 1..MAX_ATTEMPTS {
@@ -421,7 +427,7 @@ mod tests {
         let slots = Slots::new(10);
         let mut outbox = outbox_with(&slots, &[(1, "a")]);
         let now = Instant::now();
-        outbox.take_unsent(now);
+        all_unsent(&mut outbox, now);
         let overdue = outbox.overdue(now + TIMEOUT, TIMEOUT, false);
         assert!(overdue.resend.is_empty());
         assert_eq!(overdue.failed[0].text, "a");

@@ -48,13 +48,26 @@ impl Bucket {
         }
     }
 
+    /// How long from `now` until a command could go without waiting.
+    pub fn ready_in(&self, now: Instant) -> Duration {
+        let tokens = self.refilled(now);
+        if tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - tokens) / self.per_sec)
+        }
+    }
+
+    fn refilled(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        (self.tokens + elapsed * self.per_sec).min(self.burst)
+    }
+
     /// Takes a token for a command about to go at `now`; returns how long
     /// to wait first.
     pub fn take(&mut self, now: Instant) -> Duration {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = self.refilled(now) - 1.0;
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
-        self.tokens -= 1.0;
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
@@ -80,8 +93,11 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(bucket.take(now), Duration::ZERO);
         }
+        assert_eq!(bucket.ready_in(now), Duration::from_millis(100));
         assert_eq!(bucket.take(now), Duration::from_millis(100));
         assert_eq!(bucket.take(now), Duration::from_millis(200));
+        let later = now + Duration::from_millis(200);
+        assert_eq!(bucket.ready_in(later), Duration::from_millis(100));
     }
 
     #[test]

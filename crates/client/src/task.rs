@@ -165,12 +165,17 @@ impl Task {
         }
     }
 
-    /// Serves one connection until it ends.
+    /// Serves one connection until it ends. The outbox goes out one
+    /// message at a time as the pace allows, so that a long backlog never
+    /// stops the reading.
     async fn serve(&mut self, connection: &mut Connection, mut handshake: Handshake) -> Ending {
         let confirm_within = self.config.reply_timeout;
         loop {
             let deadline = handshake.register.as_ref().map(|pending| pending.deadline);
             let overdue_at = self.outbox.next_deadline(confirm_within);
+            let registered = deadline.is_none() && self.session.identity().is_some();
+            let outbox_at = (registered && self.outbox.has_unsent())
+                .then(|| Instant::now() + connection.ready_in());
             tokio::select! {
                 // While a REGISTER is unanswered, commands wait: the server
                 // would refuse them before registration.
@@ -195,6 +200,11 @@ impl Task {
                 }
                 _ = sleep_until(overdue_at.map_or_else(Instant::now, Instant::from_std)), if overdue_at.is_some() => {
                     if let Some(ending) = self.on_overdue(connection, &mut handshake).await {
+                        return ending;
+                    }
+                }
+                _ = sleep_until(outbox_at.unwrap_or_else(Instant::now)), if outbox_at.is_some() => {
+                    if let Some(ending) = self.send_next(connection).await {
                         return ending;
                     }
                 }
@@ -272,16 +282,22 @@ impl Task {
                 if self.session.identity().is_none() {
                     // Sent once we are registered.
                     self.emit(Event::Queued { conv, nonce, text }).await;
-                    return None;
                 }
-                self.flush_outbox(connection).await
+                // Otherwise the serve loop sends it next.
+                None
             }
         }
     }
 
     /// Sends a command, noting what a reconnect must restore and which
-    /// `HISTORY` answers are the application's.
+    /// `HISTORY` answers are the application's. Messages sent before it go
+    /// first: a `LEAVE` must not overtake the last words.
     async fn forward(&mut self, connection: &mut Connection, command: Command) -> Option<Ending> {
+        if self.session.identity().is_some()
+            && let Some(ending) = self.flush_outbox(connection).await
+        {
+            return Some(ending);
+        }
         match &command {
             Command::History { conv, .. } if self.history => self.timeline.app_fetch(*conv),
             Command::Leave(conv) => self.timeline.forget(*conv),
@@ -291,11 +307,18 @@ impl Task {
         connection.send(&command).await.err().map(Ending::Lost)
     }
 
+    /// Sends the oldest message of the outbox not yet sent on this
+    /// connection.
+    async fn send_next(&mut self, connection: &mut Connection) -> Option<Ending> {
+        let command = self.outbox.next_unsent(std::time::Instant::now())?;
+        connection.send(&command).await.err().map(Ending::Lost)
+    }
+
     /// Sends every message of the outbox not yet sent on this connection.
     async fn flush_outbox(&mut self, connection: &mut Connection) -> Option<Ending> {
-        for command in self.outbox.take_unsent(std::time::Instant::now()) {
-            if let Err(reason) = connection.send(&command).await {
-                return Some(Ending::Lost(reason));
+        while self.outbox.has_unsent() {
+            if let Some(ending) = self.send_next(connection).await {
+                return Some(ending);
             }
         }
         None
@@ -400,8 +423,12 @@ impl Task {
                 self.history.then(|| self.timeline.baseline(conv)).flatten()
             }
             ServerMessage::Unread(list) => {
-                for (conv, last_seq, _) in &list {
-                    self.timeline.note_unread(*conv, *last_seq);
+                // It comes before REGISTER's answer: no identity yet means
+                // this is our first registration.
+                let first = self.session.identity().is_none();
+                for (conv, last_seq, last_read_seq) in &list {
+                    self.timeline
+                        .note_unread(*conv, *last_seq, *last_read_seq, first);
                 }
                 if let Some(event) = self.session.apply(ServerMessage::Unread(list)) {
                     self.emit(event).await;
@@ -477,12 +504,13 @@ impl Task {
         let Some(reply) = pending.reply else {
             return self.restore(connection).await;
         };
+        // What was queued before registering goes out from the serve loop.
         let _ = reply.send(Ok(()));
-        self.flush_outbox(connection).await
+        None
     }
 
-    /// After a reconnect: re-join, catch up, resend the outbox, in that
-    /// order (the server needs us to be a member for the last two).
+    /// After a reconnect: re-join and catch up; the serve loop then resends
+    /// the outbox (the server needs us to be a member for both).
     async fn restore(&mut self, connection: &mut Connection) -> Option<Ending> {
         let memberships = self.session.memberships();
         let mut commands: Vec<Command> = memberships.iter().map(|c| Command::Join(*c)).collect();
@@ -493,9 +521,6 @@ impl Task {
             if let Err(reason) = connection.send(&command).await {
                 return Some(Ending::Lost(reason));
             }
-        }
-        if let Some(ending) = self.flush_outbox(connection).await {
-            return Some(ending);
         }
         let addr = self.config.addr.clone();
         self.emit(Event::State(ConnectionState::Connected { addr }))
@@ -520,14 +545,19 @@ impl Task {
         }
     }
 
-    /// Sends `GOODBYE` and hands over what the server still sends until it
-    /// closes the connection (bounded by the reply timeout).
+    /// Sends what the outbox still holds and then `GOODBYE`, and hands over
+    /// what the server still sends until it closes the connection (bounded
+    /// by the reply timeout): so messages sent before `goodbye` are
+    /// confirmed, or reported as not sent.
     async fn say_goodbye(
         &mut self,
         connection: &mut Connection,
         reply: Option<oneshot::Sender<()>>,
     ) {
-        if connection.send(&Command::Goodbye).await.is_ok() {
+        // A connection lost here makes the GOODBYE below fail as well.
+        let flushed =
+            self.session.identity().is_none() || self.flush_outbox(connection).await.is_none();
+        if flushed && connection.send(&Command::Goodbye).await.is_ok() {
             let wait = self.config.reply_timeout;
             let drain = async {
                 loop {

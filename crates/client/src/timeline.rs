@@ -10,8 +10,13 @@
 //!   a resent nonce brings back) and is dropped.
 //! - **Baseline.** To know what we missed we must know where we were. The
 //!   last seq delivered says it; until a conversation has one, a
-//!   `HISTORY [conv, 0, 1]` asked when we join (or `UNREAD` at
-//!   registration) gives the newest seq.
+//!   `HISTORY [conv, 0, 1]` asked when we join gives the newest seq, and
+//!   so does `UNREAD` at our first registration (what came before is the
+//!   application's to fetch). A baseline still unknown at a reconnect (its
+//!   answer was lost with the connection) is taken from `UNREAD`'s read
+//!   marker when the server sends one (after its restart): at worst older
+//!   messages are delivered, none missed. After a plain disconnect there
+//!   is no `UNREAD`, and such a conversation starts from a new baseline.
 //! - **Catch-up.** After a reconnect, for each conversation re-joined,
 //!   `HISTORY [conv, 0, limit]`; meanwhile live messages of that
 //!   conversation are held, so that the answer and the held messages are
@@ -162,10 +167,13 @@ impl Timeline {
         Some(history(conv, 1))
     }
 
-    /// `UNREAD` says where `conv` is; it is our baseline if we had none.
-    pub fn note_unread(&mut self, conv: ConvId, last_seq: u64) {
+    /// `UNREAD` says where `conv` is and how far we read; without a
+    /// baseline, the newest seq is one at our first registration, the read
+    /// marker at a later one (see the module doc).
+    pub fn note_unread(&mut self, conv: ConvId, last_seq: u64, last_read_seq: u64, first: bool) {
         let track = self.tracks.entry(conv).or_default();
-        track.last_seq.get_or_insert(last_seq);
+        let baseline = if first { last_seq } else { last_read_seq };
+        track.last_seq.get_or_insert(baseline);
     }
 
     /// The application asked for a page of history.
@@ -522,10 +530,23 @@ mod tests {
     #[test]
     fn unread_gives_a_baseline_only_when_there_is_none() {
         let mut timeline = Timeline::new(100);
-        timeline.note_unread(1, 5);
+        timeline.note_unread(1, 5, 0, true);
         assert!(live(&mut timeline, 5, "old").is_empty());
         assert_eq!(live(&mut timeline, 6, "new").len(), 1);
-        timeline.note_unread(1, 2);
+        timeline.note_unread(1, 2, 0, false);
         assert!(live(&mut timeline, 6, "again").is_empty());
+    }
+
+    #[test]
+    fn a_baseline_lost_with_the_connection_falls_back_to_the_read_marker() {
+        let mut timeline = Timeline::new(100);
+        assert!(timeline.baseline(1).is_some());
+        timeline.connection_lost();
+        // Re-registered after a server restart: seq 7 was said meanwhile.
+        timeline.note_unread(1, 7, 3, false);
+        timeline.catch_up(1);
+        let outcome = timeline.answer(1, (4..=7).map(|seq| entry(seq, "x")).collect());
+        let seqs: Vec<u64> = delivered(&outcome.events).iter().map(|d| d.0).collect();
+        assert_eq!(seqs, [4, 5, 6, 7]);
     }
 }
