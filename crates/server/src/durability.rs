@@ -10,12 +10,19 @@
 //! committed. Outputs that follow no uncommitted fact go out at once, so
 //! without a store (no facts at all) nothing ever waits.
 //!
+//! When a commit fails, only the deliveries of the messages it lost are
+//! dropped ([`LostMessages`]): whatever else waited behind it (presence, an
+//! invitation, a resend answered with a message stored long ago) reveals
+//! nothing that was lost, and still goes.
+//!
 //! Nothing here touches a socket or the disk, which is what lets the tests
 //! below check the ordering rules directly.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
-use natter_core::{Fact, Output};
+use natter_core::{Fact, Output, StoredMessage};
+use natter_proto::{ConvId, ServerMessage};
 
 /// Facts gathered for the store, and outputs waiting for them.
 #[derive(Debug, Default)]
@@ -97,12 +104,56 @@ impl Durability {
     }
 }
 
+/// The messages of a failed commit, to pick their deliveries out of what
+/// the commit held back.
+pub struct LostMessages<'a> {
+    /// `(conv, seq)`: how a `history` client's copy names its message.
+    seqs: HashSet<(ConvId, u64)>,
+    /// `(conv, sender, text)`: all a course client's copy has. A plain copy
+    /// only ever comes with the fact it reveals (a resend is answered with
+    /// a seq), so this never matches a message that was stored.
+    plain: HashSet<(ConvId, &'a str, &'a str)>,
+}
+
+impl<'a> LostMessages<'a> {
+    pub fn new(lost: &'a [Arc<StoredMessage>]) -> Self {
+        LostMessages {
+            seqs: lost.iter().map(|m| (m.conv, m.seq)).collect(),
+            plain: lost
+                .iter()
+                .map(|m| (m.conv, m.sender.as_str(), m.text.as_str()))
+                .collect(),
+        }
+    }
+
+    /// Whether `output` is a copy of a lost message (which nobody may see).
+    pub fn revealed_by(&self, output: &Output) -> bool {
+        let Output::Send { message, .. } = output else {
+            return false;
+        };
+        match &**message {
+            ServerMessage::Message {
+                conv,
+                meta: Some(meta),
+                ..
+            } => self.seqs.contains(&(*conv, meta.seq)),
+            ServerMessage::Message {
+                conv,
+                sender,
+                text,
+                meta: None,
+            } => self
+                .plain
+                .contains(&(*conv, sender.as_str(), text.as_str())),
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use natter_core::{ConnId, Recipients};
-    use natter_proto::ServerMessage;
+    use natter_proto::MessageMeta;
 
     use super::*;
 
@@ -194,5 +245,48 @@ mod tests {
         released.clear();
         d.finish(2, None, |_| false, &mut released);
         assert_eq!(texts(&released), ["next"]);
+    }
+
+    fn stored(seq: u64, text: &str) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
+            conv: 3,
+            seq,
+            ts: 1,
+            sender_key: "alice".into(),
+            sender: "Alice".into(),
+            text: text.into(),
+            nonce: None,
+        })
+    }
+
+    fn copy(stored: &StoredMessage, with_seq: bool) -> Output {
+        Output::Send {
+            to: Recipients::One(ConnId(1)),
+            message: Arc::new(ServerMessage::Message {
+                conv: stored.conv,
+                sender: stored.sender.clone(),
+                text: stored.text.clone(),
+                meta: with_seq.then_some(MessageMeta {
+                    seq: stored.seq,
+                    ts: stored.ts,
+                    nonce: None,
+                }),
+            }),
+        }
+    }
+
+    #[test]
+    fn only_copies_of_lost_messages_are_revealing() {
+        let lost = [stored(7, "lost")];
+        let kept = stored(2, "stored before");
+        let lost_messages = LostMessages::new(&lost);
+        assert!(lost_messages.revealed_by(&copy(&lost[0], true)));
+        assert!(lost_messages.revealed_by(&copy(&lost[0], false)));
+        // A resend answered with a message stored earlier reveals nothing
+        // lost, even with the same text.
+        assert!(!lost_messages.revealed_by(&copy(&kept, true)));
+        assert!(!lost_messages.revealed_by(&copy(&stored(2, "lost"), true)));
+        assert!(!lost_messages.revealed_by(&send("lost")));
+        assert!(!lost_messages.revealed_by(&fact()));
     }
 }

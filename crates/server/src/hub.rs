@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::coalesce::Coalescer;
 use crate::config::Config;
-use crate::durability::Durability;
+use crate::durability::{Durability, LostMessages};
 use crate::peer::{Flushed, Peer};
 
 /// How many events the hub applies before it flushes what they produced.
@@ -277,9 +277,10 @@ impl Hub {
                 for message in &lost {
                     self.chat.message_lost(message);
                 }
-                // The failed batches' messages were never stored: nobody
-                // may see them. Everything else still goes.
-                let keep = |o: &Output| !is_message(o);
+                // The lost messages were never stored: nobody may see
+                // them. Everything else the failed batches held still goes.
+                let lost_messages = LostMessages::new(&lost);
+                let keep = |o: &Output| !lost_messages.revealed_by(o);
                 self.durability
                     .finish(last, Some((first, last)), keep, &mut released);
                 self.tell_senders_not_stored(&lost, &error);
@@ -663,12 +664,6 @@ fn presence_timer(config: &Config) -> tokio::time::Interval {
     let mut timer = tokio::time::interval_at(Instant::now() + period, period);
     timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     timer
-}
-
-/// Whether an output is a chat message (which a failed commit must hold
-/// back), as opposed to presence, membership or errors.
-fn is_message(output: &Output) -> bool {
-    matches!(output, Output::Send { message, .. } if matches!(**message, ServerMessage::Message { .. }))
 }
 
 /// The wall clock in Unix milliseconds: message timestamps.
