@@ -1,6 +1,8 @@
-//! The `natter` command: the server (`serve`), the terminal client (`chat`)
-//! and the load generator (`bench`).
+//! The `natter` command: the server (`serve`), the terminal client (`chat`),
+//! the load generator (`bench`) and the operator's account tool
+//! (`account`).
 
+mod account;
 mod bench;
 mod chat;
 mod serve;
@@ -26,6 +28,8 @@ enum Commands {
     Chat(chat::ChatArgs),
     /// Measure a running server (natter or IRC) under load.
     Bench(bench::BenchArgs),
+    /// Manage accounts in a data dir while the server is stopped.
+    Account(account::AccountArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +38,6 @@ fn main() -> anyhow::Result<()> {
         Commands::Serve(args) => serve::run(args),
         Commands::Chat(args) => chat::run(args),
         Commands::Bench(args) => bench::run(args),
+        Commands::Account(args) => account::run(args),
     }
 }

@@ -97,7 +97,10 @@ impl Session {
             // Not asked for by this library yet.
             ServerMessage::History { .. }
             | ServerMessage::Unread(_)
-            | ServerMessage::Topic { .. } => None,
+            | ServerMessage::Topic { .. }
+            | ServerMessage::SignedUp(_)
+            | ServerMessage::Session(_)
+            | ServerMessage::PasswordChanged(_) => None,
         }
     }
 
