@@ -1,8 +1,9 @@
 //! The `natter` command: the server (`serve`), the terminal client (`chat`),
-//! the load generator (`bench`) and the operator's account tool
-//! (`account`).
+//! the load generator (`bench`), the online backup (`backup`) and the
+//! operator's account tool (`account`).
 
 mod account;
+mod backup;
 mod bench;
 mod chat;
 mod serve;
@@ -28,6 +29,8 @@ enum Commands {
     Chat(chat::ChatArgs),
     /// Measure a running server (natter or IRC) under load.
     Bench(bench::BenchArgs),
+    /// Copy a data dir consistently, while its server runs.
+    Backup(backup::BackupArgs),
     /// Manage accounts in a data dir while the server is stopped.
     Account(account::AccountArgs),
 }
@@ -38,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         Commands::Serve(args) => serve::run(args),
         Commands::Chat(args) => chat::run(args),
         Commands::Bench(args) => bench::run(args),
+        Commands::Backup(args) => backup::run(args),
         Commands::Account(args) => account::run(args),
     }
 }

@@ -385,9 +385,7 @@ impl Hub {
             HubEvent::Rejected { conn, error, fatal } => {
                 self.send_error(conn, error);
                 if fatal {
-                    self.chat.disconnect(conn, &mut self.outputs);
-                    self.close_gracefully(conn);
-                    self.dispatch();
+                    self.close_after_error(conn);
                 }
             }
             HubEvent::Disconnected { conn } => {
@@ -446,11 +444,18 @@ impl Hub {
             if self.peers.contains_key(&conn) && self.chat.user_name(conn).is_none() {
                 let secs = self.config.register_timeout.as_secs();
                 self.send_error(conn, format!("not registered within {secs} s: closing"));
-                self.chat.disconnect(conn, &mut self.outputs);
-                self.close_gracefully(conn);
-                self.dispatch();
+                self.close_after_error(conn);
             }
         }
+    }
+
+    /// Ends `conn` after the ERROR just sent to it: the close is an output
+    /// like any other, so it cannot overtake that ERROR while deliveries
+    /// wait for the store.
+    fn close_after_error(&mut self, conn: ConnId) {
+        self.chat.disconnect(conn, &mut self.outputs);
+        self.outputs.push(Output::Close(conn));
+        self.dispatch();
     }
 
     /// Delivers the pending outputs, including those that cutting off slow
