@@ -411,3 +411,49 @@ async fn a_thousand_wrong_passwords_from_one_address_are_slowed_and_refused() {
     assert!(started.elapsed() < Duration::from_secs(30));
     server.shutdown().await;
 }
+
+/// The JSON example in docs/PROTOCOL.md's accounts section, line by line:
+/// what the doc says the client sends is sent, what it says the server
+/// answers must come back (any token where the doc writes `nt1.TOKEN`).
+#[tokio::test]
+async fn the_protocol_doc_identity_example_is_what_the_server_says() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/PROTOCOL.md"),
+    )
+    .unwrap();
+    let begin = doc.find("<!-- BEGIN IDENTITY EXAMPLE -->").unwrap();
+    let end = doc.find("<!-- END IDENTITY EXAMPLE -->").unwrap();
+    let lines: Vec<&str> = doc[begin..end].lines().skip(1).collect();
+    assert!(lines.len() >= 10, "the example is there");
+    let server = start().await;
+    let stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut replies = BufReader::new(read).lines();
+    for line in lines {
+        let line = line.trim();
+        if let Some(sent) = line.strip_prefix("ann → ") {
+            write
+                .write_all(format!("{sent}\n").as_bytes())
+                .await
+                .unwrap();
+        } else if let Some(expected) = line.strip_prefix("ann ← ") {
+            let got = tokio::time::timeout(PATIENCE, replies.next_line())
+                .await
+                .expect("an answer")
+                .unwrap()
+                .expect("the connection stays open");
+            let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+            let mut expected: serde_json::Value = serde_json::from_str(expected).unwrap();
+            if expected["args"][0] == "nt1.TOKEN" {
+                let token = got["args"][0].as_str().unwrap();
+                assert!(token.starts_with("nt1.") && token.len() == 68, "{token}");
+                expected["args"][0] = got["args"][0].clone();
+            }
+            assert_eq!(got, expected);
+        }
+    }
+    server.shutdown().await;
+}
