@@ -57,6 +57,12 @@ impl Presence {
         }
     }
 
+    /// A device came or went without changing who is online: the cached
+    /// snapshot's list of recipients is stale.
+    pub fn note_devices_changed(&mut self) {
+        self.cached = None;
+    }
+
     /// `conn` has just registered and needs a first full snapshot.
     pub fn note_registered(&mut self, conn: ConnId) {
         self.awaiting_snapshot.insert(conn);

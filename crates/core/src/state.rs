@@ -300,6 +300,7 @@ impl Chat {
         };
         user.devices.retain(|d| d.conn != conn);
         if !user.devices.is_empty() {
+            self.presence.note_devices_changed();
             return;
         }
         self.presence.note_change(&key, self.users.get(&key));
@@ -443,6 +444,7 @@ impl Chat {
         }
         let user = self.users.get_mut(&key).expect("looked up above");
         user.devices.push(Device { conn, caps });
+        self.presence.note_devices_changed();
         self.presence.note_registered(conn);
         self.connections
             .insert(conn, Connection::Registered { key: key.clone() });
