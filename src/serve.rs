@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
 use natter_core::{AccountsMode, Policy};
 use natter_proto::limits::MAX_FRAME_CEILING;
+use natter_server::tls::Plaintext;
 
 /// Arguments of `natter serve`.
 #[derive(clap::Args, Debug)]
@@ -95,6 +97,20 @@ pub struct ServeArgs {
     /// Whether clients may create accounts with SIGNUP.
     #[arg(long, value_enum, default_value_t = SignupArg::Open)]
     signup: SignupArg,
+    /// TLS certificate chain (PEM): clients whose first byte is a TLS
+    /// handshake get TLS on the same port, and the web page HTTPS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse plaintext clients except from loopback (127.0.0.0/8, ::1),
+    /// with an ERROR that says why.
+    #[arg(long, requires = "tls_cert")]
+    require_tls: bool,
+    /// Seconds a TLS handshake may take before its connection is dropped.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    tls_handshake_timeout: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -119,7 +135,7 @@ enum PolicyArg {
 }
 
 impl ServeArgs {
-    fn config(&self) -> natter_server::Config {
+    fn config(&self) -> anyhow::Result<natter_server::Config> {
         let mut config = natter_server::Config {
             listen: self.listen,
             web: (!self.no_web).then_some(self.web),
@@ -147,11 +163,28 @@ impl ServeArgs {
                 AccountsArg::Required => AccountsMode::Required,
             },
             signup_open: matches!(self.signup, SignupArg::Open),
+            tls: self.tls()?,
+            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
+            plaintext: if self.require_tls {
+                Plaintext::Loopback
+            } else {
+                Plaintext::Anywhere
+            },
             ..Default::default()
         };
         config.limits.max_frame = self.max_frame as usize;
         config.limits.max_message = self.max_message;
-        config
+        Ok(config)
+    }
+
+    /// The certificate and key, loaded, when both are given.
+    fn tls(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let config = natter_server::tls::load_server_config(cert, key)
+            .with_context(|| format!("cannot use {} and {}", cert.display(), key.display()))?;
+        Ok(Some(Arc::new(config)))
     }
 }
 
@@ -171,7 +204,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.config();
+    let config = args.config()?;
     let server = natter_server::spawn(config).await.with_context(|| {
         let listen = if args.no_web {
             format!("listen on {}", args.listen)

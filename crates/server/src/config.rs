@@ -2,10 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use natter_core::{AccountsMode, Policy};
 use natter_proto::Limits;
+
+use crate::tls::Plaintext;
 
 /// Everything `natter serve` can be told. `Default` gives the contract's
 /// defaults, except that tests usually set `listen` to port 0.
@@ -67,6 +70,13 @@ pub struct Config {
     /// Passwords hashed or verified at once, off the hub (each takes
     /// 19 MiB while it runs): the bound on what a login storm costs.
     pub auth_threads: usize,
+    /// TLS on the chat port (and HTTPS on the web listener): `None` for
+    /// plaintext only (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long a TLS handshake may take before its connection is dropped.
+    pub tls_handshake_timeout: Duration,
+    /// Who may speak plaintext (`--require-tls`: loopback only).
+    pub plaintext: Plaintext,
 }
 
 impl Default for Config {
@@ -94,6 +104,9 @@ impl Default for Config {
             accounts: AccountsMode::Optional,
             signup_open: true,
             auth_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            plaintext: Plaintext::Anywhere,
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::hub::{HubEvent, HubSender};
 use crate::listener::Shared;
 use crate::peer::{Peer, Transport};
 use crate::rate::CommandGate;
+use crate::tls;
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 4096;
@@ -46,7 +47,6 @@ pub async fn serve(
     _ticket: Ticket,
 ) {
     let _ = stream.set_nodelay(true);
-    let stream = Arc::new(stream);
     // Fires when the hub closes this connection, and on server shutdown.
     let cancel = shared.shutdown.child_token();
     let mut buf = BytesMut::new();
@@ -59,19 +59,64 @@ pub async fn serve(
         tracing::debug!(conn = conn.0, peer = %addr, "closed before sending anything");
         return;
     }
+    if buf[0] == tls::HANDSHAKE_RECORD && shared.config.tls.is_some() {
+        // Boxed: the TLS path's state is not carried by plaintext clients.
+        return Box::pin(tls::serve(conn, stream, buf, addr, shared, cancel)).await;
+    }
+    let stream = Arc::new(stream);
+    let transport = Transport::Tcp(stream.clone());
+    converse(conn, addr, &shared, cancel, &*stream, buf, transport).await;
+}
+
+/// Where a connection's plaintext comes from: the socket itself, or a TLS
+/// session over it. Generic rather than boxed, so that plaintext reads stay
+/// a direct call.
+pub(crate) trait Source {
+    /// Appends what arrives to `buf`, waiting until something does.
+    /// Ok(0) is the end of the stream.
+    fn read_some(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// The socket under it all, for the linger after the server's close.
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Source for &TcpStream {
+    fn read_some(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send {
+        read_some(self, buf)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+/// The conversation after the first bytes (already in `buf`, decrypted):
+/// they pick the encoding, the peer joins the hub, commands flow until
+/// either side ends it.
+pub(crate) async fn converse<S: Source>(
+    conn: ConnId,
+    addr: SocketAddr,
+    shared: &Shared,
+    cancel: CancellationToken,
+    mut source: S,
+    buf: BytesMut,
+    transport: Transport,
+) {
+    let encrypted = matches!(transport, Transport::Tls(_));
     let detected = Encoding::detect(buf[0]);
     // An unknown first byte is answered in JSON, the one encoding a person
     // typing into a terminal can read.
     let encoding = detected.unwrap_or(Encoding::Json);
-    let peer = Peer::new(
-        addr,
-        encoding,
-        Transport::Tcp(stream.clone()),
-        cancel.clone(),
-    );
-    if send_to_hub(&shared.hub, HubEvent::Connected { conn, peer })
-        .await
-        .is_err()
+    let peer = Peer::new(addr, encoding, transport, cancel.clone());
+    if send_to_hub(
+        &shared.hub,
+        HubEvent::Connected {
+            conn,
+            peer: Box::new(peer),
+        },
+    )
+    .await
+    .is_err()
     {
         return; // the server is stopping
     }
@@ -90,7 +135,12 @@ pub async fn serve(
             reader.reject(error.to_string(), true).await;
             Ended::ByServer
         }
-        Some(_) => reader.run(&stream, buf, &cancel).await,
+        Some(_) if !encrypted && !config.plaintext.allows(addr.ip()) => {
+            tracing::info!(conn = conn.0, peer = %addr, "plaintext refused: TLS required");
+            reader.reject(tls::plaintext_refused(addr.ip()), true).await;
+            Ended::ByServer
+        }
+        Some(_) => reader.run(&mut source, buf, &cancel).await,
     };
     match ended {
         Ended::ByClient => {
@@ -99,7 +149,7 @@ pub async fn serve(
         Ended::ByServer => {
             // Let the hub write its last words before draining.
             cancel.cancelled().await;
-            Box::pin(linger(&stream, config)).await;
+            Box::pin(linger(source.socket(), config)).await;
         }
     }
 }
@@ -164,9 +214,9 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    async fn run(
+    async fn run<S: Source>(
         &mut self,
-        stream: &TcpStream,
+        source: &mut S,
         mut buf: BytesMut,
         cancel: &CancellationToken,
     ) -> Ended {
@@ -181,7 +231,7 @@ impl Reader<'_> {
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Ended::ByServer,
-                read = read_some(stream, &mut buf) => match read {
+                read = source.read_some(&mut buf) => match read {
                     Ok(0) | Err(_) => return Ended::ByClient,
                     Ok(_) => self.idle.restart(),
                 },
@@ -242,10 +292,7 @@ impl Reader<'_> {
 /// before knowing would pin a read buffer to every idle connection.
 async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     loop {
-        // `poll_read_ready` keeps the waker in the socket's own slot (this
-        // task is the socket's only reader), so waiting needs no waiter node
-        // in this future, unlike `readable()`.
-        std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await?;
+        readable(stream).await?;
         let mut chunk = [0u8; READ_CHUNK];
         match stream.try_read(&mut chunk) {
             Ok(n) => {
@@ -256,6 +303,15 @@ async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> 
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Waits until the socket may have something to read.
+///
+/// `poll_read_ready` keeps the waker in the socket's own slot (this task is
+/// the socket's only reader), so waiting needs no waiter node in the
+/// caller's future, unlike `readable()`.
+pub(crate) async fn readable(stream: &TcpStream) -> io::Result<()> {
+    std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await
 }
 
 /// After the server closed its side, reads and discards until the client

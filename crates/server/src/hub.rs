@@ -53,7 +53,9 @@ const STORE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// What connection tasks tell the hub.
 pub enum HubEvent {
     /// A client picked its encoding; from now on the hub writes to it.
-    Connected { conn: ConnId, peer: Peer },
+    /// (Boxed: it happens once per connection, and every other event is
+    /// far smaller.)
+    Connected { conn: ConnId, peer: Box<Peer> },
     /// A client sent a valid command.
     Command { conn: ConnId, command: Command },
     /// A client sent something that could not be used; `fatal` when its
@@ -369,7 +371,7 @@ impl Hub {
             HubEvent::Connected { conn, peer } => {
                 tracing::info!(conn = conn.0, peer = %peer.addr, encoding = ?peer.encoding, "connect");
                 self.chat.connect(conn);
-                self.peers.insert(conn, peer);
+                self.peers.insert(conn, *peer);
                 if !self.config.register_timeout.is_zero() {
                     let deadline = Instant::now() + self.config.register_timeout;
                     self.registration_deadlines.push_back((deadline, conn));

@@ -7,6 +7,7 @@
 //! - [`connection`]: a client's reading half: bytes → commands → hub.
 //! - [`hub`]: the one task that owns the chat state and writes to clients.
 //! - [`peer`]: a client as the hub sees it, with its bounded outgoing queue.
+//! - [`tls`]: TLS on the same port, and how the hub writes through it.
 //! - [`web`]: the chat page and its WebSocket gateway (another transport).
 //! - this file: starting and stopping the whole thing.
 //!
@@ -24,6 +25,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod certs;
 pub mod coalesce;
 pub mod config;
 pub mod connection;
@@ -32,6 +34,7 @@ pub mod hub;
 pub mod listener;
 pub mod peer;
 pub mod rate;
+pub mod tls;
 pub mod web;
 
 use std::io;

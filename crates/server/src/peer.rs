@@ -22,6 +22,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::tls::TlsTransport;
+
 /// At most this many buffers go into one `writev`.
 const MAX_IOVECS: usize = 64;
 
@@ -34,6 +36,9 @@ pub enum Transport {
     /// A TCP socket, shared with the connection's reader task; the hub only
     /// ever calls the non-blocking `try_write_vectored` on it.
     Tcp(Arc<TcpStream>),
+    /// A TCP socket under a TLS session shared with the reader: the hub
+    /// encrypts each batch and writes it without blocking ([`crate::tls`]).
+    Tls(TlsTransport),
     /// A task that owns the real sink (a WebSocket): each `Bytes` is one
     /// whole message. `queued` counts the bytes in the channel; the task
     /// subtracts what it has sent.
@@ -99,7 +104,7 @@ impl Peer {
     /// more than `limit` bytes behind.
     pub fn enqueue(&mut self, bytes: Bytes, limit: usize) -> Result<(), Overflow> {
         match &self.transport {
-            Transport::Tcp(_) => {
+            Transport::Tcp(_) | Transport::Tls(_) => {
                 if self.pending_bytes + bytes.len() > limit {
                     return Err(Overflow);
                 }
@@ -125,8 +130,12 @@ impl Peer {
     /// Writes as much of the queue as the kernel takes now, without waiting.
     pub fn flush(&mut self) -> Flushed {
         self.dirty = false;
-        let Transport::Tcp(stream) = &self.transport else {
-            return Flushed::All;
+        let stream = match &self.transport {
+            Transport::Tcp(stream) => stream,
+            Transport::Tls(tls) => {
+                return flush_tls(tls, &mut self.pending, &mut self.pending_bytes);
+            }
+            Transport::Channel { .. } => return Flushed::All,
         };
         while !self.pending.is_empty() {
             let written = match write_some(stream, &self.pending) {
@@ -148,6 +157,7 @@ impl Peer {
     pub fn tcp_stream(&self) -> Option<&Arc<TcpStream>> {
         match &self.transport {
             Transport::Tcp(stream) => Some(stream),
+            Transport::Tls(tls) => Some(&tls.stream),
             Transport::Channel { .. } => None,
         }
     }
@@ -155,7 +165,7 @@ impl Peer {
     /// Closes at once: used for slow consumers and broken connections.
     /// Whatever is queued is dropped.
     pub fn abort(self) {
-        if let Transport::Tcp(stream) = &self.transport {
+        if let Some(stream) = self.tcp_stream() {
             // Wakes the reader with end-of-stream and tells the client now.
             let _ = socket2::SockRef::from(stream.as_ref()).shutdown(Shutdown::Both);
         }
@@ -173,15 +183,34 @@ impl Peer {
             ..
         } = self;
         async move {
-            if let Transport::Tcp(stream) = transport {
-                let _ = tokio::time::timeout(linger, write_all(&stream, pending)).await;
-                let _ = socket2::SockRef::from(stream.as_ref()).shutdown(Shutdown::Write);
+            match transport {
+                Transport::Tcp(stream) => {
+                    let _ = tokio::time::timeout(linger, write_all(&stream, pending)).await;
+                    let _ = socket2::SockRef::from(stream.as_ref()).shutdown(Shutdown::Write);
+                }
+                Transport::Tls(tls) => {
+                    let _ = tokio::time::timeout(linger, tls.finish(pending)).await;
+                    let _ = socket2::SockRef::from(tls.stream.as_ref()).shutdown(Shutdown::Write);
+                }
+                Transport::Channel { .. } => {}
             }
             // A channel transport closes when its sender drops, here, after
             // the last message went into it.
             cancel.cancel();
         }
     }
+}
+
+/// Out of line, so that the plaintext flush stays as it was.
+#[cold]
+fn flush_tls(
+    tls: &TlsTransport,
+    pending: &mut VecDeque<Bytes>,
+    pending_bytes: &mut usize,
+) -> Flushed {
+    let flushed = tls.flush(pending);
+    *pending_bytes = pending.iter().map(Bytes::len).sum();
+    flushed
 }
 
 /// One non-blocking write of the front of the queue: a plain `write` for

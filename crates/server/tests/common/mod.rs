@@ -10,6 +10,7 @@ use natter_proto::codec::{encode_command, encode_raw};
 use natter_proto::wire::{Direction, RawMessage};
 use natter_proto::{Command, Decoder, Encoding, Limits, ServerMessage};
 use natter_server::{Config, ServerHandle};
+use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -46,8 +47,107 @@ pub enum Received {
     Closed,
 }
 
+/// The client's end: a plain socket, or TLS over one. Derefs to the socket
+/// for tests that reach under the protocol (linger, peer address).
+pub enum Wire {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl std::ops::Deref for Wire {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        match self {
+            Wire::Plain(stream) => stream,
+            Wire::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Wire {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Wire::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Wire {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Wire::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Wire::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Wire::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Wire::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A test CA, a server config with a certificate it issued for this
+/// machine, and a client connector that trusts the CA (and nothing else).
+pub struct TestTls {
+    pub ca: natter_server::certs::Authority,
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+impl TestTls {
+    pub fn new() -> TestTls {
+        let ca = natter_server::certs::Authority::new("natter test CA").unwrap();
+        let leaf = ca.issue(&natter_server::certs::LOCAL_NAMES).unwrap();
+        let server = natter_server::tls::server_config_from_pem(&leaf.cert, &leaf.key).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(natter_server::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TestTls {
+            ca,
+            server: std::sync::Arc::new(server),
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)),
+        }
+    }
+
+    /// The usual test config, with TLS on.
+    pub fn config(&self) -> Config {
+        Config {
+            tls: Some(self.server.clone()),
+            ..test_config()
+        }
+    }
+}
+
 pub struct TestClient {
-    pub stream: TcpStream,
+    pub stream: Wire,
     pub encoding: Encoding,
     decoder: Decoder,
     buf: BytesMut,
@@ -61,8 +161,37 @@ impl TestClient {
         TestClient::over(stream, encoding)
     }
 
+    /// Connects over TLS, verifying the server as "localhost".
+    pub async fn connect_tls(addr: SocketAddr, encoding: Encoding, tls: &TestTls) -> TestClient {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls_stream = tls
+            .connector
+            .connect(name, stream)
+            .await
+            .expect("TLS handshake");
+        TestClient::over_wire(Wire::Tls(Box::new(tls_stream)), encoding)
+    }
+
+    /// Connects over TLS, registers and waits for the first ONLINE_USERS.
+    pub async fn registered_tls(
+        addr: SocketAddr,
+        encoding: Encoding,
+        name: &str,
+        tls: &TestTls,
+    ) -> TestClient {
+        let mut client = TestClient::connect_tls(addr, encoding, tls).await;
+        client.register(name, "online").await;
+        client
+    }
+
     fn over(stream: TcpStream, encoding: Encoding) -> TestClient {
         stream.set_nodelay(true).unwrap();
+        TestClient::over_wire(Wire::Plain(stream), encoding)
+    }
+
+    fn over_wire(stream: Wire, encoding: Encoding) -> TestClient {
         TestClient {
             stream,
             encoding,
@@ -128,6 +257,7 @@ impl TestClient {
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
+        self.stream.flush().await.expect("flush");
     }
 
     /// The next message, or Closed; panics after [`PATIENCE`].

@@ -1,0 +1,189 @@
+//! TLS on the chat port: the same conversation in every encoding over TLS,
+//! next to plaintext; `--require-tls`; and handshakes that stall or are
+//! garbage costing only their own connection. Certificates come from a CA
+//! the test makes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use natter_proto::Encoding;
+use natter_server::tls::Plaintext;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ENCODINGS: [Encoding; 3] = [Encoding::Framed, Encoding::Classic, Encoding::Json];
+
+#[tokio::test]
+async fn every_encoding_chats_over_tls_with_plaintext_clients() {
+    let tls = TestTls::new();
+    let server = start_with(tls.config()).await;
+    let addr = server.local_addr();
+    for encoding in ENCODINGS {
+        let tag = format!("{encoding:?}").to_lowercase();
+        let mut secure =
+            TestClient::registered_tls(addr, encoding, &format!("tls-{tag}"), &tls).await;
+        let mut plain = TestClient::registered(addr, encoding, &format!("plain-{tag}")).await;
+        let conv = secure.invite(&[&plain.name.clone()]).await;
+        secure.join(conv).await;
+        assert_eq!(plain.expect_invitation().await, conv);
+        plain.join(conv).await;
+        secure.say(conv, "over TLS").await;
+        plain.say(conv, "in the clear").await;
+        for client in [&mut secure, &mut plain] {
+            assert_eq!(
+                client.expect_message().await,
+                (conv, format!("tls-{tag}"), "over TLS".to_string())
+            );
+            assert_eq!(
+                client.expect_message().await,
+                (conv, format!("plain-{tag}"), "in the clear".to_string())
+            );
+        }
+    }
+    server.shutdown().await;
+}
+
+/// A batch the hub writes in one go (a burst of messages to one TLS
+/// client) arrives whole and in order, across several TLS records.
+#[tokio::test]
+async fn a_burst_larger_than_a_record_arrives_in_order_over_tls() {
+    let tls = TestTls::new();
+    let server = start_with(tls.config()).await;
+    let addr = server.local_addr();
+    let mut talker = TestClient::registered_tls(addr, Encoding::Framed, "talker", &tls).await;
+    let mut reader = TestClient::registered_tls(addr, Encoding::Json, "reader", &tls).await;
+    let conv = talker.invite(&["reader"]).await;
+    talker.join(conv).await;
+    assert_eq!(reader.expect_invitation().await, conv);
+    reader.join(conv).await;
+    let text = "x".repeat(2000);
+    for i in 0..40 {
+        talker.say(conv, &format!("{i} {text}")).await;
+    }
+    for i in 0..40 {
+        let (_, from, said) = reader.expect_message().await;
+        assert_eq!(from, "talker");
+        assert_eq!(said, format!("{i} {text}"));
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn require_tls_refuses_plaintext_in_its_own_encoding_and_says_why() {
+    let tls = TestTls::new();
+    let config = natter_server::Config {
+        plaintext: Plaintext::Nowhere,
+        ..tls.config()
+    };
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    for encoding in ENCODINGS {
+        // 127.0.0.2: any address other than the usual one; the rule in
+        // force here (Nowhere) refuses loopback too.
+        let mut plain = TestClient::connect_from(addr, [127, 0, 0, 2], encoding).await;
+        plain
+            .send(natter_proto::Command::Register {
+                name: "eve".into(),
+                status: "online".into(),
+            })
+            .await;
+        let error = plain.expect_error().await;
+        assert!(error.contains("TLS required"), "{encoding:?}: {error}");
+        assert!(error.contains("127.0.0.2"), "{encoding:?}: {error}");
+        plain.expect_closed().await;
+        // TLS from the same address is welcome.
+        TestClient::registered_tls(addr, encoding, "alice", &tls)
+            .await
+            .send(natter_proto::Command::Goodbye)
+            .await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn require_tls_still_lets_loopback_speak_plaintext() {
+    let tls = TestTls::new();
+    let config = natter_server::Config {
+        plaintext: Plaintext::Loopback,
+        ..tls.config()
+    };
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    let mut local = TestClient::connect_from(addr, [127, 0, 0, 2], Encoding::Json).await;
+    local.register("local", "online").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_times_out_while_others_chat() {
+    let tls = TestTls::new();
+    let config = natter_server::Config {
+        tls_handshake_timeout: Duration::from_millis(300),
+        ..tls.config()
+    };
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    // Half a ClientHello record header, then nothing.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let mut a = TestClient::registered_tls(addr, Encoding::Json, "a", &tls).await;
+    let mut b = TestClient::registered(addr, Encoding::Framed, "b").await;
+    let conv = a.invite(&["b"]).await;
+    a.join(conv).await;
+    assert_eq!(b.expect_invitation().await, conv);
+    b.join(conv).await;
+    a.say(conv, "still here").await;
+    assert_eq!(b.expect_message().await.2, "still here");
+    assert_eq!(a.expect_message().await.2, "still here");
+    // The stalled one is closed by the timeout, and only it.
+    let mut sink = [0u8; 64];
+    let closed = tokio::time::timeout(PATIENCE, stalled.read(&mut sink)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    b.say(conv, "and still").await;
+    assert_eq!(a.expect_message().await.2, "and still");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_after_0x16_closes_only_that_connection() {
+    let tls = TestTls::new();
+    let server = start_with(tls.config()).await;
+    let addr = server.local_addr();
+    let mut a = TestClient::registered_tls(addr, Encoding::Classic, "a", &tls).await;
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+    bytes.extend(std::iter::repeat_n(0xAB, 64));
+    garbage.write_all(&bytes).await.unwrap();
+    let mut sink = [0u8; 256];
+    // rustls may answer with an alert before closing: read to the end.
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match garbage.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the garbage connection stayed open");
+    let mut b = TestClient::registered_tls(addr, Encoding::Framed, "b", &tls).await;
+    let conv = a.invite(&["b"]).await;
+    a.join(conv).await;
+    assert_eq!(b.expect_invitation().await, conv);
+    server.shutdown().await;
+}
+
+/// Without a certificate, 0x16 is just an unknown first byte.
+#[tokio::test]
+async fn without_a_certificate_a_handshake_gets_the_unknown_encoding_error() {
+    let server = start().await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    stream.write_all(&[0x16, 0x03, 0x01, 0x00]).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("ERROR"), "{answer}");
+    server.shutdown().await;
+}
