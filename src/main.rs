@@ -1,10 +1,12 @@
 //! The `natter` command: the server (`serve`), the terminal client (`chat`),
-//! the load generator (`bench`), the online backup (`backup`) and the
-//! operator's account tool (`account`).
+//! the load generator (`bench`), the online backup (`backup`), the
+//! operator's account tool (`account`) and a certificate for trying TLS
+//! out (`cert`).
 
 mod account;
 mod backup;
 mod bench;
+mod cert;
 mod chat;
 mod serve;
 
@@ -33,6 +35,8 @@ enum Commands {
     Backup(backup::BackupArgs),
     /// Manage accounts in a data dir while the server is stopped.
     Account(account::AccountArgs),
+    /// Make a certificate for trying TLS out (--self-signed).
+    Cert(cert::CertArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Commands::Bench(args) => bench::run(args),
         Commands::Backup(args) => backup::run(args),
         Commands::Account(args) => account::run(args),
+        Commands::Cert(args) => cert::run(args),
     }
 }
