@@ -14,6 +14,8 @@ async fn a_connection_that_never_registers_is_closed() {
     let mut config = test_config();
     config.register_timeout = Duration::from_millis(300);
     let server = start_with(config).await;
+    // alice connects first and registers in time; the lurker comes after.
+    let mut alice = TestClient::registered(server.local_addr(), Encoding::Framed, "alice").await;
     let mut lurker = TestClient::connect(server.local_addr(), Encoding::Framed).await;
     lurker.send(Command::Caps(vec![])).await; // picks the encoding, no REGISTER
     let error = lurker
@@ -24,9 +26,7 @@ async fn a_connection_that_never_registers_is_closed() {
         .await;
     assert!(error.contains("not registered within"), "{error}");
     lurker.expect_closed().await;
-    // A client that registers in time stays.
-    let mut alice = TestClient::registered(server.local_addr(), Encoding::Framed, "alice").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // alice's deadline passed before the lurker's did: she is still served.
     alice.sync().await;
 }
 
@@ -37,18 +37,20 @@ async fn a_silent_connection_is_closed_when_an_idle_timeout_is_set() {
     let server = start_with(config).await;
     let mut talker = TestClient::registered(server.local_addr(), Encoding::Json, "talker").await;
     let mut quiet = TestClient::registered(server.local_addr(), Encoding::Json, "quiet").await;
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+    // The talker speaks every 100 ms until the quiet one is told to go.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let error = loop {
+        assert!(tokio::time::Instant::now() < deadline, "quiet never closed");
         talker.sync().await;
-    }
-    let error = quiet
-        .expect(|m| match m {
-            ServerMessage::Error(t) => Some(t.clone()),
-            _ => None,
-        })
-        .await;
+        match quiet.try_recv(Duration::from_millis(100)).await {
+            Some(Received::Message(ServerMessage::Error(text))) => break text,
+            Some(Received::Closed) => panic!("closed without an ERROR"),
+            Some(Received::Message(_)) | None => {}
+        }
+    };
     assert!(error.contains("idle"), "{error}");
     quiet.expect_closed().await;
+    // The talker, connected before the quiet one, is still served.
     talker.sync().await;
 }
 
@@ -56,7 +58,13 @@ async fn a_silent_connection_is_closed_when_an_idle_timeout_is_set() {
 async fn quiet_clients_stay_without_an_idle_timeout() {
     let server = start().await; // idle timeout off by default
     let mut quiet = TestClient::registered(server.local_addr(), Encoding::Classic, "quiet").await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A client of a server with a 300 ms idle timeout, connected after
+    // `quiet`, being closed shows that `quiet` has been silent longer.
+    let mut config = test_config();
+    config.idle_timeout = Duration::from_millis(300);
+    let strict = start_with(config).await;
+    let mut witness = TestClient::registered(strict.local_addr(), Encoding::Classic, "w").await;
+    witness.expect_closed().await;
     quiet.sync().await;
 }
 
@@ -140,10 +148,30 @@ async fn connections_over_the_per_address_limit_are_refused_with_an_error() {
     let error = refused.expect_error().await;
     assert!(error.contains("too many connections"), "{error}");
     refused.expect_closed().await;
-    // A place frees up when someone leaves.
+    // A place frees up when someone leaves, as soon as the server has
+    // seen the close: until then a newcomer is refused, so try until
+    // admitted (bounded).
     kept.pop();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let _again = TestClient::registered(server.local_addr(), Encoding::Framed, "again").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut again = TestClient::connect(server.local_addr(), Encoding::Framed).await;
+        again
+            .send(Command::Register {
+                name: "again".into(),
+                status: "on".into(),
+            })
+            .await;
+        match again.recv().await {
+            Received::Message(ServerMessage::OnlineUsers(_)) => break,
+            Received::Message(ServerMessage::Error(error))
+                if error.contains("too many connections") =>
+            {
+                assert!(tokio::time::Instant::now() < deadline, "no place freed up");
+                again.expect_closed().await;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
