@@ -1,5 +1,7 @@
 //! The abuse limits a public server needs: registration deadline, idle
-//! timeout, rate limit, connection limits.
+//! timeout, rate limit, connection limits, the cap on refusals being
+//! answered, TCP keepalive. (The accept loop's back-off when descriptors
+//! run out is in tests/descriptor_exhaustion.rs, on a real process.)
 
 mod common;
 
@@ -7,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use natter_proto::{Command, Encoding, ServerMessage};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn a_connection_that_never_registers_is_closed() {
@@ -190,4 +193,124 @@ async fn connections_over_the_server_limit_are_refused_with_an_error() {
         .await;
     assert!(refused.expect_error().await.contains("server full"));
     refused.expect_closed().await;
+}
+
+/// At most 64 refusals are answered at once (each may wait a second for
+/// the client's first byte, to answer in its encoding); beyond that a
+/// refused connection is closed without a word, so that a flood of
+/// connections over the limit costs the server little.
+#[tokio::test]
+async fn refusals_beyond_the_cap_are_closed_without_a_word() {
+    /// `MAX_REFUSALS_IN_FLIGHT` in listener.rs, as docs/RELIABILITY.md says.
+    const CAP: usize = 64;
+    let mut config = test_config();
+    config.max_connections = 1;
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    let _holder = TestClient::registered(addr, Encoding::Json, "holder").await;
+
+    // CAP refused clients that have not said a word yet: each holds one
+    // refusal task, waiting for its first byte.
+    let mut waiting = Vec::new();
+    for _ in 0..CAP {
+        waiting.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    // Accepted after them (the backlog is first in, first out), the next
+    // ones find every task busy: closed at once, nothing written.
+    for _ in 0..4 {
+        let mut extra = TcpStream::connect(addr).await.expect("connect");
+        let mut said = Vec::new();
+        tokio::time::timeout(PATIENCE, extra.read_to_end(&mut said))
+            .await
+            .expect("closed within the patience")
+            .expect("a clean close, not a reset");
+        assert!(said.is_empty(), "a refusal beyond the cap was answered");
+    }
+    // The ones within the cap are answered: a refusal task always writes
+    // its ERROR (in JSON, theirs, whether they spoke in time or not).
+    for mut stream in waiting {
+        stream.write_all(b"{").await.unwrap();
+        let mut said = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut said))
+            .await
+            .expect("answered within the patience")
+            .expect("read the answer");
+        let said = String::from_utf8_lossy(&said);
+        assert!(said.contains("server full"), "{said}");
+    }
+    // Their tasks end once they are answered: the cap frees up again.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut late = TcpStream::connect(addr).await.expect("connect");
+        late.write_all(b"{").await.unwrap();
+        let mut said = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, late.read_to_end(&mut said)).await;
+        if String::from_utf8_lossy(&said).contains("server full") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cap never freed"
+        );
+    }
+}
+
+/// `--tcp-keepalive`: the server's end of a client connection has
+/// keepalive on with the configured idle time, as the kernel's own table
+/// of TCP sockets shows (`/proc/net/tcp`: timer 2 is the keepalive timer,
+/// with the time left in 1/100 s), and none when it is 0. (The probe
+/// interval and count are checked in listener.rs's unit test; loopback
+/// cannot make a peer stop answering probes.)
+#[tokio::test]
+async fn the_server_end_of_a_connection_has_the_configured_keepalive() {
+    for (idle, expected) in [(Duration::from_secs(7), Some(7)), (Duration::ZERO, None)] {
+        let mut config = test_config();
+        config.tcp_keepalive = idle;
+        let server = start_with(config).await;
+        let client = TestClient::registered(server.local_addr(), Encoding::Framed, "k").await;
+        let server_end = (server.local_addr(), client.stream.local_addr().unwrap());
+        let (timer, seconds_left) = tcp_timer(server_end.0, server_end.1)
+            .unwrap_or_else(|| panic!("{server_end:?} not in /proc/net/tcp"));
+        match expected {
+            Some(secs) => {
+                assert_eq!(timer, 2, "no keepalive timer with --tcp-keepalive {secs}");
+                // Armed for the configured idle time, not the kernel's
+                // default of two hours; a little may have passed already.
+                assert!(
+                    seconds_left <= secs as f64 && seconds_left > secs as f64 - 3.0,
+                    "keepalive due in {seconds_left} s, {secs} s configured"
+                );
+            }
+            None => assert_eq!(timer, 0, "a timer with --tcp-keepalive 0"),
+        }
+    }
+}
+
+/// The timer of the IPv4 socket `local` ↔ `remote` in /proc/net/tcp: its
+/// kind (0 none, 1 retransmit, 2 keepalive, ...) and seconds left.
+fn tcp_timer(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<(u32, f64)> {
+    // Addresses are written as the IPv4 word in host order, in hex, then
+    // the port: 127.0.0.1:6666 is 0100007F:1A0A on little-endian machines.
+    let hex = |addr: std::net::SocketAddr| {
+        let std::net::IpAddr::V4(ip) = addr.ip() else {
+            panic!("loopback IPv4 expected")
+        };
+        format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(ip.octets()),
+            addr.port()
+        )
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields[1] != local || fields[2] != remote {
+            return None;
+        }
+        let (kind, left) = fields[5].split_once(':')?;
+        let kind = u32::from_str_radix(kind, 16).ok()?;
+        let ticks = u64::from_str_radix(left, 16).ok()?;
+        Some((kind, ticks as f64 / 100.0))
+    })
 }
