@@ -18,8 +18,10 @@
 # fits CI's budget on two cores with cargo-fuzz installed and the targets
 # built from nothing on a clean machine.
 #
-# FUZZ_RESULTS=FILE writes one JSON line per target (executions, seconds,
-# the command and commit); bench/results/fuzz-ci.jsonl was written so.
+# FUZZ_RESULTS=FILE writes what the live runs did: a line saying how, at
+# which commit and on what machine, then one JSON line per target
+# (executions, seconds, new inputs); bench/results/fuzz-ci.jsonl was
+# written so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +57,9 @@ run_target() {
 }
 
 echo "== fuzzing each target for $seconds s, two at a time ($(elapsed) s into the phase)"
+if [[ -n "${FUZZ_RESULTS:-}" ]]; then
+    echo "{\"run\":$(python3 bench/run_record.py "FUZZ_SECONDS=$seconds bash .ci/fuzz.sh")}" >"$FUZZ_RESULTS"
+fi
 live_start=$(date +%s)
 for target in "${targets[@]}"; do
     # At most two at once: wait for one to finish before starting a third.
@@ -64,7 +69,6 @@ done
 wait
 live=$(( $(date +%s) - live_start ))
 
-commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 failed=()
 for target in "${targets[@]}"; do
     log="$scratch/$target.log"
@@ -74,9 +78,8 @@ for target in "${targets[@]}"; do
     new_inputs=$(find "$scratch/$target" -type f | wc -l)
     echo "$target: ${executions:-?} executions in $seconds s (${rate:-?}/s), $new_inputs new inputs"
     if [[ -n "${FUZZ_RESULTS:-}" ]]; then
-        printf '{"target":"%s","seconds":%s,"executions":%s,"exec_per_s":%s,"new_inputs":%s,"sanitizer":"address","command":"FUZZ_SECONDS=%s bash .ci/fuzz.sh","commit":"%s","date":"%s","cores":%s}\n' \
-            "$target" "$seconds" "${executions:-null}" "${rate:-null}" "$new_inputs" "$seconds" \
-            "$commit" "$(date -u +%FT%TZ)" "$(nproc)" >>"$FUZZ_RESULTS"
+        printf '{"target":"%s","seconds":%s,"executions":%s,"exec_per_s":%s,"new_inputs":%s}\n' \
+            "$target" "$seconds" "${executions:-null}" "${rate:-null}" "$new_inputs" >>"$FUZZ_RESULTS"
     fi
 done
 echo "== fuzz phase: $(elapsed) s in all, of which $live s of live runs"

@@ -1,7 +1,9 @@
 //! Graceful shutdown under load: SIGTERM to a real `natter serve` process
 //! while 1,000 clients chat. Every client must get the shutdown ERROR and a
 //! clean end of stream, and the process must exit within 5 s. The figures
-//! go to docs/RELIABILITY.md (run with `--no-capture` to see them).
+//! are printed (run with `--no-capture` to see them), also as a
+//! `FIGURES {json}` line that bench/reliability.sh collects for
+//! docs/RELIABILITY.md.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -342,6 +344,12 @@ async fn sigterm_while_a_thousand_clients_chat_says_goodbye_to_each_and_exits_in
          client saw its end of stream at {clients_done:.2?}, the process exited after {took:.2?}; \
          {goodbyes}/{CLIENTS} got \"{SHUTDOWN_MESSAGE}\""
     );
+    let figures = serde_json::json!({
+        "test": "shutdown", "clients": CLIENTS, "ready_s": ramp.as_secs_f64(),
+        "last_end_s": clients_done.as_secs_f64(), "exit_s": took.as_secs_f64(),
+        "told": goodbyes, "clean_ends": CLIENTS - broken.len(),
+    });
+    println!("FIGURES {figures}");
     assert_eq!(goodbyes, CLIENTS, "clients missed the shutdown ERROR");
     assert!(
         broken.is_empty(),
