@@ -273,15 +273,16 @@ impl TestClient {
         self.send(Command::SendMessage {
             conv,
             text: text.into(),
+            nonce: None,
         })
         .await;
     }
 
     pub async fn expect_message(&mut self) -> (u64, String, String) {
         self.expect(|m| match m {
-            ServerMessage::Message { conv, sender, text } => {
-                Some((*conv, sender.clone(), text.clone()))
-            }
+            ServerMessage::Message {
+                conv, sender, text, ..
+            } => Some((*conv, sender.clone(), text.clone())),
             _ => None,
         })
         .await
