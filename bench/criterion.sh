@@ -8,10 +8,15 @@
 # rendered (bench/render.py).
 #
 #   bench/criterion.sh     # about a minute of measuring, after the build
+#
+# PRIORITY (default "nice -n -15") runs the measurement.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WARM_UP=${WARM_UP:-1}
 MEASURE=${MEASURE:-2}
+# The measuring runs at a raised priority (as bench/compare.sh's do), so that
+# other work on the machine disturbs it less.
+PRIORITY=${PRIORITY:-"nice -n -15"}
 cd "$ROOT"
 
 target=$(cargo metadata --format-version 1 --no-deps |
@@ -23,8 +28,8 @@ cargo bench -p natter-proto --bench codec --no-run
 cargo bench -p natter-core --bench fanout --no-run
 record=$(python3 bench/run_record.py "WARM_UP=$WARM_UP MEASURE=$MEASURE bench/criterion.sh")
 rm -rf "$target/criterion"
-cargo bench -p natter-proto --bench codec -- "${flags[@]}"
-cargo bench -p natter-core --bench fanout -- "${flags[@]}"
+$PRIORITY cargo bench -p natter-proto --bench codec -- "${flags[@]}"
+$PRIORITY cargo bench -p natter-core --bench fanout -- "${flags[@]}"
 
 python3 - "$target/criterion" "$record" >bench/results/criterion.jsonl.new <<'PY'
 import json, os, sys
