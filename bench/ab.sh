@@ -47,7 +47,9 @@ echo "{\"run\":$(python3 bench/run_record.py "WARMUP=$WARMUP DURATION=$DURATION 
 # run GROUP RATE SERVE-FLAGS...: one measured run; appends its JSON line.
 run() {
     local group=$1 rate=$2; shift 2
-    RUST_LOG=warn $PRIORITY taskset -c 0 "$NATTER" serve --listen "127.0.0.1:$PORT" --no-web \
+    # --ephemeral: no store, the delivery path alone, as in bench/compare.sh's
+    # published run (which predates the store).
+    RUST_LOG=warn $PRIORITY taskset -c 0 "$NATTER" serve --listen "127.0.0.1:$PORT" --no-web --ephemeral \
         --rate-limit 0 --max-connections-per-ip 0 --max-connections 20000 \
         --presence-coalesce 100 --presence-interval 10 "$@" >/dev/null 2>&1 &
     SERVER_PID=$!

@@ -46,7 +46,15 @@ impl Server {
         let mut child = Process::new("sh")
             .args(["-c", &format!("ulimit -n {FD_LIMIT} && exec \"$@\""), "sh"])
             .arg(env!("CARGO_BIN_EXE_natter"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-web"])
+            // No store: its files would count against the limit, and the
+            // test would leave a data directory behind.
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-web",
+                "--ephemeral",
+            ])
             .args(["--rate-limit", "0", "--max-connections-per-ip", "0"])
             .args(["--presence-interval", "0"])
             .env("RUST_LOG", "natter_server=warn")
