@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use natter_core::facts::{
-    Fact, RestoredConversation, RestoredMember, Snapshot, StoredMessage, UnixMs,
+    Fact, RestoredConversation, RestoredMember, Snapshot, StoredMessage, TokenHash, UnixMs,
 };
 use natter_proto::ConvId;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
@@ -164,7 +164,6 @@ impl Store {
         &self.path
     }
 
-    #[cfg(test)]
     pub(crate) fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -277,6 +276,32 @@ fn apply(
             )?
             .execute(params![conv, text, setter])?;
         }
+        Fact::AccountCreated {
+            key,
+            display,
+            phc,
+            ts,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO accounts (user_key, display, phc, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user_key) DO NOTHING",
+            )?
+            .execute(params![key, display, phc, ts])?;
+        }
+        Fact::PasswordChanged { key, phc, keep } => {
+            set_password(tx, key, phc, keep.as_ref())?;
+        }
+        Fact::SessionStarted { key, token, ts } => {
+            tx.prepare_cached(
+                "INSERT INTO sessions (token_hash, user_key, created_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (token_hash) DO NOTHING",
+            )?
+            .execute(params![&token[..], key, ts])?;
+        }
+        Fact::SessionEnded { token } => {
+            tx.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
+                .execute(params![&token[..]])?;
+        }
         Fact::ReadUpTo { key, conv, seq } => {
             tx.prepare_cached(
                 "INSERT INTO reads (conv, user_key, seq) VALUES (?1, ?2, ?3)
@@ -286,6 +311,23 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// A new hash for `key`; every session but `keep` ends. Says whether the
+/// account exists.
+pub(crate) fn set_password(
+    tx: &Transaction,
+    key: &str,
+    phc: &str,
+    keep: Option<&TokenHash>,
+) -> rusqlite::Result<bool> {
+    let found = tx
+        .prepare_cached("UPDATE accounts SET phc = ?2 WHERE user_key = ?1")?
+        .execute(params![key, phc])?;
+    let keep: &[u8] = keep.map_or(&[], |k| &k[..]);
+    tx.prepare_cached("DELETE FROM sessions WHERE user_key = ?1 AND token_hash != ?2")?
+        .execute(params![key, keep])?;
+    Ok(found > 0)
 }
 
 fn clear_pending(tx: &Transaction, conv: ConvId, key: &str) -> rusqlite::Result<()> {
