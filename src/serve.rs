@@ -218,7 +218,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     println!("listening on {}", server.local_addr());
     if let Some(web) = server.web_addr() {
-        println!("web on http://{web}");
+        let scheme = if args.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("web on {scheme}://{web}");
     }
     wait_for_signal().await?;
     tracing::info!("shutting down");

@@ -13,12 +13,14 @@
 //!   is shutting down (for load balancers and supervisors).
 
 mod assets;
+mod https;
 mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -28,20 +30,42 @@ use tokio::net::TcpListener;
 
 use crate::listener::Shared;
 
-/// Serves the page and the gateway until the server shuts down.
+/// Serves the page and the gateway until the server shuts down: over
+/// HTTPS when the server has a certificate ([`https`]), else plain HTTP.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let shutdown = shared.shutdown.clone();
-    let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(|tcp| {
-        // Chat messages are small and latency matters more than packing.
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let shutdown = shared.shutdown.clone().cancelled_owned();
+    let served = match shared.config.tls.clone() {
+        Some(tls) => {
+            let timeout = shared.config.tls_handshake_timeout;
+            let stop = shared.shutdown.clone();
+            match https::listen(listener, tls, timeout, stop, &shared.tracker) {
+                // (The tap does nothing: it gives axum the address.)
+                Ok(listener) => {
+                    let listener = listener.tap_io(|_| {});
+                    axum::serve(listener, app(shared))
+                        .with_graceful_shutdown(shutdown)
+                        .await
+                }
+                Err(error) => Err(error),
+            }
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                // Chat messages are small and latency matters more than packing.
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app(shared))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     if let Err(error) = served {
         tracing::warn!(%error, "web listener stopped");
     }
+}
+
+fn app(shared: Arc<Shared>) -> IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
+    router(shared).into_make_service_with_connect_info::<SocketAddr>()
 }
 
 /// Every route of the web listener.

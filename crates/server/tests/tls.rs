@@ -187,3 +187,61 @@ async fn without_a_certificate_a_handshake_gets_the_unknown_encoding_error() {
     assert!(answer.contains("ERROR"), "{answer}");
     server.shutdown().await;
 }
+
+/// With a certificate the web listener speaks HTTPS only: the page over a
+/// TLS GET, the WebSocket over wss, and a plain HTTP request gets no page.
+#[tokio::test]
+async fn the_web_page_and_its_websocket_are_served_over_https() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let tls = TestTls::new();
+    let config = natter_server::Config {
+        web: Some("127.0.0.1:0".parse().unwrap()),
+        ..tls.config()
+    };
+    let server = start_with(config).await;
+    let web = server.web_addr().unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+
+    let tcp = TcpStream::connect(web).await.unwrap();
+    let mut page = tls.connector.connect(name.clone(), tcp).await.unwrap();
+    page.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, page.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("<html"), "{response}");
+
+    let tcp = TcpStream::connect(web).await.unwrap();
+    let wss = tls.connector.connect(name, tcp).await.unwrap();
+    let (mut ws, answer) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{}/ws", web.port()), wss)
+            .await
+            .expect("WebSocket over TLS");
+    assert_eq!(answer.status(), 101);
+    let register = r#"{"command":"REGISTER","args":["webby","online"]}"#;
+    ws.send(Message::text(register)).await.unwrap();
+    let first = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = first.into_text().unwrap();
+    assert!(
+        text.contains("ONLINE_USERS") && text.contains("webby"),
+        "{text}"
+    );
+
+    let mut plain = TcpStream::connect(web).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, plain.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    server.shutdown().await;
+}
