@@ -17,9 +17,10 @@ mod ui;
 mod tests;
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use natter_client::{Client, ClientError};
+use natter_client::{Client, ClientConfig, ClientError, ClientTls};
 
 /// Arguments of `natter chat`.
 #[derive(clap::Args, Debug)]
@@ -36,16 +37,38 @@ pub struct ChatArgs {
     /// No full-screen UI: commands from stdin, one line per event on stdout.
     #[arg(long)]
     pub plain: bool,
+    /// Connect with TLS, verifying the server's certificate (by the host
+    /// in --server) against the public CAs, or against --ca-file.
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust only the CA certificates in this PEM file (e.g. the cert.pem
+    /// of `natter cert --self-signed`).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ChatArgs {
+    /// The client library's settings for these arguments.
+    fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let mut config = ClientConfig::new(self.server.clone());
+        config.tls = match (&self.ca_file, self.tls) {
+            (Some(file), _) => Some(ClientTls::from_ca_file(file)?),
+            (None, true) => Some(ClientTls::public_roots()),
+            (None, false) => None,
+        };
+        Ok(config)
+    }
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(async {
         if args.plain {
+            let config = args.client_config()?;
             let name = args
                 .name
                 .context("--plain needs --name NAME (there is no prompt in plain mode)")?;
-            plain::run(args.server, name, args.status).await
+            plain::run(config, name, args.status).await
         } else {
             interactive(args).await
         }
@@ -59,7 +82,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
 const NAME_TRIES: usize = 5;
 
 async fn interactive(args: ChatArgs) -> anyhow::Result<()> {
-    let (client, events) = Client::connect(args.server.clone()).await?;
+    let (client, events) = Client::connect_with(args.client_config()?).await?;
     let mut name = match args.name {
         Some(name) => name,
         None => ask("Your name: ")?,

@@ -23,7 +23,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use natter_client::{Client, ClientError, ConnectionState, ConvId, Event, Events};
+use natter_client::{Client, ClientConfig, ClientError, ConnectionState, ConvId, Event, Events};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::input::{self, HELP, Input};
@@ -31,8 +31,8 @@ use super::input::{self, HELP, Input};
 /// Longest input line; the rest of a longer line is dropped.
 const MAX_LINE: usize = 16 * 1024;
 
-pub async fn run(server: String, name: String, status: String) -> anyhow::Result<()> {
-    let (client, events) = Client::connect(server).await?;
+pub async fn run(server: ClientConfig, name: String, status: String) -> anyhow::Result<()> {
+    let (client, events) = Client::connect_with(server).await?;
     if let Err(err) = client.register(&name, &status).await {
         if matches!(err, ClientError::NameTaken(_) | ClientError::Rejected(_)) {
             print_line(&format!("ERROR {}", one_line(&err.to_string())));

@@ -53,12 +53,17 @@ impl Client {
     /// `State(Connected)`. Fails at once, without retrying, when the server
     /// cannot be reached.
     pub async fn connect_with(config: ClientConfig) -> Result<(Client, Events), ClientError> {
-        let connection = Connection::open(&config.addr, config.connect_timeout, config.pace)
-            .await
-            .map_err(|reason| ClientError::Unreachable {
-                addr: config.addr.clone(),
-                reason,
-            })?;
+        let connection = Connection::open(
+            &config.addr,
+            config.connect_timeout,
+            config.pace,
+            config.tls.as_ref(),
+        )
+        .await
+        .map_err(|reason| ClientError::Unreachable {
+            addr: config.addr.clone(),
+            reason,
+        })?;
         let (request_tx, request_rx) = mpsc::channel(config.command_capacity.max(1));
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(1));
         let addr = config.addr.clone();

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::pace::Pace;
+use crate::tls::ClientTls;
 
 /// Settings for [`crate::Client::connect_with`]. `ClientConfig::new(addr)`
 /// gives the defaults.
@@ -38,6 +39,9 @@ pub struct ClientConfig {
     /// default stays under the server's default rate limit, so that a
     /// backlog resent after a reconnect is not refused.
     pub pace: Option<Pace>,
+    /// TLS, and whom to trust (`None`: plaintext). The certificate must
+    /// name the host in `addr`.
+    pub tls: Option<ClientTls>,
 }
 
 impl ClientConfig {
@@ -52,6 +56,7 @@ impl ClientConfig {
             outbox_capacity: 256,
             catch_up_limit: 500,
             pace: Some(Pace::default()),
+            tls: None,
         }
     }
 }

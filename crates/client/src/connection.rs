@@ -17,12 +17,13 @@ use tokio::net::TcpStream;
 
 use crate::error::{SERVER_CLOSED, io_reason};
 use crate::pace::{Bucket, Pace};
+use crate::tls::{ClientTls, Wire};
 
 /// How much to read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: Wire,
     decoder: Decoder,
     inbound: BytesMut,
     outbound: BytesMut,
@@ -50,14 +51,22 @@ impl Connection {
         addr: &str,
         timeout: Duration,
         pace: Option<Pace>,
+        tls: Option<&ClientTls>,
     ) -> Result<Connection, String> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let connect = async {
+            let stream = TcpStream::connect(addr).await?;
+            // Chat messages are small and interactive.
+            let _ = stream.set_nodelay(true);
+            match tls {
+                Some(tls) => tls.connect(addr, stream).await,
+                None => Ok(Wire::Plain(stream)),
+            }
+        };
+        let stream = match tokio::time::timeout(timeout, connect).await {
             Err(_) => return Err("timed out".into()),
             Ok(Err(err)) => return Err(io_reason(&err)),
             Ok(Ok(stream)) => stream,
         };
-        // Chat messages are small and interactive.
-        let _ = stream.set_nodelay(true);
         Ok(Connection {
             stream,
             decoder: Decoder::new(
@@ -90,8 +99,12 @@ impl Connection {
         }
         self.outbound.clear();
         encode_command(command, Encoding::Framed, &mut self.outbound);
-        match tokio::time::timeout(self.write_timeout, self.stream.write_all(&self.outbound)).await
-        {
+        // (The flush sends what TLS buffered; on a plain socket it is free.)
+        let write = async {
+            self.stream.write_all(&self.outbound).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.write_timeout, write).await {
             Err(_) => Err("the server stopped reading".into()),
             Ok(Err(err)) => Err(io_reason(&err)),
             Ok(Ok(())) => Ok(()),

@@ -62,6 +62,7 @@ mod pace;
 mod session;
 mod task;
 mod timeline;
+mod tls;
 
 pub use client::{Client, Events};
 pub use config::{Backoff, ClientConfig};
@@ -71,3 +72,4 @@ pub use natter_proto::{Command, ConvId, HistoryEntry};
 pub use outbox::Nonce;
 pub use pace::Pace;
 pub use session::lost_conversation;
+pub use tls::{ClientTls, TlsConfigError};

@@ -605,8 +605,13 @@ impl Task {
                 addr: addr.clone(),
             }))
             .await;
-            let opened =
-                Connection::open(&addr, self.config.connect_timeout, self.config.pace).await;
+            let opened = Connection::open(
+                &addr,
+                self.config.connect_timeout,
+                self.config.pace,
+                self.config.tls.as_ref(),
+            )
+            .await;
             let mut connection = match opened {
                 Ok(connection) => connection,
                 Err(why) => {
