@@ -100,6 +100,10 @@ fn main() {
             &py2,
             client_refuses_a_pickle_that_would_run_code,
         ),
+        trial("python3_tls_conversation", || tls_conversation(&python3())),
+        trial_needing("python2_tls_conversation", &py2, |python2| {
+            tls_conversation(python2)
+        }),
         trial(
             "protocol_doc_examples_match_the_server",
             protocol_doc_examples_match_the_server,
@@ -134,18 +138,27 @@ impl Server {
     }
 
     fn start_with(data_dir: Option<PathBuf>) -> Server {
+        Server::start_configured(natter_server::Config {
+            data_dir,
+            ..Server::config()
+        })
+    }
+
+    fn config() -> natter_server::Config {
+        natter_server::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            presence_coalesce: Duration::from_millis(20),
+            close_linger: Duration::from_millis(500),
+            ..Default::default()
+        }
+    }
+
+    fn start_configured(config: natter_server::Config) -> Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let config = natter_server::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            presence_coalesce: Duration::from_millis(20),
-            close_linger: Duration::from_millis(500),
-            data_dir,
-            ..Default::default()
-        };
         let handle = runtime
             .block_on(natter_server::spawn(config))
             .expect("server starts");
@@ -192,14 +205,20 @@ impl Drop for PyClient {
 impl PyClient {
     /// Starts the client: `python natter_client.py [--classic] --port P NAME [STATUS]`.
     fn spawn(python: &Path, addr: SocketAddr, classic: bool, name: &str) -> PyClient {
+        let mut args = vec!["--host".to_string(), addr.ip().to_string()];
+        if classic {
+            args.push("--classic".into());
+        }
+        PyClient::spawn_with(python, addr, &args, name)
+    }
+
+    /// Starts the client with `args` before the name (`--host` among them).
+    fn spawn_with(python: &Path, addr: SocketAddr, args: &[String], name: &str) -> PyClient {
         let mut command = Command::new(python);
         command
             .arg(client_script())
-            .args(["--host", &addr.ip().to_string()])
-            .args(["--port", &addr.port().to_string()]);
-        if classic {
-            command.arg("--classic");
-        }
+            .args(["--port", &addr.port().to_string()])
+            .args(args);
         let mut child = command
             .arg(name)
             .stdin(Stdio::piped())
@@ -336,6 +355,52 @@ impl PyClient {
 // ---------------------------------------------------------------------------
 
 /// alice and bob, each its own process, through every command.
+/// Two clients over TLS (framed and classic) against a server that
+/// refuses plaintext, trusting only the test's CA; a third, trusting the
+/// system's CAs only, is refused by its own certificate check.
+fn tls_conversation(python: &Path) {
+    let ca = natter_server::certs::Authority::new("python test CA").unwrap();
+    let leaf = ca.issue(&natter_server::certs::LOCAL_NAMES).unwrap();
+    let tls = natter_server::tls::server_config_from_pem(&leaf.cert, &leaf.key).unwrap();
+    let server = Server::start_configured(natter_server::Config {
+        tls: Some(Arc::new(tls)),
+        plaintext: natter_server::tls::Plaintext::Nowhere,
+        ..Server::config()
+    });
+    let addr = server.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let tls_args = |classic: bool| {
+        let mut args: Vec<String> = ["--tls", "--host", "localhost", "--ca-file"]
+            .map(String::from)
+            .to_vec();
+        args.push(ca_file.display().to_string());
+        if classic {
+            args.push("--classic".into());
+        }
+        args
+    };
+    let mut alice = PyClient::spawn_with(python, addr, &tls_args(false), "alice");
+    alice.expect("ONLINE_USERS alice=online");
+    let mut bob = PyClient::spawn_with(python, addr, &tls_args(true), "bob");
+    bob.expect("ONLINE_USERS alice=online bob=online");
+    alice.type_line("/invite bob");
+    bob.expect("INVITATION 1 from alice");
+    bob.type_line("/join 1");
+    bob.type_line("/list");
+    bob.expect("CONVERSATIONS {1: [bob]}");
+    alice.type_line("/join 1");
+    alice.type_line("hello over TLS");
+    bob.expect("MESSAGE 1 alice: hello over TLS");
+
+    let system_roots = ["--tls", "--host", "localhost"].map(String::from);
+    let mut mallory = PyClient::spawn_with(python, addr, &system_roots, "mallory");
+    mallory.expect_where("a certificate error", |line| {
+        line.starts_with("error: cannot connect") && line.to_lowercase().contains("certificate")
+    });
+}
+
 fn conversation(python: &Path, classic: bool) {
     let server = Server::start();
     let addr = server.addr();

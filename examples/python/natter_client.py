@@ -14,6 +14,12 @@ Run it (the server must be running, e.g. `cargo run -- serve`):
 
     python3 natter_client.py alice
     python2.7 natter_client.py --classic --port 6666 bob away
+    python3 natter_client.py --tls --ca-file cert.pem --host localhost carol
+
+(`--tls` encrypts the connection with the standard `ssl` module, Python 3
+or 2.7.9+, and checks the server's certificate against the system's CAs,
+or only against `--ca-file`, e.g. the cert.pem of `natter cert
+--self-signed`. Give the host name the certificate names.)
 
 then type commands, one per line:
 
@@ -61,6 +67,7 @@ import io
 import os
 import pickle
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -193,12 +200,16 @@ class NatterClient:
     what the server sends and hands each message to on_message.
     """
 
-    def __init__(self, host, port, classic=False):
+    def __init__(self, host, port, classic=False, tls=None):
         self.address = "%s:%d" % (host, port)
         self.classic = classic
         try:
             self.sock = socket.create_connection((host, port), CONNECT_TIMEOUT)
-        except (socket.error, OSError) as err:
+            if tls is not None:
+                # The handshake happens here, under the connect timeout;
+                # the certificate must name `host`.
+                self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+        except (socket.error, OSError, ssl.CertificateError) as err:
             raise ConnectionFailed("cannot connect to %s: %s" % (self.address, err))
         self.sock.settimeout(None)  # from now on reads wait as long as needed
         # The classic reader needs a file: the unpickler reads from it.
@@ -484,6 +495,10 @@ def parse_args(argv):
                         help="server port (default %d)" % DEFAULT_PORT)
     parser.add_argument("--classic", action="store_true",
                         help="speak the course's classic encoding instead of framed")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect with TLS, checking the server's certificate")
+    parser.add_argument("--ca-file", metavar="FILE",
+                        help="with --tls: trust only the CA certificates in this PEM file")
     parser.add_argument("name", help="your username")
     parser.add_argument("status", nargs="?", default="online", help="your status (default online)")
     return parser.parse_args(argv)
@@ -492,8 +507,12 @@ def parse_args(argv):
 def main(argv):
     args = parse_args(argv)
     name, status = to_text(args.name), to_text(args.status)
+    tls = None
+    if args.tls or args.ca_file:
+        # Certificate and host name checks on, as in a browser.
+        tls = ssl.create_default_context(cafile=args.ca_file)
     try:
-        client = NatterClient(args.host, args.port, classic=args.classic)
+        client = NatterClient(args.host, args.port, classic=args.classic, tls=tls)
     except ConnectionFailed as err:
         say(u"error: %s" % err)
         return 1
