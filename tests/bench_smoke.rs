@@ -22,6 +22,10 @@ impl Drop for Server {
 }
 
 fn start_server() -> Server {
+    start_server_with(&[])
+}
+
+fn start_server_with(extra: &[&str]) -> Server {
     let help = Command::new(NATTER)
         .args(["serve", "--help"])
         .output()
@@ -38,6 +42,7 @@ fn start_server() -> Server {
     if help.contains("--no-web") {
         args.push("--no-web");
     }
+    args.extend(extra);
     let mut child = Command::new(NATTER)
         .args(&args)
         .env("RUST_LOG", "warn")
@@ -122,6 +127,35 @@ fn idle_mode_reports_setup_time_and_memory_per_connection() {
     assert!(report["setup_s"].as_f64().unwrap() > 0.0);
     assert!(report["server"]["rss_bytes_per_connection"].is_number());
     assert_eq!(report["disconnects"].as_u64().unwrap(), 0);
+}
+
+/// The same run over TLS (a certificate from `natter cert`, the server
+/// refusing plaintext): every message delivered, none lost to TLS.
+#[test]
+fn a_short_run_over_tls_delivers_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tls");
+    let made = Command::new(NATTER)
+        .args(["cert", "--self-signed", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let (cert, key) = (out.join("cert.pem"), out.join("key.pem"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = start_server_with(&["--tls-cert", cert, "--tls-key", key, "--require-tls"]);
+    #[rustfmt::skip]
+    let report = bench(
+        &["--addr", &server.addr, "--clients", "20", "--group", "5", "--rate", "100",
+          "--warmup", "0.5", "--duration", "2", "--json", "--quiet",
+          "--tls", "--ca-file", cert],
+        Duration::from_secs(60),
+    );
+    let sent = report["sent"].as_u64().unwrap();
+    assert!(sent >= 180, "about 100/s for 2 s, got {sent}");
+    assert_eq!(report["delivered"], report["expected"]);
+    assert_eq!(report["echoes"].as_u64().unwrap(), sent);
+    assert_eq!(report["server_errors"].as_u64().unwrap(), 0);
 }
 
 #[test]

@@ -11,7 +11,6 @@ use std::rc::Rc;
 
 use anyhow::{Context, bail};
 use bytes::{Buf, BytesMut};
-use tokio::net::TcpStream;
 
 use super::net;
 use super::plan::Plan;
@@ -121,7 +120,7 @@ impl Inbox {
     }
 
     /// Reads (answering PINGs) until one of the numerics `wanted` arrives.
-    async fn wait_for(&mut self, stream: &TcpStream, wanted: &[u16]) -> anyhow::Result<()> {
+    async fn wait_for(&mut self, stream: &net::Link, wanted: &[u16]) -> anyhow::Result<()> {
         let mut replies = Vec::new();
         loop {
             let found = self.lines(|line| match line {
@@ -156,7 +155,7 @@ fn pong(token: &[u8], replies: &mut Vec<u8>) {
 
 /// A registered client in its group's channel.
 pub struct Joined {
-    pub stream: Rc<TcpStream>,
+    pub stream: Rc<net::Link>,
     pub channel: String,
     pub inbox: Inbox,
 }
@@ -164,13 +163,13 @@ pub struct Joined {
 /// Connects client `index`, registers its nick and joins its group's
 /// channel, waiting for the server's acknowledgement of each.
 pub async fn setup(
-    addr: std::net::SocketAddr,
+    endpoint: &net::Endpoint,
     plan: &Plan,
     index: u32,
     connecting: &tokio::sync::Semaphore,
 ) -> anyhow::Result<Joined> {
     let permit = connecting.acquire().await?;
-    let stream = net::connect(addr).await?;
+    let stream = net::connect(endpoint).await?;
     let mut inbox = Inbox {
         buf: BytesMut::new(),
     };

@@ -13,7 +13,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use super::payload::{self, Stamp};
 use super::plan::Plan;
@@ -45,7 +44,7 @@ pub struct WindowSamples {
 /// One client as the sender sees it.
 struct Outlet {
     index: u32,
-    stream: Rc<TcpStream>,
+    stream: Rc<net::Link>,
     target: Target,
     owed: u64,
     seq: u64,
@@ -201,7 +200,7 @@ async fn send_on_schedule(
 /// Reads one client's socket until the run ends, recording deliveries.
 pub async fn read_deliveries(
     index: u32,
-    stream: Rc<TcpStream>,
+    stream: Rc<net::Link>,
     mut inbox: Inbox,
     recorder: Rc<RefCell<Recorder>>,
     epoch: Instant,

@@ -82,6 +82,13 @@ pub struct BenchArgs {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Connect over TLS (natter only), trusting the CA certificates in
+    /// --ca-file (e.g. the cert.pem of `natter cert --self-signed`).
+    #[arg(long, requires = "ca_file")]
+    tls: bool,
+    /// PEM file of the CA certificates to trust with --tls.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -93,10 +100,25 @@ pub enum Proto {
 }
 
 impl BenchArgs {
+    /// Where to connect, and how.
+    fn endpoint(&self) -> anyhow::Result<net::Endpoint> {
+        let tls = match &self.ca_file {
+            Some(file) if self.tls => Some(client_tls(file)?),
+            _ => None,
+        };
+        Ok(net::Endpoint {
+            addr: self.addr,
+            tls,
+        })
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         net::check_loopback(self.addr)?;
         if self.clients < 2 || self.group < 2 || self.group > self.clients {
             bail!("need at least 2 clients and 2 <= --group <= --clients");
+        }
+        if self.tls && self.proto != Proto::Natter {
+            bail!("--tls is for natter only");
         }
         if !self.idle && self.rate == 0 {
             bail!("--rate must be positive");
@@ -125,6 +147,23 @@ impl BenchArgs {
         }
         Ok(())
     }
+}
+
+/// A client config trusting only the CA certificates in `file`.
+fn client_tls(file: &std::path::Path) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+    {
+        roots.add(cert.with_context(|| format!("bad certificate in {}", file.display()))?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {

@@ -17,7 +17,6 @@ use natter_proto::codec::encode_command;
 use natter_proto::limits::MAX_FRAME_CEILING;
 use natter_proto::wire::Direction;
 use natter_proto::{Command, ConvId, Decoder, Encoding, Limits, ServerMessage};
-use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
 use super::net;
@@ -115,7 +114,7 @@ impl Inbox {
     /// Reads until `pick` accepts a message; an `ERROR` ends the wait.
     async fn wait_for<T>(
         &mut self,
-        stream: &TcpStream,
+        stream: &net::Link,
         mut pick: impl FnMut(&Frame) -> Option<T>,
     ) -> anyhow::Result<T> {
         loop {
@@ -141,7 +140,7 @@ impl Inbox {
     /// slow consumer once enough presence updates pile up for it.
     async fn skim_until(
         &mut self,
-        stream: &TcpStream,
+        stream: &net::Link,
         done: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         tokio::pin!(done);
@@ -170,7 +169,7 @@ impl Inbox {
 
 /// A registered client, member of its group's conversation.
 pub struct Joined {
-    pub stream: Rc<TcpStream>,
+    pub stream: Rc<net::Link>,
     pub conv: ConvId,
     pub inbox: Inbox,
 }
@@ -180,14 +179,14 @@ pub struct Joined {
 /// invites the others; everyone joins on the invitation and waits for the
 /// `MEMBERS` that shows the whole group.
 pub async fn setup(
-    addr: std::net::SocketAddr,
+    endpoint: &net::Endpoint,
     plan: &Plan,
     index: u32,
     connecting: &tokio::sync::Semaphore,
     registered: &Barrier,
 ) -> anyhow::Result<Joined> {
     let permit = connecting.acquire().await?;
-    let stream = net::connect(addr).await?;
+    let stream = net::connect(endpoint).await?;
     let mut inbox = Inbox::new();
     let mut out = BytesMut::new();
     let name = plan.name(index);

@@ -1,15 +1,21 @@
 //! Socket plumbing shared by both protocols: connecting (loopback only),
-//! reading what is there, and writing a whole buffer.
+//! reading what is there, and writing a whole buffer, in the clear or over
+//! TLS (`--tls`).
 //!
-//! The generator runs on one thread, so these work on a shared
-//! `&TcpStream` with readiness plus non-blocking reads and writes, which
-//! lets one task send on a socket while another reads from it.
+//! The generator runs on one thread, so these work on a shared [`Link`]
+//! with readiness plus non-blocking reads and writes, which lets one task
+//! send on a socket while another reads from it. Over TLS the session sits
+//! in a `RefCell` next to the socket, borrowed only between awaits: each
+//! message enters it whole, so records never interleave.
 
-use std::io;
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::BytesMut;
+use rustls::ClientConnection;
 use tokio::net::TcpStream;
 
 /// Bytes asked of the kernel per read: room for many small deliveries.
@@ -24,17 +30,90 @@ pub fn check_loopback(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+/// Where the clients connect, and whether with TLS.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// Appends what the socket has to `buf`, waiting until it has something.
+/// One client's connection.
+pub struct Link {
+    tcp: TcpStream,
+    tls: Option<RefCell<ClientConnection>>,
+}
+
+pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Link> {
+    let addr = endpoint.addr;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let Some(config) = &endpoint.tls else {
+        return Ok(Link { tcp, tls: None });
+    };
+    // The certificate must name the address (natter cert's covers
+    // 127.0.0.1 and ::1).
+    let name = rustls_pki_types::ServerName::from(addr.ip());
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS handshake with {addr}"))?;
+    let (tcp, session) = tls.into_inner();
+    Ok(Link {
+        tcp,
+        tls: Some(RefCell::new(session)),
+    })
+}
+
+/// Appends what the link has to `buf`, waiting until it has something.
 /// Ok(0) is the end of the stream.
-pub async fn read_more(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+pub async fn read_more(link: &Link, buf: &mut BytesMut) -> io::Result<usize> {
+    let Some(session) = &link.tls else {
+        return read_tcp(&link.tcp, buf).await;
+    };
+    loop {
+        let n = take_plaintext(&mut session.borrow_mut(), buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        let mut ciphertext = BytesMut::new();
+        if read_tcp(&link.tcp, &mut ciphertext).await? == 0 {
+            return Ok(0);
+        }
+        let mut session = session.borrow_mut();
+        let mut rest = &ciphertext[..];
+        while !rest.is_empty() {
+            session.read_tls(&mut rest)?;
+            session
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            take_plaintext(&mut session, buf)?;
+        }
+        if !buf.is_empty() {
+            return Ok(buf.len());
+        }
+    }
+}
+
+/// Moves the plaintext the session holds into `buf`.
+fn take_plaintext(session: &mut ClientConnection, buf: &mut BytesMut) -> io::Result<usize> {
+    let mut total = 0;
+    let mut chunk = [0u8; READ_CHUNK];
+    loop {
+        match session.reader().read(&mut chunk) {
+            Ok(n) if n > 0 => {
+                buf.extend_from_slice(&chunk[..n]);
+                total += n;
+            }
+            Ok(_) => return Ok(total),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn read_tcp(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     loop {
         stream.readable().await?;
         buf.reserve(READ_CHUNK);
@@ -47,8 +126,56 @@ pub async fn read_more(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usi
 }
 
 /// Writes all of `bytes`: one non-blocking write in the usual case, waiting
-/// for room only when the socket's buffer is full.
-pub async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+/// for room only when the socket's buffer is full. Over TLS, `bytes` is
+/// encrypted whole first.
+pub async fn write_all(link: &Link, bytes: &[u8]) -> io::Result<()> {
+    let Some(session) = &link.tls else {
+        return write_tcp(&link.tcp, bytes).await;
+    };
+    let mut left = bytes;
+    loop {
+        {
+            let mut session = session.borrow_mut();
+            while !left.is_empty() {
+                let n = session.writer().write(left)?;
+                if n == 0 {
+                    break; // its buffer is full: send some first
+                }
+                left = &left[n..];
+            }
+            while session.wants_write() {
+                match session.write_tls(&mut NonBlocking(&link.tcp)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if left.is_empty() && !session.wants_write() {
+                return Ok(());
+            }
+        }
+        link.tcp.writable().await?;
+    }
+}
+
+/// `io::Write` over a socket that never waits.
+struct NonBlocking<'a>(&'a TcpStream);
+
+impl Write for NonBlocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn write_tcp(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match stream.try_write(bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

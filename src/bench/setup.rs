@@ -7,17 +7,17 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use tokio::net::TcpStream;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinSet;
 
+use super::net;
 use super::plan::Plan;
 use super::{BenchArgs, Proto, irc_wire, natter_wire};
 
 /// A client ready for the workload.
 pub struct Client {
     pub index: u32,
-    pub stream: Rc<TcpStream>,
+    pub stream: Rc<net::Link>,
     pub target: Target,
     pub inbox: Inbox,
 }
@@ -90,15 +90,17 @@ async fn spawn_and_collect(
     let connecting = Rc::new(Semaphore::new(args.connect_concurrency));
     let registered = Rc::new(Barrier::new(plan.clients as usize));
     let mut tasks = JoinSet::new();
+    let endpoint = args.endpoint()?;
     for index in 0..plan.clients {
-        let (addr, plan, proto) = (args.addr, plan.clone(), args.proto);
+        let (endpoint, plan, proto) = (endpoint.clone(), plan.clone(), args.proto);
         let (connecting, registered, ready) =
             (connecting.clone(), registered.clone(), ready.clone());
         tasks.spawn_local(async move {
             let client = match proto {
                 Proto::Natter => {
                     let joined =
-                        natter_wire::setup(addr, &plan, index, &connecting, &registered).await?;
+                        natter_wire::setup(&endpoint, &plan, index, &connecting, &registered)
+                            .await?;
                     Client {
                         index,
                         stream: joined.stream,
@@ -107,7 +109,7 @@ async fn spawn_and_collect(
                     }
                 }
                 Proto::Irc => {
-                    let joined = irc_wire::setup(addr, &plan, index, &connecting).await?;
+                    let joined = irc_wire::setup(&endpoint, &plan, index, &connecting).await?;
                     Client {
                         index,
                         stream: joined.stream,
