@@ -275,7 +275,7 @@ CRITERION_ROWS = [
 
 
 def duration(ns):
-    for unit, scale in (("ms", 1e6), ("µs", 1e3)):
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
         if ns >= scale:
             return f"{ns / scale:.3g} {unit}"
     return f"{ns:.3g} ns"
