@@ -132,9 +132,8 @@ impl Peer {
         self.dirty = false;
         let stream = match &self.transport {
             Transport::Tcp(stream) => stream,
-            Transport::Tls(tls) => {
-                return flush_tls(tls, &mut self.pending, &mut self.pending_bytes);
-            }
+            // Encrypts the batch, then the same non-blocking writev.
+            Transport::Tls(tls) => return tls.flush(&mut self.pending, &mut self.pending_bytes),
             Transport::Channel { .. } => return Flushed::All,
         };
         while !self.pending.is_empty() {
@@ -199,18 +198,6 @@ impl Peer {
             cancel.cancel();
         }
     }
-}
-
-/// Out of line, so that the plaintext flush stays as it was.
-#[cold]
-fn flush_tls(
-    tls: &TlsTransport,
-    pending: &mut VecDeque<Bytes>,
-    pending_bytes: &mut usize,
-) -> Flushed {
-    let flushed = tls.flush(pending);
-    *pending_bytes = pending.iter().map(Bytes::len).sum();
-    flushed
 }
 
 /// One non-blocking write of the front of the queue: a plain `write` for

@@ -180,7 +180,14 @@ impl TlsTransport {
     /// Encrypts the queue and writes it without blocking: one vectored
     /// write into rustls per [`MAX_SLICES`] messages, then the records in
     /// one `writev`.
-    pub fn flush(&self, pending: &mut std::collections::VecDeque<Bytes>) -> Flushed {
+    /// `pending_bytes` counts what is still queued. (Never inlined into
+    /// [`crate::peer::Peer::flush`], whose plaintext path stays as it was.)
+    #[inline(never)]
+    pub fn flush(
+        &self,
+        pending: &mut std::collections::VecDeque<Bytes>,
+        pending_bytes: &mut usize,
+    ) -> Flushed {
         let mut session = lock(&self.session);
         loop {
             let mut accepted = 0;
@@ -196,6 +203,7 @@ impl TlsTransport {
                     Err(e) => return Flushed::Failed(e),
                 }
                 consume(pending, accepted);
+                *pending_bytes -= accepted;
             }
             if !session.wants_write() {
                 if pending.is_empty() {
@@ -220,8 +228,9 @@ impl TlsTransport {
     /// close_notify, so that the client knows the end is real.
     pub async fn finish(&self, mut pending: std::collections::VecDeque<Bytes>) -> io::Result<()> {
         let mut notified = false;
+        let mut left = pending.iter().map(Bytes::len).sum();
         loop {
-            match self.flush(&mut pending) {
+            match self.flush(&mut pending, &mut left) {
                 Flushed::All if notified => return Ok(()),
                 Flushed::All => {
                     lock(&self.session).send_close_notify();

@@ -245,3 +245,40 @@ async fn the_web_page_and_its_websocket_are_served_over_https() {
     assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
     server.shutdown().await;
 }
+
+/// The slow-consumer rule holds over TLS: what rustls took counts as
+/// written, the rest as queued, and a TLS client that never reads is cut
+/// off once its queue passes the limit, while the sender chats on.
+#[tokio::test]
+async fn a_tls_client_that_never_reads_is_cut_off_as_a_slow_consumer() {
+    let tls = TestTls::new();
+    let config = natter_server::Config {
+        send_queue: 128 * 1024,
+        ..tls.config()
+    };
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    let mut alice = TestClient::registered_tls(addr, Encoding::Framed, "alice", &tls).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let sloth_tls = tls.connector.connect(name, tcp).await.unwrap();
+    let mut sloth = TestClient::over_wire(Wire::Tls(Box::new(sloth_tls)), Encoding::Json);
+    sloth.register("sloth", "zzz").await;
+    let conv = alice.invite(&["sloth"]).await;
+    alice.join(conv).await;
+    sloth.join(conv).await;
+    let text = "s".repeat(8000);
+    let mut cut_off = false;
+    for k in 0..400 {
+        alice.say(conv, &format!("{k} {text}")).await;
+        assert_eq!(alice.expect_message().await.2, format!("{k} {text}"));
+        if k % 10 == 0 && server.stats().await.unwrap().users == 1 {
+            cut_off = true;
+            break;
+        }
+    }
+    assert!(cut_off, "the sloth was never cut off");
+    server.shutdown().await;
+}

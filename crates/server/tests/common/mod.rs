@@ -191,7 +191,7 @@ impl TestClient {
         TestClient::over_wire(Wire::Plain(stream), encoding)
     }
 
-    fn over_wire(stream: Wire, encoding: Encoding) -> TestClient {
+    pub fn over_wire(stream: Wire, encoding: Encoding) -> TestClient {
         TestClient {
             stream,
             encoding,
