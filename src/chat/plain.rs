@@ -161,6 +161,13 @@ pub fn format_event(event: &Event) -> Option<String> {
             }
             line
         }
+        Event::Users(found) => {
+            let mut line = String::from("USERS");
+            for (name, status) in found {
+                line.push_str(&format!(" {name}={}", quote(status)));
+            }
+            line
+        }
         Event::Conversations(list) => {
             let mut line = String::from("CONVERSATIONS");
             for (conv, members) in list {

@@ -88,6 +88,7 @@ impl Session {
                 Some(Event::Invitation { conv, inviter })
             }
             ServerMessage::Conversations(list) => Some(Event::Conversations(list)),
+            ServerMessage::Users(found) => Some(Event::Users(found)),
             ServerMessage::Members { conv, members } => {
                 self.note_members(conv, &members);
                 Some(Event::Members { conv, members })
