@@ -45,6 +45,20 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Big enough to keep the hot end of the message index in memory.
 pub(crate) const CACHE_KIB: i64 = 64 * 1024;
 
+/// The WAL is folded back into the database (a checkpoint, on the writer
+/// thread, after a commit) once it holds this many pages (~40 MB), not
+/// SQLite's default 1,000. Messages of many conversations dirty one index
+/// page per conversation per commit; a page rewritten by many commits is
+/// copied once per checkpoint, so rarer checkpoints write less: measured
+/// with 1,000 conversations and 16 messages per commit, 5.4 KB written
+/// and 19 µs of CPU per message instead of 8.9 KB and 23 µs. Recovery
+/// after a crash reads at most this much log.
+const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+
+/// After a checkpoint the WAL file is cut back to this size (bytes), in
+/// case a long reader (a backup) let it grow far beyond the above.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// The writer of a data dir: one SQLite connection and the dir's lock.
 pub struct Store {
     // Field order is drop order: the connection closes (and checkpoints)
@@ -203,6 +217,8 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(())
