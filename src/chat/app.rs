@@ -447,6 +447,12 @@ impl App {
                 Command::Status(status)
             }
             Input::List => Command::ListConversations,
+            Input::Watch(names) => Command::Watch(names),
+            Input::Unwatch(names) => Command::Unwatch(names),
+            Input::Who(prefix) => Command::ListUsers {
+                prefix,
+                limit: WHO_LIMIT,
+            },
         };
         Some(Action::Send(command))
     }
@@ -467,6 +473,9 @@ fn byte_at(text: &str, index: usize) -> usize {
         .nth(index)
         .map_or(text.len(), |(at, _)| at)
 }
+
+/// Most users `/who` lists (the protocol's limit).
+const WHO_LIMIT: usize = 100;
 
 /// The answer to `/who`: who is online under the prefix asked for.
 fn format_users(found: &[(String, String)]) -> String {
