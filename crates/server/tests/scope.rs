@@ -153,3 +153,49 @@ async fn watch_without_the_capability_is_an_error_and_classic_presence_is_unchan
         .expect_online_users_where(|u| u.iter().any(|(n, _)| n == "scoped"))
         .await;
 }
+
+/// Replays the example in docs/PROTOCOL.md against a fresh server: every
+/// line sent is sent by that client, every line received must be the next
+/// one that client reads, exactly.
+#[tokio::test]
+async fn the_protocol_doc_scope_example_is_what_the_server_says() {
+    use std::collections::HashMap;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/PROTOCOL.md"),
+    )
+    .unwrap();
+    let begin = doc.find("<!-- BEGIN SCOPE EXAMPLE -->").unwrap();
+    let end = doc.find("<!-- END SCOPE EXAMPLE -->").unwrap();
+    let lines: Vec<&str> = doc[begin..end].lines().skip(1).collect();
+    assert!(lines.len() >= 15, "the example is there");
+    let server = start().await;
+    let mut clients = HashMap::new();
+    for line in lines {
+        let (who, rest) = line.trim().split_once(' ').unwrap();
+        if !clients.contains_key(who) {
+            let stream = tokio::net::TcpStream::connect(server.local_addr())
+                .await
+                .unwrap();
+            let (read, write) = stream.into_split();
+            clients.insert(who.to_string(), (BufReader::new(read).lines(), write));
+        }
+        let (replies, write) = clients.get_mut(who).unwrap();
+        if let Some(sent) = rest.strip_prefix("→ ") {
+            write
+                .write_all(format!("{sent}\n").as_bytes())
+                .await
+                .unwrap();
+        } else if let Some(expected) = rest.strip_prefix("← ") {
+            let got = tokio::time::timeout(PATIENCE, replies.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("{who} expected {expected}"))
+                .unwrap()
+                .expect("the connection stays open");
+            let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+            let expected: serde_json::Value = serde_json::from_str(expected).unwrap();
+            assert_eq!(got, expected, "{who}");
+        }
+    }
+    server.shutdown().await;
+}
