@@ -273,7 +273,7 @@ impl Scopes {
 
 /// Calls `f` with every online user sharing a conversation with `user`
 /// (member or invited), `user` itself included.
-pub(crate) fn for_contacts<'a>(
+fn for_contacts<'a>(
     user: &User,
     users: &'a BTreeMap<String, User>,
     conversations: &'a Conversations,
