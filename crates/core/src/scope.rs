@@ -8,14 +8,17 @@
 //! watches. Its view is the online part of that scope.
 //!
 //! The scope cannot be kept as one shared snapshot, so each scoped device
-//! remembers which keys its last `ONLINE_USERS`/`PRESENCE` showed (`seen`),
-//! with the reverse index `seen_by`. At a flush only the devices a change
-//! can concern are recomputed: those marked dirty (WATCH, UNWATCH, a
-//! conversation they are in changed) and, for each user whose presence
-//! changed, the devices that saw it, watch it, or share a conversation with
-//! it. What a device was last shown about a user is the same for every
-//! device (the global baseline of [`crate::presence`]), so `seen` needs
-//! only keys. Devices that end up with the same delta share one message.
+//! remembers which keys its last `ONLINE_USERS`/`PRESENCE` showed (`seen`).
+//! At a flush only the devices a change can concern are recomputed: those
+//! marked dirty (WATCH, UNWATCH, a conversation they are in changed, a
+//! contact went offline) and, for each user whose presence changed, the
+//! devices that watch it or share a conversation with it. A device can
+//! only have seen a user for one of those reasons, and losing the reason
+//! marks it, so no reverse index of `seen` is needed (it cost about a
+//! kilobyte per idle connection). What a device was last shown about a
+//! user is the same for every device (the global baseline of
+//! [`crate::presence`]), so `seen` needs only keys. Devices that end up
+//! with the same delta share one message.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -51,8 +54,6 @@ struct ScopedDevice {
 #[derive(Debug, Default)]
 pub(crate) struct Scopes {
     devices: HashMap<ConnId, ScopedDevice>,
-    /// Key → scoped devices whose view shows it.
-    seen_by: HashMap<String, HashSet<ConnId>>,
     /// Key → scoped devices watching it.
     watchers: HashMap<String, HashSet<ConnId>>,
     /// Devices to recompute at the next flush.
@@ -110,11 +111,11 @@ impl Scopes {
         let Some(device) = self.devices.remove(&conn) else {
             return;
         };
-        unindex(&mut self.seen_by, &device.seen, conn);
         unindex(&mut self.watchers, &device.watched, conn);
     }
 
-    /// The conversations of the user behind `conn` changed: recompute it.
+    /// The conversations of the user behind `conn` changed, or a contact
+    /// is going offline: recompute it.
     pub fn mark(&mut self, conn: ConnId) {
         if self.devices.contains_key(&conn) {
             self.dirty.insert(conn);
@@ -202,7 +203,7 @@ impl Scopes {
                     deltas.entry(delta).or_default().push(conn);
                 }
             }
-            update_seen(&mut device.seen, &mut self.seen_by, &view, conn);
+            device.seen = view.into_iter().map(str::to_owned).collect();
         }
         for (full, to) in fulls {
             send(out, to, ServerMessage::OnlineUsers(full));
@@ -222,9 +223,10 @@ impl Scopes {
                 .filter(|c| self.devices.contains_key(c)),
         );
         for key in input.changed_keys {
-            let indexed = [self.seen_by.get(*key), self.watchers.get(*key)];
-            concerned.extend(indexed.into_iter().flatten().flatten());
+            concerned.extend(self.watchers.get(*key).into_iter().flatten());
             if let Some(user) = input.users.get(*key) {
+                // Its own devices see it too, with or without contacts.
+                concerned.extend(user.conns_with(|c| c.presence_scope));
                 for_contacts(user, input.users, input.conversations, |contact| {
                     concerned.extend(contact.conns_with(|c| c.presence_scope));
                 });
@@ -250,20 +252,10 @@ impl Scopes {
             if device.watched.len() > limit {
                 return Err(format!("{conn:?} watches {} users", device.watched.len()));
             }
-            check_index(&self.seen_by, &device.seen, *conn, "seen")?;
             check_index(&self.watchers, &device.watched, *conn, "watched")?;
         }
-        let indexed: usize = self
-            .seen_by
-            .values()
-            .chain(self.watchers.values())
-            .map(HashSet::len)
-            .sum();
-        let owned: usize = self
-            .devices
-            .values()
-            .map(|d| d.seen.len() + d.watched.len())
-            .sum();
+        let indexed: usize = self.watchers.values().map(HashSet::len).sum();
+        let owned: usize = self.devices.values().map(|d| d.watched.len()).sum();
         if indexed != owned {
             return Err(format!("indexes hold {indexed} entries, devices {owned}"));
         }
@@ -273,7 +265,7 @@ impl Scopes {
 
 /// Calls `f` with every online user sharing a conversation with `user`
 /// (member or invited), `user` itself included.
-fn for_contacts<'a>(
+pub(crate) fn for_contacts<'a>(
     user: &User,
     users: &'a BTreeMap<String, User>,
     conversations: &'a Conversations,
@@ -347,30 +339,6 @@ pub(crate) fn push_change(before: PublishedRef<'_>, after: Option<&User>, out: &
         (_, Some(now)) => out.push((now.display.clone(), Some(now.status.clone()))),
         (Some((old, _)), None) => out.push((old.to_owned(), None)),
         (None, None) => {}
-    }
-}
-
-/// Makes `seen` equal `view`, keeping the reverse index in step.
-fn update_seen(
-    seen: &mut BTreeSet<String>,
-    seen_by: &mut HashMap<String, HashSet<ConnId>>,
-    view: &BTreeSet<&str>,
-    conn: ConnId,
-) {
-    let gone: BTreeSet<String> = seen
-        .iter()
-        .filter(|k| !view.contains(k.as_str()))
-        .cloned()
-        .collect();
-    unindex(seen_by, &gone, conn);
-    for key in &gone {
-        seen.remove(key);
-    }
-    for key in view {
-        if !seen.contains(*key) {
-            seen.insert((*key).to_owned());
-            seen_by.entry((*key).to_owned()).or_default().insert(conn);
-        }
     }
 }
 

@@ -318,6 +318,7 @@ impl Chat {
             return;
         }
         self.presence.note_change(&key, self.users.get(&key));
+        self.note_contacts_leaving(&key);
         let user = self.users.remove(&key).expect("looked up above");
         if user.account {
             self.away.insert(
@@ -738,6 +739,24 @@ impl Chat {
             for conn in user.conns_with(|c| c.presence_scope) {
                 self.presence.note_scope_changed(conn);
             }
+        }
+    }
+
+    /// The user stored under `key` is going offline: its scoped contacts
+    /// must drop it at the next flush, when it can no longer be found.
+    fn note_contacts_leaving(&mut self, key: &str) {
+        if !self.presence.has_scoped() {
+            return;
+        }
+        let Some(user) = self.users.get(key) else {
+            return;
+        };
+        let mut conns = Vec::new();
+        crate::scope::for_contacts(user, &self.users, &self.conversations, |contact| {
+            conns.extend(contact.conns_with(|c| c.presence_scope));
+        });
+        for conn in conns {
+            self.presence.note_scope_changed(conn);
         }
     }
 
