@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// idle connection instead of load.
     #[arg(long)]
     idle: bool,
+    /// natter clients ask for `presence-scope`: presence only for their
+    /// own group, as a company-sized deployment would run.
+    #[arg(long)]
+    scope: bool,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -119,6 +123,9 @@ impl BenchArgs {
         }
         if self.tls && self.proto != Proto::Natter {
             bail!("--tls is for natter only");
+        }
+        if self.scope && self.proto != Proto::Natter {
+            bail!("--scope is a natter capability");
         }
         if !self.idle && self.rate == 0 {
             bail!("--rate must be positive");

@@ -92,15 +92,22 @@ async fn spawn_and_collect(
     let mut tasks = JoinSet::new();
     let endpoint = args.endpoint()?;
     for index in 0..plan.clients {
-        let (endpoint, plan, proto) = (endpoint.clone(), plan.clone(), args.proto);
+        let (endpoint, plan, proto, scope) =
+            (endpoint.clone(), plan.clone(), args.proto, args.scope);
         let (connecting, registered, ready) =
             (connecting.clone(), registered.clone(), ready.clone());
         tasks.spawn_local(async move {
             let client = match proto {
                 Proto::Natter => {
-                    let joined =
-                        natter_wire::setup(&endpoint, &plan, index, &connecting, &registered)
-                            .await?;
+                    let joined = natter_wire::setup(
+                        &endpoint,
+                        &plan,
+                        index,
+                        scope,
+                        &connecting,
+                        &registered,
+                    )
+                    .await?;
                     Client {
                         index,
                         stream: joined.stream,
