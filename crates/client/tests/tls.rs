@@ -42,7 +42,6 @@ async fn two_clients_chat_over_tls_verified_by_the_ca_they_were_given() {
         clients.push((client, events));
     }
     let [(alice, mut alice_events), (bob, mut bob_events)] = clients.try_into().ok().unwrap();
-    expect_online(&mut alice_events, "bob", Some("online")).await;
     alice.invite(["bob"]).await.unwrap();
     let (conv, _) = expect_invitation(&mut bob_events).await;
     alice.join(conv).await.unwrap();
