@@ -8,12 +8,17 @@
 //! (a reference count) per member, and under load several messages for one
 //! client leave in one system call. Only when the kernel's buffer is full
 //! does a small task wait for the socket to become writable again.
+//!
+//! The slow-consumer limit counts only what the kernel refused: a batch may
+//! queue more than the limit for a client that reads well, so a queue about
+//! to pass the limit is first offered to the kernel, and only what it does
+//! not take counts against the client.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -36,10 +41,12 @@ pub enum Transport {
     Tcp(Arc<TcpStream>),
     /// A task that owns the real sink (a WebSocket): each `Bytes` is one
     /// whole message. `queued` counts the bytes in the channel; the task
-    /// subtracts what it has sent.
+    /// subtracts what it has sent. `blocked` is set while the task waits for
+    /// the socket: only then are the queued bytes refused ones.
     Channel {
         sender: mpsc::UnboundedSender<Bytes>,
         queued: Arc<AtomicUsize>,
+        blocked: Arc<AtomicBool>,
     },
 }
 
@@ -96,21 +103,36 @@ impl Peer {
     }
 
     /// Queues one encoded message, or reports that the client has fallen
-    /// more than `limit` bytes behind.
+    /// more than `limit` bytes behind: that the kernel refused to take that
+    /// much, not merely that a batch produced it.
     pub fn enqueue(&mut self, bytes: Bytes, limit: usize) -> Result<(), Overflow> {
         match &self.transport {
             Transport::Tcp(_) => {
                 if self.pending_bytes + bytes.len() > limit {
-                    return Err(Overflow);
+                    // Try the write before declaring the client slow (the
+                    // bytes pushed below mark the peer dirty again).
+                    if let Flushed::Failed(_) = self.flush() {
+                        return Err(Overflow);
+                    }
+                    if self.pending_bytes + bytes.len() > limit {
+                        return Err(Overflow);
+                    }
                 }
                 self.pending_bytes += bytes.len();
                 self.pending.push_back(bytes);
                 self.dirty = true;
                 Ok(())
             }
-            Transport::Channel { sender, queued } => {
+            Transport::Channel {
+                sender,
+                queued,
+                blocked,
+            } => {
                 let len = bytes.len();
-                if queued.load(Ordering::Relaxed) + len > limit {
+                // Bytes the task has not had a chance to send yet are not
+                // refused ones; bytes waiting while it is stuck on a full
+                // socket are.
+                if blocked.load(Ordering::Relaxed) && queued.load(Ordering::Relaxed) + len > limit {
                     return Err(Overflow);
                 }
                 queued.fetch_add(len, Ordering::Relaxed);

@@ -6,8 +6,9 @@
 //! being split into lines. The hub writes to a browser through
 //! [`Transport::Channel`]: it pushes each encoded message into an unbounded
 //! channel and counts its bytes in `queued`; the writer here sends them and
-//! counts them back out, so the hub's slow-consumer rule sees exactly what
-//! is still waiting, as it does for TCP.
+//! counts them back out, and says while it waits for the socket, so the
+//! hub's slow-consumer rule counts only what the socket refused, as it
+//! does for TCP.
 //!
 //! The rules are those of a TCP client in JSON mode: invalid JSON (or
 //! UTF-8) gets ERROR and the connection closes; a well-formed message that
@@ -16,7 +17,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
@@ -57,10 +58,12 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
     let (sink, stream) = socket.split();
     let (sender, outgoing) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
+    let blocked = Arc::new(AtomicBool::new(false));
     let cancel = CancellationToken::new();
     let transport = Transport::Channel {
         sender,
         queued: queued.clone(),
+        blocked: blocked.clone(),
     };
     let peer = Peer::new(addr, Encoding::Json, transport, cancel.clone());
     if shared
@@ -74,7 +77,7 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
     let linger = shared.config.close_linger;
     let writing = async {
         tokio::select! {
-            _ = write_frames(sink, outgoing, &queued) => {}
+            _ = write_frames(sink, outgoing, &queued, &blocked) => {}
             // Once the hub let go, the rest may take `linger`, no more.
             _ = async { cancel.cancelled().await; tokio::time::sleep(linger).await } => {}
         }
@@ -102,11 +105,12 @@ async fn refuse(mut socket: WebSocket, reason: &str) {
 }
 
 /// Sends what the hub queues, in order, until the hub drops its sender;
-/// then a Close frame.
+/// then a Close frame. `blocked` is set while the socket takes no more.
 async fn write_frames(
     mut sink: SplitSink<WebSocket, Message>,
     mut outgoing: mpsc::UnboundedReceiver<Bytes>,
     queued: &AtomicUsize,
+    blocked: &AtomicBool,
 ) {
     while let Some(first) = outgoing.recv().await {
         let mut sent_bytes = 0;
@@ -115,7 +119,7 @@ async fn write_frames(
         while let Some(bytes) = next.take() {
             sent_bytes += bytes.len();
             if let Some(frame) = text_frame(bytes)
-                && sink.feed(frame).await.is_err()
+                && noting_blocked(sink.feed(frame), blocked).await.is_err()
             {
                 return;
             }
@@ -124,13 +128,24 @@ async fn write_frames(
                 next = outgoing.try_recv().ok();
             }
         }
-        let flushed = sink.flush().await;
+        let flushed = noting_blocked(sink.flush(), blocked).await;
         queued.fetch_sub(sent_bytes, Ordering::Relaxed);
         if flushed.is_err() {
             return;
         }
     }
     let _ = sink.send(close_frame(close_code::NORMAL)).await;
+}
+
+/// Runs one write, with `blocked` set while it waits for the socket.
+async fn noting_blocked<F: Future>(write: F, blocked: &AtomicBool) -> F::Output {
+    let mut write = std::pin::pin!(write);
+    std::future::poll_fn(|cx| {
+        let poll = write.as_mut().poll(cx);
+        blocked.store(poll.is_pending(), Ordering::Relaxed);
+        poll
+    })
+    .await
 }
 
 /// One encoded JSON line as a text frame, without its newline.
