@@ -45,30 +45,37 @@ pub async fn serve(
     shared: Arc<Shared>,
     _ticket: Ticket,
 ) {
+    let accepted = tokio::time::Instant::now();
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
     // Fires when the hub closes this connection, and on server shutdown.
     let cancel = shared.shutdown.child_token();
     let mut buf = BytesMut::new();
-    // Wait for the first byte, which says how the client will speak.
+    // Wait for the first byte, which says how the client will speak; the
+    // registration deadline runs from the accept, so a connection that
+    // never says anything does not hold its descriptor for ever.
+    let register_timeout = shared.config.register_timeout;
     let first = tokio::select! {
         _ = cancel.cancelled() => return,
-        read = read_some(&stream, &mut buf) => read,
+        read = read_some(&stream, &mut buf) => Some(read),
+        _ = registration_expires(accepted, register_timeout) => None,
     };
-    if !matches!(first, Ok(n) if n > 0) {
+    let silent = first.is_none();
+    if !silent && !matches!(first, Some(Ok(n)) if n > 0) {
         tracing::debug!(conn = conn.0, peer = %addr, "closed before sending anything");
         return;
     }
-    let detected = Encoding::detect(buf[0]);
-    // An unknown first byte is answered in JSON, the one encoding a person
-    // typing into a terminal can read.
+    let detected = buf.first().and_then(|&byte| Encoding::detect(byte));
+    // An unknown first byte (or none) is answered in JSON, the one encoding
+    // a person typing into a terminal can read.
     let encoding = detected.unwrap_or(Encoding::Json);
-    let peer = Peer::new(
+    let mut peer = Peer::new(
         addr,
         encoding,
         Transport::Tcp(stream.clone()),
         cancel.clone(),
     );
+    peer.accepted = accepted;
     if send_to_hub(&shared.hub, HubEvent::Connected { conn, peer })
         .await
         .is_err()
@@ -86,8 +93,11 @@ pub async fn serve(
     };
     let ended = match detected {
         None => {
-            let error = DecodeError::UnknownEncoding(buf[0]);
-            reader.reject(error.to_string(), true).await;
+            let error = match buf.first() {
+                Some(&byte) => DecodeError::UnknownEncoding(byte).to_string(),
+                None => not_registered(register_timeout),
+            };
+            reader.reject(error, true).await;
             Ended::ByServer
         }
         Some(_) => reader.run(&stream, buf, &cancel).await,
@@ -102,6 +112,20 @@ pub async fn serve(
             Box::pin(linger(&stream, config)).await;
         }
     }
+}
+
+/// The ERROR a connection gets when it has not registered in time.
+pub fn not_registered(timeout: Duration) -> String {
+    format!("not registered within {} s: closing", timeout.as_secs())
+}
+
+/// Fires `timeout` after `accepted` (never when the timeout is zero: off).
+/// Boxed, so that no connection carries a timer while it chats.
+async fn registration_expires(accepted: tokio::time::Instant, timeout: Duration) {
+    if timeout.is_zero() {
+        return std::future::pending().await;
+    }
+    Box::pin(tokio::time::sleep_until(accepted + timeout)).await
 }
 
 /// Sends an event to the hub. When the channel has room (the normal case)

@@ -94,9 +94,9 @@ pub struct Hub {
     doomed: Vec<ConnId>,
     /// End of the current presence coalescing window, if changes wait.
     presence_deadline: Option<Instant>,
-    /// Connections in the order they arrived, with the time by which they
-    /// must have registered (a queue, since every deadline is "arrival +
-    /// the same timeout").
+    /// Connections with the time by which they must have registered,
+    /// earliest first ("accepted + the same timeout", so nearly always
+    /// arrival order).
     registration_deadlines: VecDeque<(Instant, ConnId)>,
     /// Decides whether a recently written client waits to gather more.
     coalescer: Coalescer,
@@ -190,10 +190,12 @@ impl Hub {
             HubEvent::Connected { conn, peer } => {
                 tracing::info!(conn = conn.0, peer = %peer.addr, encoding = ?peer.encoding, "connect");
                 self.chat.connect(conn);
+                let deadline = peer.accepted + self.config.register_timeout;
                 self.peers.insert(conn, peer);
                 if !self.config.register_timeout.is_zero() {
-                    let deadline = Instant::now() + self.config.register_timeout;
-                    self.registration_deadlines.push_back((deadline, conn));
+                    let deadlines = &mut self.registration_deadlines;
+                    let at = deadlines.partition_point(|(d, _)| *d <= deadline);
+                    deadlines.insert(at, (deadline, conn));
                 }
             }
             HubEvent::Command { conn, command } => self.apply_command(conn, command),
@@ -255,8 +257,8 @@ impl Hub {
             }
             self.registration_deadlines.pop_front();
             if self.peers.contains_key(&conn) && self.chat.user_name(conn).is_none() {
-                let secs = self.config.register_timeout.as_secs();
-                self.send_error(conn, format!("not registered within {secs} s: closing"));
+                let error = crate::connection::not_registered(self.config.register_timeout);
+                self.send_error(conn, error);
                 self.chat.disconnect(conn, &mut self.outputs);
                 self.close_gracefully(conn);
                 self.dispatch();

@@ -80,6 +80,9 @@ pub struct Peer {
     pub dirty: bool,
     /// When the hub last wrote to this client (for write coalescing).
     pub last_write: std::time::Instant,
+    /// When the connection was accepted: the registration deadline counts
+    /// from here, not from the first byte.
+    pub accepted: tokio::time::Instant,
 }
 
 impl Peer {
@@ -99,6 +102,7 @@ impl Peer {
             awaiting_writable: false,
             dirty: false,
             last_write: std::time::Instant::now(),
+            accepted: tokio::time::Instant::now(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use natter_proto::{Command, Encoding, ServerMessage};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn a_connection_that_never_registers_is_closed() {
@@ -28,6 +28,58 @@ async fn a_connection_that_never_registers_is_closed() {
     let mut alice = TestClient::registered(server.local_addr(), Encoding::Framed, "alice").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     alice.sync().await;
+}
+
+/// Reads a raw connection to its end (bounded); what the server said.
+async fn read_to_end(stream: &mut tokio::net::TcpStream) -> String {
+    let mut said = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut said))
+        .await
+        .expect("the server closes the connection")
+        .expect("a clean close");
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_byte_is_closed_at_the_register_deadline() {
+    let mut config = test_config();
+    config.register_timeout = Duration::from_millis(300);
+    let server = start_with(config).await;
+    let mut silent = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let connected = tokio::time::Instant::now();
+    // Its encoding is unknown, so the ERROR comes in JSON.
+    let said = read_to_end(&mut silent).await;
+    assert!(
+        said.starts_with(r#"{"command":"ERROR","args":"not registered within"#),
+        "{said:?}"
+    );
+    assert!(connected.elapsed() >= Duration::from_millis(300));
+    let stats = server.stats().await.unwrap();
+    assert_eq!((stats.connections, stats.peers), (0, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn the_register_deadline_counts_from_the_connect_not_the_first_byte() {
+    let mut config = test_config();
+    config.register_timeout = Duration::from_millis(600);
+    let server = start_with(config).await;
+    let mut late = TestClient::connect(server.local_addr(), Encoding::Framed).await;
+    let connected = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    late.send(Command::Caps(vec![])).await;
+    let error = late
+        .expect(|m| match m {
+            ServerMessage::Error(t) => Some(t.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(error.contains("not registered within"), "{error}");
+    late.expect_closed().await;
+    // Counted from the first byte it would have been 1.1 s.
+    let took = connected.elapsed();
+    assert!(took < Duration::from_millis(1000), "closed after {took:?}");
 }
 
 #[tokio::test]
