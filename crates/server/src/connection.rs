@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::hub::{HubEvent, HubSender};
 use crate::listener::Shared;
 use crate::peer::{Peer, Transport};
-use crate::rate::CommandGate;
+use crate::rate::FrameGate;
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 4096;
@@ -88,7 +88,7 @@ pub async fn serve(
         hub: &shared.hub,
         decoder: Decoder::new(encoding, Direction::ToServer, config.limits.clone()),
         config,
-        gate: CommandGate::new(config.rate_limit, config.rate_burst, Instant::now()),
+        gate: FrameGate::new(config.rate_limit, config.rate_burst, Instant::now()),
         idle: IdleTimer::new(config.idle_timeout),
     };
     let ended = match detected {
@@ -183,7 +183,7 @@ struct Reader<'a> {
     hub: &'a HubSender,
     decoder: Decoder,
     config: &'a Config,
-    gate: CommandGate,
+    gate: FrameGate,
     idle: IdleTimer,
 }
 
@@ -195,7 +195,7 @@ impl Reader<'_> {
         cancel: &CancellationToken,
     ) -> Ended {
         loop {
-            if !self.decode_all(&mut buf).await {
+            if !self.decode_all(&mut buf, cancel).await {
                 return Ended::ByServer;
             }
             if buf.is_empty() {
@@ -218,23 +218,37 @@ impl Reader<'_> {
         }
     }
 
-    /// Forwards every whole message in `buf`. False when the stream can no
-    /// longer be trusted (or the hub is gone).
-    async fn decode_all(&mut self, buf: &mut BytesMut) -> bool {
+    /// Forwards every whole message in `buf`, each in its turn under the
+    /// rate limit: while one waits, nothing more is read, so TCP pushes
+    /// back on the client. False when the connection ends (the stream can
+    /// no longer be trusted, a flood, the hub closed it or is gone).
+    async fn decode_all(&mut self, buf: &mut BytesMut, cancel: &CancellationToken) -> bool {
         loop {
-            let event = match self.decoder.decode_command(buf) {
+            // Outer error: the stream cannot be trusted any more. Inner: a
+            // frame that did not decode, which counts like any other.
+            let frame = match self.decoder.decode_command(buf) {
                 Ok(None) => return true,
-                Ok(Some(typed)) => match self.gate.admit(Instant::now()) {
-                    Ok(()) => match typed {
-                        Ok(command) => HubEvent::Command {
-                            conn: self.conn,
-                            command,
-                        },
-                        Err(error) => self.rejection(error.to_string(), false),
-                    },
-                    Err(refusal) => self.rejection(refusal.error, refusal.fatal),
+                Ok(Some(typed)) => Ok(typed.map_err(|error| error.to_string())),
+                Err(error) if error.is_fatal() => Err(error.to_string()),
+                Err(error) => Ok(Err(error.to_string())),
+            };
+            let event = match frame {
+                Err(error) => self.rejection(error, true),
+                Ok(frame) => match self.gate.admit(Instant::now()) {
+                    Err(flooding) => self.rejection(flooding.to_string(), true),
+                    Ok(wait) => {
+                        if !wait.is_zero() && !Box::pin(hold_back(wait, cancel)).await {
+                            return false;
+                        }
+                        match frame {
+                            Ok(command) => HubEvent::Command {
+                                conn: self.conn,
+                                command,
+                            },
+                            Err(error) => self.rejection(error, false),
+                        }
+                    }
                 },
-                Err(error) => self.rejection(error.to_string(), error.is_fatal()),
             };
             let fatal = matches!(event, HubEvent::Rejected { fatal: true, .. });
             if send_to_hub(self.hub, event).await.is_err() || fatal {
@@ -255,6 +269,15 @@ impl Reader<'_> {
         send_to_hub(self.hub, self.rejection(error, fatal))
             .await
             .is_ok()
+    }
+}
+
+/// Holds a frame back for `wait` (its turn under the rate limit). False
+/// when the connection is closed meanwhile.
+async fn hold_back(wait: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
     }
 }
 

@@ -620,6 +620,104 @@ async fn a_burst_of_large_messages_cuts_off_only_the_slow_consumer() {
     }
 }
 
+// ---------- flooding ----------
+
+/// A flooder writes SEND_MESSAGE to a conversation as fast as its socket
+/// takes them, while five others chat there under the limit (one message
+/// every 150 ms each) and time their round trips. The server reads the
+/// flooder at its rate (TCP pushes back), so the others never wait on it,
+/// and cuts it off once it has stayed over its limit for the flood window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_is_cut_off_while_the_others_round_trips_stay_under_50_ms() {
+    let defaults = natter_server::Config::default();
+    let mut config = test_config();
+    config.rate_limit = defaults.rate_limit;
+    config.rate_burst = defaults.rate_burst;
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    let mut flooder = TestClient::registered(addr, Encoding::Framed, "flooder").await;
+    let mut calm = Vec::new();
+    for i in 0..5 {
+        calm.push(TestClient::registered(addr, encoding_of(i), &format!("calm{i}")).await);
+    }
+    let conv = {
+        let mut members: Vec<&mut TestClient> = vec![&mut flooder];
+        members.extend(calm.iter_mut());
+        conversation(&mut members).await
+    };
+    let (mut flooder_in, mut flooder_out) = flooder.split();
+    let started = Instant::now();
+    let flood = tokio::spawn(async move {
+        let mut burst = BytesMut::new();
+        for k in 0..100 {
+            let text = format!("flood {k}");
+            encode_command(
+                &Command::SendMessage { conv, text },
+                Encoding::Framed,
+                &mut burst,
+            );
+        }
+        // Bounded: 10,000 bursts, far more than the flood window lets in.
+        for _ in 0..10_000 {
+            if flooder_out.write_all(&burst).await.is_err() {
+                break;
+            }
+        }
+    });
+    let cut_off = tokio::spawn(async move {
+        let mut last_error = None;
+        loop {
+            match flooder_in.recv().await {
+                Received::Closed => return (started.elapsed(), last_error),
+                Received::Message(ServerMessage::Error(text)) => last_error = Some(text),
+                Received::Message(_) => {}
+            }
+        }
+    });
+    let stop = CancellationToken::new();
+    let mut chatters = JoinSet::new();
+    for (i, mut client) in calm.into_iter().enumerate() {
+        let stop = stop.clone();
+        chatters.spawn(async move {
+            let mut times = Vec::new();
+            for k in 0.. {
+                if stop.is_cancelled() {
+                    break;
+                }
+                times.push(round_trip(&mut client, conv, &format!("calm {i} {k}")).await);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            times
+        });
+    }
+    let (after, error) = tokio::time::timeout(Duration::from_secs(10), cut_off)
+        .await
+        .expect("the flooder is cut off within 10 s")
+        .unwrap();
+    stop.cancel();
+    flood.abort();
+    let mut times = Vec::new();
+    while let Some(samples) = chatters.join_next().await {
+        times.extend(samples.unwrap());
+    }
+    let worst = *times.iter().max().unwrap();
+    let p50 = percentile(&mut times, 0.5);
+    println!(
+        "flood: cut off after {after:.2?} ({error:?}); {} round trips of the others, p50 {p50:.2?}, max {worst:.2?}",
+        times.len()
+    );
+    assert_eq!(
+        error.as_deref(),
+        Some("flooding: over the rate limit for 5 s, disconnecting")
+    );
+    assert!(after >= Duration::from_secs(5), "cut off after {after:?}");
+    assert!(times.len() >= 100, "only {} round trips", times.len());
+    assert!(
+        worst < Duration::from_millis(50),
+        "a round trip took {worst:?}"
+    );
+}
+
 // ---------- 100 MB of garbage ----------
 
 const GARBAGE: usize = 100 * 1024 * 1024;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use natter_proto::{Command, Encoding, ServerMessage};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 #[tokio::test]
 async fn a_connection_that_never_registers_is_closed() {
@@ -112,63 +112,72 @@ async fn quiet_clients_stay_without_an_idle_timeout() {
     quiet.sync().await;
 }
 
+/// A person pastes 30 lines: with the default limits (10 a second, burst
+/// 20) the last ones wait their turn instead of being refused, and every
+/// line arrives, in order, with no ERROR.
 #[tokio::test]
-async fn commands_over_the_rate_limit_get_errors_and_others_are_unaffected() {
+async fn a_paste_of_thirty_lines_is_delivered_whole_and_in_order() {
+    let defaults = natter_server::Config::default();
     let mut config = test_config();
-    config.rate_limit = 5;
-    config.rate_burst = 5;
+    config.rate_limit = defaults.rate_limit;
+    config.rate_burst = defaults.rate_burst;
     let server = start_with(config).await;
-    let mut flooder =
-        TestClient::registered(server.local_addr(), Encoding::Framed, "flooder").await;
-    let mut calm = TestClient::registered(server.local_addr(), Encoding::Framed, "calm").await;
-    for _ in 0..20 {
-        flooder.send(Command::ListConversations).await;
+    let mut alice = TestClient::registered(server.local_addr(), Encoding::Json, "alice").await;
+    let mut bob = TestClient::registered(server.local_addr(), Encoding::Classic, "bob").await;
+    let conv = conversation(&mut [&mut alice, &mut bob]).await;
+    let mut paste = bytes::BytesMut::new();
+    for line in 0..30 {
+        let text = format!("line {line}");
+        natter_proto::codec::encode_command(
+            &Command::SendMessage { conv, text },
+            Encoding::Json,
+            &mut paste,
+        );
     }
-    let (mut answered, mut refused) = (0, 0);
-    while answered + refused < 20 {
-        match flooder.recv_msg().await {
-            ServerMessage::Conversations(_) => answered += 1,
-            ServerMessage::Error(text) => {
-                assert!(text.contains("rate limit"), "{text}");
-                refused += 1;
+    let started = tokio::time::Instant::now();
+    alice.send_raw(&paste).await;
+    for line in 0..30 {
+        for client in [&mut alice, &mut bob] {
+            match client.recv_msg().await {
+                ServerMessage::Message { sender, text, .. } => {
+                    assert_eq!((sender.as_str(), text), ("alice", format!("line {line}")));
+                }
+                other => panic!("{}: {other:?} instead of line {line}", client.name),
             }
-            other => panic!("unexpected {other:?}"),
         }
     }
-    // The registration used one token of the burst of five.
-    assert!((3..=5).contains(&answered), "{answered} answered");
-    assert_eq!(refused, 20 - answered);
-    calm.sync().await;
+    // The setup used a few of the 20 tokens, and 10 come back a second.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "not paced: {took:?}");
+    alice.sync().await;
 }
 
+/// A frame that does not decode costs the server an ERROR like any other,
+/// so it takes its turn under the rate limit too.
 #[tokio::test]
-async fn a_sustained_flood_is_disconnected() {
+async fn frames_that_do_not_decode_count_against_the_rate_limit() {
     let mut config = test_config();
-    config.rate_limit = 2;
-    config.rate_burst = 2;
+    config.rate_limit = 20;
+    config.rate_burst = 5;
     let server = start_with(config).await;
-    let mut flooder = TestClient::registered(server.local_addr(), Encoding::Json, "flooder").await;
+    let mut client = TestClient::registered(server.local_addr(), Encoding::Framed, "bad").await;
+    // A whole frame holding a pickle that does not load: ERROR, and the
+    // connection stays.
+    let body = b"STATUS \xff\xff";
+    let mut frames = Vec::new();
+    for _ in 0..25 {
+        frames.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frames.extend_from_slice(body);
+    }
     let started = tokio::time::Instant::now();
-    let mut status = bytes::BytesMut::new();
-    natter_proto::codec::encode_command(
-        &Command::Status("spam".into()),
-        Encoding::Json,
-        &mut status,
-    );
-    // 50 commands a second, 25 times the limit, until the server hangs up.
-    let closed = tokio::time::timeout(Duration::from_secs(9), async {
-        loop {
-            if flooder.stream.write_all(&status).await.is_err() {
-                return;
-            }
-            if let Some(Received::Closed) = flooder.try_recv(Duration::from_millis(20)).await {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "flooder still connected");
-    assert!(started.elapsed() >= Duration::from_secs(5));
+    client.send_raw(&frames).await;
+    for _ in 0..25 {
+        client.expect_error().await;
+    }
+    // Five in the burst (less the REGISTER), then twenty at 20 a second.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "not counted: {took:?}");
+    client.sync().await;
 }
 
 #[tokio::test]

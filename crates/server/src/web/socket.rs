@@ -13,7 +13,8 @@
 //! The rules are those of a TCP client in JSON mode: invalid JSON (or
 //! UTF-8) gets ERROR and the connection closes; a well-formed message that
 //! is not a valid command gets ERROR and the connection stays; the frame
-//! limit, rate limit, idle timeout and connection limits are the same.
+//! limit, rate limit (every frame counts, binary and bad ones too),
+//! idle timeout and connection limits are the same.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::HubEvent;
 use crate::listener::Shared;
 use crate::peer::{Peer, Transport};
-use crate::rate::CommandGate;
+use crate::rate::FrameGate;
 
 /// Most queued messages written before one flush: several small messages
 /// leave in one system call, and a long queue still gets flushed now and
@@ -85,7 +86,7 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
     let reader = Reader {
         conn,
         shared: &shared,
-        gate: CommandGate::new(
+        gate: FrameGate::new(
             shared.config.rate_limit,
             shared.config.rate_burst,
             Instant::now(),
@@ -191,7 +192,7 @@ enum ReadFailure {
 struct Reader<'a> {
     conn: ConnId,
     shared: &'a Shared,
-    gate: CommandGate,
+    gate: FrameGate,
 }
 
 impl Reader<'_> {
@@ -231,7 +232,7 @@ impl Reader<'_> {
                 }
                 frame = stream.next() => frame,
             };
-            let keep_going = match frame {
+            let frame = match frame {
                 None | Some(Ok(Message::Close(_))) => return Ended::ByClient,
                 Some(Err(error)) => match classify(error) {
                     ReadFailure::Gone => return Ended::ByClient,
@@ -240,10 +241,17 @@ impl Reader<'_> {
                         return Ended::ByServer;
                     }
                 },
-                Some(Ok(Message::Text(text))) => self.handle_text(&text).await,
-                Some(Ok(Message::Binary(_))) => self.reject(BINARY_REFUSED.into(), false).await,
-                // The WebSocket layer answers pings itself.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => true,
+                Some(Ok(frame)) => frame,
+            };
+            // Every frame counts against the rate limit, whatever it holds:
+            // each costs an answer (the WebSocket layer answers pings).
+            if !self.take_turn(cancel).await {
+                return Ended::ByServer;
+            }
+            let keep_going = match frame {
+                Message::Text(text) => self.handle_text(&text).await,
+                Message::Binary(_) => self.reject(BINARY_REFUSED.into(), false).await,
+                Message::Ping(_) | Message::Pong(_) | Message::Close(_) => true,
             };
             if !keep_going {
                 return Ended::ByServer;
@@ -261,10 +269,6 @@ impl Reader<'_> {
                 return self.reject(error.to_string(), fatal).await && !fatal;
             }
         };
-        if let Err(refusal) = self.gate.admit(Instant::now()) {
-            let fatal = refusal.fatal;
-            return self.reject(refusal.error, fatal).await && !fatal;
-        }
         let event = match Command::from_raw(raw, &self.shared.config.limits) {
             Ok(command) => HubEvent::Command {
                 conn: self.conn,
@@ -277,6 +281,24 @@ impl Reader<'_> {
             },
         };
         self.shared.hub.send(event).await.is_ok()
+    }
+
+    /// Waits for this frame's turn under the rate limit; reads nothing
+    /// meanwhile, so TCP pushes back on the browser. False when the
+    /// connection ends instead (a flood, or it is closed meanwhile).
+    async fn take_turn(&mut self, cancel: &CancellationToken) -> bool {
+        match self.gate.admit(Instant::now()) {
+            Ok(wait) if wait.is_zero() => true,
+            Ok(wait) => tokio::select! {
+                _ = cancel.cancelled() => false,
+                _ = self.shared.shutdown.cancelled() => false,
+                _ = tokio::time::sleep(wait) => true,
+            },
+            Err(flooding) => {
+                self.reject(flooding.to_string(), true).await;
+                false
+            }
+        }
     }
 
     /// Has the hub answer ERROR (and close, when `fatal`). False when the
