@@ -318,8 +318,10 @@ impl Hub {
     }
 
     fn send_error(&mut self, conn: ConnId, text: String) {
-        if let Some(peer) = self.peers.get(&conn) {
-            tracing::info!(conn = conn.0, peer = %peer.addr, error = %text, "rejected input");
+        if let Some(peer) = self.peers.get_mut(&conn)
+            && let Some(unlogged) = peer.bad_input_log.allow(std::time::Instant::now())
+        {
+            tracing::info!(conn = conn.0, peer = %peer.addr, error = %text, unlogged, "rejected input");
         }
         self.outputs.push(Output::Send {
             to: Recipients::One(conn),

@@ -28,6 +28,7 @@ pub mod config;
 pub mod connection;
 pub mod hub;
 pub mod listener;
+pub mod log_limit;
 pub mod peer;
 pub mod rate;
 pub mod web;

@@ -27,6 +27,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::log_limit::LogLimiter;
+
 /// At most this many buffers go into one `writev`.
 const MAX_IOVECS: usize = 64;
 
@@ -83,6 +85,8 @@ pub struct Peer {
     /// When the connection was accepted: the registration deadline counts
     /// from here, not from the first byte.
     pub accepted: tokio::time::Instant,
+    /// Limits the log lines this client's bad input causes.
+    pub bad_input_log: LogLimiter,
 }
 
 impl Peer {
@@ -103,6 +107,7 @@ impl Peer {
             dirty: false,
             last_write: std::time::Instant::now(),
             accepted: tokio::time::Instant::now(),
+            bad_input_log: LogLimiter::new(std::time::Instant::now()),
         }
     }
 

@@ -50,7 +50,7 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
     let _ticket = match shared.admission.admit(addr.ip()) {
         Ok(ticket) => ticket,
         Err(refusal) => {
-            tracing::warn!(peer = %addr, %refusal, "web connection refused");
+            shared.log_refusal(addr, refusal);
             refuse(socket, &refusal.to_string()).await;
             return;
         }

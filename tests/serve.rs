@@ -1,0 +1,148 @@
+//! `natter serve` as an operator runs it: a real process, its log on a pipe
+//! (not a terminal), its exit status. Clients speak JSON lines over
+//! loopback; every wait is bounded and the process is killed when its guard
+//! drops.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// The longest any one step may take.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running `natter serve`, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// Everything it wrote to stderr so far.
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `natter serve --listen 127.0.0.1:0 --no-web` plus `args`, with
+    /// `env` set, and waits for its address.
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-web"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("natter serve starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(PATIENCE)
+            .expect("natter serve printed its address");
+        Server { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// A client speaking JSON lines.
+struct JsonClient {
+    stream: TcpStream,
+    lines: BufReader<TcpStream>,
+}
+
+impl JsonClient {
+    fn connect(addr: SocketAddr) -> JsonClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let lines = BufReader::new(stream.try_clone().unwrap());
+        JsonClient { stream, lines }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.stream.write_all(line.as_bytes()).unwrap();
+        self.stream.write_all(b"\n").unwrap();
+    }
+
+    /// The next line from the server; `None` at the end of the stream.
+    fn recv(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.lines.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(line.trim_end().to_string()),
+            Err(error) => panic!("no line from the server: {error}"),
+        }
+    }
+
+    /// Skips lines until one contains `wanted`; returns it.
+    fn expect(&mut self, wanted: &str) -> String {
+        loop {
+            match self.recv() {
+                Some(line) if line.contains(wanted) => return line,
+                Some(_) => {}
+                None => panic!("closed while waiting for {wanted:?}"),
+            }
+        }
+    }
+
+    fn register(addr: SocketAddr, name: &str) -> JsonClient {
+        let mut client = JsonClient::connect(addr);
+        client.send(&format!(
+            r#"{{"command":"REGISTER","args":["{name}","online"]}}"#
+        ));
+        client.expect("ONLINE_USERS");
+        client
+    }
+}
+
+#[test]
+fn log_lines_about_one_clients_bad_input_are_rate_limited() {
+    let server = Server::start(&["--rate-limit", "0"], &[]);
+    let mut client = JsonClient::register(server.addr, "garbage");
+    // 200 well-formed JSON lines that are not messages: ERROR each, and the
+    // connection stays.
+    for _ in 0..200 {
+        client.send(r#"{"no":"command"}"#);
+    }
+    for _ in 0..200 {
+        client.expect(r#""command":"ERROR""#);
+    }
+    // Logged before each ERROR was written, so all there by now.
+    let log = server.log();
+    let logged = log.matches("rejected input").count();
+    assert!(
+        (1..=natter_server::log_limit::LOG_BURST as usize).contains(&logged),
+        "{logged} lines about one client's bad input:\n{log}"
+    );
+}
