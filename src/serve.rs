@@ -155,12 +155,15 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: info).
+/// Logs go to stderr, filtered by `RUST_LOG` (default: info), coloured
+/// only when stderr is a terminal (a file or a journal gets plain text).
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

@@ -146,3 +146,13 @@ fn log_lines_about_one_clients_bad_input_are_rate_limited() {
         "{logged} lines about one client's bad input:\n{log}"
     );
 }
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let server = Server::start(&[], &[]);
+    let mut client = JsonClient::register(server.addr, "plain");
+    client.send(r#"{"command":"GOODBYE"}"#);
+    assert_eq!(client.recv(), None);
+    let log = server.log();
+    assert!(log.contains("register"), "nothing logged:\n{log}");
+    assert!(!log.contains('\x1b'), "escape codes in the log:\n{log:?}");
+}
