@@ -1,6 +1,7 @@
 //! `natter serve`: the command line of the server.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -73,6 +74,19 @@ pub struct ServeArgs {
     /// Most connections from one IP address (0: no limit).
     #[arg(long, default_value_t = 100, value_name = "N")]
     max_connections_per_ip: usize,
+    /// Where conversations and their history are kept (created on first start).
+    #[arg(long, default_value = "natter-data", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Keep nothing on disk: conversations and messages live only in memory.
+    #[arg(long, conflicts_with = "data_dir")]
+    ephemeral: bool,
+    /// Days of messages to keep (0: forever).
+    #[arg(long, default_value_t = 0, value_name = "DAYS")]
+    history_days: u32,
+    /// After a restart, seconds a guest has to register again before it
+    /// leaves its conversations.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    rejoin_grace: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -103,6 +117,9 @@ impl ServeArgs {
             rate_burst: self.rate_burst,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            data_dir: (!self.ephemeral).then(|| self.data_dir.clone()),
+            history_days: self.history_days,
+            rejoin_grace: Duration::from_secs(self.rejoin_grace),
             ..Default::default()
         };
         config.limits.max_frame = self.max_frame as usize;
@@ -129,10 +146,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
     let server = natter_server::spawn(config).await.with_context(|| {
-        if args.no_web {
-            format!("cannot listen on {}", args.listen)
+        let listen = if args.no_web {
+            format!("listen on {}", args.listen)
         } else {
-            format!("cannot listen on {} and {}", args.listen, args.web)
+            format!("listen on {} and {}", args.listen, args.web)
+        };
+        match (args.ephemeral, &args.data_dir) {
+            (true, _) => format!("cannot {listen}"),
+            (false, dir) => format!("cannot {listen} with data dir {}", dir.display()),
         }
     })?;
     println!("listening on {}", server.local_addr());

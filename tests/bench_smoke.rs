@@ -27,7 +27,7 @@ fn start_server() -> Server {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    let mut args = vec!["serve", "--ephemeral", "--listen", "127.0.0.1:0"];
     // Flood limits, where this build has them, would throttle the load.
     for flag in ["--rate-limit", "--max-connections-per-ip"] {
         if help.contains(&format!("{flag} ")) {

@@ -434,7 +434,14 @@ struct Natter {
 impl Natter {
     fn start() -> Natter {
         let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--ephemeral",
+                "--listen",
+                "127.0.0.1:0",
+                "--web",
+                "127.0.0.1:0",
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

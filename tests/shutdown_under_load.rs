@@ -43,7 +43,13 @@ impl Drop for Server {
 
 fn start_server() -> Server {
     let mut child = Process::new(env!("CARGO_BIN_EXE_natter"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-web"])
+        .args([
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-web",
+        ])
         .args(["--rate-limit", "0", "--max-connections-per-ip", "0"])
         .args(["--presence-interval", "0", "--presence-coalesce", "500"])
         .env("RUST_LOG", "warn")
@@ -197,6 +203,7 @@ async fn chatter(
             .send(Command::SendMessage {
                 conv,
                 text: text.clone(),
+                nonce: None,
             })
             .await
             .unwrap();
@@ -218,7 +225,7 @@ async fn chatter(
         tokio::select! {
             _ = tick.tick(), if writing => {
                 sent += 1;
-                let say = Command::SendMessage { conv, text: format!("message {sent} from {i}") };
+                let say = Command::SendMessage { conv, text: format!("message {sent} from {i}"), nonce: None };
                 writing = client.send(say).await.is_ok();
             }
             message = client.recv() => match message {

@@ -455,7 +455,7 @@ def generate(addr):
 
 def start_server():
     """`natter serve` on a free port; returns (process, (host, port))."""
-    command = ["cargo", "run", "-q", "--", "serve", "--listen", "127.0.0.1:0", "--no-web",
+    command = ["cargo", "run", "-q", "--", "serve", "--ephemeral", "--listen", "127.0.0.1:0", "--no-web",
                "--presence-interval", "0"]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)

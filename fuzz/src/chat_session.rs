@@ -147,6 +147,7 @@ impl Session {
                 conv: self.conv(arg()),
                 // Zero-padded step numbers sort in sending order.
                 text: format!("{:08}", self.step),
+                nonce: None,
             },
             13 => {
                 if arg() & 1 == 0 {

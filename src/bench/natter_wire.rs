@@ -256,6 +256,7 @@ pub fn encode_send(conv: ConvId, text: &mut String, out: &mut BytesMut) {
     let command = Command::SendMessage {
         conv,
         text: std::mem::take(text),
+        nonce: None,
     };
     encode_command(&command, Encoding::Framed, out);
     if let Command::SendMessage { text: lent, .. } = command {

@@ -361,7 +361,11 @@ impl App {
             Input::Say(text) => match self.active.filter(|c| self.is_joined(*c)) {
                 Some(conv) => {
                     self.scroll = 0;
-                    Command::SendMessage { conv, text }
+                    Command::SendMessage {
+                        conv,
+                        text,
+                        nonce: None,
+                    }
                 }
                 None => {
                     self.problem("no conversation: /invite NAME to start one, or /join ID".into());

@@ -169,7 +169,8 @@ fn typed_lines_become_commands_for_the_active_conversation() {
         type_line(&mut app, "see you at 5"),
         Some(Action::Send(Command::SendMessage {
             conv: 3,
-            text: "see you at 5".into()
+            text: "see you at 5".into(),
+            nonce: None,
         }))
     );
     assert_eq!(app.input.text, "", "the input line is cleared");

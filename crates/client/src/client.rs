@@ -127,6 +127,7 @@ impl Client {
         self.send(Command::SendMessage {
             conv,
             text: text.into(),
+            nonce: None,
         })
         .await
     }

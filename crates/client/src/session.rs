@@ -79,9 +79,9 @@ impl Session {
                 Some(Event::Invitation { conv, inviter })
             }
             ServerMessage::Conversations(list) => Some(Event::Conversations(list)),
-            ServerMessage::Message { conv, sender, text } => {
-                Some(Event::Message { conv, sender, text })
-            }
+            ServerMessage::Message {
+                conv, sender, text, ..
+            } => Some(Event::Message { conv, sender, text }),
             ServerMessage::Members { conv, members } => {
                 self.note_members(conv, &members);
                 Some(Event::Members { conv, members })
@@ -94,6 +94,10 @@ impl Session {
             }
             // Only meaningful as the answer to our own CAPS.
             ServerMessage::Caps(_) => None,
+            // Not asked for by this library yet.
+            ServerMessage::History { .. }
+            | ServerMessage::Unread(_)
+            | ServerMessage::Topic { .. } => None,
         }
     }
 

@@ -47,6 +47,7 @@ fn send_message(c: &mut Criterion) {
                 || Command::SendMessage {
                     conv: 1,
                     text: text.clone(),
+                    nonce: None,
                 },
                 |cmd| {
                     chat.handle(ConnId(1), cmd, &mut out);

@@ -51,6 +51,10 @@ impl Audit {
     /// Checks one input's outputs, `chat` being the state after that input.
     pub fn observe(&mut self, chat: &Chat, outputs: &[Output]) -> Result<(), String> {
         let mut presence_seen = HashSet::new();
+        // One input accepts at most one message, sent in up to three parts
+        // (with and without metadata): their recipients together must be
+        // exactly the online members.
+        let mut fanout: BTreeMap<ConvId, Vec<ConnId>> = BTreeMap::new();
         for output in outputs {
             match output {
                 Output::Close(conn) => {
@@ -66,12 +70,28 @@ impl Audit {
                             return Err(format!("{conn:?} got two presence messages at once"));
                         }
                     }
-                    self.check_fanout(chat, to.as_slice(), message)?;
+                    if let ServerMessage::Message { conv, meta, .. } = &**message {
+                        let is_resend = meta.as_ref().is_some_and(|m| m.nonce.is_some())
+                            && to.as_slice().len() == 1
+                            && !fanout.contains_key(conv);
+                        if !is_resend {
+                            fanout.entry(*conv).or_default().extend(to.as_slice());
+                        }
+                    }
                     for conn in to.as_slice() {
                         self.receive(*conn, message)?;
                     }
                 }
+                Output::Fact(_) => {}
+                Output::FetchHistory { conn, .. } => {
+                    if chat.user_name(*conn).is_none() {
+                        return Err(format!("history fetched for unregistered {conn:?}"));
+                    }
+                }
             }
+        }
+        for (conv, to) in fanout {
+            self.check_fanout(chat, conv, to)?;
         }
         self.views.retain(|conn, _| chat.is_connected(*conn));
         Ok(())
@@ -90,17 +110,8 @@ impl Audit {
         Ok(())
     }
 
-    fn check_fanout(
-        &self,
-        chat: &Chat,
-        to: &[ConnId],
-        message: &ServerMessage,
-    ) -> Result<(), String> {
-        let ServerMessage::Message { conv, .. } = message else {
-            return Ok(());
-        };
-        let mut members = chat.member_conns(*conv).unwrap_or_default();
-        let mut got = to.to_vec();
+    fn check_fanout(&self, chat: &Chat, conv: ConvId, mut got: Vec<ConnId>) -> Result<(), String> {
+        let mut members = chat.member_conns(conv).unwrap_or_default();
         members.sort();
         got.sort();
         if members != got {

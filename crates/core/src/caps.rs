@@ -7,19 +7,27 @@
 pub const PRESENCE_DELTA: &str = "presence-delta";
 /// Capability name: `MEMBERS` on every membership change.
 pub const MEMBERS: &str = "members";
+/// Capability name: message ids, `HISTORY`, `READ`, `UNREAD`, nonces. Only
+/// offered by a server that keeps history (not `--ephemeral`).
+pub const HISTORY: &str = "history";
+/// Capability name: `TOPIC`, conversation names.
+pub const TOPICS: &str = "topics";
 
 /// The capabilities one connection enabled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Caps {
     pub presence_delta: bool,
     pub members: bool,
+    pub history: bool,
+    pub topics: bool,
 }
 
 impl Caps {
     /// Enables the known names among `asked` and returns them in the order
     /// asked, each once, spelled canonically. Unknown names are ignored, as
     /// the contract says, so newer clients work with this server.
-    pub fn enable(&mut self, asked: &[String]) -> Vec<String> {
+    /// `history` is only known when the server keeps history.
+    pub fn enable(&mut self, asked: &[String], history_kept: bool) -> Vec<String> {
         let mut enabled: Vec<String> = Vec::new();
         for name in asked {
             let known = if name.eq_ignore_ascii_case(PRESENCE_DELTA) {
@@ -28,6 +36,12 @@ impl Caps {
             } else if name.eq_ignore_ascii_case(MEMBERS) {
                 self.members = true;
                 MEMBERS
+            } else if history_kept && name.eq_ignore_ascii_case(HISTORY) {
+                self.history = true;
+                HISTORY
+            } else if name.eq_ignore_ascii_case(TOPICS) {
+                self.topics = true;
+                TOPICS
             } else {
                 continue;
             };

@@ -36,4 +36,6 @@ pub enum ChatError {
     NotMember(ConvId),
     #[error("message is empty")]
     EmptyMessage,
+    #[error("this server keeps no history (it runs with --ephemeral)")]
+    HistoryNotKept,
 }

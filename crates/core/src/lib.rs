@@ -14,12 +14,14 @@ pub mod audit;
 pub mod caps;
 pub mod conversations;
 pub mod error;
+pub mod facts;
 pub mod policy;
 pub mod presence;
 pub mod state;
 mod users;
 
 pub use error::ChatError;
+pub use facts::{Fact, Snapshot, StoredMessage, UnixMs};
 pub use policy::Policy;
 pub use state::{Chat, Config, ConnId, Output, Outputs, Recipients};
 pub use users::user_key;

@@ -10,14 +10,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use natter_proto::{Command, ConvId, Limits, ServerMessage};
+use natter_proto::{Command, ConvId, HistoryEntry, Limits, MessageMeta, ServerMessage};
 
 use crate::caps::Caps;
-use crate::conversations::Conversations;
+use crate::conversations::{Conversation, Conversations, Member};
 use crate::error::ChatError;
+use crate::facts::{Fact, Snapshot, StoredMessage, UnixMs};
 use crate::policy::Policy;
 use crate::presence::Presence;
-use crate::users::{Connection, User, user_key};
+use crate::users::{Connection, Restored, User, user_key};
 
 mod invariants;
 
@@ -33,6 +34,10 @@ pub struct Config {
     /// Validation limits (name, status and message lengths). Commands are
     /// validated against them before they reach [`Chat::handle`].
     pub limits: Limits,
+    /// Whether a store keeps history: then every change to durable state is
+    /// emitted as an [`Output::Fact`], messages get seqs, and the `history`
+    /// capability is offered. Off, the chat is as ephemeral as the course's.
+    pub durable: bool,
 }
 
 impl Config {
@@ -75,6 +80,18 @@ pub enum Output {
     /// Close this connection after what was queued for it is written
     /// (GOODBYE).
     Close(ConnId),
+    /// A change to durable state (only with [`Config::durable`]). Every
+    /// output after it in the stream may reveal it, so a shell with a store
+    /// holds them until it is committed.
+    Fact(Fact),
+    /// `conn` asked for stored messages (and may see them): the shell
+    /// answers with `HISTORY` from its store.
+    FetchHistory {
+        conn: ConnId,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+    },
 }
 
 /// The outputs of one or more inputs, in order. Reused between calls to
@@ -89,6 +106,11 @@ pub struct Chat {
     users: BTreeMap<String, User>,
     conversations: Conversations,
     presence: Presence,
+    /// Offline users who were members or invitees before a restart, by key,
+    /// until they register again or the rejoin grace ends.
+    restored: HashMap<String, Restored>,
+    /// The time the shell last fed in: message timestamps.
+    now: UnixMs,
 }
 
 impl Chat {
@@ -99,6 +121,85 @@ impl Chat {
             users: BTreeMap::new(),
             conversations: Conversations::default(),
             presence: Presence::default(),
+            restored: HashMap::new(),
+            now: 0,
+        }
+    }
+
+    /// A chat state that continues from what a store remembered: every
+    /// conversation with its members (all offline), invitations, topic,
+    /// read markers and recent nonces; ids continue above every id used.
+    pub fn restore(config: Config, snapshot: Snapshot) -> Self {
+        let mut chat = Chat::new(config);
+        chat.conversations.reserve_below(snapshot.next_conv_id);
+        for saved in snapshot.conversations {
+            let mut conversation = Conversation {
+                last_seq: saved.last_seq,
+                topic: saved.topic,
+                allowed: saved.allowed.into_iter().collect(),
+                ..Conversation::default()
+            };
+            for member in saved.members {
+                let restored = chat.restored.entry(member.key.clone()).or_default();
+                restored.member_of.push(saved.id);
+                let offline = Member {
+                    conn: None,
+                    display: member.display,
+                    history: false,
+                    read_seq: member.read_seq,
+                };
+                conversation.members.insert(member.key, offline);
+            }
+            for (key, _display) in saved.pending {
+                chat.restored
+                    .entry(key.clone())
+                    .or_default()
+                    .pending_in
+                    .push(saved.id);
+                conversation.allowed.insert(key.clone());
+                conversation.pending.insert(key);
+            }
+            chat.conversations.restore(saved.id, conversation);
+        }
+        for message in snapshot.recent_nonces {
+            let now = message.ts;
+            if let Some(conversation) = chat.conversations.get_mut(message.conv) {
+                conversation.nonces.remember(Arc::new(message), now);
+            }
+        }
+        chat
+    }
+
+    /// Feeds in the wall clock (Unix milliseconds): messages accepted from
+    /// now on carry this time.
+    pub fn set_time(&mut self, now: UnixMs) {
+        self.now = now;
+    }
+
+    /// A message the store could not keep: it was never delivered, so a
+    /// resend of its nonce must be accepted as new.
+    pub fn message_lost(&mut self, message: &StoredMessage) {
+        if let Some(conversation) = self.conversations.get_mut(message.conv) {
+            conversation.nonces.forget(message);
+        }
+    }
+
+    /// Whether users from before a restart have not registered again yet.
+    pub fn awaiting_rejoin(&self) -> bool {
+        !self.restored.is_empty()
+    }
+
+    /// The rejoin grace is over: users from before a restart who did not
+    /// register again leave their conversations as if they had
+    /// disconnected, and conversations left empty end.
+    pub fn end_rejoin_grace(&mut self, out: &mut Outputs) {
+        for (key, restored) in std::mem::take(&mut self.restored) {
+            for id in restored.member_of {
+                self.remove_member(id, &key, None, out);
+            }
+            for id in restored.pending_in {
+                self.lapse_invitation(id, &key, out);
+            }
         }
     }
 
@@ -126,9 +227,21 @@ impl Chat {
             }
             Some(Connection::Registered { key }) => key,
         };
-        // The hot, read-only commands borrow the key; the rest own a copy.
+        // The hot commands borrow the key; the rest own a copy.
         match cmd {
-            Command::SendMessage { conv, text } => self.send_message(conn, key, conv, text, out),
+            Command::SendMessage { conv, text, nonce } => {
+                let sending = Sending {
+                    conn,
+                    key,
+                    display: &self.users[key].display,
+                    now: self.now,
+                    durable: self.config.durable,
+                };
+                match self.conversations.get_mut(conv) {
+                    Some(conversation) => sending.send(conversation, conv, text, nonce, out),
+                    None => error(out, conn, ChatError::NoConversation(conv)),
+                }
+            }
             Command::ListConversations => self.list_conversations(conn, key, out),
             cmd => {
                 let key = key.clone();
@@ -153,10 +266,7 @@ impl Chat {
             self.remove_member(id, &key, None, out);
         }
         for id in user.pending_in {
-            if let Some(conversation) = self.conversations.get_mut(id) {
-                conversation.pending.remove(&key);
-            }
-            self.conversations.remove_if_abandoned(id);
+            self.lapse_invitation(id, &key, out);
         }
     }
 
@@ -207,8 +317,15 @@ impl Chat {
             Command::Invite(names) => self.invite(conn, key, names, out),
             Command::Join(id) => self.join(conn, key, id, out),
             Command::Leave(id) => self.leave(conn, &key, id, out),
-            Command::SendMessage { conv, text } => self.send_message(conn, &key, conv, text, out),
-            Command::ListConversations => self.list_conversations(conn, &key, out),
+            // Taken in `handle`, with a borrowed key.
+            Command::SendMessage { .. } | Command::ListConversations => {}
+            Command::History {
+                conv,
+                before_seq,
+                limit,
+            } => self.history(conn, &key, conv, before_seq, limit, out),
+            Command::Read { conv, seq } => self.read(conn, &key, conv, seq, out),
+            Command::Topic { conv, text } => self.topic(conn, &key, conv, text, out),
         }
     }
 
@@ -216,7 +333,7 @@ impl Chat {
         let Some(Connection::Unregistered { caps }) = self.connections.get_mut(&conn) else {
             return;
         };
-        let enabled = caps.enable(asked);
+        let enabled = caps.enable(asked, self.config.durable);
         send_one(out, conn, ServerMessage::Caps(enabled));
     }
 
@@ -231,10 +348,58 @@ impl Chat {
         };
         self.presence.note_change(&key, None);
         self.presence.note_registered(conn);
-        self.users
-            .insert(key.clone(), User::new(name, status, conn, caps));
+        let mut user = User::new(name, status, conn, caps);
+        if let Some(restored) = self.restored.remove(&key) {
+            self.rejoin(&key, &mut user, restored);
+        }
+        self.users.insert(key.clone(), user);
         self.connections
-            .insert(conn, Connection::Registered { key });
+            .insert(conn, Connection::Registered { key: key.clone() });
+        self.welcome(conn, &key, out);
+    }
+
+    /// A user from before a restart is back: its memberships and
+    /// invitations are its again.
+    fn rejoin(&mut self, key: &str, user: &mut User, restored: Restored) {
+        for id in restored.member_of {
+            let Some(member) = self
+                .conversations
+                .get_mut(id)
+                .and_then(|c| c.members.get_mut(key))
+            else {
+                continue;
+            };
+            member.conn = Some(user.conn);
+            member.history = user.caps.history;
+            member.display.clone_from(&user.display);
+            user.member_of.insert(id);
+        }
+        user.pending_in.extend(restored.pending_in);
+    }
+
+    /// What a client with `history`, `topics` or `members` learns right
+    /// after REGISTER about the conversations it is already in.
+    fn welcome(&self, conn: ConnId, key: &str, out: &mut Outputs) {
+        let user = &self.users[key];
+        if user.caps.history {
+            let unread = user
+                .member_of
+                .iter()
+                .filter_map(|&id| {
+                    let c = self.conversations.get(id)?;
+                    Some((id, c.last_seq, c.members.get(key)?.read_seq))
+                })
+                .collect();
+            send_one(out, conn, ServerMessage::Unread(unread));
+        }
+        for &id in &user.member_of {
+            if user.caps.members {
+                send_one(out, conn, self.members_message(id));
+            }
+            if user.caps.topics {
+                self.send_topic_to(conn, id, out);
+            }
+        }
     }
 
     fn set_status(&mut self, key: &str, status: String) {
@@ -265,6 +430,18 @@ impl Chat {
             if let Some(user) = self.users.get_mut(k) {
                 user.pending_in.insert(id);
             }
+        }
+        if self.config.durable {
+            let invited = invited
+                .iter()
+                .map(|k| (k.clone(), self.users[k].display.clone()))
+                .collect();
+            let ts = self.now;
+            out.push(Output::Fact(Fact::ConversationCreated {
+                conv: id,
+                ts,
+                invited,
+            }));
         }
         send_many(
             out,
@@ -312,13 +489,33 @@ impl Chat {
         if policy == Policy::InviteOnly && !conversation.allowed.contains(&key) {
             return error(out, conn, ChatError::NotInvited(id));
         }
+        let user = self
+            .users
+            .get_mut(&key)
+            .expect("a registered key has a user");
         conversation.pending.remove(&key);
-        conversation.members.insert(key.clone(), conn);
-        if let Some(user) = self.users.get_mut(&key) {
-            user.pending_in.remove(&id);
-            user.member_of.insert(id);
+        let member = Member {
+            conn: Some(conn),
+            display: user.display.clone(),
+            history: user.caps.history,
+            read_seq: 0,
+        };
+        conversation.members.insert(key.clone(), member);
+        user.pending_in.remove(&id);
+        user.member_of.insert(id);
+        let topics = user.caps.topics;
+        if self.config.durable {
+            let display = user.display.clone();
+            out.push(Output::Fact(Fact::Joined {
+                conv: id,
+                key,
+                display,
+            }));
         }
         self.announce_members(id, None, out);
+        if topics {
+            self.send_topic_to(conn, id, out);
+        }
     }
 
     fn leave(&mut self, conn: ConnId, key: &str, id: ConvId, out: &mut Outputs) {
@@ -338,27 +535,113 @@ impl Chat {
     /// `members` clients (and `leaver`, if given), and removes the
     /// conversation if it is now abandoned.
     fn remove_member(&mut self, id: ConvId, key: &str, leaver: Option<ConnId>, out: &mut Outputs) {
-        if let Some(conversation) = self.conversations.get_mut(id) {
-            conversation.members.remove(key);
+        let Some(conversation) = self.conversations.get_mut(id) else {
+            return;
+        };
+        if conversation.members.remove(key).is_some() && self.config.durable {
+            let key = key.to_owned();
+            out.push(Output::Fact(Fact::Left { conv: id, key }));
         }
         self.announce_members(id, leaver, out);
-        self.conversations.remove_if_abandoned(id);
+        self.end_if_abandoned(id, out);
     }
 
-    fn send_message(&self, conn: ConnId, key: &str, id: ConvId, text: String, out: &mut Outputs) {
-        if let Err(err) = self.check_member(key, id) {
+    /// `key` went offline without joining `id`: no longer pending (still
+    /// allowed), and the conversation ends if that was its last hope.
+    fn lapse_invitation(&mut self, id: ConvId, key: &str, out: &mut Outputs) {
+        let Some(conversation) = self.conversations.get_mut(id) else {
+            return;
+        };
+        if conversation.pending.remove(key) && self.config.durable {
+            let key = key.to_owned();
+            out.push(Output::Fact(Fact::InvitationLapsed { conv: id, key }));
+        }
+        self.end_if_abandoned(id, out);
+    }
+
+    fn end_if_abandoned(&mut self, id: ConvId, out: &mut Outputs) {
+        if self.conversations.remove_if_abandoned(id) && self.config.durable {
+            let ts = self.now;
+            out.push(Output::Fact(Fact::ConversationEnded { conv: id, ts }));
+        }
+    }
+
+    fn history(
+        &self,
+        conn: ConnId,
+        key: &str,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+        out: &mut Outputs,
+    ) {
+        if !self.config.durable {
+            return error(out, conn, ChatError::HistoryNotKept);
+        }
+        if let Err(err) = self.check_member(key, conv) {
             return error(out, conn, err);
         }
-        if text.is_empty() {
-            return error(out, conn, ChatError::EmptyMessage);
+        out.push(Output::FetchHistory {
+            conn,
+            conv,
+            before_seq,
+            limit,
+        });
+    }
+
+    fn read(&mut self, conn: ConnId, key: &str, conv: ConvId, seq: u64, out: &mut Outputs) {
+        if let Err(err) = self.check_member(key, conv) {
+            return error(out, conn, err);
         }
-        let conversation = self.conversations.get(id).expect("checked above");
-        let message = ServerMessage::Message {
-            conv: id,
-            sender: self.users[key].display.clone(),
-            text,
-        };
-        send_many(out, conversation.member_conns(), message);
+        let conversation = self.conversations.get_mut(conv).expect("checked above");
+        let seq = seq.min(conversation.last_seq);
+        let member = conversation.members.get_mut(key).expect("checked above");
+        if seq <= member.read_seq {
+            return;
+        }
+        member.read_seq = seq;
+        if self.config.durable {
+            let key = key.to_owned();
+            out.push(Output::Fact(Fact::ReadUpTo { key, conv, seq }));
+        }
+    }
+
+    fn topic(&mut self, conn: ConnId, key: &str, conv: ConvId, text: String, out: &mut Outputs) {
+        if let Err(err) = self.check_member(key, conv) {
+            return error(out, conn, err);
+        }
+        let setter = self.users[key].display.clone();
+        let conversation = self.conversations.get_mut(conv).expect("checked above");
+        conversation.topic = Some((text.clone(), setter.clone()));
+        if self.config.durable {
+            out.push(Output::Fact(Fact::TopicSet {
+                conv,
+                text: text.clone(),
+                setter: setter.clone(),
+            }));
+        }
+        let recipients: Vec<ConnId> = conversation
+            .members
+            .iter()
+            .filter(|(k, m)| m.conn.is_some() && self.users.get(*k).is_some_and(|u| u.caps.topics))
+            .filter_map(|(_, m)| m.conn)
+            .collect();
+        if !recipients.is_empty() {
+            send_many(out, recipients, ServerMessage::Topic { conv, text, setter });
+        }
+    }
+
+    /// The current topic of `id`, if it has one, to `conn`.
+    fn send_topic_to(&self, conn: ConnId, id: ConvId, out: &mut Outputs) {
+        let topic = self.conversations.get(id).and_then(|c| c.topic.as_ref());
+        if let Some((text, setter)) = topic {
+            let message = ServerMessage::Topic {
+                conv: id,
+                text: text.clone(),
+                setter: setter.clone(),
+            };
+            send_one(out, conn, message);
+        }
     }
 
     fn check_member(&self, key: &str, id: ConvId) -> Result<(), ChatError> {
@@ -389,7 +672,7 @@ impl Chat {
             .members
             .iter()
             .filter(|(k, _)| self.users.get(*k).is_some_and(|u| u.caps.members))
-            .map(|(_, conn)| *conn)
+            .filter_map(|(_, member)| member.conn)
             .collect();
         recipients.extend(extra);
         if !recipients.is_empty() {
@@ -411,10 +694,126 @@ impl Chat {
         };
         conversation
             .members
-            .keys()
-            .filter_map(|k| self.users.get(k))
-            .map(|u| u.display.clone())
+            .values()
+            .map(|m| m.display.clone())
             .collect()
+    }
+}
+
+/// One SEND_MESSAGE being accepted: who sends, and the state it needs,
+/// borrowed field by field so the sender's key stays borrowed too.
+struct Sending<'a> {
+    conn: ConnId,
+    key: &'a str,
+    display: &'a str,
+    now: UnixMs,
+    durable: bool,
+}
+
+impl Sending<'_> {
+    fn send(
+        &self,
+        conversation: &mut Conversation,
+        conv: ConvId,
+        text: String,
+        nonce: Option<String>,
+        out: &mut Outputs,
+    ) {
+        if !conversation.members.contains_key(self.key) {
+            return error(out, self.conn, ChatError::NotMember(conv));
+        }
+        if text.is_empty() {
+            return error(out, self.conn, ChatError::EmptyMessage);
+        }
+        if !self.durable {
+            let message = ServerMessage::Message {
+                conv,
+                sender: self.display.to_owned(),
+                text,
+                meta: None,
+            };
+            return send_many(out, conversation.member_conns(), message);
+        }
+        if let Some(nonce) = &nonce
+            && let Some(original) = conversation.nonces.find(self.key, nonce)
+        {
+            // A resend: the sender gets the original back, nobody else
+            // anything, and nothing is stored twice.
+            let message = with_meta(original, original.nonce.clone());
+            return send_one(out, self.conn, message);
+        }
+        conversation.last_seq += 1;
+        let stored = Arc::new(StoredMessage {
+            conv,
+            seq: conversation.last_seq,
+            ts: self.now,
+            sender_key: self.key.to_owned(),
+            sender: self.display.to_owned(),
+            text,
+            nonce,
+        });
+        if stored.nonce.is_some() {
+            conversation.nonces.remember(stored.clone(), self.now);
+        }
+        out.push(Output::Fact(Fact::MessageAccepted(stored.clone())));
+        self.deliver(conversation, &stored, out);
+    }
+
+    /// MESSAGE to every online member: with metadata to `history` clients
+    /// (and the nonce to the sender), without to the others.
+    fn deliver(&self, conversation: &Conversation, stored: &StoredMessage, out: &mut Outputs) {
+        let mut plain = Vec::new();
+        let mut with_seq = Vec::new();
+        let mut own_nonce = None;
+        for member in conversation.members.values() {
+            let Some(conn) = member.conn else { continue };
+            if !member.history {
+                plain.push(conn);
+            } else if conn == self.conn && stored.nonce.is_some() {
+                own_nonce = Some(conn);
+            } else {
+                with_seq.push(conn);
+            }
+        }
+        if !plain.is_empty() {
+            let message = ServerMessage::Message {
+                conv: stored.conv,
+                sender: stored.sender.clone(),
+                text: stored.text.clone(),
+                meta: None,
+            };
+            send_many(out, plain, message);
+        }
+        if !with_seq.is_empty() {
+            send_many(out, with_seq, with_meta(stored, None));
+        }
+        if let Some(conn) = own_nonce {
+            send_one(out, conn, with_meta(stored, stored.nonce.clone()));
+        }
+    }
+}
+
+/// `MESSAGE` with its metadata, as `history` clients get it.
+fn with_meta(stored: &StoredMessage, nonce: Option<String>) -> ServerMessage {
+    ServerMessage::Message {
+        conv: stored.conv,
+        sender: stored.sender.clone(),
+        text: stored.text.clone(),
+        meta: Some(MessageMeta {
+            seq: stored.seq,
+            ts: stored.ts,
+            nonce,
+        }),
+    }
+}
+
+/// A stored message as one entry of a `HISTORY` answer.
+pub fn history_entry(stored: &StoredMessage) -> HistoryEntry {
+    HistoryEntry {
+        seq: stored.seq,
+        ts: stored.ts,
+        sender: stored.sender.clone(),
+        text: stored.text.clone(),
     }
 }
 
@@ -445,7 +844,7 @@ impl Chat {
         self.conversations.get(id).map(|_| self.member_names(id))
     }
 
-    /// Connections of a conversation's members, in member order.
+    /// Connections of a conversation's online members, in member order.
     pub fn member_conns(&self, id: ConvId) -> Option<Vec<ConnId>> {
         self.conversations.get(id).map(|c| c.member_conns())
     }
@@ -453,6 +852,11 @@ impl Chat {
     /// Connections of every online user, in name order.
     pub fn user_conns(&self) -> Vec<ConnId> {
         self.users.values().map(|u| u.conn).collect()
+    }
+
+    /// The connection of the online user stored under `key`.
+    pub fn user_conn(&self, key: &str) -> Option<ConnId> {
+        self.users.get(key).map(|u| u.conn)
     }
 
     /// Whether `conn` is connected (registered or not).

@@ -53,3 +53,11 @@ impl User {
         }
     }
 }
+
+/// What an offline user from before a restart is still part of, until it
+/// registers again or the rejoin grace ends.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    pub member_of: Vec<ConvId>,
+    pub pending_in: Vec<ConvId>,
+}

@@ -18,6 +18,7 @@ fn message(conv: u64, sender: &str, text: &str) -> ServerMessage {
         conv,
         sender: sender.into(),
         text: text.into(),
+        meta: None,
     }
 }
 

@@ -144,6 +144,7 @@ impl Run {
                 Command::SendMessage {
                     conv: c,
                     text: format!("{:06}", self.step),
+                    nonce: None,
                 },
             ),
             Op::List(s) => (s, Command::ListConversations),

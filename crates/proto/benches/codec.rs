@@ -17,6 +17,7 @@ fn send_message() -> Command {
     Command::SendMessage {
         conv: 3,
         text: "hello world, this is a chat line of typical length!".into(),
+        nonce: None,
     }
 }
 
@@ -69,6 +70,7 @@ fn encode_chat_message(c: &mut Criterion) {
         conv: 3,
         sender: "alice".into(),
         text: "hello world, this is a chat line of typical length!".into(),
+        meta: None,
     };
     for encoding in Encoding::ALL {
         group.bench_function(format!("{encoding:?}"), |b| {

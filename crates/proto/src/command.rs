@@ -28,11 +28,34 @@ pub enum Command {
     ListConversations,
     /// `JOIN [convID]`
     Join(ConvId),
-    /// `SEND_MESSAGE [convID, message]`
-    SendMessage { conv: ConvId, text: String },
+    /// `SEND_MESSAGE [convID, message]`, or `[convID, message, nonce]`
+    /// (capability `history`): the nonce makes a resend safe.
+    SendMessage {
+        conv: ConvId,
+        text: String,
+        nonce: Option<String>,
+    },
     /// `LEAVE [convID]`
     Leave(ConvId),
+    /// `HISTORY [convID, before_seq, limit]`: stored messages with a seq
+    /// below `before_seq` (0: the newest), at most `limit`.
+    History {
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
+    },
+    /// `READ [convID, seq]`: read up to `seq`, on every device.
+    Read { conv: ConvId, seq: u64 },
+    /// `TOPIC [convID, text]` (capability `topics`): names a conversation.
+    Topic { conv: ConvId, text: String },
 }
+
+/// Longest nonce a client may attach to a message, in characters.
+pub const MAX_NONCE: usize = 64;
+/// Longest topic, in characters.
+pub const MAX_TOPIC: usize = 256;
+/// Most messages one `HISTORY` returns; larger limits are reduced to it.
+pub const MAX_HISTORY: usize = 500;
 
 /// Why a command could not be accepted. Never fatal for the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +91,10 @@ pub enum CommandError {
     StatusTooLong { len: usize, max: usize },
     #[error("message is too long ({len} bytes, at most {max})")]
     MessageTooLong { len: usize, max: usize },
+    #[error("nonce is too long ({len} characters, at most {MAX_NONCE})")]
+    NonceTooLong { len: usize },
+    #[error("topic is too long ({len} characters, at most {MAX_TOPIC})")]
+    TopicTooLong { len: usize },
 }
 
 impl Command {
@@ -83,6 +110,9 @@ impl Command {
             Command::Join(_) => "JOIN",
             Command::SendMessage { .. } => "SEND_MESSAGE",
             Command::Leave(_) => "LEAVE",
+            Command::History { .. } => "HISTORY",
+            Command::Read { .. } => "READ",
+            Command::Topic { .. } => "TOPIC",
         }
     }
 
@@ -138,8 +168,19 @@ impl Command {
                 Ok(Command::Leave(conv_arg(conv, "LEAVE", "[convID]")?))
             }
             "SEND_MESSAGE" => {
+                // Course clients know the two-argument form; the nonce is an extension.
                 const USAGE: &str = "[convID, message]";
-                let [conv, text] = Args::new("SEND_MESSAGE", USAGE, args)?.exactly()?;
+                let args = Args::new("SEND_MESSAGE", USAGE, args)?;
+                let (conv, text, nonce) = match args.values.len() {
+                    3 => {
+                        let [conv, text, nonce] = args.exactly()?;
+                        (conv, text, Some(nonce))
+                    }
+                    _ => {
+                        let [conv, text] = args.exactly()?;
+                        (conv, text, None)
+                    }
+                };
                 let conv = conv_arg(conv, "SEND_MESSAGE", USAGE)?;
                 let text = string_arg(text, "SEND_MESSAGE", USAGE, "message")?;
                 if text.len() > limits.max_message {
@@ -148,7 +189,49 @@ impl Command {
                         max: limits.max_message,
                     });
                 }
-                Ok(Command::SendMessage { conv, text })
+                let nonce = match nonce {
+                    Some(nonce) => Some(nonce_arg(nonce, USAGE)?),
+                    None => None,
+                };
+                Ok(Command::SendMessage { conv, text, nonce })
+            }
+            "HISTORY" => {
+                const USAGE: &str = "[convID, before_seq, limit]";
+                let [conv, before, limit] = Args::new("HISTORY", USAGE, args)?.exactly()?;
+                let conv = conv_arg(conv, "HISTORY", USAGE)?;
+                let before_seq = count_arg(before, "HISTORY", USAGE, "before_seq")?;
+                let limit = count_arg(limit, "HISTORY", USAGE, "limit")?;
+                if limit == 0 {
+                    return Err(CommandError::BadArgument {
+                        command: "HISTORY",
+                        usage: USAGE,
+                        detail: "limit must be at least 1".into(),
+                    });
+                }
+                let limit = (limit as usize).min(MAX_HISTORY);
+                Ok(Command::History {
+                    conv,
+                    before_seq,
+                    limit,
+                })
+            }
+            "READ" => {
+                const USAGE: &str = "[convID, seq]";
+                let [conv, seq] = Args::new("READ", USAGE, args)?.exactly()?;
+                let conv = conv_arg(conv, "READ", USAGE)?;
+                let seq = count_arg(seq, "READ", USAGE, "seq")?;
+                Ok(Command::Read { conv, seq })
+            }
+            "TOPIC" => {
+                const USAGE: &str = "[convID, text]";
+                let [conv, text] = Args::new("TOPIC", USAGE, args)?.exactly()?;
+                let conv = conv_arg(conv, "TOPIC", USAGE)?;
+                let text = string_arg(text, "TOPIC", USAGE, "text")?;
+                let len = text.chars().count();
+                if len > MAX_TOPIC {
+                    return Err(CommandError::TopicTooLong { len });
+                }
+                Ok(Command::Topic { conv, text })
             }
             "CAPS" => {
                 let args = Args::new("CAPS", "[name, ...]", args)?;
@@ -172,7 +255,28 @@ impl Command {
             ])),
             Command::Status(status) => Some(Value::List(vec![Value::Str(status.clone())])),
             Command::Join(id) | Command::Leave(id) => Some(Value::List(vec![conv(*id)])),
-            Command::SendMessage { conv: id, text } => {
+            Command::SendMessage {
+                conv: id,
+                text,
+                nonce,
+            } => {
+                let mut items = vec![conv(*id), Value::Str(text.clone())];
+                items.extend(nonce.iter().cloned().map(Value::Str));
+                Some(Value::List(items))
+            }
+            Command::History {
+                conv: id,
+                before_seq,
+                limit,
+            } => Some(Value::List(vec![
+                conv(*id),
+                Value::Int(*before_seq as i64),
+                Value::Int(*limit as i64),
+            ])),
+            Command::Read { conv: id, seq } => {
+                Some(Value::List(vec![conv(*id), Value::Int(*seq as i64)]))
+            }
+            Command::Topic { conv: id, text } => {
                 Some(Value::List(vec![conv(*id), Value::Str(text.clone())]))
             }
         };
@@ -325,6 +429,34 @@ fn conv_arg(
         Value::Int(id) if id >= 0 => return Ok(id as ConvId),
         Value::Int(id) => format!("convID must be a non-negative integer, got {id}"),
         other => format!("convID must be an integer, got {}", other.type_name()),
+    };
+    Err(CommandError::BadArgument {
+        command,
+        usage,
+        detail,
+    })
+}
+
+fn nonce_arg(value: Value, usage: &'static str) -> Result<String, CommandError> {
+    let nonce = string_arg(value, "SEND_MESSAGE", usage, "nonce")?;
+    let len = nonce.chars().count();
+    if len > MAX_NONCE {
+        return Err(CommandError::NonceTooLong { len });
+    }
+    Ok(nonce)
+}
+
+/// A sequence number or count: a non-negative integer.
+fn count_arg(
+    value: Value,
+    command: &'static str,
+    usage: &'static str,
+    what: &str,
+) -> Result<u64, CommandError> {
+    let detail = match value {
+        Value::Int(n) if n >= 0 => return Ok(n as u64),
+        Value::Int(n) => format!("{what} must be a non-negative integer, got {n}"),
+        other => format!("{what} must be an integer, got {}", other.type_name()),
     };
     Err(CommandError::BadArgument {
         command,

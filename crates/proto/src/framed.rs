@@ -64,7 +64,11 @@ pub fn decode_send_message(buf: &mut BytesMut, limits: &Limits) -> Option<Comman
         return None;
     }
     buf.advance(frame_end);
-    Some(Command::SendMessage { conv, text })
+    Some(Command::SendMessage {
+        conv,
+        text,
+        nonce: None,
+    })
 }
 
 /// A body: `WORD` or `WORD SP pickle`, the pickle ending exactly at the end.

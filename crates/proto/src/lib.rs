@@ -30,7 +30,7 @@ pub mod wire;
 pub use codec::{DecodeError, Decoder, Encoding};
 pub use command::{Command, CommandError};
 pub use limits::Limits;
-pub use message::ServerMessage;
+pub use message::{HistoryEntry, MessageMeta, ServerMessage};
 pub use pickle::Value;
 
 /// A conversation id, as the server hands them out (1, 2, 3, ...).

@@ -21,11 +21,28 @@ pub enum ServerMessage {
     Invitation { conv: ConvId, inviter: String },
     /// `CONVERSATIONS {convID: [member, ...]}`, members sorted.
     Conversations(Vec<(ConvId, Vec<String>)>),
-    /// `MESSAGE [convID, sender, message]`
+    /// `MESSAGE [convID, sender, message]`; with the `history` capability
+    /// `[convID, sender, message, {"seq": n, "ts": ms}]` (plus `"nonce"` for
+    /// the sender's own devices).
     Message {
         conv: ConvId,
         sender: String,
         text: String,
+        meta: Option<MessageMeta>,
+    },
+    /// `HISTORY [convID, [[seq, ts, sender, message], ...]]`, oldest first.
+    History {
+        conv: ConvId,
+        entries: Vec<HistoryEntry>,
+    },
+    /// `UNREAD {convID: [last_seq, last_read_seq]}` after REGISTER
+    /// (capability `history`), for every conversation the user is in.
+    Unread(Vec<(ConvId, u64, u64)>),
+    /// `TOPIC [convID, text, setter]` (capability `topics`).
+    Topic {
+        conv: ConvId,
+        text: String,
+        setter: String,
     },
     /// `MEMBERS [convID, [member, ...]]` (capability `members`), sorted.
     Members { conv: ConvId, members: Vec<String> },
@@ -33,6 +50,26 @@ pub enum ServerMessage {
     Caps(Vec<String>),
     /// `ERROR "text"`: the argument is a bare string.
     Error(String),
+}
+
+/// The fourth element of `MESSAGE` for `history` clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// Per-conversation sequence number, never reused.
+    pub seq: u64,
+    /// When the server accepted it, in Unix milliseconds.
+    pub ts: i64,
+    /// The sender's nonce, only on the sender's own devices.
+    pub nonce: Option<String>,
+}
+
+/// One stored message in a `HISTORY` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub seq: u64,
+    pub ts: i64,
+    pub sender: String,
+    pub text: String,
 }
 
 /// A server message a client could not make sense of.
@@ -51,6 +88,9 @@ impl ServerMessage {
             ServerMessage::Invitation { .. } => "INVITATION",
             ServerMessage::Conversations(_) => "CONVERSATIONS",
             ServerMessage::Message { .. } => "MESSAGE",
+            ServerMessage::History { .. } => "HISTORY",
+            ServerMessage::Unread(_) => "UNREAD",
+            ServerMessage::Topic { .. } => "TOPIC",
             ServerMessage::Members { .. } => "MEMBERS",
             ServerMessage::Caps(_) => "CAPS",
             ServerMessage::Error(_) => "ERROR",
@@ -94,7 +134,51 @@ impl ServerMessage {
                 conv: id,
                 sender,
                 text,
-            } => Value::List(vec![conv(*id), str(sender), str(text)]),
+                meta,
+            } => {
+                let mut items = vec![conv(*id), str(sender), str(text)];
+                if let Some(meta) = meta {
+                    let mut pairs = vec![
+                        (str("seq"), Value::Int(meta.seq as i64)),
+                        (str("ts"), Value::Int(meta.ts)),
+                    ];
+                    if let Some(nonce) = &meta.nonce {
+                        pairs.push((str("nonce"), str(nonce)));
+                    }
+                    items.push(Value::Dict(pairs));
+                }
+                Value::List(items)
+            }
+            ServerMessage::History { conv: id, entries } => Value::List(vec![
+                conv(*id),
+                Value::List(
+                    entries
+                        .iter()
+                        .map(|e| {
+                            Value::List(vec![
+                                Value::Int(e.seq as i64),
+                                Value::Int(e.ts),
+                                str(&e.sender),
+                                str(&e.text),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ]),
+            ServerMessage::Unread(convs) => Value::Dict(
+                convs
+                    .iter()
+                    .map(|(id, last, read)| {
+                        let pair = vec![Value::Int(*last as i64), Value::Int(*read as i64)];
+                        (conv(*id), Value::List(pair))
+                    })
+                    .collect(),
+            ),
+            ServerMessage::Topic {
+                conv: id,
+                text,
+                setter,
+            } => Value::List(vec![conv(*id), str(text), str(setter)]),
             ServerMessage::Members { conv: id, members } => {
                 Value::List(vec![conv(*id), strs(members)])
             }
@@ -145,11 +229,61 @@ impl ServerMessage {
                 }
                 sink.dict_end();
             }
-            ServerMessage::Message { conv, sender, text } => {
+            ServerMessage::Message {
+                conv,
+                sender,
+                text,
+                meta,
+            } => {
                 sink.list_begin();
                 sink.int(*conv as i64);
                 sink.str(sender);
                 sink.str(text);
+                if let Some(meta) = meta {
+                    sink.dict_begin();
+                    sink.key_str("seq");
+                    sink.int(meta.seq as i64);
+                    sink.key_str("ts");
+                    sink.int(meta.ts);
+                    if let Some(nonce) = &meta.nonce {
+                        sink.key_str("nonce");
+                        sink.str(nonce);
+                    }
+                    sink.dict_end();
+                }
+                sink.list_end();
+            }
+            ServerMessage::History { conv, entries } => {
+                sink.list_begin();
+                sink.int(*conv as i64);
+                sink.list_begin();
+                for entry in entries {
+                    sink.list_begin();
+                    sink.int(entry.seq as i64);
+                    sink.int(entry.ts);
+                    sink.str(&entry.sender);
+                    sink.str(&entry.text);
+                    sink.list_end();
+                }
+                sink.list_end();
+                sink.list_end();
+            }
+            ServerMessage::Unread(convs) => {
+                sink.dict_begin();
+                for (conv, last, read) in convs {
+                    sink.key_conv(*conv);
+                    sink.list_begin();
+                    sink.int(*last as i64);
+                    sink.int(*read as i64);
+                    sink.list_end();
+                }
+                sink.dict_end();
+            }
+            ServerMessage::Topic { conv, text, setter } => {
+                sink.list_begin();
+                sink.int(*conv as i64);
+                sink.str(text);
+                sink.str(setter);
                 sink.list_end();
             }
             ServerMessage::Members { conv, members } => {
@@ -176,7 +310,22 @@ impl ServerMessage {
                 .sum(),
             ServerMessage::Invitation { inviter, .. } => inviter.len() + 16,
             ServerMessage::Conversations(convs) => convs.iter().map(|(_, m)| strs(m) + 16).sum(),
-            ServerMessage::Message { sender, text, .. } => sender.len() + text.len() + 24,
+            ServerMessage::Message {
+                sender, text, meta, ..
+            } => {
+                sender.len()
+                    + text.len()
+                    + 24
+                    + meta
+                        .as_ref()
+                        .map_or(0, |m| 48 + m.nonce.as_ref().map_or(0, String::len))
+            }
+            ServerMessage::History { entries, .. } => entries
+                .iter()
+                .map(|e| e.sender.len() + e.text.len() + 40)
+                .sum(),
+            ServerMessage::Unread(convs) => convs.len() * 32,
+            ServerMessage::Topic { text, setter, .. } => text.len() + setter.len() + 16,
             ServerMessage::Members { members, .. } => strs(members) + 16,
             ServerMessage::Caps(names) => strs(names),
             ServerMessage::Error(text) => text.len() + 8,
@@ -214,11 +363,33 @@ fn type_args(word: &str, args: Value) -> Result<ServerMessage, String> {
             .map(|(k, v)| Ok((conv_id(k)?, strings(v, "member")?)))
             .collect::<Result<_, String>>()
             .map(ServerMessage::Conversations),
-        "MESSAGE" => seq::<3>(args).and_then(|[conv, sender, text]| {
-            Ok(ServerMessage::Message {
+        "MESSAGE" => message(args),
+        "HISTORY" => seq::<2>(args).and_then(|[conv, entries]| {
+            Ok(ServerMessage::History {
                 conv: conv_id(conv)?,
-                sender: string(sender, "sender")?,
-                text: string(text, "message")?,
+                entries: list(entries)?
+                    .into_iter()
+                    .map(history_entry)
+                    .collect::<Result<_, String>>()?,
+            })
+        }),
+        "UNREAD" => dict(args)?
+            .into_iter()
+            .map(|(k, v)| {
+                let [last, read] = seq::<2>(v)?;
+                Ok((
+                    conv_id(k)?,
+                    count(last, "last_seq")?,
+                    count(read, "last_read_seq")?,
+                ))
+            })
+            .collect::<Result<_, String>>()
+            .map(ServerMessage::Unread),
+        "TOPIC" => seq::<3>(args).and_then(|[conv, text, setter]| {
+            Ok(ServerMessage::Topic {
+                conv: conv_id(conv)?,
+                text: string(text, "topic")?,
+                setter: string(setter, "setter")?,
             })
         }),
         "MEMBERS" => seq::<2>(args).and_then(|[conv, members]| {
@@ -236,6 +407,69 @@ fn type_args(word: &str, args: Value) -> Result<ServerMessage, String> {
         }
         .map(ServerMessage::Error),
         _ => Err("unknown message".to_owned()),
+    }
+}
+
+/// `MESSAGE [convID, sender, message]`, with an optional metadata dict.
+fn message(args: Value) -> Result<ServerMessage, String> {
+    let mut items = list(args)?;
+    let meta = match items.len() {
+        3 => None,
+        4 => Some(message_meta(items.pop().expect("four items"))?),
+        n => return Err(format!("expected 3 or 4 arguments, got {n}")),
+    };
+    let [conv, sender, text] = <[Value; 3]>::try_from(items).expect("three items");
+    Ok(ServerMessage::Message {
+        conv: conv_id(conv)?,
+        sender: string(sender, "sender")?,
+        text: string(text, "message")?,
+        meta,
+    })
+}
+
+fn message_meta(value: Value) -> Result<MessageMeta, String> {
+    let mut meta = MessageMeta {
+        seq: 0,
+        ts: 0,
+        nonce: None,
+    };
+    for (key, value) in dict(value)? {
+        match (string(key, "metadata key")?.as_str(), value) {
+            ("seq", value) => meta.seq = count(value, "seq")?,
+            ("ts", Value::Int(ts)) => meta.ts = ts,
+            ("nonce", value) => meta.nonce = Some(string(value, "nonce")?),
+            _ => {} // newer servers may add keys
+        }
+    }
+    Ok(meta)
+}
+
+fn history_entry(value: Value) -> Result<HistoryEntry, String> {
+    let [seq, ts, sender, text] = seq::<4>(value)?;
+    Ok(HistoryEntry {
+        seq: count(seq, "seq")?,
+        ts: match ts {
+            Value::Int(ts) => ts,
+            other => return Err(format!("ts must be an integer, got {}", other.type_name())),
+        },
+        sender: string(sender, "sender")?,
+        text: string(text, "message")?,
+    })
+}
+
+fn list(value: Value) -> Result<Vec<Value>, String> {
+    match value {
+        Value::List(items) | Value::Tuple(items) => Ok(items),
+        other => Err(format!("expected a list, got {}", other.type_name())),
+    }
+}
+
+fn count(value: Value, what: &str) -> Result<u64, String> {
+    match value {
+        Value::Int(n) if n >= 0 => Ok(n as u64),
+        other => Err(format!(
+            "{what} must be a non-negative integer, got {other:?}"
+        )),
     }
 }
 

@@ -29,6 +29,9 @@ pub const CLIENT_WORDS: &[(&str, bool)] = &[
     ("SEND_MESSAGE", true),
     ("LEAVE", true),
     ("CAPS", true),
+    ("HISTORY", true),
+    ("READ", true),
+    ("TOPIC", true),
 ];
 
 /// Words a server may send; all carry arguments.
@@ -41,6 +44,9 @@ pub const SERVER_WORDS: &[(&str, bool)] = &[
     ("MEMBERS", true),
     ("CAPS", true),
     ("ERROR", true),
+    ("HISTORY", true),
+    ("UNREAD", true),
+    ("TOPIC", true),
 ];
 
 impl Direction {

@@ -165,7 +165,8 @@ fn server_messages_are_typed_leniently() {
         Ok(ServerMessage::Message {
             conv: 3,
             sender: "al".into(),
-            text: "hi".into()
+            text: "hi".into(),
+            meta: None,
         })
     );
     assert_eq!(

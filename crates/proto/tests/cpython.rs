@@ -313,6 +313,7 @@ fn sample_messages() -> Vec<ServerMessage> {
             conv: 300,
             sender: "alice".into(),
             text: "hi \"there\"\n\\ \u{1F600} \u{0}".into(),
+            meta: None,
         },
         ServerMessage::Members {
             conv: 2,

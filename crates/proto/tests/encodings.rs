@@ -41,7 +41,8 @@ fn framed_send_message_decodes() {
         command(raw),
         Command::SendMessage {
             conv: 3,
-            text: "hello world".into()
+            text: "hello world".into(),
+            nonce: None,
         }
     );
     assert!(buf.is_empty());
@@ -159,7 +160,8 @@ fn classic_reads_course_client_messages() {
             Command::ListConversations,
             Command::SendMessage {
                 conv: 3,
-                text: "hi \u{263a}".into()
+                text: "hi \u{263a}".into(),
+                nonce: None,
             },
         ]
     );
@@ -228,7 +230,8 @@ fn json_lines_decode_with_blank_lines_and_crlf() {
         vec![
             Command::SendMessage {
                 conv: 3,
-                text: "hi".into()
+                text: "hi".into(),
+                nonce: None,
             },
             Command::Goodbye,
             Command::ListConversations
@@ -297,7 +300,8 @@ fn server_messages_in_json_look_like_the_contract() {
         text(&ServerMessage::Message {
             conv: 3,
             sender: "alice".into(),
-            text: "hi".into()
+            text: "hi".into(),
+            meta: None,
         }),
         "{\"command\":\"MESSAGE\",\"args\":[3,\"alice\",\"hi\"]}\n"
     );
@@ -328,6 +332,7 @@ fn server_message_pickles_are_protocol_2() {
             conv: 3,
             sender: "al".into(),
             text: "hi".into(),
+            meta: None,
         },
         Encoding::Classic,
     );
@@ -355,6 +360,7 @@ fn client_commands_encode_and_decode_in_every_encoding() {
             Command::SendMessage {
                 conv: 1,
                 text: "x".into(),
+                nonce: None,
             },
         ];
         for c in &cmds {

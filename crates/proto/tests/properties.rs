@@ -47,7 +47,11 @@ fn any_command() -> impl Strategy<Value = Command> {
         prop::collection::vec(any_name(), 1..5).prop_map(Command::Invite),
         Just(Command::ListConversations),
         any_conv().prop_map(Command::Join),
-        (any_conv(), any_text(300)).prop_map(|(conv, text)| Command::SendMessage { conv, text }),
+        (any_conv(), any_text(300)).prop_map(|(conv, text)| Command::SendMessage {
+            conv,
+            text,
+            nonce: None
+        }),
         any_conv().prop_map(Command::Leave),
     ]
 }
@@ -63,8 +67,14 @@ fn any_message() -> impl Strategy<Value = ServerMessage> {
             .prop_map(|(conv, inviter)| ServerMessage::Invitation { conv, inviter }),
         prop::collection::btree_map(any_conv(), names(), 0..4)
             .prop_map(|m| ServerMessage::Conversations(m.into_iter().collect())),
-        (any_conv(), any_text(12), any_text(200))
-            .prop_map(|(conv, sender, text)| ServerMessage::Message { conv, sender, text }),
+        (any_conv(), any_text(12), any_text(200)).prop_map(|(conv, sender, text)| {
+            ServerMessage::Message {
+                conv,
+                sender,
+                text,
+                meta: None,
+            }
+        }),
         (any_conv(), names()).prop_map(|(conv, members)| ServerMessage::Members { conv, members }),
         names().prop_map(ServerMessage::Caps),
         any_text(60).prop_map(ServerMessage::Error),

@@ -1,6 +1,7 @@
 //! The server's settings, with the contract's defaults.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use natter_core::Policy;
@@ -50,6 +51,15 @@ pub struct Config {
     /// Most connections at once, and from one IP address (zero: no limit).
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Where the store keeps conversations and history (`None`: nothing is
+    /// kept, as with `--ephemeral`; the library's default, so that tests
+    /// opt in).
+    pub data_dir: Option<PathBuf>,
+    /// Days of history to keep (zero: forever).
+    pub history_days: u32,
+    /// After a restart, how long users from before it have to register
+    /// again before they leave their conversations.
+    pub rejoin_grace: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +81,9 @@ impl Default for Config {
             rate_burst: 20,
             max_connections: 10_000,
             max_connections_per_ip: 100,
+            data_dir: None,
+            history_days: 0,
+            rejoin_grace: Duration::from_secs(600),
         }
     }
 }

@@ -8,13 +8,19 @@
 //! every recipient, and flushes all touched clients once per batch of
 //! events. Nothing here blocks: a client whose socket is full waits in its
 //! own small task, and a client whose queue passes the limit is cut off.
+//!
+//! With a store, the hub never waits for the disk either: the facts of one
+//! pass go to the store thread as one batch, and the outputs after them
+//! wait in [`Durability`] until the store says they are committed (see
+//! `durability.rs`). Meanwhile the hub goes on applying events.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use natter_core::{Chat, ConnId, Output, Outputs, Recipients};
+use natter_core::{Chat, ConnId, Output, Outputs, Recipients, StoredMessage};
 use natter_proto::{Command, Encoding, ServerMessage, codec::encode_message};
+use natter_store::worker::{Batch, HistoryRequest, Reply, Worker};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::coalesce::Coalescer;
 use crate::config::Config;
+use crate::durability::Durability;
 use crate::peer::{Flushed, Peer};
 
 /// How many events the hub applies before it flushes what they produced.
@@ -32,6 +39,14 @@ const MAX_BATCH: usize = 256;
 /// Capacity of the channel into the hub. When it is full, connection tasks
 /// stop reading their sockets until the hub catches up.
 pub const HUB_QUEUE: usize = 4096;
+
+/// Most batches sent to the store and not yet committed. Past it the hub
+/// stops taking events (so readers stop reading and TCP pushes back) until
+/// the disk catches up: what waits for a slow disk stays bounded.
+const MAX_UNCOMMITTED_BATCHES: u64 = 64;
+
+/// How long shutdown waits for the store to commit what is in flight.
+const STORE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What connection tasks tell the hub.
 pub enum HubEvent {
@@ -77,6 +92,8 @@ enum Wake {
     PresenceWindow,
     Registration,
     PresenceSnapshot,
+    Store(Reply),
+    RejoinGraceOver,
 }
 
 /// The text every client gets when the server stops.
@@ -106,11 +123,26 @@ pub struct Hub {
     /// Given to writability waiters, so they can report back.
     events: HubSender,
     tracker: TaskTracker,
+    /// Facts on their way to the store and the outputs waiting for them.
+    durability: Durability,
+    /// The store threads (none with `--ephemeral`).
+    store: Option<Worker>,
+    /// When users from before a restart stop being awaited.
+    rejoin_deadline: Option<Instant>,
 }
 
 impl Hub {
-    pub fn new(chat: Chat, config: Arc<Config>, events: HubSender, tracker: TaskTracker) -> Self {
+    pub fn new(
+        chat: Chat,
+        config: Arc<Config>,
+        events: HubSender,
+        tracker: TaskTracker,
+        store: Option<Worker>,
+    ) -> Self {
         let write_coalesce = config.write_coalesce;
+        let rejoin_deadline = chat
+            .awaiting_rejoin()
+            .then(|| Instant::now() + config.rejoin_grace);
         Hub {
             chat,
             peers: HashMap::new(),
@@ -125,26 +157,40 @@ impl Hub {
             deferred_deadline: None,
             events,
             tracker,
+            durability: Durability::default(),
+            store,
+            rejoin_deadline,
         }
     }
 
     /// Runs until `shutdown` fires, then says goodbye to every client.
-    pub async fn run(mut self, mut inbox: mpsc::Receiver<HubEvent>, shutdown: CancellationToken) {
+    /// `replies` come from the store threads, if there is a store.
+    pub async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<HubEvent>,
+        mut replies: Option<mpsc::Receiver<Reply>>,
+        shutdown: CancellationToken,
+    ) {
         let mut snapshot = presence_timer(&self.config);
         loop {
             let presence = self.presence_deadline;
             let registration = self.registration_deadlines.front().map(|(at, _)| *at);
             let deferred = self.deferred_deadline;
+            let rejoin = self.rejoin_deadline;
+            let keeping_up = self.durability.backlog() < MAX_UNCOMMITTED_BATCHES;
             let wake = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(event) = inbox.recv() => Wake::Event(event),
+                Some(reply) = recv_opt(&mut replies) => Wake::Store(reply),
+                Some(event) = inbox.recv(), if keeping_up => Wake::Event(event),
                 _ = sleep_until_opt(deferred), if deferred.is_some() => Wake::DeferredWrites,
                 _ = sleep_until_opt(presence), if presence.is_some() => Wake::PresenceWindow,
                 _ = sleep_until_opt(registration), if registration.is_some() => Wake::Registration,
                 _ = snapshot.tick() => Wake::PresenceSnapshot,
+                _ = sleep_until_opt(rejoin), if rejoin.is_some() => Wake::RejoinGraceOver,
             };
             let started = std::time::Instant::now();
+            self.chat.set_time(unix_ms());
             match wake {
                 Wake::Event(event) => {
                     self.apply(event);
@@ -166,13 +212,137 @@ impl Hub {
                     self.chat.presence_snapshot(&mut self.outputs);
                     self.dispatch();
                 }
+                Wake::Store(reply) => self.store_replied(reply),
+                Wake::RejoinGraceOver => {
+                    self.rejoin_deadline = None;
+                    self.chat.end_rejoin_grace(&mut self.outputs);
+                    self.dispatch();
+                }
             }
             self.schedule_presence();
+            self.submit_batch();
             self.flush_dirty();
             self.coalescer
                 .record_work(started, std::time::Instant::now());
         }
+        self.drain_store(&mut replies).await;
         self.say_goodbye_to_all();
+        if let Some(store) = self.store.take() {
+            // Joining the store threads blocks; they have nothing left to do.
+            let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
+        }
+    }
+
+    /// Sends the facts of this pass to the store as one batch.
+    fn submit_batch(&mut self) {
+        let Some((ticket, facts)) = self.durability.take_batch() else {
+            return;
+        };
+        let Some(store) = &self.store else {
+            // Facts without a store only come from a misconfigured chat
+            // state; nothing would ever commit them.
+            let mut released = Vec::new();
+            self.durability
+                .finish(ticket, None, |_| true, &mut released);
+            return self.carry_out(released);
+        };
+        // The channel holds MAX_UNCOMMITTED_BATCHES; the inbox is not read
+        // past that, so this cannot be full. If the store thread is gone,
+        // fail the batch like a disk error.
+        if store.batches.try_send(Batch { ticket, facts }).is_err() {
+            let reply = Reply::Failed {
+                first: ticket,
+                last: ticket,
+                error: "the store thread stopped".into(),
+                lost: Vec::new(),
+            };
+            self.store_replied(reply);
+        }
+    }
+
+    /// A commit finished (or failed), or a HISTORY answer came back.
+    fn store_replied(&mut self, reply: Reply) {
+        let mut released = Vec::new();
+        match reply {
+            Reply::Committed { up_to } => {
+                self.durability.finish(up_to, None, |_| true, &mut released)
+            }
+            Reply::Failed {
+                first,
+                last,
+                error,
+                lost,
+            } => {
+                tracing::error!(first, last, %error, lost = lost.len(), "store commit failed");
+                for message in &lost {
+                    self.chat.message_lost(message);
+                }
+                // The failed batches' messages were never stored: nobody
+                // may see them. Everything else still goes.
+                let keep = |o: &Output| !is_message(o);
+                self.durability
+                    .finish(last, Some((first, last)), keep, &mut released);
+                self.tell_senders_not_stored(&lost, &error);
+            }
+            Reply::History { tag, conv, result } => {
+                let message = match result {
+                    Ok(stored) => ServerMessage::History {
+                        conv,
+                        entries: stored
+                            .iter()
+                            .map(natter_core::state::history_entry)
+                            .collect(),
+                    },
+                    Err(error) => {
+                        ServerMessage::Error(format!("history of {conv} not available: {error}"))
+                    }
+                };
+                released.push(Output::Send {
+                    to: Recipients::One(ConnId(tag)),
+                    message: Arc::new(message),
+                });
+            }
+        }
+        self.carry_out(released);
+    }
+
+    fn tell_senders_not_stored(&mut self, lost: &[Arc<StoredMessage>], error: &str) {
+        for message in lost {
+            if let Some(conn) = self.chat.user_conn(&message.sender_key) {
+                let text = format!(
+                    "message not stored in conversation {} (the server could not write it: {error}); \
+                     nobody received it, send it again",
+                    message.conv
+                );
+                self.outputs.push(Output::Send {
+                    to: Recipients::One(conn),
+                    message: Arc::new(ServerMessage::Error(text)),
+                });
+            }
+        }
+        self.dispatch();
+    }
+
+    /// At shutdown: commits what is gathered and waits (bounded) for the
+    /// store, so that what was accepted is delivered before the goodbye.
+    async fn drain_store(&mut self, replies: &mut Option<mpsc::Receiver<Reply>>) {
+        if self.store.is_none() {
+            return;
+        }
+        self.submit_batch();
+        let deadline = Instant::now() + STORE_DRAIN_TIMEOUT;
+        while self.durability.backlog() > 0 {
+            match tokio::time::timeout_at(deadline, recv_opt(replies)).await {
+                Ok(Some(reply)) => self.store_replied(reply),
+                _ => {
+                    tracing::warn!(
+                        "store did not finish in time; undelivered messages stay stored"
+                    );
+                    break;
+                }
+            }
+        }
+        self.flush_dirty();
     }
 
     /// Applies one event; with no coalescing window, its presence change
@@ -272,9 +442,8 @@ impl Hub {
         let mut outputs = std::mem::take(&mut self.outputs);
         loop {
             for output in outputs.drain(..) {
-                match output {
-                    Output::Send { to, message } => self.deliver(&to, &message),
-                    Output::Close(conn) => self.close_gracefully(conn),
+                if let Some(output) = self.durability.route(output) {
+                    self.carry_out_one(output);
                 }
             }
             if self.doomed.is_empty() {
@@ -290,6 +459,47 @@ impl Hub {
         }
         // Hand the (now empty) buffer back so its capacity is reused.
         self.outputs = outputs;
+    }
+
+    /// Carries out outputs that no longer wait for the store, then what
+    /// cutting off slow consumers among their recipients produces.
+    fn carry_out(&mut self, released: Vec<Output>) {
+        for output in released {
+            self.carry_out_one(output);
+        }
+        self.dispatch();
+    }
+
+    fn carry_out_one(&mut self, output: Output) {
+        match output {
+            Output::Send { to, message } => self.deliver(&to, &message),
+            Output::Close(conn) => self.close_gracefully(conn),
+            Output::FetchHistory {
+                conn,
+                conv,
+                before_seq,
+                limit,
+            } => self.fetch_history(conn, conv, before_seq, limit),
+            Output::Fact(_) => unreachable!("facts are routed to the store"),
+        }
+    }
+
+    /// Asks the store's reader thread; the answer comes back as a reply.
+    fn fetch_history(&mut self, conn: ConnId, conv: u64, before_seq: u64, limit: usize) {
+        let request = HistoryRequest {
+            tag: conn.0,
+            conv,
+            before_seq,
+            limit,
+        };
+        let refused = match &self.store {
+            Some(store) => store.history.try_send(request).is_err(),
+            None => true,
+        };
+        if refused {
+            let text = format!("history of {conv} is busy; try again in a moment");
+            self.deliver(&Recipients::One(conn), &ServerMessage::Error(text));
+        }
     }
 
     /// Queues one message for its recipients, encoding it at most once per
@@ -457,6 +667,26 @@ fn presence_timer(config: &Config) -> tokio::time::Interval {
     let mut timer = tokio::time::interval_at(Instant::now() + period, period);
     timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     timer
+}
+
+/// Whether an output is a chat message (which a failed commit must hold
+/// back), as opposed to presence, membership or errors.
+fn is_message(output: &Output) -> bool {
+    matches!(output, Output::Send { message, .. } if matches!(**message, ServerMessage::Message { .. }))
+}
+
+/// The wall clock in Unix milliseconds: message timestamps.
+pub(crate) fn unix_ms() -> natter_core::UnixMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as natter_core::UnixMs)
+}
+
+async fn recv_opt<T>(receiver: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

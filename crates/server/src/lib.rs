@@ -26,6 +26,7 @@ pub mod admission;
 pub mod coalesce;
 pub mod config;
 pub mod connection;
+pub mod durability;
 pub mod hub;
 pub mod listener;
 pub mod log_limit;
@@ -39,6 +40,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use natter_core::Chat;
+use natter_store::Store;
+use natter_store::worker::{Reply, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -75,12 +78,9 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let chat = Chat::new(natter_core::Config {
-        policy: config.policy,
-        limits: config.limits.clone(),
-    });
-    let hub = hub::Hub::new(chat, config.clone(), hub_tx.clone(), tracker.clone());
-    let hub = tokio::spawn(hub.run(hub_rx, shutdown.clone()));
+    let (chat, store, replies) = open_chat(&config).await?;
+    let hub = hub::Hub::new(chat, config.clone(), hub_tx.clone(), tracker.clone(), store);
+    let hub = tokio::spawn(hub.run(hub_rx, replies, shutdown.clone()));
     let shared = Arc::new(Shared::new(config, hub_tx, shutdown, tracker));
     shared
         .tracker
@@ -97,6 +97,49 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
         hub,
     })
 }
+
+/// The chat state, from the store when there is one, with the store
+/// threads and their replies.
+async fn open_chat(
+    config: &Config,
+) -> io::Result<(Chat, Option<Worker>, Option<mpsc::Receiver<Reply>>)> {
+    let chat_config = natter_core::Config {
+        policy: config.policy,
+        limits: config.limits.clone(),
+        durable: config.data_dir.is_some(),
+    };
+    let Some(dir) = config.data_dir.clone() else {
+        return Ok((Chat::new(chat_config), None, None));
+    };
+    let options = WorkerOptions {
+        history_days: config.history_days,
+    };
+    // Opening and reading the store touches the disk: off the runtime.
+    let opened = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&dir)?;
+        let snapshot = store.load_snapshot(hub::unix_ms())?;
+        Ok::<_, natter_store::StoreError>((store, snapshot))
+    })
+    .await
+    .map_err(io::Error::other)?;
+    let (store, snapshot) = opened.map_err(io::Error::other)?;
+    tracing::info!(
+        conversations = snapshot.conversations.len(),
+        next_conversation = snapshot.next_conv_id,
+        "store opened"
+    );
+    let (reply_tx, reply_rx) = mpsc::channel(STORE_REPLIES);
+    let worker = natter_store::worker::spawn(store, options, reply_tx).map_err(io::Error::other)?;
+    Ok((
+        Chat::restore(chat_config, snapshot),
+        Some(worker),
+        Some(reply_rx),
+    ))
+}
+
+/// Room for store replies: commits are bounded by the hub's batch limit,
+/// history answers by the reader's queue.
+const STORE_REPLIES: usize = 1024;
 
 impl ServerHandle {
     /// The address clients connect to (the real port when bound to 0).

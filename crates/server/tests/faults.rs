@@ -181,7 +181,15 @@ async fn churn_cycle(addr: std::net::SocketAddr, i: usize, conv: u64) {
         Ending::ResetMidFrame => {
             let mut bytes = BytesMut::new();
             let text = "cut short".to_string();
-            encode_command(&Command::SendMessage { conv, text }, encoding, &mut bytes);
+            encode_command(
+                &Command::SendMessage {
+                    conv,
+                    text,
+                    nonce: None,
+                },
+                encoding,
+                &mut bytes,
+            );
             client.send_raw(&bytes[..bytes.len() / 2]).await;
             reset_on_drop(&client.stream);
         }
@@ -436,7 +444,15 @@ async fn mid_frame_disconnects_and_resets_leave_the_others_chatting() {
             let encoding = encoding_of(i);
             let mut bytes = BytesMut::new();
             let text = "x".repeat(100);
-            encode_command(&Command::SendMessage { conv, text }, encoding, &mut bytes);
+            encode_command(
+                &Command::SendMessage {
+                    conv,
+                    text,
+                    nonce: None,
+                },
+                encoding,
+                &mut bytes,
+            );
             let half = &bytes[..bytes.len() / 2];
             match i % 4 {
                 // Half a first command, then FIN.

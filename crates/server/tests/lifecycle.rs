@@ -30,7 +30,11 @@ async fn fifty_members_see_the_same_order() {
         for n in 0..20 {
             let text = format!("{}#{n}", m.name);
             natter_proto::codec::encode_command(
-                &Command::SendMessage { conv, text },
+                &Command::SendMessage {
+                    conv,
+                    text,
+                    nonce: None,
+                },
                 m.encoding,
                 &mut burst,
             );

@@ -40,7 +40,7 @@ impl Chat {
             }
             for id in &user.member_of {
                 let c = self.conversations.get(*id);
-                if c.is_none_or(|c| c.members.get(key) != Some(&user.conn)) {
+                if c.is_none_or(|c| c.members.get(key).and_then(|m| m.conn) != Some(user.conn)) {
                     return Err(format!("{key} thinks it is a member of {id} but is not"));
                 }
             }
@@ -68,12 +68,24 @@ impl Chat {
                     "conversation {id} has no members and no online invitee"
                 ));
             }
-            for (key, conn) in &c.members {
+            for (key, member) in &c.members {
+                let Some(conn) = member.conn else {
+                    // Offline: only a member from before a restart.
+                    if self.users.contains_key(key)
+                        || !self
+                            .restored
+                            .get(key)
+                            .is_some_and(|r| r.member_of.contains(&id))
+                    {
+                        return Err(format!("offline member {key} of {id} is not awaited"));
+                    }
+                    continue;
+                };
                 let user = self
                     .users
                     .get(key)
                     .ok_or(format!("member {key} of {id} is offline"))?;
-                if user.conn != *conn || !user.member_of.contains(&id) {
+                if user.conn != conn || !user.member_of.contains(&id) {
                     return Err(format!("member {key} of {id} does not know it"));
                 }
                 if c.pending.contains(key) {
@@ -81,10 +93,16 @@ impl Chat {
                 }
             }
             for key in &c.pending {
-                let user = self
-                    .users
-                    .get(key)
-                    .ok_or(format!("invitee {key} of {id} is offline"))?;
+                let Some(user) = self.users.get(key) else {
+                    if !self
+                        .restored
+                        .get(key)
+                        .is_some_and(|r| r.pending_in.contains(&id))
+                    {
+                        return Err(format!("invitee {key} of {id} is offline"));
+                    }
+                    continue;
+                };
                 if !user.pending_in.contains(&id) || !c.allowed.contains(key) {
                     return Err(format!("invitee {key} of {id} is inconsistent"));
                 }

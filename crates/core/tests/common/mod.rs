@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use natter_core::{Chat, Config, ConnId, Output, Outputs, Policy, Recipients};
+use natter_core::{Chat, Config, ConnId, Fact, Output, Outputs, Policy, Recipients};
 use natter_proto::{Command, ServerMessage};
 
 pub struct Harness {
@@ -17,6 +17,13 @@ pub struct Harness {
 pub enum Sent {
     To(Vec<ConnId>, ServerMessage),
     Close(ConnId),
+    Fact(Fact),
+    FetchHistory {
+        conn: ConnId,
+        conv: u64,
+        before_seq: u64,
+        limit: usize,
+    },
 }
 
 impl Harness {
@@ -29,6 +36,20 @@ impl Harness {
             chat: Chat::new(Config::with_policy(policy)),
             next_conn: 1,
         }
+    }
+
+    /// A chat state that keeps history (as with a store): facts, seqs and
+    /// the `history` capability.
+    pub fn durable() -> Self {
+        Harness::over(Chat::new(Config {
+            durable: true,
+            ..Config::default()
+        }))
+    }
+
+    /// Drives an existing chat state (e.g. one restored from a snapshot).
+    pub fn over(chat: Chat) -> Self {
+        Harness { chat, next_conn: 1 }
     }
 
     pub fn connect(&mut self) -> ConnId {
@@ -49,7 +70,9 @@ impl Harness {
         if !caps.is_empty() {
             self.send(conn, caps_cmd(caps));
         }
-        let replies = self.send(conn, register(name));
+        let mut replies = self.send(conn, register(name));
+        // What REGISTER tells a `history` client about its conversations.
+        replies.retain(|r| !matches!(r, Sent::To(_, ServerMessage::Unread(_))));
         assert!(replies.is_empty(), "REGISTER {name}: {replies:?}");
         self.flush();
         conn
@@ -108,6 +131,18 @@ pub fn flatten(out: Outputs) -> Vec<Sent> {
                 Sent::To(to, Arc::unwrap_or_clone(message))
             }
             Output::Close(c) => Sent::Close(c),
+            Output::Fact(fact) => Sent::Fact(fact),
+            Output::FetchHistory {
+                conn,
+                conv,
+                before_seq,
+                limit,
+            } => Sent::FetchHistory {
+                conn,
+                conv,
+                before_seq,
+                limit,
+            },
         })
         .collect()
 }
@@ -131,6 +166,7 @@ pub fn say(conv: u64, text: &str) -> Command {
     Command::SendMessage {
         conv,
         text: text.into(),
+        nonce: None,
     }
 }
 

@@ -274,6 +274,7 @@ impl TestClient {
         self.send(Command::SendMessage {
             conv,
             text: text.into(),
+            nonce: None,
         })
         .await;
     }
@@ -293,9 +294,9 @@ impl TestClient {
 
     pub async fn expect_message(&mut self) -> (u64, String, String) {
         self.expect(|m| match m {
-            ServerMessage::Message { conv, sender, text } => {
-                Some((*conv, sender.clone(), text.clone()))
-            }
+            ServerMessage::Message {
+                conv, sender, text, ..
+            } => Some((*conv, sender.clone(), text.clone())),
             _ => None,
         })
         .await

@@ -1,0 +1,468 @@
+//! [`Store`]: the one writer of a data dir.
+//!
+//! A data dir holds `natter.db` (SQLite in WAL mode, with its `-wal` and
+//! `-shm` files) and `LOCK`. Whoever holds an exclusive lock on `LOCK` is
+//! the only natter writing there; the lock is released by the kernel when
+//! the process dies, so a crash never leaves a stale lock behind.
+//!
+//! Durability comes from SQLite: `synchronous=FULL` in WAL mode fsyncs the
+//! WAL on every commit, and a commit is one transaction however many facts
+//! it carries, so the cost of the fsync is shared by all of them (group
+//! commit, see [`crate::worker`]).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use natter_core::facts::{
+    Fact, RestoredConversation, RestoredMember, Snapshot, StoredMessage, UnixMs,
+};
+use natter_proto::ConvId;
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite_migration::SchemaVersion;
+use tracing::info;
+
+use crate::error::{Doing, StoreError};
+use crate::reader::Reader;
+use crate::schema;
+
+/// The database file in a data dir.
+pub const DB_FILE: &str = "natter.db";
+/// The lock file in a data dir.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// How many messages one [`Store::prune_before`] call deletes at most, so
+/// that retention never holds the write lock for long.
+pub const PRUNE_CHUNK: usize = 5_000;
+
+/// How long a connection waits for another one's lock (a backup's read
+/// transaction never blocks the writer in WAL mode, but a checkpoint may
+/// wait briefly for readers).
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// SQLite's page cache per connection, in KiB (negative: KiB, not pages).
+/// Big enough to keep the hot end of the message index in memory.
+pub(crate) const CACHE_KIB: i64 = 64 * 1024;
+
+/// The writer of a data dir: one SQLite connection and the dir's lock.
+pub struct Store {
+    // Field order is drop order: the connection closes (and checkpoints)
+    // before the lock is released, so the next owner finds a quiet file.
+    conn: Connection,
+    _lock: File,
+    path: PathBuf,
+    /// Scratch for [`Store::commit`]: the highest seq per conversation in
+    /// the transaction, written once per conversation instead of per message.
+    last_seq: HashMap<ConvId, u64>,
+}
+
+impl Store {
+    /// Creates `dir` (and parents) if missing; takes an exclusive lock on
+    /// `DIR/LOCK` (a second opener gets [`StoreError::Locked`] and touches
+    /// nothing); opens `DIR/natter.db` in WAL mode with `synchronous=FULL`
+    /// and migrates it to the latest schema version.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let lock = lock_dir(dir)?;
+        let path = dir.join(DB_FILE);
+        let mut conn = Connection::open(&path).doing("opening the database", &path)?;
+        configure_writer(&conn).doing("configuring the database", &path)?;
+        let from = migrate(&mut conn, &path)?;
+        info!(path = %path.display(), from, to = schema::VERSION, "store open");
+        Ok(Store {
+            conn,
+            _lock: lock,
+            path,
+            last_seq: HashMap::new(),
+        })
+    }
+
+    /// Everything the chat state needs back: live conversations with their
+    /// members, invitations, topic and last seq; the next conversation id;
+    /// the messages that carried a nonce in the [`NONCE_WINDOW_MS`] before
+    /// `now`. Reads only small tables and the nonce index, never the bulk
+    /// of the messages, so start-up time does not grow with history.
+    ///
+    /// [`NONCE_WINDOW_MS`]: natter_core::facts::NONCE_WINDOW_MS
+    pub fn load_snapshot(&self, now: UnixMs) -> Result<Snapshot, StoreError> {
+        // One read transaction: every part of the snapshot is of one moment.
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .doing("reading the snapshot", &self.path)?;
+        let snapshot = read_snapshot(&tx, now).doing("reading the snapshot", &self.path)?;
+        tx.finish().doing("reading the snapshot", &self.path)?;
+        Ok(snapshot)
+    }
+
+    /// Applies `facts` in order in one transaction and commits it: all or
+    /// nothing, durable when this returns `Ok`. Every statement tolerates
+    /// being run twice, so facts retried after a failure cannot fail on a
+    /// duplicate key.
+    pub fn commit(&mut self, facts: &[Fact]) -> Result<(), StoreError> {
+        self.commit_all(facts)
+    }
+
+    /// [`Store::commit`] over any sequence of facts, so that the writer
+    /// thread can commit several batches (and retried facts) without
+    /// copying them into one vector.
+    pub(crate) fn commit_all<'a>(
+        &mut self,
+        facts: impl IntoIterator<Item = &'a Fact>,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing("starting a transaction", &self.path)?;
+        self.last_seq.clear();
+        for fact in facts {
+            apply(&tx, fact, &mut self.last_seq).doing("storing facts", &self.path)?;
+        }
+        let mut update = tx
+            .prepare_cached("UPDATE conversations SET last_seq = max(last_seq, ?2) WHERE id = ?1")
+            .doing("storing facts", &self.path)?;
+        for (&conv, &seq) in &self.last_seq {
+            update
+                .execute(params![conv, seq])
+                .doing("storing facts", &self.path)?;
+        }
+        drop(update);
+        tx.commit().doing("committing", &self.path)
+    }
+
+    /// Deletes messages older than `cutoff` (retention), oldest first and
+    /// at most [`PRUNE_CHUNK`] per call; returns how many it deleted, so a
+    /// caller repeats while the answer is `PRUNE_CHUNK`.
+    ///
+    /// Deletion follows insertion order: it stops at the first message that
+    /// is not older than `cutoff`. Messages are stored in time order, so
+    /// this deletes exactly the old ones, in bounded time, without an index
+    /// on time (if the clock stepped back, an old message behind a newer
+    /// one waits until that one is old too).
+    pub fn prune_before(&mut self, cutoff: UnixMs) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing("deleting old messages", &self.path)?;
+        let deleted = prune(&tx, cutoff).doing("deleting old messages", &self.path)?;
+        tx.commit().doing("deleting old messages", &self.path)?;
+        Ok(deleted)
+    }
+
+    /// A read-only connection to the same database, for another thread:
+    /// in WAL mode it reads committed data while this one writes.
+    pub fn reader(&self) -> Result<Reader, StoreError> {
+        Reader::open(&self.path)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    #[cfg(test)]
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Takes the exclusive lock on `DIR/LOCK`, or says who has it.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let lock = dir.join(LOCK_FILE);
+    let write_err = |source| StoreError::WriteDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    // Not truncated: the file is only a handle for the lock.
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(write_err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
+            dir: dir.to_path_buf(),
+            lock,
+        }),
+        Err(TryLockError::Error(source)) => Err(write_err(source)),
+    }
+}
+
+fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // Only an in-memory or otherwise odd database refuses WAL.
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode is {mode}, WAL needed"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+/// Runs the missing migrations; returns the version found.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<usize, StoreError> {
+    let migrations = schema::migrations();
+    let migration_err = |source| StoreError::Migration {
+        path: path.to_path_buf(),
+        source,
+    };
+    let found = match migrations.current_version(conn).map_err(migration_err)? {
+        SchemaVersion::NoneSet => 0,
+        SchemaVersion::Inside(v) => v.get(),
+        SchemaVersion::Outside(v) => {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: v.get(),
+            });
+        }
+    };
+    migrations.to_latest(conn).map_err(migration_err)?;
+    Ok(found)
+}
+
+/// One fact as SQL. Every statement is idempotent (upserts, `OR IGNORE`,
+/// `max`), so a fact retried after a failed transaction is harmless.
+fn apply(
+    tx: &Transaction,
+    fact: &Fact,
+    last_seq: &mut HashMap<ConvId, u64>,
+) -> rusqlite::Result<()> {
+    match fact {
+        Fact::ConversationCreated { conv, ts, invited } => {
+            tx.prepare_cached(
+                "INSERT INTO conversations (id, created_ms) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![conv, ts])?;
+            let mut invite = tx.prepare_cached(
+                "INSERT INTO invitations (conv, user_key, display, pending) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (conv, user_key) DO NOTHING",
+            )?;
+            for (key, display) in invited {
+                invite.execute(params![conv, key, display])?;
+            }
+        }
+        Fact::Joined { conv, key, display } => {
+            tx.prepare_cached(
+                "INSERT INTO members (conv, user_key, display) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (conv, user_key) DO UPDATE SET display = excluded.display",
+            )?
+            .execute(params![conv, key, display])?;
+            clear_pending(tx, *conv, key)?;
+        }
+        Fact::Left { conv, key } => {
+            tx.prepare_cached("DELETE FROM members WHERE conv = ?1 AND user_key = ?2")?
+                .execute(params![conv, key])?;
+        }
+        Fact::InvitationLapsed { conv, key } => clear_pending(tx, *conv, key)?,
+        Fact::ConversationEnded { conv, ts } => end_conversation(tx, *conv, *ts)?,
+        Fact::MessageAccepted(message) => {
+            insert_message(tx, message)?;
+            let seq = last_seq.entry(message.conv).or_default();
+            *seq = (*seq).max(message.seq);
+        }
+        Fact::TopicSet { conv, text, setter } => {
+            tx.prepare_cached(
+                "UPDATE conversations SET topic = ?2, topic_setter = ?3 WHERE id = ?1",
+            )?
+            .execute(params![conv, text, setter])?;
+        }
+        Fact::ReadUpTo { key, conv, seq } => {
+            tx.prepare_cached(
+                "INSERT INTO reads (conv, user_key, seq) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (conv, user_key) DO UPDATE SET seq = max(seq, excluded.seq)",
+            )?
+            .execute(params![conv, key, seq])?;
+        }
+    }
+    Ok(())
+}
+
+fn clear_pending(tx: &Transaction, conv: ConvId, key: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE invitations SET pending = 0 WHERE conv = ?1 AND user_key = ?2")?
+        .execute(params![conv, key])?;
+    Ok(())
+}
+
+/// The id stays taken (the row is kept); who was in it does not matter any
+/// more. Its messages stay until retention removes them.
+fn end_conversation(tx: &Transaction, conv: ConvId, ts: UnixMs) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE conversations SET ended_ms = ?2 WHERE id = ?1 AND ended_ms IS NULL")?
+        .execute(params![conv, ts])?;
+    for sql in [
+        "DELETE FROM members WHERE conv = ?1",
+        "DELETE FROM invitations WHERE conv = ?1",
+        "DELETE FROM reads WHERE conv = ?1",
+    ] {
+        tx.prepare_cached(sql)?.execute([conv])?;
+    }
+    Ok(())
+}
+
+fn insert_message(tx: &Transaction, m: &StoredMessage) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO messages (conv, seq, ts_ms, sender_key, sender, body, nonce)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (conv, seq) DO NOTHING",
+    )?
+    .execute(params![
+        m.conv,
+        m.seq,
+        m.ts,
+        m.sender_key,
+        m.sender,
+        m.text,
+        m.nonce
+    ])?;
+    Ok(())
+}
+
+fn read_snapshot(tx: &Transaction, now: UnixMs) -> rusqlite::Result<Snapshot> {
+    let next_conv_id = tx.query_row(
+        "SELECT coalesce(max(id), 0) + 1 FROM conversations",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut conversations = live_conversations(tx)?;
+    add_members(tx, &mut conversations)?;
+    add_invitations(tx, &mut conversations)?;
+    let recent_nonces = recent_nonces(tx, now - natter_core::facts::NONCE_WINDOW_MS)?;
+    Ok(Snapshot {
+        next_conv_id,
+        conversations,
+        recent_nonces,
+    })
+}
+
+fn live_conversations(tx: &Transaction) -> rusqlite::Result<Vec<RestoredConversation>> {
+    let mut stmt = tx.prepare(
+        "SELECT id, last_seq, topic, topic_setter FROM conversations
+         WHERE ended_ms IS NULL ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let topic: Option<String> = r.get(2)?;
+        let setter: Option<String> = r.get(3)?;
+        Ok(RestoredConversation {
+            id: r.get(0)?,
+            last_seq: r.get(1)?,
+            topic: topic.map(|text| (text, setter.unwrap_or_default())),
+            ..RestoredConversation::default()
+        })
+    })?;
+    rows.collect()
+}
+
+/// The conversation `id` in `conversations` (sorted by id), if it is live.
+fn live(
+    conversations: &mut [RestoredConversation],
+    id: ConvId,
+) -> Option<&mut RestoredConversation> {
+    let at = conversations.binary_search_by_key(&id, |c| c.id).ok()?;
+    Some(&mut conversations[at])
+}
+
+fn add_members(
+    tx: &Transaction,
+    conversations: &mut [RestoredConversation],
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare(
+        "SELECT m.conv, m.user_key, m.display, coalesce(r.seq, 0) FROM members m
+         LEFT JOIN reads r ON r.conv = m.conv AND r.user_key = m.user_key
+         ORDER BY m.conv, m.user_key",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        if let Some(conv) = live(conversations, row.get(0)?) {
+            conv.members.push(RestoredMember {
+                key: row.get(1)?,
+                display: row.get(2)?,
+                read_seq: row.get(3)?,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn add_invitations(
+    tx: &Transaction,
+    conversations: &mut [RestoredConversation],
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare(
+        "SELECT conv, user_key, display, pending FROM invitations ORDER BY conv, user_key",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        if let Some(conv) = live(conversations, row.get(0)?) {
+            let key: String = row.get(1)?;
+            if row.get::<_, bool>(3)? {
+                conv.pending.push((key.clone(), row.get(2)?));
+            }
+            conv.allowed.push(key);
+        }
+    }
+    Ok(())
+}
+
+fn recent_nonces(tx: &Transaction, since: UnixMs) -> rusqlite::Result<Vec<StoredMessage>> {
+    // `nonce IS NOT NULL` selects the partial index messages_nonce_ts.
+    let mut stmt = tx.prepare(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages WHERE nonce IS NOT NULL AND ts_ms >= ?1 ORDER BY ts_ms, id"
+    ))?;
+    let rows = stmt.query_map([since], message_from_row)?;
+    rows.collect()
+}
+
+/// The columns [`message_from_row`] reads, in its order (a macro, so that
+/// `concat!` makes each query a literal for the statement cache).
+macro_rules! message_columns {
+    () => {
+        "conv, seq, ts_ms, sender_key, sender, body, nonce"
+    };
+}
+pub(crate) use message_columns;
+
+pub(crate) fn message_from_row(r: &rusqlite::Row) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        conv: r.get(0)?,
+        seq: r.get(1)?,
+        ts: r.get(2)?,
+        sender_key: r.get(3)?,
+        sender: r.get(4)?,
+        text: r.get(5)?,
+        nonce: r.get(6)?,
+    })
+}
+
+/// Deletes the longest prefix (in insertion order, at most
+/// [`PRUNE_CHUNK`]) of messages older than `cutoff`.
+fn prune(tx: &Transaction, cutoff: UnixMs) -> rusqlite::Result<u64> {
+    let mut oldest = tx.prepare_cached("SELECT id, ts_ms FROM messages ORDER BY id LIMIT ?1")?;
+    let mut rows = oldest.query([PRUNE_CHUNK])?;
+    let mut last_old = None;
+    while let Some(row) = rows.next()? {
+        if row.get::<_, UnixMs>(1)? >= cutoff {
+            break;
+        }
+        last_old = Some(row.get::<_, i64>(0)?);
+    }
+    drop(rows);
+    let Some(last_old) = last_old else {
+        return Ok(0);
+    };
+    let deleted = tx
+        .prepare_cached("DELETE FROM messages WHERE id <= ?1")?
+        .execute([last_old])?;
+    Ok(deleted as u64)
+}

@@ -1,0 +1,390 @@
+//! The store threads: group commit, history on the reader thread, failures
+//! that lose only messages (and say which), retention.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use natter_store::worker::{self, Batch, HistoryRequest, Reply, WorkerOptions};
+use natter_store::{Fact, Store, StoredMessage};
+use rusqlite::Connection;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn message(conv: u64, seq: u64, ts: i64) -> Arc<StoredMessage> {
+    Arc::new(StoredMessage {
+        conv,
+        seq,
+        ts,
+        sender_key: "alice".into(),
+        sender: "Alice".into(),
+        text: format!("message {seq}"),
+        nonce: None,
+    })
+}
+
+fn created(conv: u64) -> Fact {
+    Fact::ConversationCreated {
+        conv,
+        ts: 1,
+        invited: vec![
+            ("alice".into(), "Alice".into()),
+            ("bob".into(), "Bob".into()),
+        ],
+    }
+}
+
+fn joined(conv: u64, key: &str) -> Fact {
+    Fact::Joined {
+        conv,
+        key: key.into(),
+        display: key.into(),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The next reply, within [`WAIT`].
+fn next(replies: &mut mpsc::Receiver<Reply>) -> Reply {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match replies.try_recv() {
+            Ok(reply) => return reply,
+            Err(mpsc::error::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("no reply from the store threads: {e:?}"),
+        }
+    }
+}
+
+fn send(worker: &worker::Worker, ticket: u64, facts: Vec<Fact>) {
+    worker
+        .batches
+        .blocking_send(Batch { ticket, facts })
+        .expect("writer is running");
+}
+
+/// While another connection holds the write lock, batches pile up behind
+/// the first; once it is released they are committed together: at most
+/// two commits for a hundred batches, the last reporting the last ticket.
+#[test]
+fn queued_batches_share_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let blocker = Connection::open(dir.path().join("natter.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let (tx, mut replies) = mpsc::channel(1024);
+    let worker = worker::spawn(store, WorkerOptions::default(), tx).unwrap();
+    send(&worker, 1, vec![created(1)]);
+    for ticket in 2..=100 {
+        send(
+            &worker,
+            ticket,
+            vec![Fact::MessageAccepted(message(1, ticket - 1, 5))],
+        );
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+
+    let mut commits = Vec::new();
+    while commits.last() != Some(&100) {
+        match next(&mut replies) {
+            Reply::Committed { up_to } => commits.push(up_to),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(commits.len() <= 2, "one commit per group, got {commits:?}");
+    assert!(commits.is_sorted());
+
+    worker.shutdown();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.load_snapshot(0).unwrap().conversations[0].last_seq,
+        99
+    );
+    assert_eq!(
+        store.reader().unwrap().history(1, 0, 500).unwrap().len(),
+        99
+    );
+}
+
+/// Many small batches sent as fast as possible: every ticket is confirmed,
+/// in order, and everything is stored.
+#[test]
+fn a_stream_of_batches_is_confirmed_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (tx, mut replies) = mpsc::channel(8192);
+    let worker = worker::spawn(store, WorkerOptions::default(), tx).unwrap();
+    send(&worker, 1, vec![created(1)]);
+    let last = 2_000;
+    for ticket in 2..=last {
+        send(
+            &worker,
+            ticket,
+            vec![Fact::MessageAccepted(message(1, ticket - 1, 5))],
+        );
+    }
+    let mut up_to = 0;
+    let mut commits = 0;
+    while up_to < last {
+        match next(&mut replies) {
+            Reply::Committed { up_to: n } => {
+                assert!(n > up_to, "confirmations only move forward");
+                up_to = n;
+                commits += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(up_to, last);
+    println!("{last} batches in {commits} commits");
+    worker.shutdown();
+    let reader = Store::open(dir.path()).unwrap().reader().unwrap();
+    let all = reader.history(1, 0, 5_000).unwrap();
+    assert_eq!(all.len() as u64, last - 1);
+}
+
+#[test]
+fn history_is_answered_on_the_reader_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut facts = vec![created(7)];
+    facts.extend((1..=30).map(|seq| Fact::MessageAccepted(message(7, seq, 5))));
+    store.commit(&facts).unwrap();
+    let (tx, mut replies) = mpsc::channel(16);
+    let worker = worker::spawn(store, WorkerOptions::default(), tx).unwrap();
+
+    for (tag, before_seq) in [(1, 0), (2, 11)] {
+        let request = HistoryRequest {
+            tag,
+            conv: 7,
+            before_seq,
+            limit: 10,
+        };
+        worker.history.blocking_send(request).unwrap();
+    }
+    let seqs = |reply| match reply {
+        Reply::History {
+            tag,
+            conv: 7,
+            result,
+        } => (
+            tag,
+            result.unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(),
+        ),
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(seqs(next(&mut replies)), (1, (21..=30).collect()));
+    assert_eq!(seqs(next(&mut replies)), (2, (1..=10).collect()));
+    worker.shutdown();
+}
+
+/// A transaction that fails loses its messages, reported as such, but
+/// none of its other facts: they go first in the next transaction. Later
+/// commits succeed once the fault is gone.
+#[test]
+fn a_failed_commit_reports_its_messages_and_retries_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&[created(1), joined(1, "alice")]).unwrap();
+    let (tx, mut replies) = mpsc::channel(64);
+    let worker = worker::spawn(store, WorkerOptions::default(), tx).unwrap();
+
+    let saboteur = Connection::open(dir.path().join("natter.db")).unwrap();
+    saboteur
+        .execute_batch(
+            "CREATE TRIGGER no_messages BEFORE INSERT ON messages
+             BEGIN SELECT RAISE(ABORT, 'simulated I/O failure'); END;",
+        )
+        .unwrap();
+    let lost = message(1, 1, 5);
+    send(
+        &worker,
+        1,
+        vec![
+            joined(1, "bob"),
+            Fact::MessageAccepted(lost.clone()),
+            created(2),
+        ],
+    );
+    match next(&mut replies) {
+        Reply::Failed {
+            first: 1,
+            last: 1,
+            error,
+            lost: reported,
+        } => {
+            assert!(error.contains("simulated I/O failure"), "{error}");
+            assert_eq!(reported, vec![lost]);
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+
+    saboteur.execute_batch("DROP TRIGGER no_messages").unwrap();
+    let kept = message(1, 2, 6);
+    send(&worker, 2, vec![Fact::MessageAccepted(kept.clone())]);
+    assert_eq!(next(&mut replies), Reply::Committed { up_to: 2 });
+    worker.shutdown();
+
+    let store = Store::open(dir.path()).unwrap();
+    let snapshot = store.load_snapshot(0).unwrap();
+    let ids: Vec<_> = snapshot.conversations.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [1, 2], "the failed ticket's conversation was retried");
+    let members: Vec<_> = snapshot.conversations[0]
+        .members
+        .iter()
+        .map(|m| m.key.as_str())
+        .collect();
+    assert_eq!(members, ["alice", "bob"], "and so was its join");
+    let history = store.reader().unwrap().history(1, 0, 10).unwrap();
+    assert_eq!(history, [(*kept).clone()], "the lost message is not stored");
+}
+
+/// A real full disk: the data dir on a 2 MiB tmpfs, filled up by another
+/// file. Commits fail with the messages reported lost and the server's
+/// earlier data intact; once space returns, commits succeed and the kept
+/// facts land. Needs root (to mount); CI runs as root, so there it must run.
+#[test]
+fn a_full_disk_fails_commits_until_space_returns() {
+    let Some(mount) = Tmpfs::mount("2m") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let data = mount.path().join("natter-data");
+    let mut store = Store::open(&data).unwrap();
+    store.commit(&[created(1), joined(1, "alice")]).unwrap();
+    let (tx, mut replies) = mpsc::channel(64);
+    let worker = worker::spawn(store, WorkerOptions::default(), tx).unwrap();
+
+    let filler = mount.path().join("filler");
+    fill(&filler);
+    let big = |seq| {
+        let mut m = (*message(1, seq, 5)).clone();
+        m.text = "x".repeat(4096);
+        Fact::MessageAccepted(Arc::new(m))
+    };
+    let mut facts = vec![joined(1, "bob")];
+    facts.extend((1..=200).map(big));
+    send(&worker, 1, facts);
+    match next(&mut replies) {
+        Reply::Failed {
+            first: 1,
+            last: 1,
+            error,
+            lost,
+        } => {
+            assert!(error.contains("full"), "{error}");
+            assert_eq!(lost.len(), 200);
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+
+    std::fs::remove_file(&filler).unwrap();
+    send(&worker, 2, vec![big(201)]);
+    assert_eq!(next(&mut replies), Reply::Committed { up_to: 2 });
+    worker.shutdown();
+
+    let store = Store::open(&data).unwrap();
+    let snapshot = store.load_snapshot(0).unwrap();
+    assert_eq!(
+        snapshot.conversations[0].members.len(),
+        2,
+        "bob's join was kept"
+    );
+    assert_eq!(snapshot.conversations[0].last_seq, 201);
+    let seqs: Vec<_> = store
+        .reader()
+        .unwrap()
+        .history(1, 0, 500)
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, [201]);
+}
+
+/// Deletes messages older than `history_days` at start, in chunks, and
+/// keeps the rest.
+#[test]
+fn retention_runs_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let old = now_ms() - 3 * 86_400_000;
+    let recent = now_ms() - 3_600_000;
+    let count = natter_store::PRUNE_CHUNK as u64 * 2 + 7;
+    let mut facts = vec![created(1)];
+    facts.extend((1..=count).map(|seq| Fact::MessageAccepted(message(1, seq, old))));
+    facts.extend((count + 1..=count + 3).map(|seq| Fact::MessageAccepted(message(1, seq, recent))));
+    store.commit(&facts).unwrap();
+    let reader = store.reader().unwrap();
+
+    let (tx, _replies) = mpsc::channel(16);
+    let worker = worker::spawn(store, WorkerOptions { history_days: 2 }, tx).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let left = loop {
+        let left = reader.history(1, 0, 100_000).unwrap();
+        if left.len() == 3 || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let seqs: Vec<_> = left.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (count + 1..=count + 3).collect::<Vec<_>>());
+    worker.shutdown();
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Writes `path` until the file system is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = [0u8; 4096];
+    loop {
+        if let Err(e) = file.write_all(&block).and_then(|()| file.sync_all()) {
+            assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+            return;
+        }
+    }
+}
