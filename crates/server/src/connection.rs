@@ -76,9 +76,15 @@ pub async fn serve(
         cancel.clone(),
     );
     peer.accepted = accepted;
-    if send_to_hub(&shared.hub, HubEvent::Connected { conn, peer })
-        .await
-        .is_err()
+    if send_to_hub(
+        &shared.hub,
+        HubEvent::Connected {
+            conn,
+            peer: Box::new(peer),
+        },
+    )
+    .await
+    .is_err()
     {
         return; // the server is stopping
     }
@@ -237,16 +243,17 @@ impl Reader<'_> {
                 Ok(frame) => match self.gate.admit(Instant::now()) {
                     Err(flooding) => self.rejection(flooding.to_string(), true),
                     Ok(wait) => {
-                        if !wait.is_zero() && !Box::pin(hold_back(wait, cancel)).await {
-                            return false;
-                        }
-                        match frame {
+                        let event = match frame {
                             Ok(command) => HubEvent::Command {
                                 conn: self.conn,
                                 command,
                             },
                             Err(error) => self.rejection(error, false),
+                        };
+                        if !wait.is_zero() && !Box::pin(hold_back(wait, cancel)).await {
+                            return false;
                         }
+                        event
                     }
                 },
             };
@@ -345,6 +352,14 @@ mod tests {
         let ticket = shared.admission.admit(addr.ip()).unwrap();
         let connection = serve(ConnId(1), stream, addr, shared, ticket);
         let size = std::mem::size_of_val(&connection);
+        println!(
+            "SIZE {size} hubevent {} command {} decoder {} gate {} peer {}",
+            std::mem::size_of::<HubEvent>(),
+            std::mem::size_of::<natter_proto::Command>(),
+            std::mem::size_of::<Decoder>(),
+            std::mem::size_of::<FrameGate>(),
+            std::mem::size_of::<Peer>()
+        );
         assert!(size <= 1280, "the connection future grew to {size} bytes");
     }
 }

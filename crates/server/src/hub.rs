@@ -51,7 +51,9 @@ const STORE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// What connection tasks tell the hub.
 pub enum HubEvent {
     /// A client picked its encoding; from now on the hub writes to it.
-    Connected { conn: ConnId, peer: Peer },
+    /// (Boxed: it happens once per connection, and every other event is
+    /// far smaller.)
+    Connected { conn: ConnId, peer: Box<Peer> },
     /// A client sent a valid command.
     Command { conn: ConnId, command: Command },
     /// A client sent something that could not be used; `fatal` when its
@@ -361,7 +363,7 @@ impl Hub {
                 tracing::info!(conn = conn.0, peer = %peer.addr, encoding = ?peer.encoding, "connect");
                 self.chat.connect(conn);
                 let deadline = peer.accepted + self.config.register_timeout;
-                self.peers.insert(conn, peer);
+                self.peers.insert(conn, *peer);
                 if !self.config.register_timeout.is_zero() {
                     let deadlines = &mut self.registration_deadlines;
                     let at = deadlines.partition_point(|(d, _)| *d <= deadline);

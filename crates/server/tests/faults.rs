@@ -609,7 +609,11 @@ async fn a_burst_of_large_messages_cuts_off_only_the_slow_consumer() {
             for k in 0..16 {
                 let text = format!("{} {text}", burst * 16 + k);
                 encode_command(
-                    &Command::SendMessage { conv, text },
+                    &Command::SendMessage {
+                        conv,
+                        text,
+                        nonce: None,
+                    },
                     Encoding::Framed,
                     &mut out,
                 );
@@ -668,7 +672,11 @@ async fn a_flooder_is_cut_off_while_the_others_round_trips_stay_under_50_ms() {
         for k in 0..100 {
             let text = format!("flood {k}");
             encode_command(
-                &Command::SendMessage { conv, text },
+                &Command::SendMessage {
+                    conv,
+                    text,
+                    nonce: None,
+                },
                 Encoding::Framed,
                 &mut burst,
             );

@@ -129,7 +129,11 @@ async fn a_paste_of_thirty_lines_is_delivered_whole_and_in_order() {
     for line in 0..30 {
         let text = format!("line {line}");
         natter_proto::codec::encode_command(
-            &Command::SendMessage { conv, text },
+            &Command::SendMessage {
+                conv,
+                text,
+                nonce: None,
+            },
             Encoding::Json,
             &mut paste,
         );

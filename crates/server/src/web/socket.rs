@@ -69,7 +69,10 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
     let peer = Peer::new(addr, Encoding::Json, transport, cancel.clone());
     if shared
         .hub
-        .send(HubEvent::Connected { conn, peer })
+        .send(HubEvent::Connected {
+            conn,
+            peer: Box::new(peer),
+        })
         .await
         .is_err()
     {
