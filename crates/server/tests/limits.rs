@@ -211,6 +211,33 @@ async fn connections_over_the_per_address_limit_are_refused_with_an_error() {
     let _again = TestClient::registered(server.local_addr(), Encoding::Framed, "again").await;
 }
 
+/// Over IPv6 (on ::1, the one IPv6 address a test may use) the limit holds
+/// as well; `admission`'s unit tests show that it counts a whole /64.
+#[tokio::test]
+async fn ipv6_connections_over_the_per_address_limit_are_refused() {
+    let mut config = test_config();
+    config.listen = "[::1]:0".parse().unwrap();
+    config.max_connections_per_ip = 2;
+    let server = start_with(config).await;
+    assert!(server.local_addr().is_ipv6());
+    let _a = TestClient::registered(server.local_addr(), Encoding::Json, "a").await;
+    let _b = TestClient::registered(server.local_addr(), Encoding::Json, "b").await;
+    let mut refused = TestClient::connect(server.local_addr(), Encoding::Json).await;
+    refused
+        .send(Command::Register {
+            name: "c".into(),
+            status: "on".into(),
+        })
+        .await;
+    assert!(
+        refused
+            .expect_error()
+            .await
+            .contains("too many connections")
+    );
+    refused.expect_closed().await;
+}
+
 #[tokio::test]
 async fn connections_over_the_server_limit_are_refused_with_an_error() {
     let mut config = test_config();
