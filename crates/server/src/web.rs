@@ -11,6 +11,16 @@
 //! - `/ws`: the gateway ([`socket`]).
 //! - `/healthz`: `200 ok` while the server accepts clients, `503` once it
 //!   is shutting down (for load balancers and supervisors).
+//!
+//! The listener's own limits come before anything else: at most
+//! [`Config::max_web_connections`] HTTP connections (and
+//! `max_connections_per_ip` from one address; IPv6 by /64), request headers
+//! within [`Config::web_header_timeout`] (a slow-loris holds nothing for
+//! long), and a WebSocket takes its place among the server's clients
+//! (the same admission as TCP) before the upgrade, not after.
+//!
+//! [`Config::max_web_connections`]: crate::Config::max_web_connections
+//! [`Config::web_header_timeout`]: crate::Config::web_header_timeout
 
 mod assets;
 mod socket;
@@ -18,29 +28,76 @@ mod socket;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use axum::{Extension, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
 
+use crate::admission::{Admission, Refusal, Ticket};
 use crate::listener::Shared;
 
-/// Serves the page and the gateway until the server shuts down.
+/// Serves the page and the gateway until the server shuts down: one task
+/// per admitted HTTP connection.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let shutdown = shared.shutdown.clone();
-    let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(|tcp| {
-        // Chat messages are small and latency matters more than packing.
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let config = &shared.config;
+    let admission = Admission::new(config.max_web_connections, config.max_connections_per_ip);
+    let app = router(shared.clone());
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors, most likely: give others a moment.
+                    tracing::warn!(%error, "web accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        match admission.admit(addr.ip()) {
+            Ok(ticket) => {
+                let connection = serve_http(stream, addr, app.clone(), shared.clone(), ticket);
+                shared.tracker.spawn(connection);
+            }
+            // Closed without a word: answering would cost what the limit saves.
+            Err(refusal) => shared.log_refusal(addr, refusal),
+        }
+    }
+}
+
+/// Serves one HTTP connection (requests, or one WebSocket handshake),
+/// holding its place until it ends or hands its socket to a WebSocket.
+async fn serve_http(
+    stream: TcpStream,
+    addr: SocketAddr,
+    app: Router,
+    shared: Arc<Shared>,
+    _ticket: Ticket,
+) {
+    // Chat messages are small and latency matters more than packing.
+    let _ = stream.set_nodelay(true);
+    let service = TowerToHyperService::new(app.layer(Extension(ConnectInfo(addr))));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.web_header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        _ = shared.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
     if let Err(error) = served {
-        tracing::warn!(%error, "web listener stopped");
+        tracing::debug!(peer = %addr, %error, "http connection ended");
     }
 }
 
@@ -65,6 +122,10 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
 
 /// Accepts a WebSocket with the server's frame limit: a larger message is
 /// refused by the WebSocket layer before it is buffered whole.
+///
+/// The browser takes its place among the server's clients first, as a TCP
+/// client does: over a limit it gets `429` (its address) or `503` (the
+/// server) with the reason as text, and no WebSocket.
 async fn upgrade(
     ws: WebSocketUpgrade,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -73,11 +134,22 @@ async fn upgrade(
     if shared.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    let ticket = match shared.admission.admit(addr.ip()) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            shared.log_refusal(addr, refusal);
+            let status = match refusal {
+                Refusal::AddressFull(_) => StatusCode::TOO_MANY_REQUESTS,
+                Refusal::ServerFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return (status, format!("{refusal}\n")).into_response();
+        }
+    };
     let max = shared.config.limits.max_frame;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let tracker = shared.tracker.clone();
-            tracker.track_future(socket::serve(socket, addr, shared))
+            tracker.track_future(socket::serve(socket, addr, shared, ticket))
         })
 }

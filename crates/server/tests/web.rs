@@ -466,3 +466,123 @@ async fn a_browser_that_stops_reading_is_cut_off_and_tcp_clients_go_on() {
     assert_eq!(convs, vec![(conv, vec!["talker".to_string()])]);
     server.shutdown().await;
 }
+
+// ---------- the web listener's own limits ----------
+
+/// The same per-address limit as TCP, applied before the upgrade: a
+/// browser over it gets HTTP 429 with the reason, and no WebSocket.
+#[tokio::test]
+async fn a_browser_over_the_address_limit_is_refused_before_the_upgrade() {
+    let mut config = web_config();
+    config.max_connections_per_ip = 2;
+    let (server, web) = start_web(config).await;
+    // One place taken by a TCP client, one by a browser: they share it.
+    let _tcp = TestClient::registered(server.local_addr(), Encoding::Json, "tcp").await;
+    let _browser = Browser::signed_in(web, "browser").await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{web}/ws")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default());
+            assert!(body.contains("too many connections"), "{body}");
+        }
+        Err(other) => panic!("refused without an HTTP answer: {other}"),
+        Ok((_, response)) => panic!("upgraded over the limit: {}", response.status()),
+    }
+    // The page itself is still served (its own, larger limit).
+    assert_eq!(http_get(web, "/healthz").await.0, 200);
+}
+
+/// A slow-loris that never finishes its headers is closed after the
+/// header timeout; the page keeps loading for everyone else.
+#[tokio::test]
+async fn slow_request_headers_are_timed_out() {
+    let mut config = web_config();
+    config.web_header_timeout = Duration::from_millis(300);
+    let (_server, web) = start_web(config).await;
+    let mut loris = TcpStream::connect(web).await.unwrap();
+    let started = tokio::time::Instant::now();
+    loris
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(PATIENCE, async {
+        // One more header byte every 50 ms, until the server hangs up.
+        let mut sink = [0u8; 1024];
+        loop {
+            tokio::select! {
+                read = loris.read(&mut sink) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if loris.write_all(b"X").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow-loris is still connected");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(http_get(web, "/healthz").await.0, 200);
+}
+
+/// Beyond the HTTP connection cap a new connection is closed at once;
+/// a place comes back when one closes.
+#[tokio::test]
+async fn http_connections_over_the_cap_are_closed() {
+    let mut config = web_config();
+    config.max_web_connections = 3;
+    let (_server, web) = start_web(config).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(web).await.unwrap());
+    }
+    let mut extra = TcpStream::connect(web).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(PATIENCE, extra.read(&mut byte))
+        .await
+        .expect("the extra connection is closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // The held ones are still there, and one gone frees a place.
+    let mut first = held.remove(0);
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, first.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(first);
+    let answered = tokio::time::timeout(PATIENCE, async {
+        loop {
+            // The server lets go of the place a moment after it answered.
+            let mut again = TcpStream::connect(web).await.unwrap();
+            again
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = again.read_to_end(&mut answer).await;
+            if !answer.is_empty() {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let answer = answered.await.expect("a place came back");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}

@@ -26,11 +26,11 @@ use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use natter_core::ConnId;
-use natter_proto::codec::encode_message;
-use natter_proto::{Command, DecodeError, Encoding, ServerMessage, json};
+use natter_proto::{Command, DecodeError, Encoding, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Ticket;
 use crate::hub::HubEvent;
 use crate::listener::Shared;
 use crate::peer::{Peer, Transport};
@@ -45,16 +45,9 @@ const MAX_FRAMES_PER_FLUSH: usize = 64;
 const BINARY_REFUSED: &str =
     "binary frames are not supported: send each message as one JSON text frame";
 
-/// Serves one upgraded WebSocket until it ends.
-pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
-    let _ticket = match shared.admission.admit(addr.ip()) {
-        Ok(ticket) => ticket,
-        Err(refusal) => {
-            shared.log_refusal(addr, refusal);
-            refuse(socket, &refusal.to_string()).await;
-            return;
-        }
-    };
+/// Serves one upgraded WebSocket until it ends, holding the place it was
+/// admitted to before the upgrade.
+pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>, _ticket: Ticket) {
     let conn = shared.next_conn_id();
     let (sink, stream) = socket.split();
     let (sender, outgoing) = mpsc::unbounded_channel();
@@ -97,15 +90,6 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
     };
     let reading = reader.run(stream, &cancel);
     tokio::join!(writing, reading);
-}
-
-/// Tells a client that was over a connection limit why, then closes.
-async fn refuse(mut socket: WebSocket, reason: &str) {
-    let error = encode_message(&ServerMessage::Error(reason.to_string()), Encoding::Json);
-    if let Some(frame) = text_frame(error) {
-        let _ = socket.send(frame).await;
-    }
-    let _ = socket.send(close_frame(close_code::AGAIN)).await;
 }
 
 /// Sends what the hub queues, in order, until the hub drops its sender;
