@@ -160,9 +160,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(web) = server.web_addr() {
         println!("web on http://{web}");
     }
-    wait_for_signal().await?;
+    // A failed hub serves no one: stop, and exit non-zero so that systemd
+    // (or whatever supervises us) starts a fresh server.
+    let failed = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            false
+        }
+        _ = server.failed() => true,
+    };
     tracing::info!("shutting down");
     server.shutdown().await;
+    if failed {
+        anyhow::bail!("the hub failed; the server stopped");
+    }
     Ok(())
 }
 

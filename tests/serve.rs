@@ -5,10 +5,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The longest any one step may take.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -29,11 +29,17 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts `natter serve --listen 127.0.0.1:0 --no-web` plus `args`, with
+    /// Starts `natter serve --ephemeral --listen 127.0.0.1:0 --no-web` plus `args`, with
     /// `env` set, and waits for its address.
     fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-web"])
+            .args([
+                "serve",
+                "--ephemeral",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-web",
+            ])
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -73,6 +79,22 @@ impl Server {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for the process to exit on its own.
+    fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "natter serve still running after {within:?}; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -155,4 +177,31 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let log = server.log();
     assert!(log.contains("register"), "nothing logged:\n{log}");
     assert!(!log.contains('\x1b'), "escape codes in the log:\n{log:?}");
+}
+
+/// If the hub dies (here through the test-only hook, as a bug would make
+/// it), the process must not live on half-dead: every client is told, and
+/// the process exits at once with a non-zero status, for systemd or any
+/// supervisor to start a fresh one.
+#[test]
+fn a_hub_that_panics_takes_the_process_down_with_a_non_zero_status() {
+    let hook = natter_server::supervise::TEST_PANIC_ENV;
+    let mut server = Server::start(&[], &[(hook, "1")]);
+    let mut alice = JsonClient::register(server.addr, "alice");
+    let mut bob = JsonClient::register(server.addr, "bob");
+    let signal = Command::new("kill")
+        .args(["-USR1", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(signal.success());
+    let failure = natter_server::supervise::HUB_FAILED_MESSAGE;
+    for client in [&mut alice, &mut bob] {
+        let error = client.expect(r#""command":"ERROR""#);
+        assert!(error.contains(failure), "{error}");
+        assert_eq!(client.recv(), None, "closed after the ERROR");
+    }
+    let status = server.wait_for_exit(Duration::from_secs(3));
+    assert!(!status.success(), "exited with {status}");
+    let log = server.log();
+    assert!(log.contains("the hub panicked"), "{log}");
 }

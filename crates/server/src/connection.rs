@@ -11,10 +11,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use natter_core::ConnId;
+use natter_proto::codec::encode_message;
 use natter_proto::wire::Direction;
-use natter_proto::{DecodeError, Decoder, Encoding};
+use natter_proto::{DecodeError, Decoder, Encoding, ServerMessage};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -27,11 +28,15 @@ use crate::admission::Ticket;
 use crate::config::Config;
 use crate::hub::{HubEvent, HubSender};
 use crate::listener::Shared;
-use crate::peer::{Peer, Transport};
+use crate::peer::{Boundary, Peer, Transport};
 use crate::rate::FrameGate;
+use crate::supervise::HUB_FAILED_MESSAGE;
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 4096;
+
+/// How long a last word may take to write when the hub has failed.
+const LAST_WORD_WAIT: Duration = Duration::from_millis(500);
 
 /// Serves one accepted TCP connection until it ends.
 ///
@@ -48,8 +53,9 @@ pub async fn serve(
     let accepted = tokio::time::Instant::now();
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
-    // Fires when the hub closes this connection, and on server shutdown.
-    let cancel = shared.shutdown.child_token();
+    // Fires when the hub closes this connection, on server shutdown, and
+    // when the hub fails.
+    let cancel = shared.connections.child_token();
     let mut buf = BytesMut::new();
     // Wait for the first byte, which says how the client will speak; the
     // registration deadline runs from the accept, so a connection that
@@ -76,6 +82,7 @@ pub async fn serve(
         cancel.clone(),
     );
     peer.accepted = accepted;
+    let boundary = peer.boundary.clone();
     if send_to_hub(
         &shared.hub,
         HubEvent::Connected {
@@ -115,9 +122,35 @@ pub async fn serve(
         Ended::ByServer => {
             // Let the hub write its last words before draining.
             cancel.cancelled().await;
+            if shared.hub_failed.is_cancelled() {
+                Box::pin(say_hub_failed(&stream, encoding, &boundary)).await;
+            }
             Box::pin(linger(&stream, config)).await;
         }
     }
+}
+
+/// The hub is gone, and with it whatever it had queued: says why, where
+/// the stream allows (not inside a message the hub left half-written),
+/// then ends our side of the stream.
+async fn say_hub_failed(stream: &TcpStream, encoding: Encoding, boundary: &Boundary) {
+    if boundary.holds() {
+        let error = ServerMessage::Error(HUB_FAILED_MESSAGE.to_string());
+        let mut bytes = encode_message(&error, encoding);
+        let write = async {
+            while !bytes.is_empty() {
+                stream.writable().await?;
+                match stream.try_write(&bytes) {
+                    Ok(n) => bytes.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        };
+        let _ = tokio::time::timeout(LAST_WORD_WAIT, write).await;
+    }
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
 }
 
 /// The ERROR a connection gets when it has not registered in time.

@@ -67,8 +67,11 @@ pub enum HubEvent {
     Disconnected { conn: ConnId },
     /// A socket that was full can take bytes again.
     Writable { conn: ConnId },
-    /// Asks how much state the hub holds (tests, leak checks).
+    /// Asks how much state the hub holds (tests, leak checks, `/healthz`).
     Stats { reply: oneshot::Sender<HubStats> },
+    /// Test-only: makes the hub panic, to exercise [`crate::supervise`].
+    #[doc(hidden)]
+    PanicForTest,
 }
 
 /// How much the hub holds at one moment: after every client has gone, all
@@ -395,6 +398,7 @@ impl Hub {
                     peers: self.peers.len(),
                 });
             }
+            HubEvent::PanicForTest => panic!("the hub was told to panic (a test hook)"),
             HubEvent::Writable { conn } => {
                 if let Some(peer) = self.peers.get_mut(&conn) {
                     peer.awaiting_writable = false;

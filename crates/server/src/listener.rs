@@ -40,6 +40,11 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub hub: HubSender,
     pub shutdown: CancellationToken,
+    /// Parent of every connection's own token: cancelled on shutdown, and
+    /// when the hub fails ([`crate::supervise`]).
+    pub connections: CancellationToken,
+    /// Cancelled when the hub ended without being asked to.
+    pub hub_failed: CancellationToken,
     pub tracker: TaskTracker,
     pub admission: Arc<Admission>,
     refusals: Arc<Semaphore>,
@@ -59,6 +64,8 @@ impl Shared {
         Shared {
             config,
             hub,
+            connections: shutdown.child_token(),
+            hub_failed: CancellationToken::new(),
             shutdown,
             tracker,
             admission,
@@ -89,7 +96,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(1);
     loop {
         let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shared.connections.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {

@@ -52,6 +52,22 @@ pub enum Transport {
     },
 }
 
+/// Whether everything written to a TCP client so far ends where a message
+/// ends. The connection's task keeps a clone: if the hub dies, the task may
+/// still write a last ERROR itself, but never into a half-written message.
+#[derive(Debug, Clone)]
+pub struct Boundary(Arc<AtomicBool>);
+
+impl Boundary {
+    fn new() -> Self {
+        Boundary(Arc::new(AtomicBool::new(true)))
+    }
+
+    pub fn holds(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The queue passed the server's limit: the client does not read.
 #[derive(Debug)]
 pub struct Overflow;
@@ -87,6 +103,8 @@ pub struct Peer {
     pub accepted: tokio::time::Instant,
     /// Limits the log lines this client's bad input causes.
     pub bad_input_log: LogLimiter,
+    /// Where the bytes written so far end.
+    pub boundary: Boundary,
 }
 
 impl Peer {
@@ -108,6 +126,7 @@ impl Peer {
             last_write: std::time::Instant::now(),
             accepted: tokio::time::Instant::now(),
             bad_input_log: LogLimiter::new(std::time::Instant::now()),
+            boundary: Boundary::new(),
         }
     }
 
@@ -167,7 +186,8 @@ impl Peer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Flushed::Failed(e),
             };
-            consume(&mut self.pending, &mut self.pending_bytes, written);
+            let partial = consume(&mut self.pending, &mut self.pending_bytes, written);
+            self.boundary.0.store(!partial, Ordering::Relaxed);
         }
         if self.pending.capacity() > KEEP_QUEUE_CAPACITY {
             self.pending = VecDeque::new();
@@ -230,8 +250,9 @@ fn write_some(stream: &TcpStream, pending: &VecDeque<Bytes>) -> io::Result<usize
     stream.try_write_vectored(&slices[..count])
 }
 
-/// Drops `n` written bytes from the front of the queue.
-fn consume(pending: &mut VecDeque<Bytes>, pending_bytes: &mut usize, mut n: usize) {
+/// Drops `n` written bytes from the front of the queue. True when the write
+/// ended inside a message.
+fn consume(pending: &mut VecDeque<Bytes>, pending_bytes: &mut usize, mut n: usize) -> bool {
     *pending_bytes -= n;
     while n > 0 {
         let front = pending.front_mut().expect("wrote more than was queued");
@@ -240,9 +261,10 @@ fn consume(pending: &mut VecDeque<Bytes>, pending_bytes: &mut usize, mut n: usiz
             pending.pop_front();
         } else {
             front.advance(n);
-            n = 0;
+            return true;
         }
     }
+    false
 }
 
 /// Writes every queued buffer, waiting for writability as needed.

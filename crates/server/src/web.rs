@@ -9,8 +9,8 @@
 //! - `/`, `/app.js`, `/style.css`: the page, embedded in the binary
 //!   ([`assets`]).
 //! - `/ws`: the gateway ([`socket`]).
-//! - `/healthz`: `200 ok` while the server accepts clients, `503` once it
-//!   is shutting down (for load balancers and supervisors).
+//! - `/healthz`: `200 ok` while the hub answers, `503` once the server is
+//!   shutting down or the hub failed (for load balancers and supervisors).
 //!
 //! The listener's own limits come before anything else: at most
 //! [`Config::max_web_connections`] HTTP connections (and
@@ -27,6 +27,7 @@ mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::StatusCode;
@@ -37,9 +38,14 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
 use crate::admission::{Admission, Refusal, Ticket};
+use crate::hub::HubEvent;
 use crate::listener::Shared;
+
+/// How long `/healthz` waits for the hub to answer.
+const HEALTH_PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// Serves the page and the gateway until the server shuts down: one task
 /// per admitted HTTP connection.
@@ -55,7 +61,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 Err(error) => {
                     // Out of descriptors, most likely: give others a moment.
                     tracing::warn!(%error, "web accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -112,11 +118,25 @@ pub fn router(shared: Arc<Shared>) -> Router {
     router.with_state(shared)
 }
 
+/// `200 ok` only while the hub answers: a failed hub, one that does not
+/// answer within [`HEALTH_PROBE_WAIT`] and a server shutting down are 503.
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let unhealthy = |why: &'static str| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    if shared.hub_failed.is_cancelled() {
+        return unhealthy("hub failed\n");
+    }
     if shared.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else {
-        (StatusCode::OK, "ok\n").into_response()
+        return unhealthy("shutting down\n");
+    }
+    let (reply, answer) = oneshot::channel();
+    let probe = async {
+        shared.hub.send(HubEvent::Stats { reply }).await.ok()?;
+        answer.await.ok()
+    };
+    match tokio::time::timeout(HEALTH_PROBE_WAIT, probe).await {
+        Ok(Some(_)) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(None) => unhealthy("hub failed\n"),
+        Err(_) => unhealthy("hub not answering\n"),
     }
 }
 
@@ -131,7 +151,7 @@ async fn upgrade(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     State(shared): State<Arc<Shared>>,
 ) -> Response {
-    if shared.shutdown.is_cancelled() {
+    if shared.shutdown.is_cancelled() || shared.hub_failed.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let ticket = match shared.admission.admit(addr.ip()) {

@@ -586,3 +586,24 @@ async fn http_connections_over_the_cap_are_closed() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+/// `/healthz` answers for the hub, not just for the web listener: 200 while
+/// the hub answers, 503 once it failed; browsers are told, too.
+#[tokio::test]
+async fn healthz_reflects_the_hubs_liveness() {
+    let (server, web) = start_web(web_config()).await;
+    let mut browser = Browser::signed_in(web, "watcher").await;
+    assert_eq!(http_get(web, "/healthz").await.0, 200);
+    server.panic_hub_for_test().await;
+    assert_eq!(
+        browser.expect_error().await,
+        natter_server::supervise::HUB_FAILED_MESSAGE
+    );
+    browser.expect_closed().await;
+    tokio::time::timeout(PATIENCE, server.failed())
+        .await
+        .expect("the handle reports the failure");
+    let (status, _, body) = http_get(web, "/healthz").await;
+    assert_eq!((status, body.as_str()), (503, "hub failed\n"));
+    server.shutdown().await;
+}

@@ -26,7 +26,8 @@ use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use natter_core::ConnId;
-use natter_proto::{Command, DecodeError, Encoding, json};
+use natter_proto::codec::encode_message;
+use natter_proto::{Command, DecodeError, Encoding, ServerMessage, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -35,11 +36,16 @@ use crate::hub::HubEvent;
 use crate::listener::Shared;
 use crate::peer::{Peer, Transport};
 use crate::rate::FrameGate;
+use crate::supervise::HUB_FAILED_MESSAGE;
 
 /// Most queued messages written before one flush: several small messages
 /// leave in one system call, and a long queue still gets flushed now and
 /// then.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
+
+/// How long a writer whose hub let go without a word waits to learn that
+/// the hub failed.
+const HUB_FAILURE_WAIT: Duration = Duration::from_secs(1);
 
 /// The text of the ERROR a binary frame gets.
 const BINARY_REFUSED: &str =
@@ -53,7 +59,9 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>, _ti
     let (sender, outgoing) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let blocked = Arc::new(AtomicBool::new(false));
-    let cancel = CancellationToken::new();
+    // Fires when the hub closes this connection, on shutdown, and when
+    // the hub fails.
+    let cancel = shared.connections.child_token();
     let transport = Transport::Channel {
         sender,
         queued: queued.clone(),
@@ -74,7 +82,7 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>, _ti
     let linger = shared.config.close_linger;
     let writing = async {
         tokio::select! {
-            _ = write_frames(sink, outgoing, &queued, &blocked) => {}
+            _ = write_frames(sink, outgoing, &queued, &blocked, &cancel, &shared.hub_failed) => {}
             // Once the hub let go, the rest may take `linger`, no more.
             _ = async { cancel.cancelled().await; tokio::time::sleep(linger).await } => {}
         }
@@ -93,12 +101,15 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>, _ti
 }
 
 /// Sends what the hub queues, in order, until the hub drops its sender;
-/// then a Close frame. `blocked` is set while the socket takes no more.
+/// then a Close frame (after an ERROR saying so, if the hub failed).
+/// `blocked` is set while the socket takes no more.
 async fn write_frames(
     mut sink: SplitSink<WebSocket, Message>,
     mut outgoing: mpsc::UnboundedReceiver<Bytes>,
     queued: &AtomicUsize,
     blocked: &AtomicBool,
+    cancel: &CancellationToken,
+    hub_failed: &CancellationToken,
 ) {
     while let Some(first) = outgoing.recv().await {
         let mut sent_bytes = 0;
@@ -122,7 +133,21 @@ async fn write_frames(
             return;
         }
     }
-    let _ = sink.send(close_frame(close_code::NORMAL)).await;
+    // The hub cancels a connection before it lets go of it; one it let go
+    // of without that failed, which the watcher says a moment later.
+    let _ = tokio::time::timeout(HUB_FAILURE_WAIT, cancel.cancelled()).await;
+    if !hub_failed.is_cancelled() {
+        let _ = sink.send(close_frame(close_code::NORMAL)).await;
+        return;
+    }
+    let error = encode_message(
+        &ServerMessage::Error(HUB_FAILED_MESSAGE.to_string()),
+        Encoding::Json,
+    );
+    if let Some(frame) = text_frame(error) {
+        let _ = sink.feed(frame).await;
+    }
+    let _ = sink.send(close_frame(close_code::AGAIN)).await;
 }
 
 /// Runs one write, with `blocked` set while it waits for the socket.
