@@ -1,6 +1,7 @@
-//! The `natter` command: the server (`serve`), the terminal client (`chat`)
-//! and the load generator (`bench`).
+//! The `natter` command: the server (`serve`), the terminal client (`chat`),
+//! the load generator (`bench`) and the online backup (`backup`).
 
+mod backup;
 mod bench;
 mod chat;
 mod serve;
@@ -26,6 +27,8 @@ enum Commands {
     Chat(chat::ChatArgs),
     /// Measure a running server (natter or IRC) under load.
     Bench(bench::BenchArgs),
+    /// Copy a data dir consistently, while its server runs.
+    Backup(backup::BackupArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Commands::Serve(args) => serve::run(args),
         Commands::Chat(args) => chat::run(args),
         Commands::Bench(args) => bench::run(args),
+        Commands::Backup(args) => backup::run(args),
     }
 }

@@ -700,6 +700,20 @@ impl Chat {
     }
 }
 
+/// One conversation's durable state, for comparing chat states (see
+/// [`Chat::durable_view`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationView {
+    pub id: ConvId,
+    pub last_seq: u64,
+    pub topic: Option<(String, String)>,
+    /// `(key, read_seq)`.
+    pub members: Vec<(String, u64)>,
+    pub pending: Vec<String>,
+    pub allowed: Vec<String>,
+}
+
 /// One SEND_MESSAGE being accepted: who sends, and the state it needs,
 /// borrowed field by field so the sender's key stays borrowed too.
 struct Sending<'a> {
@@ -870,6 +884,28 @@ impl Chat {
             Connection::Registered { key } => self.users.get(key).map(|u| u.display.as_str()),
             Connection::Unregistered { .. } => None,
         }
+    }
+
+    /// What a store must be able to give back of every conversation, in
+    /// id order (members and invitees as keys, sorted): two chat states
+    /// with equal views hold the same durable state.
+    #[doc(hidden)]
+    pub fn durable_view(&self) -> Vec<ConversationView> {
+        self.conversations
+            .iter()
+            .map(|(id, c)| ConversationView {
+                id,
+                last_seq: c.last_seq,
+                topic: c.topic.clone(),
+                members: c
+                    .members
+                    .iter()
+                    .map(|(k, m)| (k.clone(), m.read_seq))
+                    .collect(),
+                pending: c.pending.iter().cloned().collect(),
+                allowed: c.allowed.iter().cloned().collect(),
+            })
+            .collect()
     }
 
     /// `(display name, status)` of every online user, sorted by key: what a

@@ -377,9 +377,7 @@ impl Hub {
             HubEvent::Rejected { conn, error, fatal } => {
                 self.send_error(conn, error);
                 if fatal {
-                    self.chat.disconnect(conn, &mut self.outputs);
-                    self.close_gracefully(conn);
-                    self.dispatch();
+                    self.close_after_error(conn);
                 }
             }
             HubEvent::Disconnected { conn } => {
@@ -435,11 +433,18 @@ impl Hub {
             if self.peers.contains_key(&conn) && self.chat.user_name(conn).is_none() {
                 let error = crate::connection::not_registered(self.config.register_timeout);
                 self.send_error(conn, error);
-                self.chat.disconnect(conn, &mut self.outputs);
-                self.close_gracefully(conn);
-                self.dispatch();
+                self.close_after_error(conn);
             }
         }
+    }
+
+    /// Ends `conn` after the ERROR just sent to it: the close is an output
+    /// like any other, so it cannot overtake that ERROR while deliveries
+    /// wait for the store.
+    fn close_after_error(&mut self, conn: ConnId) {
+        self.chat.disconnect(conn, &mut self.outputs);
+        self.outputs.push(Output::Close(conn));
+        self.dispatch();
     }
 
     /// Delivers the pending outputs, including those that cutting off slow

@@ -58,7 +58,11 @@ pub fn backup(dir: &Path, out: &Path) -> Result<(), StoreError> {
 }
 
 fn copy_pages(source: &Path, partial: &Path) -> Result<(), StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // Read-write (never created), though nothing is written: a read-only
+    // connection to a stopped server's dir would leave `-wal` and `-shm`
+    // files behind, which only the last *writable* connection removes.
+    // (SQLite falls back to read-only by itself on a read-only disk.)
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let from = Connection::open_with_flags(source, flags).doing("opening the database", source)?;
     from.busy_timeout(BUSY_TIMEOUT)
         .doing("opening the database", source)?;

@@ -167,3 +167,26 @@ fn a_backup_never_overwrites_and_needs_a_database() {
     );
     Store::open(out.path()).expect("the first copy is untouched");
 }
+
+/// Backing up a stopped server's dir leaves that dir as it was: no WAL or
+/// shared-memory files that the next `Store::open` would have to sort out.
+#[test]
+fn a_backup_leaves_a_stopped_data_dir_as_it_was() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(data.path()).unwrap();
+        store.commit(&[created(1), message(1, 1)]).unwrap();
+    }
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let out = tempfile::tempdir().unwrap();
+    backup(data.path(), out.path()).unwrap();
+    assert_eq!(listing(), before);
+}
