@@ -298,14 +298,14 @@ fn conversation(python: &Path, classic: bool) {
     alice.expect("INVITATION 1 from alice");
     bob.expect("INVITATION 1 from alice");
 
-    // A LIST after each JOIN: its answer proves the JOIN was applied, since
-    // the server handles one connection's commands in order.
+    // alice joined what she created by herself. A LIST after each JOIN: its
+    // answer proves the JOIN was applied, since the server handles one
+    // connection's commands in order.
+    alice.type_line("/list");
+    alice.expect("CONVERSATIONS {1: [alice]}");
     bob.type_line("/join 1");
     bob.type_line("/list");
-    bob.expect("CONVERSATIONS {1: [bob]}");
-    alice.type_line("/join 1");
-    alice.type_line("/list");
-    alice.expect("CONVERSATIONS {1: [alice, bob]}");
+    bob.expect("CONVERSATIONS {1: [alice, bob]}");
 
     // Plain text goes to the conversation joined last.
     alice.type_line("hello bob");
@@ -379,13 +379,11 @@ fn python2_and_python3_clients_talk_to_each_other() {
     let mut bob = PyClient::spawn(&python2, server.addr(), true, "bob");
     bob.expect("ONLINE_USERS alice=online bob=online");
     alice.type_line("/invite bob");
+    alice.expect("INVITATION 1 from alice");
     bob.expect("INVITATION 1 from alice");
     bob.type_line("/join 1");
     bob.type_line("/list");
-    bob.expect("CONVERSATIONS {1: [bob]}");
-    alice.type_line("/join 1");
-    alice.type_line("/list");
-    alice.expect("CONVERSATIONS {1: [alice, bob]}");
+    bob.expect("CONVERSATIONS {1: [alice, bob]}");
     bob.type_line("/send 1 grüße aus Python 2");
     alice.expect("MESSAGE 1 bob: grüße aus Python 2");
     alice.type_line("/send 1 and back from 3 ✓");

@@ -17,7 +17,7 @@ Run it (the server must be running, e.g. `cargo run -- serve`):
 
 then type commands, one per line:
 
-    /invite bob carol     create a conversation and invite people
+    /invite bob carol     create a conversation, invite people, and join it
     /join 3               become a member of conversation 3
     /send 3 hello         send "hello" to conversation 3
     hello                 (plain text) send to the conversation joined last
@@ -177,6 +177,9 @@ class NatterClient:
         self.on_message = None  # set by the caller: function(word, args)
         self.on_closed = None  # set by the caller: function(reason or None)
         self.said_goodbye = False
+        # Both threads send (the listener joins our own conversations), and
+        # two sendall calls at once could interleave their bytes.
+        self.send_lock = threading.Lock()
 
     # -- sending ------------------------------------------------------------
 
@@ -189,7 +192,8 @@ class NatterClient:
             # Framed: a 4-byte big-endian length, then the body.
             body = struct.pack(">I", len(body)) + body
         try:
-            self.sock.sendall(body)
+            with self.send_lock:
+                self.sock.sendall(body)
         except (socket.error, OSError) as err:
             raise ConnectionFailed("cannot send to %s: %s" % (self.address, err))
 
@@ -303,6 +307,7 @@ class Session:
         self.exit_code = 0
         self.registered = threading.Event()
         self.register_error = None
+        self.name = None
         self.last_joined = None
         client.on_message = self.on_message
         client.on_closed = self.on_closed
@@ -314,11 +319,31 @@ class Session:
             if word == "ERROR":
                 self.register_error = one_line(args)
             self.registered.set()
+        if word == "INVITATION":
+            # Before the line is printed: whatever is typed after seeing it
+            # goes out after the JOIN.
+            self.join_if_ours(args)
         try:
             line = describe(word, args)
         except (TypeError, ValueError, AttributeError):
             line = u"%s (unexpected arguments) %r" % (word, args)
         say(line)
+
+    def join_if_ours(self, args):
+        """Joins the conversation our own /invite created: the server makes
+        the inviter a member only once it joins, and whoever invites people
+        means to talk to them. Plain text then goes there."""
+        try:
+            conv, inviter = args
+        except (TypeError, ValueError):
+            return
+        if to_text(inviter).lower() != self.name.lower():
+            return
+        try:
+            self.client.send_command("JOIN", [conv])
+        except ConnectionFailed:
+            return  # the listener reports the closed connection
+        self.last_joined = conv
 
     def on_closed(self, reason):
         if reason is None and self.client.said_goodbye:
@@ -334,6 +359,7 @@ class Session:
             self.finished.set()
 
     def register(self, name, status):
+        self.name = name
         self.client.send_command("REGISTER", [name, status])
         self.client.start_listening()
         if not wait_for(self.registered, REPLY_TIMEOUT):

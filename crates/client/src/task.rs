@@ -3,7 +3,8 @@
 //! [`crate::Client`] handles send it [`Request`]s over a bounded channel;
 //! it sends [`Event`]s back over another. It registers (asking for the
 //! `presence-delta` and `members` capabilities first), forwards commands,
-//! turns server messages into events, and when the connection drops after
+//! turns server messages into events, joins the conversations its own
+//! `INVITE`s create, and when the connection drops after
 //! registering, reconnects with backoff, registers again under the same
 //! name and status and re-joins the conversations we were in.
 
@@ -235,8 +236,15 @@ impl Task {
                 _ => handshake.register = Some(pending),
             }
         }
+        let created = self.session.created_by_us(&message);
         if let Some(event) = self.session.apply(message) {
             self.emit(event).await;
+        }
+        if let Some(conv) = created {
+            // Our own INVITE: we are a member only once we join.
+            let join = Command::Join(conv);
+            self.session.note_sent(&join);
+            return connection.send(&join).await.err().map(Ending::Lost);
         }
         None
     }
