@@ -71,10 +71,15 @@ impl Chat {
 
     /// Waits for this exact line on stdout, skipping others.
     async fn expect(&mut self, line: &str) {
+        self.expect_where(line, |next| next == line).await;
+    }
+
+    /// Waits for a line on stdout that `matches`, skipping others.
+    async fn expect_where(&mut self, line: &str, matches: impl Fn(&str) -> bool) {
         let found = tokio::time::timeout(WAIT, async {
             while let Some(next) = self.lines.recv().await {
                 self.seen.push(next.clone());
-                if next == line {
+                if matches(&next) {
                     return true;
                 }
             }
@@ -170,6 +175,61 @@ async fn two_plain_clients_invite_join_chat_and_leave() {
         rest.contains(&"MESSAGE 1 alice anyone?".to_string()),
         "{rest:?}"
     );
+    server.shutdown().await;
+}
+
+/// What is typed while the server is away waits in the client's outbox
+/// (`QUEUED`) and is sent once the client is back: nothing typed is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_typed_while_the_server_is_down_is_sent_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |listen| natter_server::Config {
+        listen,
+        presence_coalesce: Duration::from_millis(10),
+        close_linger: Duration::from_millis(200),
+        data_dir: Some(dir.path().to_path_buf()),
+        ..natter_server::Config::default()
+    };
+    let server = natter_server::spawn(config("127.0.0.1:0".parse().unwrap()))
+        .await
+        .expect("server starts");
+    let listen = server.local_addr();
+    let addr = listen.to_string();
+    let mut alice = Chat::start(&addr, "alice");
+    alice.expect("ONLINE alice=online").await;
+    let mut bob = Chat::start(&addr, "bob");
+    bob.expect("ONLINE alice=online bob=online").await;
+    alice.say("/invite bob").await;
+    alice.expect("INVITATION 1 alice").await;
+    alice.say("/join 1").await;
+    bob.say("/join 1").await;
+    alice.expect("MEMBERS 1 alice bob").await;
+
+    server.shutdown().await;
+    alice.expect("ERROR server shutting down").await;
+    alice
+        .expect_where("STATE reconnecting ...", |line| {
+            line.starts_with("STATE reconnecting ")
+        })
+        .await;
+    alice.say("typed while the server was away").await;
+    alice
+        .expect("QUEUED 1 typed while the server was away")
+        .await;
+
+    // The same data dir and port: conversation 1 and its members are back.
+    let server = natter_server::spawn(config(listen))
+        .await
+        .expect("server starts again");
+    alice
+        .expect("MESSAGE 1 alice typed while the server was away")
+        .await;
+    bob.expect("MESSAGE 1 alice typed while the server was away")
+        .await;
+    let (status, _) = alice.finish().await;
+    assert!(status.success(), "{status}");
+    let (status, _) = bob.finish().await;
+    assert!(status.success(), "{status}");
     server.shutdown().await;
 }
 

@@ -5,7 +5,9 @@
 //! The server runs in-process on 127.0.0.1:0. Each conversation test runs
 //! two clients (alice and bob) through invite → join → send → receive →
 //! leave → status → quit, under Python 3 and, when an interpreter is
-//! installed, Python 2.7, in the framed and the classic encoding. Other
+//! installed, Python 2.7, in the framed and the classic encoding, against
+//! a server without history (`--ephemeral`, where `/history` says so) and
+//! one with a store (`/history`, four-element `MESSAGE`s). Other
 //! tests check the client's error handling (server down, server shutting
 //! down, a name already taken, a pickle that would run code) and that
 //! pickles made the course's way (`"REGISTER " + pickle.dumps([...])`,
@@ -82,7 +84,17 @@ struct Server {
 }
 
 impl Server {
+    /// A server that keeps nothing, as `natter serve --ephemeral`.
     fn start() -> Server {
+        Server::start_with(None)
+    }
+
+    /// A server with its store in `dir`, as `natter serve --data-dir DIR`.
+    fn start_durable(dir: &Path) -> Server {
+        Server::start_with(Some(dir.to_path_buf()))
+    }
+
+    fn start_with(data_dir: Option<PathBuf>) -> Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -92,6 +104,7 @@ impl Server {
             listen: "127.0.0.1:0".parse().unwrap(),
             presence_coalesce: Duration::from_millis(20),
             close_linger: Duration::from_millis(500),
+            data_dir,
             ..Default::default()
         };
         let handle = runtime
@@ -289,6 +302,8 @@ fn conversation(python: &Path, classic: bool) {
     let addr = server.addr();
 
     let mut alice = PyClient::spawn(python, addr, classic, "alice");
+    // The client asks for history; a server without a store grants none.
+    alice.expect("CAPS (none)");
     alice.expect("ONLINE_USERS alice=online");
     let mut bob = PyClient::spawn(python, addr, classic, "bob");
     bob.expect("ONLINE_USERS alice=online bob=online");
@@ -314,6 +329,8 @@ fn conversation(python: &Path, classic: bool) {
     bob.type_line("/send 1 hi alice, ça va? 👋");
     bob.expect("MESSAGE 1 bob: hi alice, ça va? 👋");
     alice.expect("MESSAGE 1 bob: hi alice, ça va? 👋");
+    alice.type_line("/history");
+    alice.expect("history: this server keeps no history (it runs with --ephemeral)");
 
     bob.type_line("/leave 1");
     bob.type_line("/send 1 still there?");
@@ -363,6 +380,94 @@ fn python2_framed_conversation() {
 fn python2_classic_conversation() {
     if let Some(python) = python2_or_skip() {
         conversation(&python, true);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// History, from a server with a store
+// ---------------------------------------------------------------------------
+
+/// Waits for the HISTORY line of message `seq`: `  #SEQ YYYY-MM-DD HH:MM
+/// REST`, the time being local and so only checked for its shape.
+fn expect_history_line(client: &mut PyClient, seq: u64, rest: &str) {
+    let lead = format!("  #{seq} ");
+    let tail = format!(" {rest}");
+    let line = client.expect_where(&format!("{lead}<time>{tail}"), |line| {
+        line.starts_with(&lead) && line.ends_with(&tail)
+    });
+    let when = &line[lead.len()..line.len() - tail.len()];
+    let shape = when
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c });
+    assert_eq!(shape.collect::<String>(), "9999-99-99 99:99", "{line:?}");
+}
+
+/// alice and bob on a server that keeps history: four-element MESSAGEs
+/// print as before, and `/history [N]` prints the stored messages.
+fn history_session(python: &Path, classic: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_durable(dir.path());
+    let addr = server.addr();
+    let mut alice = PyClient::spawn(python, addr, classic, "alice");
+    alice.expect("CAPS history");
+    alice.expect("ONLINE_USERS alice=online");
+    let mut bob = PyClient::spawn(python, addr, classic, "bob");
+    bob.expect("ONLINE_USERS alice=online bob=online");
+    alice.type_line("/invite bob");
+    alice.expect("INVITATION 1 from alice");
+    bob.expect("INVITATION 1 from alice");
+    bob.type_line("/join 1");
+    bob.type_line("/list");
+    bob.expect("CONVERSATIONS {1: [alice, bob]}");
+    for text in ["first", "second", "third, ça va ✓"] {
+        alice.type_line(text);
+        bob.expect(&format!("MESSAGE 1 alice: {text}"));
+    }
+
+    bob.type_line("/history 2");
+    bob.expect("HISTORY 1: 2 message(s), oldest first");
+    expect_history_line(&mut bob, 2, "alice: second");
+    expect_history_line(&mut bob, 3, "alice: third, ça va ✓");
+    bob.type_line("/history");
+    bob.expect("HISTORY 1: 3 message(s), oldest first");
+    expect_history_line(&mut bob, 1, "alice: first");
+    bob.type_line("/history 0");
+    bob.expect_where("the usage", |line| line.starts_with("usage: "));
+
+    for client in [&mut alice, &mut bob] {
+        let status = client.finish();
+        assert!(status.success(), "{status}; {}", client.report());
+        client.assert_clean();
+        // Right after REGISTER: nothing unread for a new user.
+        assert!(
+            client.seen.contains(&"UNREAD none".to_string()),
+            "{}",
+            client.report()
+        );
+    }
+}
+
+#[test]
+fn python3_framed_history() {
+    history_session(&python3(), false);
+}
+
+#[test]
+fn python3_classic_history() {
+    history_session(&python3(), true);
+}
+
+#[test]
+fn python2_framed_history() {
+    if let Some(python) = python2_or_skip() {
+        history_session(&python, false);
+    }
+}
+
+#[test]
+fn python2_classic_history() {
+    if let Some(python) = python2_or_skip() {
+        history_session(&python, true);
     }
 }
 

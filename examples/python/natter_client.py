@@ -24,10 +24,18 @@ then type commands, one per line:
     /leave 3              stop being a member of conversation 3
     /list                 list the conversations
     /status away          change your status
+    /history 2            the last 2 messages (default 20) of the
+                          conversation joined last
     /quit                 say GOODBYE and exit (end of input does the same)
 
 Every message from the server is printed as one line, for example
-`MESSAGE 3 alice: hello` or `ONLINE_USERS alice=online bob=away`.
+`MESSAGE 3 alice: hello` or `ONLINE_USERS alice=online bob=away`; a
+HISTORY answer as a line per stored message.
+
+Before REGISTER the client asks for the `history` extension (CAPS). A
+natter server that keeps history (the default, `natter serve`) grants it:
+messages then carry a fourth element, {"seq": n, "ts": ms}, and /history
+works. A server started with --ephemeral keeps none, and /history says so.
 
 Two encodings are supported (docs/PROTOCOL.md describes both):
 
@@ -56,6 +64,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 # Python 2 calls text `unicode`, Python 3 calls it `str`.
 try:
@@ -69,6 +78,7 @@ MAX_FRAME = 16 * 1024 * 1024 - 1  # the largest frame a natter server sends
 CONNECT_TIMEOUT = 10.0  # seconds to wait for the server to accept us
 REPLY_TIMEOUT = 10.0  # seconds to wait for the answer to REGISTER
 GOODBYE_TIMEOUT = 5.0  # seconds to wait for the server to close after GOODBYE
+HISTORY_DEFAULT = 20  # messages /history shows when no number is given
 
 
 class ProtocolError(Exception):
@@ -140,17 +150,36 @@ def describe(word, args):
         conv, inviter = args
         return u"INVITATION %d from %s" % (conv, to_text(inviter))
     if word == "MESSAGE":
-        conv, sender, text = args
+        # A server with history adds a fourth element, {"seq": n, "ts": ms}.
+        conv, sender, text = args[:3]
         return u"MESSAGE %d %s: %s" % (conv, to_text(sender), one_line(text))
+    if word == "HISTORY":
+        return describe_history(*args)
+    if word == "UNREAD":
+        unread = [u"%d: %d unread" % (int(conv), last - read)
+                  for conv, (last, read) in sorted(args.items(), key=lambda i: int(i[0]))]
+        return u"UNREAD " + (u", ".join(unread) or u"none")
+    if word == "CAPS":
+        return u"CAPS " + (u" ".join(to_text(name) for name in args) or u"(none)")
     if word == "CONVERSATIONS":
         entries = [u"%d: [%s]" % (int(conv), u", ".join(to_text(m) for m in members))
                    for conv, members in sorted(args.items(), key=lambda i: int(i[0]))]
         return u"CONVERSATIONS {" + u", ".join(entries) + u"}"
     if word == "ERROR":
         return u"ERROR " + one_line(args)
-    # Messages this client never asks for (CAPS, PRESENCE, MEMBERS) or
-    # newer ones: show them plainly rather than guess.
+    # Messages this client never asks for (PRESENCE, MEMBERS) or newer
+    # ones: show them plainly rather than guess.
     return u"%s %r" % (word, args)
+
+
+def describe_history(conv, entries):
+    """HISTORY [conv, [[seq, ts, sender, text], ...]]: a header line, then
+    one line per message, oldest first, with its seq and local time."""
+    lines = [u"HISTORY %d: %d message(s), oldest first" % (conv, len(entries))]
+    for seq, ts, sender, text in entries:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(ts / 1000.0))
+        lines.append(u"  #%d %s %s: %s" % (seq, to_text(when), to_text(sender), one_line(text)))
+    return u"\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -308,14 +337,18 @@ class Session:
         self.registered = threading.Event()
         self.register_error = None
         self.name = None
+        self.caps = []  # the extensions the server granted (answer to CAPS)
         self.last_joined = None
         client.on_message = self.on_message
         client.on_closed = self.on_closed
 
     def on_message(self, word, args):
-        if not self.registered.is_set():
-            # The first answer to REGISTER says whether it worked: an
+        if word == "CAPS":
+            self.caps = [to_text(name) for name in args]
+        elif not self.registered.is_set() and word in ("ONLINE_USERS", "ERROR"):
+            # The answer to REGISTER says whether it worked: an
             # ONLINE_USERS means yes, an ERROR (name taken...) means no.
+            # (UNREAD may come first: it is not the answer.)
             if word == "ERROR":
                 self.register_error = one_line(args)
             self.registered.set()
@@ -360,6 +393,8 @@ class Session:
 
     def register(self, name, status):
         self.name = name
+        # Extensions are asked for before REGISTER; the answer is CAPS.
+        self.client.send_command("CAPS", ["history"])
         self.client.send_command("REGISTER", [name, status])
         self.client.start_listening()
         if not wait_for(self.registered, REPLY_TIMEOUT):
@@ -432,10 +467,24 @@ class Session:
         elif command == u"/send" and len(words) >= 2 and words[0].isdigit():
             text = line.split(None, 2)[2]
             return self.send_text(int(words[0]), text)
+        elif command == u"/history" and not words:
+            self.history(HISTORY_DEFAULT)
+        elif command == u"/history" and len(words) == 1 and words[0].isdigit() and int(words[0]) > 0:
+            self.history(int(words[0]))
         else:
             say(u"usage: /invite NAME..., /join ID, /leave ID, /list, "
-                u"/status TEXT, /send ID TEXT, /quit, or text to send")
+                u"/status TEXT, /send ID TEXT, /history [N], /quit, or text to send")
         return True
+
+    def history(self, count):
+        """HISTORY [conv, 0, count]: the newest messages of the conversation
+        joined last (0 means "the newest"; the server sends at most 500)."""
+        if "history" not in self.caps:
+            say(u"history: this server keeps no history (it runs with --ephemeral)")
+        elif self.last_joined is None:
+            say(u"no conversation joined yet: /join ID first")
+        else:
+            self.client.send_command("HISTORY", [self.last_joined, 0, count])
 
     def send_text(self, conv, text):
         if conv is None:

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{Local, NaiveTime};
-use natter_client::{Command, ConnectionState, ConvId, Event, OnlineUsers};
+use natter_client::{Command, ConnectionState, ConvId, Event, Nonce, OnlineUsers};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::input::{self, Input};
@@ -32,6 +32,9 @@ pub struct Line {
     pub at: NaiveTime,
     pub sender: String,
     pub text: String,
+    /// Ours, waiting in the client's outbox for a connection; shown as
+    /// pending until the server confirms it (and its `MESSAGE` replaces it).
+    pub pending: Option<Nonce>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -129,7 +132,18 @@ impl App {
             Event::OnlineUsers { users, .. } => self.online = users,
             Event::Invitation { conv, inviter } => return self.on_invitation(conv, inviter),
             Event::Conversations(list) => self.on_listing(list),
-            Event::Message { conv, sender, text } => self.on_message(conv, sender, text, at),
+            Event::Message {
+                conv, sender, text, ..
+            } => self.on_message(conv, sender, text, at),
+            Event::Queued { conv, nonce, text } => self.on_queued(conv, nonce, text, at),
+            Event::Sent { conv, nonce, .. } => self.unpend(conv, nonce.as_str()),
+            Event::Topic { conv, text, setter } => {
+                self.info(format!("#{conv} is now \"{text}\" (set by {setter})"))
+            }
+            Event::Missed { conv, .. } => self.problem(format!(
+                "#{conv}: some messages from while you were away could not be fetched"
+            )),
+            Event::History { .. } | Event::Unread(_) | Event::Capabilities(_) => {}
             Event::Members { conv, members } => self.on_members(conv, members),
             Event::ServerError(text) => {
                 let lost = natter_client::lost_conversation(&text);
@@ -142,6 +156,14 @@ impl App {
                 self.last_error = Some(format!("bad data from the server: {error}"))
             }
             Event::NotSent { command, reason } => {
+                if let Command::SendMessage {
+                    conv,
+                    nonce: Some(nonce),
+                    ..
+                } = &command
+                {
+                    self.unpend(*conv, nonce);
+                }
                 self.problem(format!("{} not sent: {reason}", command.word()))
             }
         }
@@ -189,12 +211,49 @@ impl App {
         if conversation.messages.len() == HISTORY {
             conversation.messages.pop_front();
         }
-        conversation.messages.push_back(Line { at, sender, text });
+        conversation.messages.push_back(Line {
+            at,
+            sender,
+            text,
+            pending: None,
+        });
         if !is_active {
             conversation.unread += 1;
         }
         if self.active.is_none() {
             self.switch_to(conv);
+        }
+    }
+
+    /// Our message waits for a connection: shown at once, as pending.
+    fn on_queued(&mut self, conv: ConvId, nonce: Nonce, text: String, at: NaiveTime) {
+        let sender = self.me.clone();
+        let conversation = self.conversations.entry(conv).or_default();
+        if conversation
+            .messages
+            .iter()
+            .any(|m| m.pending.as_ref() == Some(&nonce))
+        {
+            // Queued again after another lost connection: shown already.
+            return;
+        }
+        if conversation.messages.len() == HISTORY {
+            conversation.messages.pop_front();
+        }
+        conversation.messages.push_back(Line {
+            at,
+            sender,
+            text,
+            pending: Some(nonce),
+        });
+    }
+
+    /// A pending message was confirmed (its `MESSAGE` shows it) or given up.
+    fn unpend(&mut self, conv: ConvId, nonce: &str) {
+        if let Some(conversation) = self.conversations.get_mut(&conv) {
+            conversation
+                .messages
+                .retain(|m| m.pending.as_ref().is_none_or(|p| p.as_str() != nonce));
         }
     }
 

@@ -14,6 +14,7 @@
 //! CONVERSATIONS 3:alice,bob 4:
 //! ERROR name alice is taken
 //! STATE reconnecting 2s (attempt 1: connection refused)
+//! QUEUED 3 typed while disconnected, sent after the reconnect
 //! ```
 //!
 //! Local problems (a typo in a command) go to stderr. At stdin EOF or
@@ -111,7 +112,12 @@ async fn read_commands(client: &Client, joined: &Joined) -> anyhow::Result<()> {
         };
         match input {
             Input::Say(text) => match joined.current() {
-                Some(conv) => client.send_message(conv, text).await?,
+                Some(conv) => match client.send_message(conv, text).await {
+                    Ok(_) => {}
+                    // A full outbox is this line's problem, not the session's.
+                    Err(err @ ClientError::OutboxFull { .. }) => eprintln!("{err}"),
+                    Err(err) => return Err(err.into()),
+                },
                 None => eprintln!("no conversation: /join ID or /invite NAME first"),
             },
             Input::Invite(names) => client.invite(names).await?,
@@ -197,8 +203,24 @@ pub fn format_event(event: &Event) -> Option<String> {
             }
             line
         }
-        Event::Message { conv, sender, text } => {
-            format!("MESSAGE {conv} {sender} {}", one_line(text))
+        Event::Message {
+            conv, sender, text, ..
+        } => format!("MESSAGE {conv} {sender} {}", one_line(text)),
+        Event::Queued { conv, text, .. } => format!("QUEUED {conv} {}", one_line(text)),
+        Event::Topic { conv, text, setter } => {
+            format!("TOPIC {conv} {setter} {}", one_line(text))
+        }
+        Event::Missed {
+            conv,
+            after_seq,
+            before_seq,
+        } => match before_seq {
+            Some(before) => format!("MISSED {conv} {after_seq} {before}"),
+            None => format!("MISSED {conv} {after_seq}"),
+        },
+        // The MESSAGE line is the confirmation; the rest is for programs.
+        Event::Sent { .. } | Event::History { .. } | Event::Unread(_) | Event::Capabilities(_) => {
+            return None;
         }
         Event::ServerError(text) => format!("ERROR {}", one_line(text)),
         Event::DecodeError { error, fatal } => {
@@ -275,6 +297,7 @@ mod tests {
                     conv: 3,
                     sender: "alice".into(),
                     text: "hello".into(),
+                    info: None,
                 },
                 "MESSAGE 3 alice hello",
             ),
@@ -314,10 +337,40 @@ mod tests {
                 }),
                 "STATE reconnecting 2s (attempt 2: connection refused)",
             ),
+            (
+                Event::Queued {
+                    conv: 3,
+                    nonce: natter_client::Nonce::new("n-1").unwrap(),
+                    text: "typed while disconnected, sent after the reconnect".into(),
+                },
+                "QUEUED 3 typed while disconnected, sent after the reconnect",
+            ),
+            (
+                Event::Topic {
+                    conv: 3,
+                    text: "friday lunch".into(),
+                    setter: "alice".into(),
+                },
+                "TOPIC 3 alice friday lunch",
+            ),
+            (
+                Event::Missed {
+                    conv: 3,
+                    after_seq: 5,
+                    before_seq: Some(900),
+                },
+                "MISSED 3 5 900",
+            ),
         ];
         for (event, line) in cases {
             assert_eq!(format_event(&event).as_deref(), Some(line));
         }
+        let confirmed = Event::Sent {
+            conv: 3,
+            nonce: natter_client::Nonce::new("n-1").unwrap(),
+            seq: Some(7),
+        };
+        assert_eq!(format_event(&confirmed), None, "the MESSAGE line says it");
     }
 
     #[test]
@@ -326,6 +379,7 @@ mod tests {
             conv: 1,
             sender: "bob".into(),
             text: "two\nlines".into(),
+            info: None,
         };
         assert_eq!(format_event(&event).unwrap(), "MESSAGE 1 bob two\\nlines");
         let mut users = BTreeMap::new();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveTime;
-use natter_client::{Command, ConnectionState, Event};
+use natter_client::{Command, ConnectionState, Event, Nonce};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -29,6 +29,7 @@ fn message(conv: u64, sender: &str, text: &str) -> Event {
         conv,
         sender: sender.into(),
         text: text.into(),
+        info: None,
     }
 }
 
@@ -349,4 +350,72 @@ fn a_conversation_the_server_lost_is_shown_as_not_joined() {
     let rows = screen(&app, 110, 30);
     assert_shows(&rows, "#5 not joined");
     assert_shows(&rows, "error: no conversation 5");
+}
+
+#[test]
+fn text_typed_while_disconnected_shows_as_pending_until_the_server_confirms_it() {
+    let mut app = scripted_session();
+    app.on_event(Event::State(ConnectionState::Reconnecting {
+        attempt: 1,
+        delay: Duration::from_secs(2),
+        reason: "connection refused".into(),
+    }));
+    // Handed to the client, which keeps it in its outbox.
+    let action = type_line(&mut app, "still there?");
+    assert!(
+        matches!(
+            &action,
+            Some(Action::Send(Command::SendMessage { conv: 3, text, .. })) if text == "still there?"
+        ),
+        "{action:?}"
+    );
+    let nonce = Nonce::new("n-1").unwrap();
+    let queued = Event::Queued {
+        conv: 3,
+        nonce: nonce.clone(),
+        text: "still there?".into(),
+    };
+    app.on_event_at(queued.clone(), at(12, 50));
+    app.on_event_at(queued, at(12, 52));
+    let rows = screen(&app, 110, 30);
+    assert_shows(&rows, "--:-- alice  still there?");
+    assert_eq!(
+        rows.iter()
+            .filter(|row| row.contains("still there?"))
+            .count(),
+        1,
+        "queued again after another lost connection: shown once"
+    );
+
+    app.on_event(Event::Sent {
+        conv: 3,
+        nonce,
+        seq: Some(3),
+    });
+    app.on_event_at(message(3, "alice", "still there?"), at(12, 55));
+    let rows = screen(&app, 110, 30);
+    assert_shows(&rows, "12:55 alice  still there?");
+    assert!(!shows(&rows, "--:--"), "{}", rows.join("\n"));
+}
+
+#[test]
+fn a_pending_message_the_server_refused_is_taken_back_and_explained() {
+    let mut app = scripted_session();
+    let nonce = Nonce::new("n-2").unwrap();
+    app.on_event(Event::Queued {
+        conv: 3,
+        nonce: nonce.clone(),
+        text: "too late".into(),
+    });
+    app.on_event(Event::NotSent {
+        command: Command::SendMessage {
+            conv: 3,
+            text: "too late".into(),
+            nonce: Some(nonce.to_string()),
+        },
+        reason: "you are not a member of conversation 3".into(),
+    });
+    let rows = screen(&app, 110, 30);
+    assert!(!shows(&rows, "too late"), "{}", rows.join("\n"));
+    assert_shows(&rows, "SEND_MESSAGE not sent: you are not a member");
 }

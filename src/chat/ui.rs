@@ -298,13 +298,15 @@ fn message_lines(
             "{:<sender_width$}",
             fit(&clean(&message.sender), sender_width)
         );
+        // A message waiting for the connection has no time yet.
+        let time = match message.pending {
+            Some(_) => "--:-- ".to_string(),
+            None => message.at.format("%H:%M ").to_string(),
+        };
         for (i, part) in wrap(&message.text, text_width).into_iter().enumerate() {
             let lead = if i == 0 {
                 vec![
-                    Span::styled(
-                        message.at.format("%H:%M ").to_string(),
-                        Style::new().dark_gray(),
-                    ),
+                    Span::styled(time.clone(), Style::new().dark_gray()),
                     Span::styled(sender.clone(), sender_style),
                     Span::raw("  "),
                 ]
@@ -312,7 +314,10 @@ fn message_lines(
                 vec![Span::raw(" ".repeat(indent))]
             };
             let mut spans = lead;
-            spans.push(Span::raw(part));
+            match message.pending {
+                Some(_) => spans.push(Span::styled(part, Style::new().dark_gray())),
+                None => spans.push(Span::raw(part)),
+            }
             lines.push(Line::from(spans));
         }
     }

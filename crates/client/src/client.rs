@@ -8,18 +8,21 @@ use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::error::ClientError;
 use crate::event::{ConnectionState, Event};
+use crate::outbox::{Nonce, Slots};
 use crate::task::{Request, Task};
 
 /// A handle on one client session. Cheap to clone; the session ends when
 /// `goodbye` is called or every handle is dropped.
 ///
 /// Commands other than `register` and `goodbye` return once queued: their
-/// results arrive as [`Event`]s (`MEMBERS` acknowledges a join, `MESSAGE`
-/// echoes our own message, `ERROR` reports a refusal).
+/// results arrive as [`Event`]s (`MEMBERS` acknowledges a join, `SENT`
+/// confirms our own message, `ERROR` reports a refusal).
 #[derive(Debug, Clone)]
 pub struct Client {
     requests: mpsc::Sender<Request>,
     addr: String,
+    /// The outbox's capacity, shared with the connection task.
+    slots: Slots,
 }
 
 /// The events of one client session, in order. `recv` returns `None` after
@@ -50,7 +53,7 @@ impl Client {
     /// `State(Connected)`. Fails at once, without retrying, when the server
     /// cannot be reached.
     pub async fn connect_with(config: ClientConfig) -> Result<(Client, Events), ClientError> {
-        let connection = Connection::open(&config.addr, config.connect_timeout)
+        let connection = Connection::open(&config.addr, config.connect_timeout, config.pace)
             .await
             .map_err(|reason| ClientError::Unreachable {
                 addr: config.addr.clone(),
@@ -62,10 +65,12 @@ impl Client {
         let connected = ConnectionState::Connected { addr: addr.clone() };
         // Cannot fail: the channel is new and has room.
         let _ = event_tx.try_send(Event::State(connected));
-        tokio::spawn(Task::new(config, request_rx, event_tx).run(connection));
+        let slots = Slots::new(config.outbox_capacity.max(1));
+        tokio::spawn(Task::new(config, request_rx, event_tx, slots.clone()).run(connection));
         let client = Client {
             requests: request_tx,
             addr,
+            slots,
         };
         Ok((client, Events { events: event_rx }))
     }
@@ -121,16 +126,52 @@ impl Client {
         self.send(Command::Join(conv)).await
     }
 
-    /// `SEND_MESSAGE`: says `text` in `conv`.
+    /// `SEND_MESSAGE`: says `text` in `conv`, with a fresh random nonce,
+    /// which is returned. The message stays in the outbox until the server
+    /// confirms it ([`Event::Sent`]); while disconnected it waits there
+    /// ([`Event::Queued`]) and goes out after the reconnect. A full outbox
+    /// is [`ClientError::OutboxFull`]; an empty text is refused here.
     pub async fn send_message(
         &self,
         conv: ConvId,
         text: impl Into<String>,
+    ) -> Result<Nonce, ClientError> {
+        let nonce = Nonce::random();
+        self.submit(conv, text.into(), nonce.clone()).await?;
+        Ok(nonce)
+    }
+
+    /// `HISTORY`: up to `limit` (at most 500) stored messages of `conv`
+    /// with a seq below `before_seq` (0: the newest), answered by
+    /// [`Event::History`]. Needs the `history` capability.
+    pub async fn history(
+        &self,
+        conv: ConvId,
+        before_seq: u64,
+        limit: usize,
     ) -> Result<(), ClientError> {
-        self.send(Command::SendMessage {
+        if limit == 0 {
+            return Err(ClientError::ZeroHistoryLimit);
+        }
+        self.send(Command::History {
+            conv,
+            before_seq,
+            limit,
+        })
+        .await
+    }
+
+    /// `READ`: marks `conv` read up to `seq`, for every device of ours.
+    pub async fn read(&self, conv: ConvId, seq: u64) -> Result<(), ClientError> {
+        self.send(Command::Read { conv, seq }).await
+    }
+
+    /// `TOPIC`: names `conv` (members get [`Event::Topic`]). Needs the
+    /// `topics` capability.
+    pub async fn topic(&self, conv: ConvId, text: impl Into<String>) -> Result<(), ClientError> {
+        self.send(Command::Topic {
             conv,
             text: text.into(),
-            nonce: None,
         })
         .await
     }
@@ -153,8 +194,32 @@ impl Client {
     }
 
     /// Queues any command as is (the typed methods above are shorthands).
+    /// `SEND_MESSAGE` goes through the outbox like `send_message`, with the
+    /// nonce given or a fresh one.
     pub async fn send(&self, command: Command) -> Result<(), ClientError> {
-        self.request(Request::Send(command)).await
+        match command {
+            Command::SendMessage { conv, text, nonce } => {
+                let nonce = match nonce {
+                    Some(chosen) => Nonce::new(chosen)?,
+                    None => Nonce::random(),
+                };
+                self.submit(conv, text, nonce).await
+            }
+            command => self.request(Request::Send(command)).await,
+        }
+    }
+
+    /// Takes an outbox slot and hands the message to the connection task.
+    async fn submit(&self, conv: ConvId, text: String, nonce: Nonce) -> Result<(), ClientError> {
+        if text.is_empty() {
+            return Err(ClientError::EmptyMessage);
+        }
+        self.slots.take()?;
+        let sent = self.request(Request::Message { conv, text, nonce }).await;
+        if sent.is_err() {
+            self.slots.give_back();
+        }
+        sent
     }
 
     async fn request(&self, request: Request) -> Result<(), ClientError> {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::pace::Pace;
+
 /// Settings for [`crate::Client::connect_with`]. `ClientConfig::new(addr)`
 /// gives the defaults.
 #[derive(Debug, Clone)]
@@ -10,8 +12,10 @@ pub struct ClientConfig {
     pub addr: String,
     /// How long one TCP connect may take.
     pub connect_timeout: Duration,
-    /// How long the server may take to answer `REGISTER`, and to close the
-    /// connection after `GOODBYE`.
+    /// How long the server may take to answer `REGISTER`, to close the
+    /// connection after `GOODBYE`, and to confirm a message sent (after
+    /// which it is sent again on a server with `history`, at most three
+    /// times in all, or given up as [`crate::Event::NotSent`]).
     pub reply_timeout: Duration,
     /// Delays between reconnect attempts.
     pub backoff: Backoff,
@@ -22,6 +26,18 @@ pub struct ClientConfig {
     /// Commands buffered towards the connection task; callers wait when it
     /// is full.
     pub command_capacity: usize,
+    /// Messages sent but not yet confirmed by the server, kept to be sent
+    /// again after a reconnect. When it is full, `send_message` fails with
+    /// [`crate::ClientError::OutboxFull`].
+    pub outbox_capacity: usize,
+    /// Most messages fetched per conversation to catch up after a
+    /// reconnect (at most 500, the protocol's limit); older missed ones
+    /// are reported as [`crate::Event::Missed`].
+    pub catch_up_limit: usize,
+    /// How fast commands go out (`None`: as fast as they come). The
+    /// default stays under the server's default rate limit, so that a
+    /// backlog resent after a reconnect is not refused.
+    pub pace: Option<Pace>,
 }
 
 impl ClientConfig {
@@ -33,6 +49,9 @@ impl ClientConfig {
             backoff: Backoff::default(),
             event_capacity: 1024,
             command_capacity: 64,
+            outbox_capacity: 256,
+            catch_up_limit: 500,
+            pace: Some(Pace::default()),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One framed TCP connection to a server: typed commands out, typed
 //! messages in.
 //!
-//! Reading is cancel-safe (the only await point is the socket read into
+//! Writes are paced ([`crate::pace`]). Reading is cancel-safe (the only await point is the socket read into
 //! our own buffer), so the connection task can `select!` on it. The read
 //! buffer is bounded by the decoder: a partial message longer than the
 //! client's frame limit is a decode error, not an allocation.
@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{SERVER_CLOSED, io_reason};
+use crate::pace::{Bucket, Pace};
 
 /// How much to read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -26,6 +27,7 @@ pub(crate) struct Connection {
     inbound: BytesMut,
     outbound: BytesMut,
     write_timeout: Duration,
+    pace: Option<Bucket>,
 }
 
 /// What one read produced.
@@ -44,7 +46,11 @@ pub(crate) enum Incoming {
 impl Connection {
     /// Connects to `addr` (`HOST:PORT`). The error is a short reason such
     /// as "connection refused".
-    pub async fn open(addr: &str, timeout: Duration) -> Result<Connection, String> {
+    pub async fn open(
+        addr: &str,
+        timeout: Duration,
+        pace: Option<Pace>,
+    ) -> Result<Connection, String> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err("timed out".into()),
             Ok(Err(err)) => return Err(io_reason(&err)),
@@ -62,12 +68,26 @@ impl Connection {
             inbound: BytesMut::with_capacity(READ_CHUNK),
             outbound: BytesMut::new(),
             write_timeout: timeout,
+            pace: pace.map(|pace| Bucket::new(pace, std::time::Instant::now())),
         })
     }
 
-    /// Writes one command. A server that stops reading for longer than the
-    /// timeout counts as a lost connection.
+    /// How long until a command could be written without waiting.
+    pub fn ready_in(&self) -> Duration {
+        self.pace.as_ref().map_or(Duration::ZERO, |bucket| {
+            bucket.ready_in(std::time::Instant::now())
+        })
+    }
+
+    /// Writes one command, when the pace allows. A server that stops
+    /// reading for longer than the timeout counts as a lost connection.
     pub async fn send(&mut self, command: &Command) -> Result<(), String> {
+        if let Some(bucket) = &mut self.pace {
+            let wait = bucket.take(std::time::Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
         self.outbound.clear();
         encode_command(command, Encoding::Framed, &mut self.outbound);
         match tokio::time::timeout(self.write_timeout, self.stream.write_all(&self.outbound)).await

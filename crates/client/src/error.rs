@@ -29,6 +29,20 @@ pub enum ClientError {
     /// The server did not answer in time.
     #[error("no answer from the server within {0:?}")]
     Timeout(std::time::Duration),
+    /// The outbox holds `capacity` messages the server has not confirmed
+    /// yet ([`crate::ClientConfig::outbox_capacity`]); this one was not
+    /// queued. Try again once some are confirmed ([`crate::Event::Sent`]).
+    #[error("the outbox is full: {capacity} messages are waiting for the server to confirm them")]
+    OutboxFull { capacity: usize },
+    /// An empty message, which the server would refuse.
+    #[error("message is empty")]
+    EmptyMessage,
+    /// A nonce longer than the protocol allows.
+    #[error("nonce is too long ({len} characters, at most {max})", max = natter_proto::command::MAX_NONCE)]
+    NonceTooLong { len: usize },
+    /// `history` with a limit of 0, which asks for nothing.
+    #[error("a history limit must be at least 1")]
+    ZeroHistoryLimit,
     /// The client has shut down (after `goodbye`, or a connection lost
     /// before registering): no more calls are possible.
     #[error("the client is closed")]

@@ -11,7 +11,9 @@
 //!     match event {
 //!         // Invitations from others are ours to accept or not.
 //!         Event::Invitation { conv, inviter } if inviter != "alice" => client.join(conv).await?,
-//!         Event::Members { conv, .. } => client.send_message(conv, "hi bob").await?,
+//!         Event::Members { conv, .. } => {
+//!             client.send_message(conv, "hi bob").await?;
+//!         }
 //!         Event::Message { sender, text, .. } => println!("{sender}: {text}"),
 //!         _ => {}
 //!     }
@@ -22,9 +24,25 @@
 //! - [`Client::connect`] opens a framed connection and returns a cloneable
 //!   [`Client`] handle (one method per protocol command) and the
 //!   [`Events`] receiver.
-//! - Before `REGISTER` the client asks for the `presence-delta` and
-//!   `members` capabilities; [`Event::OnlineUsers`] always carries the full
-//!   online list, whichever the server sends.
+//! - Before `REGISTER` the client asks for the `presence-delta`, `members`,
+//!   `history` and `topics` capabilities ([`Event::Capabilities`] says
+//!   which the server granted); [`Event::OnlineUsers`] always carries the
+//!   full online list, whichever the server sends.
+//! - **Outbox.** Every message sent gets a random [`Nonce`] and stays in a
+//!   bounded outbox ([`ClientConfig::outbox_capacity`], 256 by default;
+//!   full is [`ClientError::OutboxFull`], never a silent drop) until the
+//!   server echoes it ([`Event::Sent`]). Sent while disconnected, it waits
+//!   ([`Event::Queued`]); after the reconnect the outbox is resent in
+//!   order with the same nonces. A server with `history` stores a nonce
+//!   once, so nothing is lost or doubled; without it a resend after a lost
+//!   echo may double a message (at-least-once). A refused or unconfirmed
+//!   message ends as [`Event::NotSent`].
+//! - **Catch-up.** With `history`, messages carry a seq
+//!   ([`MessageInfo`]) and are delivered once each. After a reconnect the
+//!   client fetches with `HISTORY` what was said in its conversations
+//!   meanwhile and delivers it as [`Event::Message`]s marked `catch_up`,
+//!   in seq order with the live ones. [`Client::history`], [`Client::read`]
+//!   and [`Client::topic`] expose the rest of the extension.
 //! - When the connection drops after registering, the client reconnects
 //!   with exponential backoff (1 s doubling to 30 s, jittered; see
 //!   [`Backoff`]), registers again with the same name and status and
@@ -34,19 +52,25 @@
 //!   protocol makes the inviter a member only once it joins.
 //! - Bad data from a server is an [`Event::DecodeError`], never a panic;
 //!   when the stream cannot be trusted any more the client reconnects.
-//! - Every queue is bounded ([`ClientConfig`]).
+//! - Every queue is bounded ([`ClientConfig`]), and commands go out no
+//!   faster than the server's default rate limit allows ([`Pace`]).
 
 mod client;
 mod config;
 mod connection;
 mod error;
 mod event;
+mod outbox;
+mod pace;
 mod session;
 mod task;
+mod timeline;
 
 pub use client::{Client, Events};
 pub use config::{Backoff, ClientConfig};
 pub use error::ClientError;
-pub use event::{ConnectionState, Event, OnlineUsers};
-pub use natter_proto::{Command, ConvId};
+pub use event::{ConnectionState, Event, MessageInfo, OnlineUsers, Unread};
+pub use natter_proto::{Command, ConvId, HistoryEntry};
+pub use outbox::Nonce;
+pub use pace::Pace;
 pub use session::lost_conversation;

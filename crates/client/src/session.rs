@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use natter_proto::{Command, ConvId, ServerMessage};
 
-use crate::event::{Event, OnlineUsers};
+use crate::event::{Event, OnlineUsers, Unread};
 
 /// The name and status we registered with (and re-register with).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,13 @@ impl Session {
 
     pub fn set_identity(&mut self, name: String, status: String) {
         self.identity = Some(Identity { name, status });
+    }
+
+    /// Whether `name` is us (the server compares names case-insensitively).
+    pub fn is_me(&self, name: &str) -> bool {
+        self.identity
+            .as_ref()
+            .is_some_and(|identity| identity.name.to_lowercase() == name.to_lowercase())
     }
 
     /// The conversations to re-join after a reconnect.
@@ -82,7 +89,9 @@ impl Session {
     }
 
     /// Updates the session from a server message and returns the event the
-    /// application should see, if any.
+    /// application should see, if any. `MESSAGE`, `HISTORY` and `CAPS`
+    /// belong to the connection task (outbox, timeline, handshake) and
+    /// give nothing here.
     pub fn apply(&mut self, message: ServerMessage) -> Option<Event> {
         match message {
             ServerMessage::OnlineUsers(users) => self.replace_online(users.into_iter().collect()),
@@ -91,9 +100,6 @@ impl Session {
                 Some(Event::Invitation { conv, inviter })
             }
             ServerMessage::Conversations(list) => Some(Event::Conversations(list)),
-            ServerMessage::Message {
-                conv, sender, text, ..
-            } => Some(Event::Message { conv, sender, text }),
             ServerMessage::Members { conv, members } => {
                 self.note_members(conv, &members);
                 Some(Event::Members { conv, members })
@@ -104,13 +110,31 @@ impl Session {
                 }
                 Some(Event::ServerError(text))
             }
-            // Only meaningful as the answer to our own CAPS.
-            ServerMessage::Caps(_) => None,
-            // Not asked for by this library yet.
-            ServerMessage::History { .. }
-            | ServerMessage::Unread(_)
-            | ServerMessage::Topic { .. } => None,
+            ServerMessage::Unread(list) => Some(self.note_unread(list)),
+            ServerMessage::Topic { conv, text, setter } => {
+                Some(Event::Topic { conv, text, setter })
+            }
+            ServerMessage::Message { .. }
+            | ServerMessage::History { .. }
+            | ServerMessage::Caps(_) => None,
         }
+    }
+
+    /// `UNREAD` lists the conversations the server has us in (after a
+    /// server restart we are in them without a `JOIN`): the server's word.
+    fn note_unread(&mut self, list: Vec<(ConvId, u64, u64)>) -> Event {
+        let unread = list
+            .into_iter()
+            .map(|(conv, last_seq, last_read_seq)| {
+                self.memberships.insert(conv);
+                Unread {
+                    conv,
+                    last_seq,
+                    last_read_seq,
+                }
+            })
+            .collect();
+        Event::Unread(unread)
     }
 
     fn replace_online(&mut self, users: OnlineUsers) -> Option<Event> {
@@ -145,12 +169,10 @@ impl Session {
     /// `MEMBERS` tells us whether we are (still) in a conversation: it is
     /// the server's word and wins over what we asked for.
     fn note_members(&mut self, conv: ConvId, members: &[String]) {
-        let Some(identity) = &self.identity else {
+        if self.identity.is_none() {
             return;
-        };
-        // The server compares names case-insensitively.
-        let me = identity.name.to_lowercase();
-        if members.iter().any(|member| member.to_lowercase() == me) {
+        }
+        if members.iter().any(|member| self.is_me(member)) {
             self.memberships.insert(conv);
         } else {
             self.memberships.remove(&conv);
@@ -307,6 +329,28 @@ mod tests {
         session.set_identity("Alice".into(), "online".into());
         assert_eq!(session.created_by_us(&invitation("alice")), Some(3));
         assert_eq!(session.created_by_us(&invitation("bob")), None);
+    }
+
+    #[test]
+    fn unread_after_a_server_restart_makes_us_a_member_to_re_join() {
+        let mut session = Session::default();
+        let event = session.apply(ServerMessage::Unread(vec![(3, 10, 7), (5, 0, 0)]));
+        assert_eq!(
+            event,
+            Some(Event::Unread(vec![
+                Unread {
+                    conv: 3,
+                    last_seq: 10,
+                    last_read_seq: 7
+                },
+                Unread {
+                    conv: 5,
+                    last_seq: 0,
+                    last_read_seq: 0
+                },
+            ]))
+        );
+        assert_eq!(session.memberships(), vec![3, 5]);
     }
 
     #[test]

@@ -1,26 +1,36 @@
-//! The connection task: the one owner of the socket and the session.
+//! The connection task: the one owner of the socket, the session, the
+//! outbox and the timeline.
 //!
 //! [`crate::Client`] handles send it [`Request`]s over a bounded channel;
 //! it sends [`Event`]s back over another. It registers (asking for the
-//! `presence-delta` and `members` capabilities first), forwards commands,
-//! turns server messages into events, joins the conversations its own
-//! `INVITE`s create, and when the connection drops after
-//! registering, reconnects with backoff, registers again under the same
-//! name and status and re-joins the conversations we were in.
+//! capabilities first), forwards commands, turns server messages into
+//! events, joins the conversations its own `INVITE`s create, and when the
+//! connection drops after registering, reconnects with backoff, registers
+//! again under the same name and status, re-joins the conversations we
+//! were in, fetches what was said meanwhile ([`crate::timeline`]) and
+//! resends the outbox ([`crate::outbox`]).
 
-use natter_proto::{Command, ServerMessage};
+use natter_proto::{Command, ConvId, MessageMeta, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Duration, Instant, sleep_until, timeout};
 
 use crate::config::ClientConfig;
 use crate::connection::{Connection, Incoming};
 use crate::error::{ClientError, registration_error};
 use crate::event::{ConnectionState, Event};
-use crate::session::Session;
+use crate::outbox::{Entry, Nonce, Outbox, Slots, blame};
+use crate::session::{Session, lost_conversation};
+use crate::timeline::Timeline;
 
-/// The capabilities we ask for: deltas keep presence traffic small, and
-/// `MEMBERS` tells us our memberships (which a reconnect restores).
-const CAPABILITIES: [&str; 2] = ["presence-delta", "members"];
+/// The capabilities we ask for: deltas keep presence traffic small,
+/// `MEMBERS` tells us our memberships (which a reconnect restores),
+/// `history` numbers messages (dedupe, catch-up, safe resends) and
+/// `topics` names conversations.
+const CAPABILITIES: [&str; 4] = ["presence-delta", "members", "history", "topics"];
+
+/// Most server messages handled before overdue confirmations are judged,
+/// so that an echo already in the socket is not mistaken for a silence.
+const DRAIN_BEFORE_JUDGING: usize = 1024;
 
 /// The reason reported once the client has said goodbye.
 pub(crate) const GOODBYE_REASON: &str = "goodbye";
@@ -32,6 +42,12 @@ pub(crate) enum Request {
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     Send(Command),
+    /// A message for the outbox; the handle took its slot.
+    Message {
+        conv: ConvId,
+        text: String,
+        nonce: Nonce,
+    },
     Goodbye {
         reply: oneshot::Sender<()>,
     },
@@ -70,6 +86,10 @@ pub(crate) struct Task {
     requests: mpsc::Receiver<Request>,
     events: mpsc::Sender<Event>,
     session: Session,
+    outbox: Outbox,
+    timeline: Timeline,
+    /// Whether the current connection has the `history` capability.
+    history: bool,
 }
 
 impl Task {
@@ -77,12 +97,17 @@ impl Task {
         config: ClientConfig,
         requests: mpsc::Receiver<Request>,
         events: mpsc::Sender<Event>,
+        slots: Slots,
     ) -> Task {
+        let timeline = Timeline::new(config.catch_up_limit);
         Task {
             config,
             requests,
             events,
             session: Session::default(),
+            outbox: Outbox::new(slots),
+            timeline,
+            history: false,
         }
     }
 
@@ -94,8 +119,11 @@ impl Task {
                 Ending::Done => return,
                 Ending::Lost(reason) => reason,
             };
+            self.connection_lost().await;
             if self.session.identity().is_none() {
                 // Nothing to restore: there is no session yet.
+                let why = format!("the connection was lost before registering: {reason}");
+                self.abandon_outbox(&why).await;
                 self.emit(Event::State(ConnectionState::Disconnected { reason }))
                     .await;
                 return;
@@ -115,10 +143,40 @@ impl Task {
         let _ = self.events.send(event).await;
     }
 
-    /// Serves one connection until it ends.
+    async fn emit_all(&self, events: Vec<Event>) {
+        for event in events {
+            self.emit(event).await;
+        }
+    }
+
+    /// Whatever was in flight waits for the next connection, and no
+    /// answer to this one's requests will come.
+    async fn connection_lost(&mut self) {
+        self.history = false;
+        self.timeline.connection_lost();
+        for entry in self.outbox.requeue() {
+            self.emit(queued(entry)).await;
+        }
+    }
+
+    /// The client is closing: every message not confirmed is reported.
+    async fn abandon_outbox(&mut self, reason: &str) {
+        for entry in self.outbox.drain() {
+            self.emit(not_sent(&entry, reason.to_string())).await;
+        }
+    }
+
+    /// Serves one connection until it ends. The outbox goes out one
+    /// message at a time as the pace allows, so that a long backlog never
+    /// stops the reading.
     async fn serve(&mut self, connection: &mut Connection, mut handshake: Handshake) -> Ending {
+        let confirm_within = self.config.reply_timeout;
         loop {
             let deadline = handshake.register.as_ref().map(|pending| pending.deadline);
+            let overdue_at = self.outbox.next_deadline(confirm_within);
+            let registered = deadline.is_none() && self.session.identity().is_some();
+            let outbox_at = (registered && self.outbox.has_unsent())
+                .then(|| Instant::now() + connection.ready_in());
             tokio::select! {
                 // While a REGISTER is unanswered, commands wait: the server
                 // would refuse them before registration.
@@ -141,8 +199,50 @@ impl Task {
                     fail_register(&mut handshake, ClientError::Timeout(wait));
                     return Ending::Lost("no answer from the server".into());
                 }
+                _ = sleep_until(overdue_at.map_or_else(Instant::now, Instant::from_std)), if overdue_at.is_some() => {
+                    if let Some(ending) = self.on_overdue(connection, &mut handshake).await {
+                        return ending;
+                    }
+                }
+                _ = sleep_until(outbox_at.unwrap_or_else(Instant::now)), if outbox_at.is_some() => {
+                    if let Some(ending) = self.send_next(connection).await {
+                        return ending;
+                    }
+                }
             }
         }
+    }
+
+    /// The oldest message in flight has not been confirmed in time. What
+    /// the socket already holds is read first: the echo may be there.
+    async fn on_overdue(
+        &mut self,
+        connection: &mut Connection,
+        handshake: &mut Handshake,
+    ) -> Option<Ending> {
+        for _ in 0..DRAIN_BEFORE_JUDGING {
+            // Reading is cancel-safe: a zero timeout just takes what is ready.
+            let Ok(incoming) = timeout(Duration::ZERO, connection.next()).await else {
+                break;
+            };
+            if let Some(ending) = self.on_incoming(connection, handshake, incoming).await {
+                return Some(ending);
+            }
+        }
+        let wait = self.config.reply_timeout;
+        let overdue = self
+            .outbox
+            .overdue(std::time::Instant::now(), wait, self.history);
+        for entry in overdue.failed {
+            let reason = format!("the server did not confirm it within {wait:?}");
+            self.emit(not_sent(&entry, reason)).await;
+        }
+        for command in overdue.resend {
+            if let Err(reason) = connection.send(&command).await {
+                return Some(Ending::Lost(reason));
+            }
+        }
+        None
     }
 
     async fn on_request(
@@ -177,11 +277,52 @@ impl Task {
                 });
                 None
             }
-            Request::Send(command) => {
-                self.session.note_sent(&command);
-                connection.send(&command).await.err().map(Ending::Lost)
+            Request::Send(command) => self.forward(connection, command).await,
+            Request::Message { conv, text, nonce } => {
+                self.outbox.push(nonce.clone(), conv, text.clone());
+                if self.session.identity().is_none() {
+                    // Sent once we are registered.
+                    self.emit(Event::Queued { conv, nonce, text }).await;
+                }
+                // Otherwise the serve loop sends it next.
+                None
             }
         }
+    }
+
+    /// Sends a command, noting what a reconnect must restore and which
+    /// `HISTORY` answers are the application's. Messages sent before it go
+    /// first: a `LEAVE` must not overtake the last words.
+    async fn forward(&mut self, connection: &mut Connection, command: Command) -> Option<Ending> {
+        if self.session.identity().is_some()
+            && let Some(ending) = self.flush_outbox(connection).await
+        {
+            return Some(ending);
+        }
+        match &command {
+            Command::History { conv, .. } if self.history => self.timeline.app_fetch(*conv),
+            Command::Leave(conv) => self.timeline.forget(*conv),
+            _ => {}
+        }
+        self.session.note_sent(&command);
+        connection.send(&command).await.err().map(Ending::Lost)
+    }
+
+    /// Sends the oldest message of the outbox not yet sent on this
+    /// connection.
+    async fn send_next(&mut self, connection: &mut Connection) -> Option<Ending> {
+        let command = self.outbox.next_unsent(std::time::Instant::now())?;
+        connection.send(&command).await.err().map(Ending::Lost)
+    }
+
+    /// Sends every message of the outbox not yet sent on this connection.
+    async fn flush_outbox(&mut self, connection: &mut Connection) -> Option<Ending> {
+        while self.outbox.has_unsent() {
+            if let Some(ending) = self.send_next(connection).await {
+                return Some(ending);
+            }
+        }
+        None
     }
 
     async fn on_incoming(
@@ -223,6 +364,13 @@ impl Task {
             && matches!(message, ServerMessage::Caps(_) | ServerMessage::Error(_))
         {
             handshake.caps_pending = false;
+            // An ERROR here is a server that knows no CAPS: nothing granted.
+            let granted = match message {
+                ServerMessage::Caps(names) => names,
+                _ => Vec::new(),
+            };
+            self.history = granted.iter().any(|cap| cap == "history");
+            self.emit(Event::Capabilities(granted)).await;
             return None;
         }
         if let Some(pending) = handshake.register.take() {
@@ -236,17 +384,124 @@ impl Task {
                 _ => handshake.register = Some(pending),
             }
         }
-        let created = self.session.created_by_us(&message);
-        if let Some(event) = self.session.apply(message) {
-            self.emit(event).await;
-        }
-        if let Some(conv) = created {
+        let ask = self.digest(message).await?;
+        connection.send(&ask).await.err().map(Ending::Lost)
+    }
+
+    /// Turns a server message into events (outbox, timeline, session);
+    /// returns what to send in answer, if anything: a `HISTORY` the
+    /// timeline wants asked, or the `JOIN` of a conversation we created.
+    async fn digest(&mut self, message: ServerMessage) -> Option<Command> {
+        if let Some(conv) = self.session.created_by_us(&message) {
+            if let Some(event) = self.session.apply(message) {
+                self.emit(event).await;
+            }
             // Our own INVITE: we are a member only once we join.
             let join = Command::Join(conv);
             self.session.note_sent(&join);
-            return connection.send(&join).await.err().map(Ending::Lost);
+            return Some(join);
         }
-        None
+        match message {
+            ServerMessage::Message {
+                conv,
+                sender,
+                text,
+                meta,
+            } => {
+                self.confirm(conv, &sender, &text, meta.as_ref()).await;
+                let events = self.timeline.live(conv, sender, text, meta);
+                self.emit_all(events).await;
+                None
+            }
+            ServerMessage::History { conv, entries } => {
+                let outcome = self.timeline.answer(conv, entries);
+                self.emit_all(outcome.events).await;
+                outcome.ask
+            }
+            ServerMessage::Error(text) => {
+                self.refused(&text).await;
+                None
+            }
+            ServerMessage::Members { conv, members } => {
+                let in_it = members.iter().any(|member| self.session.is_me(member));
+                if let Some(event) = self.session.apply(ServerMessage::Members { conv, members }) {
+                    self.emit(event).await;
+                }
+                if !in_it {
+                    self.timeline.forget(conv);
+                    return None;
+                }
+                self.history.then(|| self.timeline.baseline(conv)).flatten()
+            }
+            ServerMessage::Unread(list) => {
+                // It comes before REGISTER's answer: no identity yet means
+                // this is our first registration.
+                let first = self.session.identity().is_none();
+                for (conv, last_seq, last_read_seq) in &list {
+                    self.timeline
+                        .note_unread(*conv, *last_seq, *last_read_seq, first);
+                }
+                if let Some(event) = self.session.apply(ServerMessage::Unread(list)) {
+                    self.emit(event).await;
+                }
+                None
+            }
+            other => {
+                if let Some(event) = self.session.apply(other) {
+                    self.emit(event).await;
+                }
+                None
+            }
+        }
+    }
+
+    /// Our own `MESSAGE` back confirms an outbox entry: by nonce with
+    /// `history`, by conversation and text without.
+    async fn confirm(
+        &mut self,
+        conv: ConvId,
+        sender: &str,
+        text: &str,
+        meta: Option<&MessageMeta>,
+    ) {
+        let entry = match (meta, meta.and_then(|m| m.nonce.as_deref())) {
+            (_, Some(nonce)) => self.outbox.confirm(nonce),
+            (None, None) if self.session.is_me(sender) => self.outbox.confirm_echo(conv, text),
+            _ => None,
+        };
+        if let Some(entry) = entry {
+            let seq = meta.map(|m| m.seq);
+            self.emit(Event::Sent {
+                conv: entry.conv,
+                nonce: entry.nonce,
+                seq,
+            })
+            .await;
+        }
+    }
+
+    /// An `ERROR`: reported as is, then blamed on the message in flight or
+    /// the `HISTORY` it refuses, when its text says which. One error has
+    /// one culprit: a message first, else a history request.
+    async fn refused(&mut self, text: &str) {
+        if let Some(event) = self.session.apply(ServerMessage::Error(text.to_string())) {
+            self.emit(event).await;
+        }
+        let blamed = blame(text).and_then(|culprit| self.outbox.refused(culprit));
+        if let Some(entry) = blamed {
+            self.emit(not_sent(&entry, text.to_string())).await;
+            return;
+        }
+        // A conversation we are not in has nothing for us to miss; a
+        // history the server could not read leaves a gap to report.
+        let refusal = match lost_conversation(text) {
+            Some(conv) => Some((conv, false)),
+            None => history_unavailable(text).map(|conv| (conv, true)),
+        };
+        if let Some((conv, gap)) = refusal {
+            let events = self.timeline.refused(conv, gap);
+            self.emit_all(events).await;
+        }
     }
 
     /// The server accepted our `REGISTER` (its first `ONLINE_USERS` is the
@@ -257,23 +512,31 @@ impl Task {
         pending: PendingRegister,
     ) -> Option<Ending> {
         self.session.set_identity(pending.name, pending.status);
-        match pending.reply {
-            Some(reply) => {
-                let _ = reply.send(Ok(()));
-                None
-            }
-            None => {
-                for conv in self.session.memberships() {
-                    if let Err(reason) = connection.send(&Command::Join(conv)).await {
-                        return Some(Ending::Lost(reason));
-                    }
-                }
-                let addr = self.config.addr.clone();
-                self.emit(Event::State(ConnectionState::Connected { addr }))
-                    .await;
-                None
+        let Some(reply) = pending.reply else {
+            return self.restore(connection).await;
+        };
+        // What was queued before registering goes out from the serve loop.
+        let _ = reply.send(Ok(()));
+        None
+    }
+
+    /// After a reconnect: re-join and catch up; the serve loop then resends
+    /// the outbox (the server needs us to be a member for both).
+    async fn restore(&mut self, connection: &mut Connection) -> Option<Ending> {
+        let memberships = self.session.memberships();
+        let mut commands: Vec<Command> = memberships.iter().map(|c| Command::Join(*c)).collect();
+        if self.history {
+            commands.extend(memberships.iter().map(|c| self.timeline.catch_up(*c)));
+        }
+        for command in commands {
+            if let Err(reason) = connection.send(&command).await {
+                return Some(Ending::Lost(reason));
             }
         }
+        let addr = self.config.addr.clone();
+        self.emit(Event::State(ConnectionState::Connected { addr }))
+            .await;
+        None
     }
 
     /// The server refused our `REGISTER`. A caller's register fails and the
@@ -293,22 +556,26 @@ impl Task {
         }
     }
 
-    /// Sends `GOODBYE` and hands over what the server still sends until it
-    /// closes the connection (bounded by the reply timeout).
+    /// Sends what the outbox still holds and then `GOODBYE`, and hands over
+    /// what the server still sends until it closes the connection (bounded
+    /// by the reply timeout): so messages sent before `goodbye` are
+    /// confirmed, or reported as not sent.
     async fn say_goodbye(
         &mut self,
         connection: &mut Connection,
         reply: Option<oneshot::Sender<()>>,
     ) {
-        if connection.send(&Command::Goodbye).await.is_ok() {
+        // A connection lost here makes the GOODBYE below fail as well.
+        let flushed =
+            self.session.identity().is_none() || self.flush_outbox(connection).await.is_none();
+        if flushed && connection.send(&Command::Goodbye).await.is_ok() {
             let wait = self.config.reply_timeout;
             let drain = async {
                 loop {
                     match connection.next().await {
+                        // Nothing more is asked after GOODBYE.
                         Incoming::Message(message) => {
-                            if let Some(event) = self.session.apply(message) {
-                                self.emit(event).await;
-                            }
+                            let _ = self.digest(message).await;
                         }
                         Incoming::Undecodable(_) => {}
                         Incoming::Lost { .. } => break,
@@ -317,6 +584,8 @@ impl Task {
             };
             let _ = timeout(wait, drain).await;
         }
+        self.abandon_outbox("the client said goodbye before the server confirmed it")
+            .await;
         self.emit(Event::State(ConnectionState::Disconnected {
             reason: GOODBYE_REASON.into(),
         }))
@@ -347,7 +616,9 @@ impl Task {
                 addr: addr.clone(),
             }))
             .await;
-            let mut connection = match Connection::open(&addr, self.config.connect_timeout).await {
+            let opened =
+                Connection::open(&addr, self.config.connect_timeout, self.config.pace).await;
+            let mut connection = match opened {
                 Ok(connection) => connection,
                 Err(why) => {
                     reason = why;
@@ -379,8 +650,9 @@ impl Task {
     }
 
     /// Waits `delay` with no connection, still answering the application.
-    /// Status, join and leave are remembered for the next connection;
-    /// other commands are reported as not sent. `false`: goodbye.
+    /// Status, join and leave are remembered for the next connection,
+    /// messages wait in the outbox; other commands are reported as not
+    /// sent. `false`: goodbye.
     async fn wait_disconnected(&mut self, delay: std::time::Duration) -> bool {
         let until = Instant::now() + delay;
         loop {
@@ -400,6 +672,10 @@ impl Task {
                         let _ = reply.send(Err(ClientError::AlreadyRegistered(name)));
                     }
                     Some(Request::Send(command)) => self.hold_or_drop(command).await,
+                    Some(Request::Message { conv, text, nonce }) => {
+                        self.outbox.push(nonce.clone(), conv, text.clone());
+                        self.emit(Event::Queued { conv, nonce, text }).await;
+                    }
                 },
             }
         }
@@ -407,7 +683,9 @@ impl Task {
 
     async fn hold_or_drop(&mut self, command: Command) {
         match command {
-            Command::Status(_) | Command::Join(_) | Command::Leave(_) => {
+            Command::Status(_) | Command::Join(_) => self.session.note_sent(&command),
+            Command::Leave(conv) => {
+                self.timeline.forget(conv);
                 self.session.note_sent(&command)
             }
             command => {
@@ -421,6 +699,8 @@ impl Task {
     }
 
     async fn give_up(&mut self, reply: Option<oneshot::Sender<()>>) {
+        self.abandon_outbox("the client said goodbye before it could be sent")
+            .await;
         self.emit(Event::State(ConnectionState::Disconnected {
             reason: GOODBYE_REASON.into(),
         }))
@@ -459,4 +739,27 @@ fn fail_register(handshake: &mut Handshake, error: ClientError) {
     {
         let _ = reply.send(Err(error));
     }
+}
+
+fn queued(entry: Entry) -> Event {
+    Event::Queued {
+        conv: entry.conv,
+        nonce: entry.nonce,
+        text: entry.text,
+    }
+}
+
+fn not_sent(entry: &Entry, reason: String) -> Event {
+    Event::NotSent {
+        command: entry.command(),
+        reason,
+    }
+}
+
+/// The conversation whose history the server could not read: "history of
+/// 3 is busy; ..." or "history of 3 not available: ...".
+fn history_unavailable(error_text: &str) -> Option<ConvId> {
+    let rest = error_text.strip_prefix("history of ")?;
+    let id = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    id.parse().ok()
 }

@@ -1,137 +1,19 @@
 //! The client library against the real in-process server (and, for bad
 //! data, against a fake server written here). Every wait is bounded.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use natter_client::{Backoff, Client, ClientConfig, ClientError, ConnectionState, Event, Events};
+use common::*;
+use natter_client::{Backoff, Client, ClientError, ConnectionState, Event};
 use natter_proto::codec::{Decoder, Encoding, encode_message};
 use natter_proto::wire::Direction;
 use natter_proto::{Limits, ServerMessage};
-use natter_server::ServerHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-const WAIT: Duration = Duration::from_secs(5);
-
-async fn start_server(listen: SocketAddr) -> ServerHandle {
-    natter_server::spawn(natter_server::Config {
-        listen,
-        presence_coalesce: Duration::from_millis(10),
-        close_linger: Duration::from_millis(200),
-        ..natter_server::Config::default()
-    })
-    .await
-    .expect("server starts")
-}
-
-fn fast_config(addr: SocketAddr) -> ClientConfig {
-    let mut config = ClientConfig::new(addr.to_string());
-    config.backoff = Backoff {
-        base: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-    };
-    config.reply_timeout = WAIT;
-    config
-}
-
-async fn registered(addr: SocketAddr, name: &str) -> (Client, Events) {
-    let (client, events) = Client::connect_with(fast_config(addr))
-        .await
-        .expect("connects");
-    client.register(name, "online").await.expect("registers");
-    (client, events)
-}
-
-/// Skips events until one matches; fails the test (listing what it saw)
-/// if none does within `WAIT`.
-async fn expect<T>(
-    events: &mut Events,
-    what: &str,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(WAIT, async {
-        while let Some(event) = events.recv().await {
-            if let Some(found) = pick(&event) {
-                return Some(found);
-            }
-            seen.push(event);
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(found)) => found,
-        _ => panic!("no {what} within {WAIT:?}; saw {seen:#?}"),
-    }
-}
-
-async fn expect_online(events: &mut Events, name: &str, status: Option<&str>) {
-    expect(
-        events,
-        &format!("{name} with status {status:?}"),
-        |event| match event {
-            Event::OnlineUsers { users, .. } if users.get(name).map(String::as_str) == status => {
-                Some(())
-            }
-            _ => None,
-        },
-    )
-    .await
-}
-
-async fn expect_invitation(events: &mut Events) -> (u64, String) {
-    expect(events, "an invitation", |event| match event {
-        Event::Invitation { conv, inviter } => Some((*conv, inviter.clone())),
-        _ => None,
-    })
-    .await
-}
-
-async fn expect_members(events: &mut Events, conv: u64, members: &[&str]) {
-    expect(
-        events,
-        &format!("members {members:?} of {conv}"),
-        |event| match event {
-            Event::Members {
-                conv: c,
-                members: m,
-            } if *c == conv && m == members => Some(()),
-            _ => None,
-        },
-    )
-    .await
-}
-
-async fn expect_message(events: &mut Events, conv: u64, sender: &str, text: &str) {
-    expect(
-        events,
-        &format!("message {text:?} from {sender}"),
-        |event| match event {
-            Event::Message {
-                conv: c,
-                sender: s,
-                text: t,
-            } if *c == conv && s == sender && t == text => Some(()),
-            _ => None,
-        },
-    )
-    .await
-}
-
-async fn expect_state(
-    events: &mut Events,
-    what: &str,
-    pick: impl Fn(&ConnectionState) -> bool,
-) -> ConnectionState {
-    expect(events, what, |event| match event {
-        Event::State(state) if pick(state) => Some(state.clone()),
-        _ => None,
-    })
-    .await
-}
 
 #[tokio::test]
 async fn the_first_event_is_connected_and_registering_lists_everyone_online() {

@@ -10,12 +10,23 @@
 //! committed. Outputs that follow no uncommitted fact go out at once, so
 //! without a store (no facts at all) nothing ever waits.
 //!
+//! When a commit fails, only the copies of the messages it lost are
+//! dropped: whatever else waited behind it (presence, an invitation, a
+//! resend answered with a message stored long ago) reveals nothing that
+//! was lost, and still goes. A copy can also wait behind a *later* batch
+//! that commits: a resend answered with its original while that original's
+//! commit was still under way. So the lost seqs are remembered until every
+//! output made before the failure was known has been released.
+//!
 //! Nothing here touches a socket or the disk, which is what lets the tests
 //! below check the ordering rules directly.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
 
-use natter_core::{Fact, Output};
+use natter_core::{Fact, Output, StoredMessage};
+use natter_proto::{ConvId, ServerMessage};
 
 /// Facts gathered for the store, and outputs waiting for them.
 #[derive(Debug, Default)]
@@ -29,6 +40,10 @@ pub struct Durability {
     gathering: Vec<Fact>,
     /// Outputs waiting for the ticket they are tagged with, in order.
     held: VecDeque<(u64, Output)>,
+    /// `(conv, seq)` of messages failed commits lost, while held outputs
+    /// tagged up to `lost_until` may still carry a copy of one.
+    lost: HashSet<(ConvId, u64)>,
+    lost_until: u64,
 }
 
 impl Durability {
@@ -62,15 +77,36 @@ impl Durability {
         Some((self.submitted, std::mem::take(&mut self.gathering)))
     }
 
-    /// Every ticket up to `up_to` is finished: appends the outputs now free
-    /// to go to `released`, in order. `keep` decides for each output tagged
-    /// with a ticket in `failed` whether it still goes (a failed batch's
-    /// messages must not be delivered).
-    pub fn finish(
+    /// Every ticket up to `up_to` is committed: appends the outputs now
+    /// free to go to `released`, in order.
+    pub fn committed(&mut self, up_to: u64, released: &mut Vec<Output>) {
+        self.release(up_to, None, released);
+    }
+
+    /// Tickets `first..=last` failed, `lost` being their messages (never
+    /// stored, so nobody may see them): appends what waited for them to
+    /// `released`, except the copies of those messages.
+    pub fn failed(
+        &mut self,
+        first: u64,
+        last: u64,
+        lost: &[Arc<StoredMessage>],
+        released: &mut Vec<Output>,
+    ) {
+        self.lost.extend(lost.iter().map(|m| (m.conv, m.seq)));
+        // Outputs made from now on know the loss (the core forgot the lost
+        // nonces); those made before are tagged at most with the open
+        // batch's ticket, or the last one submitted if none is open.
+        let open = u64::from(!self.gathering.is_empty());
+        self.lost_until = self.lost_until.max(self.submitted + open);
+        let plain = PlainCopies::new(lost);
+        self.release(last, Some((first..=last, plain)), released);
+    }
+
+    fn release(
         &mut self,
         up_to: u64,
-        failed: Option<(u64, u64)>,
-        mut keep: impl FnMut(&Output) -> bool,
+        failed: Option<(RangeInclusive<u64>, PlainCopies)>,
         released: &mut Vec<Output>,
     ) {
         self.finished = self.finished.max(up_to);
@@ -79,11 +115,29 @@ impl Durability {
                 break;
             }
             let (ticket, output) = self.held.pop_front().expect("front exists");
-            let in_failed = failed.is_some_and(|(first, last)| (first..=last).contains(&ticket));
-            if !in_failed || keep(&output) {
+            let plain_lost = failed
+                .as_ref()
+                .is_some_and(|(tickets, plain)| tickets.contains(&ticket) && plain.of(&output));
+            if !plain_lost && !self.copies_lost(ticket, &output) {
                 released.push(output);
             }
         }
+        if self.finished >= self.lost_until {
+            self.lost.clear();
+        }
+    }
+
+    /// Whether `output`, tagged with `ticket`, is a `history` client's copy
+    /// of a lost message.
+    fn copies_lost(&self, ticket: u64, output: &Output) -> bool {
+        if self.lost.is_empty() || ticket > self.lost_until {
+            return false;
+        }
+        let Output::Send { message, .. } = output else {
+            return false;
+        };
+        matches!(&**message, ServerMessage::Message { conv, meta: Some(meta), .. }
+            if self.lost.contains(&(*conv, meta.seq)))
     }
 
     /// Batches submitted and not finished yet.
@@ -97,12 +151,47 @@ impl Durability {
     }
 }
 
+/// The messages among `facts`: what a batch the store could not take
+/// loses.
+pub fn accepted_messages(facts: &[Fact]) -> Vec<Arc<StoredMessage>> {
+    facts
+        .iter()
+        .filter_map(|fact| match fact {
+            Fact::MessageAccepted(message) => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Course clients' copies of a failed commit's messages: they carry no
+/// seq, only `(conv, sender, text)`. A plain copy only ever comes right
+/// after the fact it reveals, in the same batch (a resend is answered with
+/// a seq), so within the failed batches this never matches a message that
+/// was stored.
+struct PlainCopies<'a>(HashSet<(ConvId, &'a str, &'a str)>);
+
+impl<'a> PlainCopies<'a> {
+    fn new(lost: &'a [Arc<StoredMessage>]) -> Self {
+        PlainCopies(
+            lost.iter()
+                .map(|m| (m.conv, m.sender.as_str(), m.text.as_str()))
+                .collect(),
+        )
+    }
+
+    fn of(&self, output: &Output) -> bool {
+        let Output::Send { message, .. } = output else {
+            return false;
+        };
+        matches!(&**message, ServerMessage::Message { conv, sender, text, meta: None }
+            if self.0.contains(&(*conv, sender.as_str(), text.as_str())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use natter_core::{ConnId, Recipients};
-    use natter_proto::ServerMessage;
+    use natter_proto::MessageMeta;
 
     use super::*;
 
@@ -120,12 +209,51 @@ mod tests {
         })
     }
 
+    fn stored(seq: u64, text: &str) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
+            conv: 3,
+            seq,
+            ts: 1,
+            sender_key: "alice".into(),
+            sender: "Alice".into(),
+            text: text.into(),
+            nonce: None,
+        })
+    }
+
+    fn accepted(message: &Arc<StoredMessage>) -> Output {
+        Output::Fact(Fact::MessageAccepted(message.clone()))
+    }
+
+    /// A copy of `stored` as a `history` client gets it (`with_seq`) or a
+    /// course client does.
+    fn copy(stored: &StoredMessage, with_seq: bool) -> Output {
+        Output::Send {
+            to: Recipients::One(ConnId(1)),
+            message: Arc::new(ServerMessage::Message {
+                conv: stored.conv,
+                sender: stored.sender.clone(),
+                text: stored.text.clone(),
+                meta: with_seq.then_some(MessageMeta {
+                    seq: stored.seq,
+                    ts: stored.ts,
+                    nonce: None,
+                }),
+            }),
+        }
+    }
+
+    /// ERROR texts, and MESSAGE texts with `#seq` (or `plain`).
     fn texts(outputs: &[Output]) -> Vec<String> {
         outputs
             .iter()
             .map(|o| match o {
                 Output::Send { message, .. } => match &**message {
                     ServerMessage::Error(text) => text.clone(),
+                    ServerMessage::Message { text, meta, .. } => match meta {
+                        Some(meta) => format!("{text} #{}", meta.seq),
+                        None => format!("{text} plain"),
+                    },
                     other => format!("{other:?}"),
                 },
                 other => format!("{other:?}"),
@@ -153,7 +281,7 @@ mod tests {
         // Later outputs queue behind, even with no fact of their own.
         assert!(d.route(send("later")).is_none());
         let mut released = Vec::new();
-        d.finish(1, None, |_| true, &mut released);
+        d.committed(1, &mut released);
         assert_eq!(texts(&released), ["after", "later"]);
         assert!(d.is_idle());
         assert!(d.route(send("free")).is_some());
@@ -170,29 +298,78 @@ mod tests {
         d.take_batch();
         assert_eq!(d.backlog(), 2);
         let mut released = Vec::new();
-        d.finish(1, None, |_| true, &mut released);
+        d.committed(1, &mut released);
         assert_eq!(texts(&released), ["one"]);
         released.clear();
-        d.finish(2, None, |_| true, &mut released);
+        d.committed(2, &mut released);
         assert_eq!(texts(&released), ["two"]);
     }
 
     #[test]
-    fn a_failed_batch_drops_what_keep_refuses() {
+    fn a_failed_batch_holds_back_only_the_copies_of_its_messages() {
         let mut d = Durability::default();
+        let earlier = stored(2, "stored before");
+        let lost = stored(7, "lost");
+        d.route(accepted(&lost));
+        d.route(copy(&lost, true));
+        d.route(copy(&lost, false));
+        d.route(send("presence"));
+        // A resend answered with a message committed long ago.
+        d.route(copy(&earlier, true));
         d.route(fact());
-        d.route(send("lost"));
-        d.route(send("kept"));
         d.take_batch();
-        d.route(fact());
-        d.route(send("next"));
+        let next = stored(8, "next");
+        d.route(accepted(&next));
+        d.route(copy(&next, true));
         d.take_batch();
         let mut released = Vec::new();
-        let keep = |o: &Output| texts(std::slice::from_ref(o)) != ["lost"];
-        d.finish(1, Some((1, 1)), keep, &mut released);
-        assert_eq!(texts(&released), ["kept"]);
+        d.failed(1, 1, &[lost], &mut released);
+        assert_eq!(texts(&released), ["presence", "stored before #2"]);
         released.clear();
-        d.finish(2, None, |_| false, &mut released);
-        assert_eq!(texts(&released), ["next"]);
+        d.committed(2, &mut released);
+        assert_eq!(texts(&released), ["next #8"]);
+        assert!(d.is_idle());
+    }
+
+    #[test]
+    fn a_copy_made_before_the_failure_was_known_never_shows_the_lost_message() {
+        let mut d = Durability::default();
+        let lost = stored(7, "lost");
+        d.route(accepted(&lost));
+        d.route(copy(&lost, true));
+        d.take_batch();
+        // Its sender resends it while the commit is under way: answered
+        // with the original, behind the next batch, which will commit.
+        let other = stored(8, "other");
+        d.route(accepted(&other));
+        d.route(copy(&lost, true));
+        d.route(copy(&other, true));
+        d.take_batch();
+        let mut released = Vec::new();
+        d.failed(1, 1, std::slice::from_ref(&lost), &mut released);
+        assert!(released.is_empty());
+        d.committed(2, &mut released);
+        assert_eq!(texts(&released), ["other #8"]);
+        // Once everything made before the failure is out, the lost seqs
+        // are forgotten (a later message cannot copy them).
+        assert!(d.is_idle() && d.lost.is_empty());
+    }
+
+    #[test]
+    fn a_batch_the_store_never_got_loses_its_messages_and_nothing_else() {
+        let mut d = Durability::default();
+        let lost = stored(7, "lost");
+        d.route(accepted(&lost));
+        d.route(copy(&lost, true));
+        d.route(copy(&lost, false));
+        d.route(fact());
+        d.route(send("presence"));
+        let (ticket, facts) = d.take_batch().unwrap();
+        let lost = accepted_messages(&facts);
+        assert_eq!(texts(&[copy(&lost[0], true)]), ["lost #7"]);
+        let mut released = Vec::new();
+        d.failed(ticket, ticket, &lost, &mut released);
+        assert_eq!(texts(&released), ["presence"]);
+        assert!(d.is_idle());
     }
 }

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::coalesce::Coalescer;
 use crate::config::Config;
-use crate::durability::Durability;
+use crate::durability::{Durability, accepted_messages};
 use crate::peer::{Flushed, Peer};
 
 /// How many events the hub applies before it flushes what they produced.
@@ -247,19 +247,18 @@ impl Hub {
             // Facts without a store only come from a misconfigured chat
             // state; nothing would ever commit them.
             let mut released = Vec::new();
-            self.durability
-                .finish(ticket, None, |_| true, &mut released);
+            self.durability.committed(ticket, &mut released);
             return self.carry_out(released);
         };
         // The channel holds MAX_UNCOMMITTED_BATCHES; the inbox is not read
         // past that, so this cannot be full. If the store thread is gone,
-        // fail the batch like a disk error.
-        if store.batches.try_send(Batch { ticket, facts }).is_err() {
+        // fail the batch like a disk error: its messages are lost.
+        if let Err(refused) = store.batches.try_send(Batch { ticket, facts }) {
             let reply = Reply::Failed {
                 first: ticket,
                 last: ticket,
                 error: "the store thread stopped".into(),
-                lost: Vec::new(),
+                lost: accepted_messages(&refused.into_inner().facts),
             };
             self.store_replied(reply);
         }
@@ -269,9 +268,7 @@ impl Hub {
     fn store_replied(&mut self, reply: Reply) {
         let mut released = Vec::new();
         match reply {
-            Reply::Committed { up_to } => {
-                self.durability.finish(up_to, None, |_| true, &mut released)
-            }
+            Reply::Committed { up_to } => self.durability.committed(up_to, &mut released),
             Reply::Failed {
                 first,
                 last,
@@ -279,14 +276,12 @@ impl Hub {
                 lost,
             } => {
                 tracing::error!(first, last, %error, lost = lost.len(), "store commit failed");
+                // Nothing made from now on can copy a lost message (its
+                // nonce is forgotten); copies made before are dropped.
                 for message in &lost {
                     self.chat.message_lost(message);
                 }
-                // The failed batches' messages were never stored: nobody
-                // may see them. Everything else still goes.
-                let keep = |o: &Output| !is_message(o);
-                self.durability
-                    .finish(last, Some((first, last)), keep, &mut released);
+                self.durability.failed(first, last, &lost, &mut released);
                 self.tell_senders_not_stored(&lost, &error);
             }
             Reply::History { tag, conv, result } => {
@@ -678,12 +673,6 @@ fn presence_timer(config: &Config) -> tokio::time::Interval {
     let mut timer = tokio::time::interval_at(Instant::now() + period, period);
     timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     timer
-}
-
-/// Whether an output is a chat message (which a failed commit must hold
-/// back), as opposed to presence, membership or errors.
-fn is_message(output: &Output) -> bool {
-    matches!(output, Output::Send { message, .. } if matches!(**message, ServerMessage::Message { .. }))
 }
 
 /// The wall clock in Unix milliseconds: message timestamps.
