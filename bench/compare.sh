@@ -3,7 +3,8 @@
 # same machine, one at a time, server pinned to CPU 0 and generator to CPU 1.
 #
 #   bench/compare.sh            # the full run (about 8 minutes), writes
-#                               # docs/PERFORMANCE.md and bench/results/latest.jsonl
+#                               # bench/results/latest.jsonl, then renders the
+#                               # docs' figures from it (bench/render.py)
 #   RATES="10000" MEMORY_RUN=0 IDLE_CLIENTS=2000 bench/compare.sh   # quick look
 #
 # Everything is loopback only and bounded in time: each bench run stops by
@@ -14,7 +15,8 @@
 # IDLE_CLIENTS, IDLE_HOLD, MEMORY_RUN (seconds of the long natter run, 0 to
 # skip), NATTER_PORT, IRC_PORT, SERVER_CPU, GENERATOR_CPU, NO_INSTALL=1 (do
 # not apt-get InspIRCd), NATTER_BIN (a natter binary to use instead of
-# building one), PRIORITY (default "nice -n -15"), NO_DOC=1 (do not rewrite docs/PERFORMANCE.md).
+# building one), PRIORITY (default "nice -n -15"), NO_DOC=1 (do not render
+# the docs' figures).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -156,6 +158,9 @@ print(json.dumps({"server": "machine", "result": {
     "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
     "loadavg_at_start": open("/proc/loadavg").read().split()[:3], "inspircd": version}}))
 PY
+settings="RATES='$RATES' CLIENTS=$CLIENTS GROUP=$GROUP PAYLOAD=$PAYLOAD WARMUP=$WARMUP DURATION=$DURATION"
+settings+=" IDLE_CLIENTS=$IDLE_CLIENTS IDLE_HOLD=$IDLE_HOLD MEMORY_RUN=$MEMORY_RUN"
+echo "{\"server\":\"run\",\"result\":$(python3 "$ROOT/bench/run_record.py" "$settings bench/compare.sh")}" >>"$RESULTS"
 SHAPE=(--clients "$CLIENTS" --group "$GROUP" --payload "$PAYLOAD" --warmup "$WARMUP")
 LOAD=("${SHAPE[@]}" --duration "$DURATION")
 natter_going=1; irc_going=1
@@ -186,7 +191,7 @@ done
 mkdir -p "$ROOT/bench/results"
 cp "$RESULTS" "$ROOT/bench/results/latest.jsonl"
 if [[ -z "${NO_DOC:-}" ]]; then
-    python3 "$ROOT/bench/table.py" "$RESULTS" "$ROOT/docs/PERFORMANCE.md"
-    log "wrote docs/PERFORMANCE.md"
+    python3 "$ROOT/bench/render.py"
+    log "rendered the docs' figures (bench/render.py)"
 fi
 log "raw results: bench/results/latest.jsonl"

@@ -1,6 +1,8 @@
 //! The `natter` command: the server (`serve`), the terminal client (`chat`),
-//! the load generator (`bench`) and the online backup (`backup`).
+//! the load generator (`bench`), the online backup (`backup`) and the
+//! operator's account tool (`account`).
 
+mod account;
 mod backup;
 mod bench;
 mod chat;
@@ -29,6 +31,8 @@ enum Commands {
     Bench(bench::BenchArgs),
     /// Copy a data dir consistently, while its server runs.
     Backup(backup::BackupArgs),
+    /// Manage accounts in a data dir while the server is stopped.
+    Account(account::AccountArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Commands::Chat(args) => chat::run(args),
         Commands::Bench(args) => bench::run(args),
         Commands::Backup(args) => backup::run(args),
+        Commands::Account(args) => account::run(args),
     }
 }

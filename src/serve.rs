@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use natter_core::Policy;
+use natter_core::{AccountsMode, Policy};
 use natter_proto::limits::MAX_FRAME_CEILING;
 
 /// Arguments of `natter serve`.
@@ -98,6 +98,27 @@ pub struct ServeArgs {
     /// leaves its conversations.
     #[arg(long, default_value_t = defaults().rejoin_grace.as_secs(), value_name = "SECS")]
     rejoin_grace: u64,
+    /// off: names are first come, first served; optional: an account's name
+    /// needs its password, other names are free for guests; required: no
+    /// guests.
+    #[arg(long, value_enum, default_value_t = AccountsArg::Optional)]
+    accounts: AccountsArg,
+    /// Whether clients may create accounts with SIGNUP.
+    #[arg(long, value_enum, default_value_t = SignupArg::Open)]
+    signup: SignupArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AccountsArg {
+    Off,
+    Optional,
+    Required,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SignupArg {
+    Open,
+    Closed,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -154,6 +175,12 @@ impl ServeArgs {
             data_dir: (!self.ephemeral).then(|| self.data_dir.clone()),
             history_days: self.history_days,
             rejoin_grace: Duration::from_secs(self.rejoin_grace),
+            accounts: match self.accounts {
+                AccountsArg::Off => AccountsMode::Off,
+                AccountsArg::Optional => AccountsMode::Optional,
+                AccountsArg::Required => AccountsMode::Required,
+            },
+            signup_open: matches!(self.signup, SignupArg::Open),
             ..Default::default()
         };
         config.limits.max_frame = self.max_frame as usize;

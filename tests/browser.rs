@@ -5,10 +5,15 @@
 //! a dropped connection with name, status and conversation intact.
 //!
 //! Needs `/usr/bin/chromium` and `chromedriver` (Debian: `chromium`,
-//! `chromium-driver`; `.ci/install-browser.sh` installs them). Without
-//! them the test says SKIPPED loudly and passes (except under CI, where
-//! their absence fails); with them, any failure fails. Screenshots go to `target/browser-chat.png` (desktop width) and
-//! `target/browser-chat-phone.png` (phone width).
+//! `chromium-driver`; `.ci/install-browser.sh` installs them). The harness
+//! is libtest-mimic (see `crates/proto/tests/support/external.rs`): without
+//! them the test is listed as ignored, which nextest counts as skipped in
+//! its summary, except under CI, where it runs and fails; with them, any
+//! failure fails. Screenshots go to `target/browser-chat.png` (desktop
+//! width) and `target/browser-chat-phone.png` (phone width).
+
+#[path = "../crates/proto/tests/support/external.rs"]
+mod external;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -28,16 +33,39 @@ const CHROMEDRIVER: &[&str] = &["/usr/bin/chromedriver", "/usr/lib/chromium/chro
 const PATIENCE: Duration = Duration::from_secs(15);
 const MARKUP: &str = "<script>alert(1)</script><b>x</b>";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_browsers_sign_in_invite_chat_and_recover() {
-    let Some(chromedriver) = CHROMEDRIVER.iter().find(|p| Path::new(p).exists()) else {
-        skipped("chromedriver");
-        return;
-    };
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let browser = browser();
+    let trials = vec![external::trial_needing(
+        "two_browsers_sign_in_invite_chat_and_recover",
+        &browser,
+        |chromedriver| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime")
+                .block_on(two_browsers_sign_in_invite_chat_and_recover(chromedriver))
+        },
+    )];
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// chromedriver's path when both it and Chromium are installed.
+fn browser() -> Result<PathBuf, String> {
     if !Path::new(CHROMIUM).exists() {
-        skipped(CHROMIUM);
-        return;
+        return Err(format!(
+            "{CHROMIUM} is not installed (bash .ci/install-browser.sh)"
+        ));
     }
+    CHROMEDRIVER
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(PathBuf::from)
+        .ok_or_else(|| "chromedriver is not installed (bash .ci/install-browser.sh)".into())
+}
+
+async fn two_browsers_sign_in_invite_chat_and_recover(chromedriver: &Path) {
     let server = Natter::start();
     let driver = ChromeDriver::start(chromedriver);
     let mut pages = Vec::new();
@@ -62,21 +90,6 @@ async fn two_browsers_sign_in_invite_chat_and_recover() {
     drop(driver);
     drop(server);
     outcome.expect("browser scenario");
-}
-
-/// Says loudly that the test did not run. Under CI (`CI` set), where
-/// `.ci/install-browser.sh` installs the browser, a missing one is a broken
-/// setup and fails instead.
-fn skipped(missing: &str) {
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{missing} is not installed, but CI should have run .ci/install-browser.sh");
-    }
-    eprintln!();
-    eprintln!("################################################################");
-    eprintln!("## SKIPPED browser test: {missing} is not installed.");
-    eprintln!("## Install it with: bash .ci/install-browser.sh");
-    eprintln!("################################################################");
-    eprintln!();
 }
 
 async fn scenario(url: &str, alice: &Page, bob: &Page) -> anyhow::Result<()> {
@@ -481,7 +494,7 @@ struct ChromeDriver {
 }
 
 impl ChromeDriver {
-    fn start(path: &str) -> ChromeDriver {
+    fn start(path: &Path) -> ChromeDriver {
         let port = free_port();
         let child = Command::new(path)
             .arg(format!("--port={port}"))

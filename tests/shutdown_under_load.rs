@@ -1,7 +1,9 @@
 //! Graceful shutdown under load: SIGTERM to a real `natter serve` process
 //! while 1,000 clients chat. Every client must get the shutdown ERROR and a
 //! clean end of stream, and the process must exit within 5 s. The figures
-//! go to docs/RELIABILITY.md (run with `--no-capture` to see them).
+//! are printed (run with `--no-capture` to see them), also as a
+//! `FIGURES {json}` line that bench/reliability.sh collects for
+//! docs/RELIABILITY.md.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -71,6 +73,15 @@ fn start_server() -> Server {
     Server { child, addr }
 }
 
+/// What a read gave: a message, the server's clean end of stream (FIN), or
+/// an error such as a reset, which is not a clean end.
+#[derive(Debug)]
+enum Read {
+    Message(ServerMessage),
+    End,
+    Broken(std::io::ErrorKind),
+}
+
 /// A minimal client over the protocol crate: connect, send, read typed
 /// messages.
 struct Client {
@@ -101,19 +112,24 @@ impl Client {
         self.writer.write_all(&bytes).await
     }
 
-    /// The next message; `None` at the end of the stream.
-    async fn recv(&mut self) -> Option<ServerMessage> {
+    /// The next message, the end of the stream, or how reading broke.
+    async fn recv(&mut self) -> Read {
         loop {
             if let Some(raw) = self
                 .decoder
                 .decode(&mut self.buf)
                 .expect("valid bytes from the server")
             {
-                return Some(ServerMessage::from_raw(raw).expect("a valid server message"));
+                return Read::Message(
+                    ServerMessage::from_raw(raw).expect("a valid server message"),
+                );
             }
             self.buf.reserve(16 * 1024);
             match self.reader.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return None,
+                // A partial message before the FIN is not a clean end either.
+                Ok(0) if self.buf.is_empty() => return Read::End,
+                Ok(0) => return Read::Broken(std::io::ErrorKind::UnexpectedEof),
+                Err(error) => return Read::Broken(error.kind()),
                 Ok(_) => {}
             }
         }
@@ -123,9 +139,9 @@ impl Client {
         let wait = async {
             loop {
                 match self.recv().await {
-                    Some(m) if pick(&m) => return,
-                    Some(_) => {}
-                    None => panic!("closed while waiting"),
+                    Read::Message(m) if pick(&m) => return,
+                    Read::Message(_) => {}
+                    other => panic!("{other:?} while waiting"),
                 }
             }
         };
@@ -182,15 +198,25 @@ async fn conversations(addr: SocketAddr) -> (Vec<u64>, Client, Client) {
     (ids, host, guest)
 }
 
+/// How a client's connection ended.
+struct Ending {
+    /// It read the shutdown ERROR.
+    told: bool,
+    /// How the stream ended: `None` for a clean end of stream, else why not.
+    broken: Option<std::io::ErrorKind>,
+    at: Instant,
+}
+
 /// One client's life: register, join, chat until the server goes, and
-/// report whether it heard the shutdown ERROR, and when its stream ended.
+/// report whether it heard the shutdown ERROR, and when and how its stream
+/// ended.
 async fn chatter(
     addr: SocketAddr,
     i: usize,
     conv: u64,
     setup: Arc<Semaphore>,
     ready: Arc<Barrier>,
-) -> (bool, Instant) {
+) -> Ending {
     let mut client = {
         let _permit = setup.acquire().await.unwrap();
         let mut client = Client::connect(addr, encoding_of(i)).await;
@@ -228,14 +254,19 @@ async fn chatter(
                 let say = Command::SendMessage { conv, text: format!("message {sent} from {i}"), nonce: None };
                 writing = client.send(say).await.is_ok();
             }
-            message = client.recv() => match message {
-                Some(ServerMessage::Error(text)) if text == SHUTDOWN_MESSAGE => {
-                    shutdown_error = true;
-                    writing = false;
-                }
-                Some(_) => {}
-                None => return (shutdown_error, Instant::now()),
-            },
+            message = client.recv() => {
+                let broken = match message {
+                    Read::Message(ServerMessage::Error(text)) if text == SHUTDOWN_MESSAGE => {
+                        shutdown_error = true;
+                        writing = false;
+                        continue;
+                    }
+                    Read::Message(_) => continue,
+                    Read::End => None,
+                    Read::Broken(kind) => Some(kind),
+                };
+                return Ending { told: shutdown_error, broken, at: Instant::now() };
+            }
         }
     }
 }
@@ -289,21 +320,29 @@ async fn sigterm_while_a_thousand_clients_chat_says_goodbye_to_each_and_exits_in
         (took, server)
     });
     let mut goodbyes = 0;
+    let mut broken = Vec::new();
     let mut last_end = signalled;
     for chatter in chatters {
-        let (told, ended) = tokio::time::timeout(PATIENCE, chatter)
+        let ending = tokio::time::timeout(PATIENCE, chatter)
             .await
             .expect("client ended")
             .unwrap();
-        goodbyes += usize::from(told);
-        last_end = last_end.max(ended);
+        goodbyes += usize::from(ending.told);
+        broken.extend(ending.broken);
+        last_end = last_end.max(ending.at);
     }
     let clients_done = last_end - signalled;
     let (took, _server) = took.await.unwrap();
     for mut owner in [host, guest] {
         let mut told = false;
-        while let Some(m) = tokio::time::timeout(PATIENCE, owner.recv()).await.unwrap() {
-            told |= matches!(&m, ServerMessage::Error(t) if t == SHUTDOWN_MESSAGE);
+        loop {
+            match tokio::time::timeout(PATIENCE, owner.recv()).await.unwrap() {
+                Read::Message(m) => {
+                    told |= matches!(&m, ServerMessage::Error(t) if t == SHUTDOWN_MESSAGE)
+                }
+                Read::End => break,
+                Read::Broken(kind) => panic!("an idle client's stream ended with {kind:?}"),
+            }
         }
         assert!(told, "an idle client missed the shutdown ERROR");
     }
@@ -312,6 +351,18 @@ async fn sigterm_while_a_thousand_clients_chat_says_goodbye_to_each_and_exits_in
          client saw its end of stream at {clients_done:.2?}, the process exited after {took:.2?}; \
          {goodbyes}/{CLIENTS} got \"{SHUTDOWN_MESSAGE}\""
     );
+    let figures = serde_json::json!({
+        "test": "shutdown", "clients": CLIENTS, "ready_s": ramp.as_secs_f64(),
+        "last_end_s": clients_done.as_secs_f64(), "exit_s": took.as_secs_f64(),
+        "told": goodbyes, "clean_ends": CLIENTS - broken.len(),
+    });
+    println!("FIGURES {figures}");
     assert_eq!(goodbyes, CLIENTS, "clients missed the shutdown ERROR");
+    assert!(
+        broken.is_empty(),
+        "{} of {CLIENTS} streams did not end cleanly (a reset is not a goodbye): {:?}",
+        broken.len(),
+        &broken[..broken.len().min(10)]
+    );
     assert!(took < EXIT_WITHIN, "exit took {took:?}");
 }

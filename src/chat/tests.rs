@@ -336,11 +336,23 @@ fn hostile_text_cannot_send_escape_sequences_to_the_terminal() {
 }
 
 #[test]
-fn a_tiny_terminal_still_draws() {
+fn a_tiny_terminal_still_shows_where_to_type_and_the_connection() {
     let app = scripted_session();
-    for (w, h) in [(20, 10), (1, 1), (40, 12)] {
-        screen(&app, w, h);
+    // What must survive shrinking: the input line (its prompt near the
+    // bottom) and the status bar saying whether we are connected.
+    for (w, h) in [(20, 10), (40, 12)] {
+        let rows = screen(&app, w, h);
+        let (status, above) = rows.split_last().unwrap();
+        assert!(
+            status.contains("connected"),
+            "{w}x{h}: status bar {status:?}"
+        );
+        assert_shows(&above[above.len() - 3..], "›");
     }
+    // With 40 columns the conversation's latest message still fits.
+    assert_shows(&screen(&app, 40, 12), "hi bob");
+    // A 1×1 terminal gets one clipped cell instead of a panic.
+    assert_eq!(screen(&app, 1, 1).concat().chars().count(), 1);
 }
 
 #[test]

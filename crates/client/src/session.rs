@@ -117,6 +117,10 @@ impl Session {
             ServerMessage::Message { .. }
             | ServerMessage::History { .. }
             | ServerMessage::Caps(_) => None,
+            // Accounts: not asked for by this library yet.
+            ServerMessage::SignedUp(_)
+            | ServerMessage::Session(_)
+            | ServerMessage::PasswordChanged(_) => None,
         }
     }
 

@@ -409,9 +409,9 @@ impl Task {
                 meta,
             } => {
                 self.confirm(conv, &sender, &text, meta.as_ref()).await;
-                let events = self.timeline.live(conv, sender, text, meta);
-                self.emit_all(events).await;
-                None
+                let outcome = self.timeline.live(conv, sender, text, meta);
+                self.emit_all(outcome.events).await;
+                outcome.ask
             }
             ServerMessage::History { conv, entries } => {
                 let outcome = self.timeline.answer(conv, entries);
@@ -526,7 +526,11 @@ impl Task {
         let memberships = self.session.memberships();
         let mut commands: Vec<Command> = memberships.iter().map(|c| Command::Join(*c)).collect();
         if self.history {
-            commands.extend(memberships.iter().map(|c| self.timeline.catch_up(*c)));
+            commands.extend(
+                memberships
+                    .iter()
+                    .filter_map(|c| self.timeline.catch_up(*c)),
+            );
         }
         for command in commands {
             if let Err(reason) = connection.send(&command).await {

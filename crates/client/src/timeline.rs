@@ -100,16 +100,20 @@ impl Timeline {
     }
 
     /// A live `MESSAGE`: delivered, held (catching up) or dropped (seen).
+    /// One that skips seqs we never saw starts a catch-up of the gap (e.g.
+    /// what was said between a server restart and our re-registration,
+    /// which can arrive before the registration is acknowledged).
     pub fn live(
         &mut self,
         conv: ConvId,
         sender: String,
         text: String,
         meta: Option<MessageMeta>,
-    ) -> Vec<Event> {
+    ) -> Outcome {
         let Some(meta) = meta else {
-            return vec![message(conv, sender, text, None)];
+            return delivered_now(vec![message(conv, sender, text, None)]);
         };
+        let limit = self.limit;
         let track = self.tracks.entry(conv).or_default();
         let held = Held {
             sender,
@@ -123,23 +127,41 @@ impl Timeline {
                 catch_up.held.insert(meta.seq, held);
             }
             if catch_up.held.len() >= MAX_HELD {
-                return finish(conv, track);
+                return delivered_now(finish(conv, track));
             }
-            return Vec::new();
+            return Outcome::default();
         }
-        if track.last_seq.is_some_and(|last| meta.seq <= last) {
-            return Vec::new();
+        match track.last_seq {
+            Some(last) if meta.seq <= last => Outcome::default(),
+            Some(last) if meta.seq > last + 1 && track.fetches.is_empty() => {
+                track.catch_up = Some(CatchUp {
+                    after: last,
+                    held: BTreeMap::from([(meta.seq, held)]),
+                    retried: false,
+                });
+                track.fetches.push_back(Fetch::CatchUp);
+                Outcome {
+                    events: Vec::new(),
+                    ask: Some(history(conv, limit)),
+                }
+            }
+            _ => {
+                track.last_seq = Some(meta.seq);
+                delivered_now(vec![held.into_event(conv, meta.seq)])
+            }
         }
-        track.last_seq = Some(meta.seq);
-        vec![held.into_event(conv, meta.seq)]
     }
 
     /// We are (again) a member of `conv` after a reconnect: fetch what we
     /// missed, or at least learn where the conversation is.
-    pub fn catch_up(&mut self, conv: ConvId) -> Command {
+    /// `None` when a catch-up of a gap is already on its way.
+    pub fn catch_up(&mut self, conv: ConvId) -> Option<Command> {
         let limit = self.limit;
         let track = self.tracks.entry(conv).or_default();
-        match track.last_seq {
+        if track.catch_up.is_some() {
+            return None;
+        }
+        Some(match track.last_seq {
             Some(after) => {
                 track.catch_up = Some(CatchUp {
                     after,
@@ -153,7 +175,7 @@ impl Timeline {
                 track.fetches.push_back(Fetch::Baseline);
                 history(conv, 1)
             }
-        }
+        })
     }
 
     /// We joined `conv`: ask for its newest seq unless we know it or have
@@ -302,6 +324,10 @@ fn has_hole(after: u64, held: &BTreeMap<u64, Held>) -> bool {
     false
 }
 
+fn delivered_now(events: Vec<Event>) -> Outcome {
+    Outcome { events, ask: None }
+}
+
 /// Ends a catch-up: everything held, in seq order.
 fn finish(conv: ConvId, track: &mut Track) -> Vec<Event> {
     let Some(catch_up) = track.catch_up.take() else {
@@ -382,7 +408,40 @@ mod tests {
     }
 
     fn live(timeline: &mut Timeline, seq: u64, text: &str) -> Vec<Event> {
-        timeline.live(1, "bob".into(), text.into(), meta(seq))
+        timeline
+            .live(1, "bob".into(), text.into(), meta(seq))
+            .events
+    }
+
+    #[test]
+    fn a_live_message_after_a_gap_catches_up_the_gap_first() {
+        let mut timeline = Timeline::new(100);
+        live(&mut timeline, 1, "seen");
+        // Seqs 2 and 3 were said while we were away; 4 arrives live.
+        let outcome = timeline.live(1, "bob".into(), "live 4".into(), meta(4));
+        assert_eq!(outcome.events, []);
+        assert_eq!(
+            outcome.ask,
+            Some(Command::History {
+                conv: 1,
+                before_seq: 0,
+                limit: 100
+            })
+        );
+        // The reconnect's own catch-up does not start a second one.
+        assert_eq!(timeline.catch_up(1), None);
+        let outcome = timeline.answer(
+            1,
+            vec![entry(2, "away 2"), entry(3, "away 3"), entry(4, "live 4")],
+        );
+        assert_eq!(
+            delivered(&outcome.events),
+            [
+                (2, "away 2", true),
+                (3, "away 3", true),
+                (4, "live 4", false)
+            ]
+        );
     }
 
     #[test]
@@ -393,7 +452,7 @@ mod tests {
         assert!(live(&mut timeline, 1, "a").is_empty());
         // Without seqs there is nothing to dedupe by: every message passes.
         let plain = timeline.live(1, "bob".into(), "x".into(), None);
-        assert_eq!(plain.len(), 1);
+        assert_eq!(plain.events.len(), 1);
     }
 
     #[test]
@@ -402,11 +461,11 @@ mod tests {
         live(&mut timeline, 1, "seen");
         assert_eq!(
             timeline.catch_up(1),
-            Command::History {
+            Some(Command::History {
                 conv: 1,
                 before_seq: 0,
                 limit: 100
-            }
+            })
         );
         // Live messages while the answer is on its way wait.
         assert!(live(&mut timeline, 4, "live 4").is_empty());

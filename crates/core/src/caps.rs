@@ -12,6 +12,9 @@ pub const MEMBERS: &str = "members";
 pub const HISTORY: &str = "history";
 /// Capability name: `TOPIC`, conversation names.
 pub const TOPICS: &str = "topics";
+/// Capability name: `SESSION [token]` after a REGISTER with a password.
+/// Only offered by a server with accounts.
+pub const SESSION: &str = "session";
 
 /// The capabilities one connection enabled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,14 +23,16 @@ pub struct Caps {
     pub members: bool,
     pub history: bool,
     pub topics: bool,
+    pub session: bool,
 }
 
 impl Caps {
     /// Enables the known names among `asked` and returns them in the order
     /// asked, each once, spelled canonically. Unknown names are ignored, as
     /// the contract says, so newer clients work with this server.
-    /// `history` is only known when the server keeps history.
-    pub fn enable(&mut self, asked: &[String], history_kept: bool) -> Vec<String> {
+    /// `history` is only known when the server keeps history, `session`
+    /// only when it has accounts.
+    pub fn enable(&mut self, asked: &[String], history_kept: bool, accounts: bool) -> Vec<String> {
         let mut enabled: Vec<String> = Vec::new();
         for name in asked {
             let known = if name.eq_ignore_ascii_case(PRESENCE_DELTA) {
@@ -42,6 +47,9 @@ impl Caps {
             } else if name.eq_ignore_ascii_case(TOPICS) {
                 self.topics = true;
                 TOPICS
+            } else if accounts && name.eq_ignore_ascii_case(SESSION) {
+                self.session = true;
+                SESSION
             } else {
                 continue;
             };

@@ -7,8 +7,10 @@
 //! store restores across restarts, so an id is never reused: a stale id can
 //! never reach a newer conversation.
 //!
-//! A member is usually online (it has a connection); after a restart every
-//! restored member is offline until its user registers again.
+//! A member is online while its user has a device; the devices live with
+//! the user (`users.rs`), so a member here is only a name and a read
+//! marker. An offline member is an account between sessions, or anyone
+//! restored after a restart who has not registered again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,7 +18,6 @@ use std::sync::Arc;
 use natter_proto::ConvId;
 
 use crate::facts::{NONCE_WINDOW_MS, StoredMessage, UnixMs};
-use crate::state::ConnId;
 
 /// Most nonces remembered per conversation: past it the oldest are
 /// forgotten early, so a hostile client cannot grow memory without bound.
@@ -25,13 +26,8 @@ pub const MAX_NONCES: usize = 10_000;
 /// A member of a conversation.
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
-    /// The connection the member is online on; `None` while offline (only
-    /// after a restart, until it registers again).
-    pub conn: Option<ConnId>,
     /// The name as shown.
     pub display: String,
-    /// Whether that connection asked for `history` (message metadata).
-    pub history: bool,
     /// Read up to this seq.
     pub read_seq: u64,
 }
@@ -39,8 +35,7 @@ pub(crate) struct Member {
 /// One conversation. All names are user keys (lowercased).
 #[derive(Debug, Default)]
 pub(crate) struct Conversation {
-    /// Members, sorted by key. The connection is kept here so fanning a
-    /// message out needs no lookup.
+    /// Members, sorted by key; their devices are found through the users.
     pub members: BTreeMap<String, Member>,
     /// Invited, not yet joined, invitation not lapsed.
     pub pending: BTreeSet<String>,
@@ -59,13 +54,6 @@ impl Conversation {
     /// online (pending invitees are dropped when they go offline).
     pub fn is_abandoned(&self) -> bool {
         self.members.is_empty() && self.pending.is_empty()
-    }
-
-    /// The connections of every online member, in one allocation.
-    pub fn member_conns(&self) -> Vec<ConnId> {
-        let mut conns = Vec::with_capacity(self.members.len());
-        conns.extend(self.members.values().filter_map(|m| m.conn));
-        conns
     }
 }
 

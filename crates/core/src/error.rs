@@ -38,4 +38,16 @@ pub enum ChatError {
     EmptyMessage,
     #[error("this server keeps no history (it runs with --ephemeral)")]
     HistoryNotKept,
+    /// The one answer for an unknown account, a wrong secret and a guest
+    /// asking for an account's name, so that names cannot be probed.
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("this server requires an account: REGISTER [username, status, password]")]
+    AccountRequired,
+    #[error("this server has no accounts (it runs with --accounts off)")]
+    AccountsOff,
+    #[error("{0} is only accepted before REGISTER")]
+    OnlyBeforeRegister(&'static str),
+    #[error("{0} needs a REGISTER with an account")]
+    AccountOnly(&'static str),
 }

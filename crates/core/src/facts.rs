@@ -72,6 +72,53 @@ pub enum Fact {
     },
     /// `key` has read `conv` up to `seq` (on every device).
     ReadUpTo { key: String, conv: ConvId, seq: u64 },
+    /// SIGNUP created an account. `phc` is the argon2id hash of its
+    /// password as a PHC string (never the password).
+    AccountCreated {
+        key: String,
+        display: String,
+        phc: String,
+        ts: UnixMs,
+    },
+    /// The account's password changed: a new hash, and every session but
+    /// `keep` (the one that changed it) ends.
+    PasswordChanged {
+        key: String,
+        phc: String,
+        keep: Option<TokenHash>,
+    },
+    /// A session token was issued; only its hash is kept.
+    SessionStarted {
+        key: String,
+        token: TokenHash,
+        ts: UnixMs,
+    },
+    /// LOGOUT ended this session.
+    SessionEnded { token: TokenHash },
+}
+
+/// The SHA-256 of a session token: what a store keeps instead of it.
+pub type TokenHash = [u8; 32];
+
+/// An account as a store remembers it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredAccount {
+    pub key: String,
+    pub display: String,
+    /// argon2id, PHC string.
+    pub phc: String,
+    /// Hashes of its live session tokens.
+    pub sessions: Vec<TokenHash>,
+}
+
+impl std::fmt::Debug for StoredAccount {
+    /// Leaves the hashes out: they are not secrets, but logs need none.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredAccount")
+            .field("key", &self.key)
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A member of a restored conversation.

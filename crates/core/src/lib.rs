@@ -15,13 +15,15 @@ pub mod caps;
 pub mod conversations;
 pub mod error;
 pub mod facts;
+pub mod identity;
 pub mod policy;
 pub mod presence;
 pub mod state;
 mod users;
 
 pub use error::ChatError;
-pub use facts::{Fact, Snapshot, StoredMessage, UnixMs};
+pub use facts::{Fact, Snapshot, StoredAccount, StoredMessage, TokenHash, UnixMs};
+pub use identity::AccountsMode;
 pub use policy::Policy;
 pub use state::{Chat, Config, ConnId, Output, Outputs, Recipients};
 pub use users::user_key;

@@ -41,7 +41,8 @@ pub(crate) struct Presence {
 #[derive(Debug)]
 struct Snapshot {
     message: Arc<ServerMessage>,
-    /// Registered connections without `presence-delta`, by user key.
+    /// Registered connections (devices) without `presence-delta`, by user
+    /// key.
     classic_conns: Vec<ConnId>,
 }
 
@@ -54,6 +55,12 @@ impl Presence {
             let published = before.map(|u| (u.display.clone(), u.status.clone()));
             self.baseline.insert(key.to_owned(), published);
         }
+    }
+
+    /// A device came or went without changing who is online: the cached
+    /// snapshot's list of recipients is stale.
+    pub fn note_devices_changed(&mut self) {
+        self.cached = None;
     }
 
     /// `conn` has just registered and needs a first full snapshot.
@@ -116,15 +123,15 @@ impl Presence {
         }
         let mut full_to = Vec::new();
         let mut delta_to = Vec::new();
-        for user in users.values() {
-            if awaiting.contains(&user.conn) {
-                full_to.push(user.conn);
-            } else if user.caps.presence_delta {
+        for device in users.values().flat_map(|u| &u.devices) {
+            if awaiting.contains(&device.conn) {
+                full_to.push(device.conn);
+            } else if device.caps.presence_delta {
                 if changed {
-                    delta_to.push(user.conn);
+                    delta_to.push(device.conn);
                 }
             } else if changed || to_all_classic {
-                full_to.push(user.conn);
+                full_to.push(device.conn);
             }
         }
         if !full_to.is_empty() {
@@ -190,9 +197,7 @@ fn build_snapshot(users: &BTreeMap<String, User>) -> Snapshot {
     let mut classic_conns = Vec::with_capacity(users.len());
     for user in users.values() {
         entries.push((user.display.clone(), user.status.clone()));
-        if !user.caps.presence_delta {
-            classic_conns.push(user.conn);
-        }
+        classic_conns.extend(user.conns_with(|c| !c.presence_delta));
     }
     Snapshot {
         message: Arc::new(ServerMessage::OnlineUsers(entries)),

@@ -7,7 +7,7 @@
 //! accepted things: every member sees a conversation's messages in the same
 //! order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use natter_proto::{Command, ConvId, HistoryEntry, Limits, MessageMeta, ServerMessage};
@@ -16,9 +16,10 @@ use crate::caps::Caps;
 use crate::conversations::{Conversation, Conversations, Member};
 use crate::error::ChatError;
 use crate::facts::{Fact, Snapshot, StoredMessage, UnixMs};
+use crate::identity::AccountsMode;
 use crate::policy::Policy;
 use crate::presence::Presence;
-use crate::users::{Connection, Restored, User, user_key};
+use crate::users::{Away, Connection, Device, User, user_key};
 
 mod invariants;
 
@@ -38,6 +39,8 @@ pub struct Config {
     /// emitted as an [`Output::Fact`], messages get seqs, and the `history`
     /// capability is offered. Off, the chat is as ephemeral as the course's.
     pub durable: bool,
+    /// Guests, accounts, or both (see [`crate::identity`]).
+    pub accounts: AccountsMode,
 }
 
 impl Config {
@@ -106,9 +109,12 @@ pub struct Chat {
     users: BTreeMap<String, User>,
     conversations: Conversations,
     presence: Presence,
-    /// Offline users who were members or invitees before a restart, by key,
-    /// until they register again or the rejoin grace ends.
-    restored: HashMap<String, Restored>,
+    /// Offline users who are still members (or, after a restart, invitees),
+    /// by key: accounts between sessions, and everyone from before a
+    /// restart until they register again or (guests) the grace ends.
+    away: HashMap<String, Away>,
+    /// Keys of every account: guests may not take these names.
+    accounts: HashSet<String>,
     /// The time the shell last fed in: message timestamps.
     now: UnixMs,
 }
@@ -121,7 +127,8 @@ impl Chat {
             users: BTreeMap::new(),
             conversations: Conversations::default(),
             presence: Presence::default(),
-            restored: HashMap::new(),
+            away: HashMap::new(),
+            accounts: HashSet::new(),
             now: 0,
         }
     }
@@ -140,18 +147,16 @@ impl Chat {
                 ..Conversation::default()
             };
             for member in saved.members {
-                let restored = chat.restored.entry(member.key.clone()).or_default();
-                restored.member_of.push(saved.id);
+                let away = chat.away.entry(member.key.clone()).or_default();
+                away.member_of.push(saved.id);
                 let offline = Member {
-                    conn: None,
                     display: member.display,
-                    history: false,
                     read_seq: member.read_seq,
                 };
                 conversation.members.insert(member.key, offline);
             }
             for (key, _display) in saved.pending {
-                chat.restored
+                chat.away
                     .entry(key.clone())
                     .or_default()
                     .pending_in
@@ -184,23 +189,52 @@ impl Chat {
         }
     }
 
-    /// Whether users from before a restart have not registered again yet.
+    /// Whether guests from before a restart have not registered again yet.
     pub fn awaiting_rejoin(&self) -> bool {
-        !self.restored.is_empty()
+        self.away.keys().any(|key| !self.accounts.contains(key))
     }
 
-    /// The rejoin grace is over: users from before a restart who did not
+    /// The rejoin grace is over: guests from before a restart who did not
     /// register again leave their conversations as if they had
-    /// disconnected, and conversations left empty end.
+    /// disconnected, and conversations left empty end. Accounts stay
+    /// members; their invitations lapse as when they go offline.
     pub fn end_rejoin_grace(&mut self, out: &mut Outputs) {
-        for (key, restored) in std::mem::take(&mut self.restored) {
-            for id in restored.member_of {
-                self.remove_member(id, &key, None, out);
+        let keys: Vec<String> = self.away.keys().cloned().collect();
+        for key in keys {
+            let account = self.accounts.contains(&key);
+            let away = self.away.get_mut(&key).expect("listed above");
+            let pending = std::mem::take(&mut away.pending_in);
+            let member_of = if account {
+                Vec::new()
+            } else {
+                std::mem::take(&mut away.member_of)
+            };
+            if away.member_of.is_empty() {
+                self.away.remove(&key);
             }
-            for id in restored.pending_in {
+            for id in member_of {
+                self.remove_member(id, &key, Vec::new(), out);
+            }
+            for id in pending {
                 self.lapse_invitation(id, &key, out);
             }
         }
+    }
+
+    /// `key` is an account (loaded from the store, or just signed up):
+    /// from now on guests may not take the name.
+    pub fn add_account(&mut self, key: String) {
+        self.accounts.insert(key);
+    }
+
+    /// Whether `key` belongs to an account.
+    pub fn is_account(&self, key: &str) -> bool {
+        self.accounts.contains(key)
+    }
+
+    /// Whether someone is online under `key` (a SIGNUP for it must wait).
+    pub fn is_online(&self, key: &str) -> bool {
+        self.users.contains_key(key)
     }
 
     pub fn config(&self) -> &Config {
@@ -234,6 +268,7 @@ impl Chat {
                     conn,
                     key,
                     display: &self.users[key].display,
+                    users: &self.users,
                     now: self.now,
                     durable: self.config.durable,
                 };
@@ -251,19 +286,37 @@ impl Chat {
     }
 
     /// `conn` is gone (closed, reset, cut off as a slow consumer, or after
-    /// GOODBYE): it leaves every conversation, its presence departure is
-    /// recorded.
+    /// GOODBYE). While the user has other devices nothing else changes.
+    /// After its last one the user is offline: its presence departure is
+    /// recorded and its invitations lapse; a guest leaves every
+    /// conversation, an account stays a member.
     pub fn disconnect(&mut self, conn: ConnId, out: &mut Outputs) {
         let Some(Connection::Registered { key }) = self.connections.remove(&conn) else {
             return;
         };
-        self.presence.note_change(&key, self.users.get(&key));
         self.presence.note_departed(conn);
-        let Some(user) = self.users.remove(&key) else {
+        let Some(user) = self.users.get_mut(&key) else {
             return;
         };
-        for id in user.member_of {
-            self.remove_member(id, &key, None, out);
+        user.devices.retain(|d| d.conn != conn);
+        if !user.devices.is_empty() {
+            self.presence.note_devices_changed();
+            return;
+        }
+        self.presence.note_change(&key, self.users.get(&key));
+        let user = self.users.remove(&key).expect("looked up above");
+        if user.account {
+            self.away.insert(
+                key.clone(),
+                Away {
+                    member_of: user.member_of.into_iter().collect(),
+                    pending_in: Vec::new(),
+                },
+            );
+        } else {
+            for id in user.member_of {
+                self.remove_member(id, &key, Vec::new(), out);
+            }
         }
         for id in user.pending_in {
             self.lapse_invitation(id, &key, out);
@@ -298,6 +351,10 @@ impl Chat {
         match cmd {
             Command::Caps(asked) => self.caps(conn, &asked, out),
             Command::Register { name, status } => self.register(conn, name, status, out),
+            // The shell verifies secrets and accounts, then calls `login`.
+            Command::Login { .. } | Command::Signup { .. } if !self.config.accounts.enabled() => {
+                error(out, conn, ChatError::AccountsOff)
+            }
             _ => error(out, conn, ChatError::NotRegistered),
         }
     }
@@ -305,10 +362,14 @@ impl Chat {
     fn handle_registered(&mut self, conn: ConnId, key: String, cmd: Command, out: &mut Outputs) {
         match cmd {
             Command::Caps(_) => error(out, conn, ChatError::CapsAfterRegister),
-            Command::Register { .. } => {
+            Command::Register { .. } | Command::Login { .. } => {
                 let display = self.users[&key].display.clone();
                 error(out, conn, ChatError::AlreadyRegistered(display));
             }
+            Command::Signup { .. } => error(out, conn, ChatError::OnlyBeforeRegister("SIGNUP")),
+            // For accounts the shell takes these before they get here.
+            Command::Logout => error(out, conn, ChatError::AccountOnly("LOGOUT")),
+            Command::Password { .. } => error(out, conn, ChatError::AccountOnly("PASSWORD")),
             Command::Status(status) => self.set_status(&key, status),
             Command::Goodbye => {
                 self.disconnect(conn, out);
@@ -333,24 +394,83 @@ impl Chat {
         let Some(Connection::Unregistered { caps }) = self.connections.get_mut(&conn) else {
             return;
         };
-        let enabled = caps.enable(asked, self.config.durable);
+        let enabled = caps.enable(asked, self.config.durable, self.config.accounts.enabled());
         send_one(out, conn, ServerMessage::Caps(enabled));
     }
 
+    /// REGISTER as a guest: a free name that belongs to no account, on a
+    /// server that lets guests in.
     fn register(&mut self, conn: ConnId, name: String, status: String, out: &mut Outputs) {
         let key = user_key(&name);
+        if self.config.accounts == AccountsMode::Required {
+            return error(out, conn, ChatError::AccountRequired);
+        }
+        if self.accounts.contains(&key) {
+            return error(out, conn, ChatError::BadCredentials);
+        }
         if self.users.contains_key(&key) {
             return error(out, conn, ChatError::NameTaken(name));
         }
+        self.arrive(conn, key, name, status, false, out);
+    }
+
+    /// REGISTER as the account `display`, whose secret the shell has
+    /// verified: a new device if the account is already online. Says
+    /// whether `conn` is now registered.
+    pub fn login(
+        &mut self,
+        conn: ConnId,
+        display: String,
+        status: String,
+        out: &mut Outputs,
+    ) -> bool {
+        let key = user_key(&display);
+        let Some(Connection::Unregistered { caps }) = self.connections.get(&conn) else {
+            return false;
+        };
+        let caps = *caps;
+        self.accounts.insert(key.clone());
+        let Some(user) = self.users.get_mut(&key) else {
+            self.arrive(conn, key, display, status, true, out);
+            return true;
+        };
+        if !user.account {
+            // A guest took the name before it became an account.
+            error(out, conn, ChatError::NameTaken(display));
+            return false;
+        }
+        if user.status != status {
+            self.set_status(&key, status);
+        }
+        let user = self.users.get_mut(&key).expect("looked up above");
+        user.devices.push(Device { conn, caps });
+        self.presence.note_devices_changed();
+        self.presence.note_registered(conn);
+        self.connections
+            .insert(conn, Connection::Registered { key: key.clone() });
+        self.welcome(conn, &key, out);
+        true
+    }
+
+    /// A user comes online with its first device.
+    fn arrive(
+        &mut self,
+        conn: ConnId,
+        key: String,
+        display: String,
+        status: String,
+        account: bool,
+        out: &mut Outputs,
+    ) {
         let caps = match self.connections.get(&conn) {
             Some(Connection::Unregistered { caps }) => *caps,
             _ => return,
         };
         self.presence.note_change(&key, None);
         self.presence.note_registered(conn);
-        let mut user = User::new(name, status, conn, caps);
-        if let Some(restored) = self.restored.remove(&key) {
-            self.rejoin(&key, &mut user, restored);
+        let mut user = User::new(display, status, Device { conn, caps }, account);
+        if let Some(away) = self.away.remove(&key) {
+            self.rejoin(&key, &mut user, away);
         }
         self.users.insert(key.clone(), user);
         self.connections
@@ -358,10 +478,10 @@ impl Chat {
         self.welcome(conn, &key, out);
     }
 
-    /// A user from before a restart is back: its memberships and
-    /// invitations are its again.
-    fn rejoin(&mut self, key: &str, user: &mut User, restored: Restored) {
-        for id in restored.member_of {
+    /// A user who was offline is back: its memberships and invitations are
+    /// its again.
+    fn rejoin(&mut self, key: &str, user: &mut User, away: Away) {
+        for id in away.member_of {
             let Some(member) = self
                 .conversations
                 .get_mut(id)
@@ -369,19 +489,26 @@ impl Chat {
             else {
                 continue;
             };
-            member.conn = Some(user.conn);
-            member.history = user.caps.history;
             member.display.clone_from(&user.display);
             user.member_of.insert(id);
         }
-        user.pending_in.extend(restored.pending_in);
+        user.pending_in.extend(away.pending_in);
+    }
+
+    /// The capabilities of `conn`, a device of the user stored under `key`.
+    fn caps_of(&self, key: &str, conn: ConnId) -> Caps {
+        self.users
+            .get(key)
+            .and_then(|u| u.devices.iter().find(|d| d.conn == conn))
+            .map_or_else(Caps::default, |d| d.caps)
     }
 
     /// What a client with `history`, `topics` or `members` learns right
     /// after REGISTER about the conversations it is already in.
     fn welcome(&self, conn: ConnId, key: &str, out: &mut Outputs) {
         let user = &self.users[key];
-        if user.caps.history {
+        let caps = self.caps_of(key, conn);
+        if caps.history {
             let unread = user
                 .member_of
                 .iter()
@@ -393,10 +520,10 @@ impl Chat {
             send_one(out, conn, ServerMessage::Unread(unread));
         }
         for &id in &user.member_of {
-            if user.caps.members {
+            if caps.members {
                 send_one(out, conn, self.members_message(id));
             }
-            if user.caps.topics {
+            if caps.topics {
                 self.send_topic_to(conn, id, out);
             }
         }
@@ -419,9 +546,12 @@ impl Chat {
             };
             return error(out, conn, err);
         }
+        // Every device of the inviter and of each invitee.
         let mut recipients = Vec::with_capacity(invitees.len() + 1);
-        recipients.push(conn);
-        recipients.extend(invitees.iter().map(|k| self.users[k].conn));
+        recipients.extend(self.users[&key].conns());
+        for k in &invitees {
+            recipients.extend(self.users[k].conns());
+        }
         let mut invited: BTreeSet<String> = invitees.into_iter().collect();
         invited.insert(key.clone());
         let inviter = self.users[&key].display.clone();
@@ -475,12 +605,13 @@ impl Chat {
 
     fn join(&mut self, conn: ConnId, key: String, id: ConvId, out: &mut Outputs) {
         let policy = self.config.policy;
+        let caps = self.caps_of(&key, conn);
         let Some(conversation) = self.conversations.get_mut(id) else {
             return error(out, conn, ChatError::NoConversation(id));
         };
         if conversation.members.contains_key(&key) {
             // JOIN twice: no change; a `members` client still gets its ack.
-            if self.users[&key].caps.members {
+            if caps.members {
                 let members = self.members_message(id);
                 send_one(out, conn, members);
             }
@@ -495,15 +626,13 @@ impl Chat {
             .expect("a registered key has a user");
         conversation.pending.remove(&key);
         let member = Member {
-            conn: Some(conn),
             display: user.display.clone(),
-            history: user.caps.history,
             read_seq: 0,
         };
         conversation.members.insert(key.clone(), member);
         user.pending_in.remove(&id);
         user.member_of.insert(id);
-        let topics = user.caps.topics;
+        let topics = caps.topics;
         if self.config.durable {
             let display = user.display.clone();
             out.push(Output::Fact(Fact::Joined {
@@ -512,7 +641,7 @@ impl Chat {
                 display,
             }));
         }
-        self.announce_members(id, None, out);
+        self.announce_members(id, Vec::new(), out);
         if topics {
             self.send_topic_to(conn, id, out);
         }
@@ -527,14 +656,15 @@ impl Chat {
             .get_mut(key)
             .expect("a registered key has a user");
         user.member_of.remove(&id);
-        let leaver = user.caps.members.then_some(conn);
+        // Every device of the leaver with `members` gets its ack.
+        let leaver = user.conns_with(|c| c.members).collect();
         self.remove_member(id, key, leaver, out);
     }
 
     /// Takes `key` out of conversation `id`'s members, tells the remaining
-    /// `members` clients (and `leaver`, if given), and removes the
+    /// `members` clients (and `leaver`'s devices), and removes the
     /// conversation if it is now abandoned.
-    fn remove_member(&mut self, id: ConvId, key: &str, leaver: Option<ConnId>, out: &mut Outputs) {
+    fn remove_member(&mut self, id: ConvId, key: &str, leaver: Vec<ConnId>, out: &mut Outputs) {
         let Some(conversation) = self.conversations.get_mut(id) else {
             return;
         };
@@ -622,9 +752,9 @@ impl Chat {
         }
         let recipients: Vec<ConnId> = conversation
             .members
-            .iter()
-            .filter(|(k, m)| m.conn.is_some() && self.users.get(*k).is_some_and(|u| u.caps.topics))
-            .filter_map(|(_, m)| m.conn)
+            .keys()
+            .filter_map(|k| self.users.get(k))
+            .flat_map(|u| u.conns_with(|c| c.topics))
             .collect();
         if !recipients.is_empty() {
             send_many(out, recipients, ServerMessage::Topic { conv, text, setter });
@@ -663,16 +793,17 @@ impl Chat {
         send_one(out, conn, ServerMessage::Conversations(listed));
     }
 
-    /// MEMBERS to every member with the `members` capability, plus `extra`.
-    fn announce_members(&self, id: ConvId, extra: Option<ConnId>, out: &mut Outputs) {
+    /// MEMBERS to every online member's devices with the `members`
+    /// capability, plus `extra`.
+    fn announce_members(&self, id: ConvId, extra: Vec<ConnId>, out: &mut Outputs) {
         let Some(conversation) = self.conversations.get(id) else {
             return;
         };
         let mut recipients: Vec<ConnId> = conversation
             .members
-            .iter()
-            .filter(|(k, _)| self.users.get(*k).is_some_and(|u| u.caps.members))
-            .filter_map(|(_, member)| member.conn)
+            .keys()
+            .filter_map(|k| self.users.get(k))
+            .flat_map(|u| u.conns_with(|c| c.members))
             .collect();
         recipients.extend(extra);
         if !recipients.is_empty() {
@@ -720,6 +851,8 @@ struct Sending<'a> {
     conn: ConnId,
     key: &'a str,
     display: &'a str,
+    /// Where the members' devices are.
+    users: &'a BTreeMap<String, User>,
     now: UnixMs,
     durable: bool,
 }
@@ -746,7 +879,7 @@ impl Sending<'_> {
                 text,
                 meta: None,
             };
-            return send_many(out, conversation.member_conns(), message);
+            return send_many(out, online_conns(conversation, self.users), message);
         }
         if let Some(nonce) = &nonce
             && let Some(original) = conversation.nonces.find(self.key, nonce)
@@ -773,20 +906,26 @@ impl Sending<'_> {
         self.deliver(conversation, &stored, out);
     }
 
-    /// MESSAGE to every online member: with metadata to `history` clients
-    /// (and the nonce to the sender), without to the others.
+    /// MESSAGE to every device of every online member: with metadata to
+    /// `history` devices (and the nonce to the sender's own), without to
+    /// the others.
     fn deliver(&self, conversation: &Conversation, stored: &StoredMessage, out: &mut Outputs) {
         let mut plain = Vec::new();
         let mut with_seq = Vec::new();
-        let mut own_nonce = None;
-        for member in conversation.members.values() {
-            let Some(conn) = member.conn else { continue };
-            if !member.history {
-                plain.push(conn);
-            } else if conn == self.conn && stored.nonce.is_some() {
-                own_nonce = Some(conn);
-            } else {
-                with_seq.push(conn);
+        let mut own_nonce = Vec::new();
+        for key in conversation.members.keys() {
+            let Some(user) = self.users.get(key) else {
+                continue;
+            };
+            let own = key == self.key && stored.nonce.is_some();
+            for device in &user.devices {
+                if !device.caps.history {
+                    plain.push(device.conn);
+                } else if own {
+                    own_nonce.push(device.conn);
+                } else {
+                    with_seq.push(device.conn);
+                }
             }
         }
         if !plain.is_empty() {
@@ -801,10 +940,21 @@ impl Sending<'_> {
         if !with_seq.is_empty() {
             send_many(out, with_seq, with_meta(stored, None));
         }
-        if let Some(conn) = own_nonce {
-            send_one(out, conn, with_meta(stored, stored.nonce.clone()));
+        if !own_nonce.is_empty() {
+            send_many(out, own_nonce, with_meta(stored, stored.nonce.clone()));
         }
     }
+}
+
+/// Every device of every online member of `conversation`, in member order.
+fn online_conns(conversation: &Conversation, users: &BTreeMap<String, User>) -> Vec<ConnId> {
+    let mut conns = Vec::with_capacity(conversation.members.len());
+    for key in conversation.members.keys() {
+        if let Some(user) = users.get(key) {
+            conns.extend(user.conns());
+        }
+    }
+    conns
 }
 
 /// `MESSAGE` with its metadata, as `history` clients get it.
@@ -858,19 +1008,50 @@ impl Chat {
         self.conversations.get(id).map(|_| self.member_names(id))
     }
 
-    /// Connections of a conversation's online members, in member order.
+    /// Connections (every device) of a conversation's online members, in
+    /// member order.
     pub fn member_conns(&self, id: ConvId) -> Option<Vec<ConnId>> {
-        self.conversations.get(id).map(|c| c.member_conns())
+        self.conversations
+            .get(id)
+            .map(|c| online_conns(c, &self.users))
     }
 
-    /// Connections of every online user, in name order.
+    /// Connections of every online user's devices, in name order.
     pub fn user_conns(&self) -> Vec<ConnId> {
-        self.users.values().map(|u| u.conn).collect()
+        self.users.values().flat_map(|u| u.conns()).collect()
     }
 
-    /// The connection of the online user stored under `key`.
+    /// The first device of the online user stored under `key`.
     pub fn user_conn(&self, key: &str) -> Option<ConnId> {
-        self.users.get(key).map(|u| u.conn)
+        self.users.get(key).map(|u| u.devices[0].conn)
+    }
+
+    /// Every device of the online user stored under `key`.
+    pub fn devices_of(&self, key: &str) -> Vec<ConnId> {
+        self.users
+            .get(key)
+            .map(|u| u.conns().collect())
+            .unwrap_or_default()
+    }
+
+    /// The key `conn` is registered under, and whether it is an account.
+    pub fn registered_as(&self, conn: ConnId) -> Option<(&str, bool)> {
+        match self.connections.get(&conn)? {
+            Connection::Registered { key } => {
+                let account = self.users.get(key).is_some_and(|u| u.account);
+                Some((key.as_str(), account))
+            }
+            Connection::Unregistered { .. } => None,
+        }
+    }
+
+    /// Whether unregistered `conn` asked for the `session` capability.
+    pub fn wants_session(&self, conn: ConnId) -> bool {
+        match self.connections.get(&conn) {
+            Some(Connection::Unregistered { caps }) => caps.session,
+            Some(Connection::Registered { key }) => self.caps_of(key, conn).session,
+            None => false,
+        }
     }
 
     /// Whether `conn` is connected (registered or not).

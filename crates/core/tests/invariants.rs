@@ -14,12 +14,17 @@ const SLOTS: usize = 5;
 const NAMES: &[&str] = &["alice", "bob", "carol", "dave", "eve", "Alice", "BOB"];
 const STATUSES: &[&str] = &["here", "away", "busy"];
 const MAX_CONV: u64 = 8;
+/// The first names are accounts (devices, offline membership); guests may
+/// not take them, in any capitalisation.
+const ACCOUNTS: usize = 2;
 
 #[derive(Debug, Clone)]
 enum Op {
     Connect(usize),
     Caps(usize, bool, bool),
     Register(usize, usize, usize),
+    /// A REGISTER whose secret the shell verified: a device of an account.
+    Login(usize, usize, usize),
     Status(usize, usize),
     Invite(usize, Vec<usize>),
     Join(usize, u64),
@@ -40,6 +45,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (slot.clone(), any::<bool>(), any::<bool>()).prop_map(|(s, d, m)| Op::Caps(s, d, m)),
         3 => (slot.clone(), 0..NAMES.len(), 0..STATUSES.len())
             .prop_map(|(s, n, st)| Op::Register(s, n, st)),
+        2 => (slot.clone(), 0..ACCOUNTS, 0..STATUSES.len())
+            .prop_map(|(s, n, st)| Op::Login(s, n, st)),
         2 => (slot.clone(), 0..STATUSES.len()).prop_map(|(s, st)| Op::Status(s, st)),
         3 => (slot.clone(), proptest::collection::vec(0..NAMES.len(), 0..4))
             .prop_map(|(s, n)| Op::Invite(s, n)),
@@ -68,6 +75,9 @@ struct Run {
 impl Run {
     fn new(policy: Policy) -> Self {
         let mut chat = Chat::new(Config::with_policy(policy));
+        for name in &NAMES[..ACCOUNTS] {
+            chat.add_account(natter_core::user_key(name));
+        }
         let slots = std::array::from_fn(|i| ConnId(i as u64 + 1));
         for conn in slots {
             chat.connect(conn);
@@ -94,6 +104,10 @@ impl Run {
                 }
             }
             Op::Disconnect(s) => self.chat.disconnect(self.slots[s], &mut out),
+            Op::Login(s, n, st) => {
+                let (name, status) = (NAMES[n].to_string(), STATUSES[st].to_string());
+                self.chat.login(self.slots[s], name, status, &mut out);
+            }
             Op::Flush => self.chat.flush_presence(&mut out),
             Op::Snapshot => self.chat.presence_snapshot(&mut out),
             op => {
@@ -149,7 +163,7 @@ impl Run {
             ),
             Op::List(s) => (s, Command::ListConversations),
             Op::Goodbye(s) => (s, Command::Goodbye),
-            Op::Connect(_) | Op::Disconnect(_) | Op::Flush | Op::Snapshot => {
+            Op::Connect(_) | Op::Disconnect(_) | Op::Login(..) | Op::Flush | Op::Snapshot => {
                 unreachable!("not a command")
             }
         }

@@ -16,8 +16,22 @@ use crate::wire::RawMessage;
 pub enum Command {
     /// `CAPS [name, ...]`, before REGISTER: ask for protocol extensions.
     Caps(Vec<String>),
-    /// `REGISTER [username, status]`
+    /// `REGISTER [username, status]`: as a guest.
     Register { name: String, status: String },
+    /// `REGISTER [username, status, secret]`: as an account, with its
+    /// password or a session token.
+    Login {
+        name: String,
+        status: String,
+        secret: Secret,
+    },
+    /// `SIGNUP [username, password]`, before REGISTER: creates an account.
+    Signup { name: String, password: Secret },
+    /// `LOGOUT`: ends this connection's session token and the connection.
+    Logout,
+    /// `PASSWORD [old, new]`: changes the account's password and ends its
+    /// other sessions.
+    Password { old: Secret, new: Secret },
     /// `STATUS [status]`
     Status(String),
     /// `GOODBYE`
@@ -49,6 +63,34 @@ pub enum Command {
     /// `TOPIC [convID, text]` (capability `topics`): names a conversation.
     Topic { conv: ConvId, text: String },
 }
+
+/// A password or session token. Its `Debug` never shows the text, so a
+/// command can be logged without leaking it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Self {
+        Secret(text.into())
+    }
+
+    /// The secret itself: only for hashing, verifying or sending it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Shortest and longest password, in bytes of UTF-8 (the contract's).
+pub const MIN_PASSWORD: usize = 8;
+pub const MAX_PASSWORD: usize = 1024;
+/// Longest secret accepted in REGISTER (a password or a token).
+pub const MAX_SECRET: usize = MAX_PASSWORD;
 
 /// Longest nonce a client may attach to a message, in characters.
 pub const MAX_NONCE: usize = 64;
@@ -95,6 +137,8 @@ pub enum CommandError {
     NonceTooLong { len: usize },
     #[error("topic is too long ({len} characters, at most {MAX_TOPIC})")]
     TopicTooLong { len: usize },
+    #[error("password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes, got {len}")]
+    BadPasswordLength { len: usize },
 }
 
 impl Command {
@@ -102,7 +146,10 @@ impl Command {
     pub fn word(&self) -> &'static str {
         match self {
             Command::Caps(_) => "CAPS",
-            Command::Register { .. } => "REGISTER",
+            Command::Register { .. } | Command::Login { .. } => "REGISTER",
+            Command::Signup { .. } => "SIGNUP",
+            Command::Logout => "LOGOUT",
+            Command::Password { .. } => "PASSWORD",
             Command::Status(_) => "STATUS",
             Command::Goodbye => "GOODBYE",
             Command::Invite(_) => "INVITE",
@@ -134,12 +181,45 @@ impl Command {
         match word {
             "GOODBYE" => Ok(Command::Goodbye),
             "LIST_CONVERSATIONS" => Ok(Command::ListConversations),
+            "LOGOUT" => Ok(Command::Logout),
             "REGISTER" => {
-                let [name, status] =
-                    Args::new("REGISTER", "[username, status]", args)?.exactly()?;
+                // Course clients send two arguments; the secret is an extension.
+                const USAGE: &str = "[username, status]";
+                let args = Args::new("REGISTER", USAGE, args)?;
+                let (name, status, secret) = match args.values.len() {
+                    3 => {
+                        let [name, status, secret] = args.exactly()?;
+                        (name, status, Some(secret))
+                    }
+                    _ => {
+                        let [name, status] = args.exactly()?;
+                        (name, status, None)
+                    }
+                };
                 let name = name_arg(name, "username", limits)?;
-                let status = status_arg(status, "REGISTER", "[username, status]", limits)?;
-                Ok(Command::Register { name, status })
+                let status = status_arg(status, "REGISTER", USAGE, limits)?;
+                match secret {
+                    None => Ok(Command::Register { name, status }),
+                    Some(secret) => Ok(Command::Login {
+                        name,
+                        status,
+                        secret: secret_arg(secret, "REGISTER", USAGE, "secret", 1)?,
+                    }),
+                }
+            }
+            "SIGNUP" => {
+                const USAGE: &str = "[username, password]";
+                let [name, password] = Args::new("SIGNUP", USAGE, args)?.exactly()?;
+                let name = name_arg(name, "username", limits)?;
+                let password = password_arg(password, "SIGNUP", USAGE, "password")?;
+                Ok(Command::Signup { name, password })
+            }
+            "PASSWORD" => {
+                const USAGE: &str = "[old, new]";
+                let [old, new] = Args::new("PASSWORD", USAGE, args)?.exactly()?;
+                let old = secret_arg(old, "PASSWORD", USAGE, "old password", 1)?;
+                let new = password_arg(new, "PASSWORD", USAGE, "new password")?;
+                Ok(Command::Password { old, new })
             }
             "STATUS" => {
                 let [status] = Args::new("STATUS", "[status]", args)?.exactly()?;
@@ -247,7 +327,24 @@ impl Command {
             |items: &[String]| Value::List(items.iter().cloned().map(Value::Str).collect());
         let conv = |id: ConvId| Value::Int(id as i64);
         let args = match self {
-            Command::Goodbye | Command::ListConversations => None,
+            Command::Goodbye | Command::ListConversations | Command::Logout => None,
+            Command::Login {
+                name,
+                status,
+                secret,
+            } => Some(Value::List(vec![
+                Value::Str(name.clone()),
+                Value::Str(status.clone()),
+                Value::Str(secret.expose().to_owned()),
+            ])),
+            Command::Signup { name, password } => Some(Value::List(vec![
+                Value::Str(name.clone()),
+                Value::Str(password.expose().to_owned()),
+            ])),
+            Command::Password { old, new } => Some(Value::List(vec![
+                Value::Str(old.expose().to_owned()),
+                Value::Str(new.expose().to_owned()),
+            ])),
             Command::Caps(names) | Command::Invite(names) => Some(strings(names)),
             Command::Register { name, status } => Some(Value::List(vec![
                 Value::Str(name.clone()),
@@ -395,6 +492,46 @@ fn string_arg(
             detail: format!("{what} must be a string, got {}", other.type_name()),
         }),
     }
+}
+
+/// A secret of `min`..=[`MAX_SECRET`] bytes. The error never quotes it.
+fn secret_arg(
+    value: Value,
+    command: &'static str,
+    usage: &'static str,
+    what: &str,
+    min: usize,
+) -> Result<Secret, CommandError> {
+    let Value::Str(text) = value else {
+        return Err(CommandError::BadArgument {
+            command,
+            usage,
+            detail: format!("{what} must be a string, got {}", value.type_name()),
+        });
+    };
+    if text.len() < min || text.len() > MAX_SECRET {
+        return Err(CommandError::BadArgument {
+            command,
+            usage,
+            detail: format!("{what} must be {min} to {MAX_SECRET} bytes"),
+        });
+    }
+    Ok(Secret(text))
+}
+
+/// A new password: [`MIN_PASSWORD`]..=[`MAX_PASSWORD`] bytes of UTF-8.
+fn password_arg(
+    value: Value,
+    command: &'static str,
+    usage: &'static str,
+    what: &str,
+) -> Result<Secret, CommandError> {
+    let secret = secret_arg(value, command, usage, what, 0)?;
+    let len = secret.0.len();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
+        return Err(CommandError::BadPasswordLength { len });
+    }
+    Ok(secret)
 }
 
 fn name_arg(value: Value, what: &str, limits: &Limits) -> Result<String, CommandError> {

@@ -28,7 +28,7 @@ mod sink;
 pub mod wire;
 
 pub use codec::{DecodeError, Decoder, Encoding};
-pub use command::{Command, CommandError};
+pub use command::{Command, CommandError, Secret};
 pub use limits::Limits;
 pub use message::{HistoryEntry, MessageMeta, ServerMessage};
 pub use pickle::Value;

@@ -50,6 +50,13 @@ pub enum ServerMessage {
     Caps(Vec<String>),
     /// `ERROR "text"`: the argument is a bare string.
     Error(String),
+    /// `SIGNED_UP [username]`: SIGNUP created this account.
+    SignedUp(String),
+    /// `SESSION [token]` (capability `session`): a token that works as the
+    /// secret of later REGISTERs. Its `Debug` hides the token.
+    Session(crate::command::Secret),
+    /// `PASSWORD_CHANGED [username]`: PASSWORD succeeded.
+    PasswordChanged(String),
 }
 
 /// The fourth element of `MESSAGE` for `history` clients.
@@ -94,6 +101,9 @@ impl ServerMessage {
             ServerMessage::Members { .. } => "MEMBERS",
             ServerMessage::Caps(_) => "CAPS",
             ServerMessage::Error(_) => "ERROR",
+            ServerMessage::SignedUp(_) => "SIGNED_UP",
+            ServerMessage::Session(_) => "SESSION",
+            ServerMessage::PasswordChanged(_) => "PASSWORD_CHANGED",
         }
     }
 
@@ -184,6 +194,10 @@ impl ServerMessage {
             }
             ServerMessage::Caps(names) => strs(names),
             ServerMessage::Error(text) => str(text),
+            ServerMessage::SignedUp(name) | ServerMessage::PasswordChanged(name) => {
+                Value::List(vec![str(name)])
+            }
+            ServerMessage::Session(token) => Value::List(vec![str(token.expose())]),
         };
         RawMessage {
             word: self.word().to_owned(),
@@ -294,6 +308,16 @@ impl ServerMessage {
             }
             ServerMessage::Caps(names) => strs(sink, names),
             ServerMessage::Error(text) => sink.str(text),
+            ServerMessage::SignedUp(name) | ServerMessage::PasswordChanged(name) => {
+                sink.list_begin();
+                sink.str(name);
+                sink.list_end();
+            }
+            ServerMessage::Session(token) => {
+                sink.list_begin();
+                sink.str(token.expose());
+                sink.list_end();
+            }
         }
     }
 
@@ -329,6 +353,8 @@ impl ServerMessage {
             ServerMessage::Members { members, .. } => strs(members) + 16,
             ServerMessage::Caps(names) => strs(names),
             ServerMessage::Error(text) => text.len() + 8,
+            ServerMessage::SignedUp(name) | ServerMessage::PasswordChanged(name) => name.len() + 8,
+            ServerMessage::Session(token) => token.expose().len() + 8,
         }
     }
 }
@@ -406,6 +432,15 @@ fn type_args(word: &str, args: Value) -> Result<ServerMessage, String> {
             bare => string(bare, "error text"),
         }
         .map(ServerMessage::Error),
+        "SIGNED_UP" => seq::<1>(args)
+            .and_then(|[name]| string(name, "username"))
+            .map(ServerMessage::SignedUp),
+        "PASSWORD_CHANGED" => seq::<1>(args)
+            .and_then(|[name]| string(name, "username"))
+            .map(ServerMessage::PasswordChanged),
+        "SESSION" => seq::<1>(args)
+            .and_then(|[token]| string(token, "token"))
+            .map(|token| ServerMessage::Session(crate::command::Secret::new(token))),
         _ => Err("unknown message".to_owned()),
     }
 }

@@ -32,6 +32,9 @@ pub const CLIENT_WORDS: &[(&str, bool)] = &[
     ("HISTORY", true),
     ("READ", true),
     ("TOPIC", true),
+    ("SIGNUP", true),
+    ("LOGOUT", false),
+    ("PASSWORD", true),
 ];
 
 /// Words a server may send; all carry arguments.
@@ -47,6 +50,9 @@ pub const SERVER_WORDS: &[(&str, bool)] = &[
     ("HISTORY", true),
     ("UNREAD", true),
     ("TOPIC", true),
+    ("SIGNED_UP", true),
+    ("SESSION", true),
+    ("PASSWORD_CHANGED", true),
 ];
 
 impl Direction {

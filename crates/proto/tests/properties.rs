@@ -283,10 +283,9 @@ fn python3_reads_random_values_our_writer_writes() {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn();
-    let Ok(mut child) = child else {
-        println!("SKIPPED: python3 not found");
-        return;
-    };
+    // python3 is on every supported machine: without it this test fails.
+    let mut child =
+        child.expect("python3 is needed by this test (see the README: what the tests need)");
     child
         .stdin
         .take()

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use natter_core::Policy;
+use natter_core::{AccountsMode, Policy};
 use natter_proto::Limits;
 
 /// Everything `natter serve` can be told. `Default` gives the contract's
@@ -68,6 +68,13 @@ pub struct Config {
     /// After a restart, how long users from before it have to register
     /// again before they leave their conversations.
     pub rejoin_grace: Duration,
+    /// Guests, accounts or both (`--accounts`).
+    pub accounts: AccountsMode,
+    /// Whether clients may create accounts with SIGNUP (`--signup open`).
+    pub signup_open: bool,
+    /// Passwords hashed or verified at once, off the hub (each takes
+    /// 19 MiB while it runs): the bound on what a login storm costs.
+    pub auth_threads: usize,
 }
 
 impl Default for Config {
@@ -94,6 +101,9 @@ impl Default for Config {
             data_dir: None,
             history_days: 0,
             rejoin_grace: Duration::from_secs(600),
+            accounts: AccountsMode::Optional,
+            signup_open: true,
+            auth_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }

@@ -64,7 +64,7 @@ pub async fn serve(
     let first = tokio::select! {
         _ = cancel.cancelled() => return,
         read = read_some(&stream, &mut buf) => Some(read),
-        _ = registration_expires(accepted, register_timeout) => None,
+        _ = Box::pin(registration_expires(accepted, register_timeout)) => None,
     };
     let silent = first.is_none();
     if !silent && !matches!(first, Some(Ok(n)) if n > 0) {
@@ -263,38 +263,47 @@ impl Reader<'_> {
     /// no longer be trusted, a flood, the hub closed it or is gone).
     async fn decode_all(&mut self, buf: &mut BytesMut, cancel: &CancellationToken) -> bool {
         loop {
-            // Outer error: the stream cannot be trusted any more. Inner: a
-            // frame that did not decode, which counts like any other.
-            let frame = match self.decoder.decode_command(buf) {
-                Ok(None) => return true,
-                Ok(Some(typed)) => Ok(typed.map_err(|error| error.to_string())),
-                Err(error) if error.is_fatal() => Err(error.to_string()),
-                Err(error) => Ok(Err(error.to_string())),
-            };
-            let event = match frame {
-                Err(error) => self.rejection(error, true),
-                Ok(frame) => match self.gate.admit(Instant::now()) {
-                    Err(flooding) => self.rejection(flooding.to_string(), true),
-                    Ok(wait) => {
-                        let event = match frame {
-                            Ok(command) => HubEvent::Command {
-                                conn: self.conn,
-                                command,
-                            },
-                            Err(error) => self.rejection(error, false),
-                        };
-                        if !wait.is_zero() && !Box::pin(hold_back(wait, cancel)).await {
-                            return false;
-                        }
-                        event
-                    }
-                },
+            let Some((event, wait)) = self.next_event(buf) else {
+                return true;
             };
             let fatal = matches!(event, HubEvent::Rejected { fatal: true, .. });
-            if send_to_hub(self.hub, event).await.is_err() || fatal {
+            let sent = if wait.is_zero() {
+                send_to_hub(self.hub, event).await
+            } else {
+                // Boxed: rare, and kept out of what every connection costs.
+                Box::pin(send_in_turn(self.hub, event, wait, cancel)).await
+            };
+            if sent.is_err() || fatal {
                 return false;
             }
         }
+    }
+
+    /// The next whole frame in `buf` as the event for the hub, with how
+    /// long it must wait for its turn under the rate limit (every frame
+    /// counts, whether it decoded or not); `None` when no frame is whole.
+    fn next_event(&mut self, buf: &mut BytesMut) -> Option<(HubEvent, Duration)> {
+        // Outer error: the stream cannot be trusted any more. Inner: a
+        // frame that did not decode.
+        let frame = match self.decoder.decode_command(buf) {
+            Ok(None) => return None,
+            Ok(Some(typed)) => Ok(typed.map_err(|error| error.to_string())),
+            Err(error) if error.is_fatal() => Err(error.to_string()),
+            Err(error) => Ok(Err(error.to_string())),
+        };
+        Some(match frame {
+            Err(error) => (self.rejection(error, true), Duration::ZERO),
+            Ok(frame) => match self.gate.admit(Instant::now()) {
+                Err(flooding) => (self.rejection(flooding.to_string(), true), Duration::ZERO),
+                Ok(wait) => match frame {
+                    Ok(command) => {
+                        let conn = self.conn;
+                        (HubEvent::Command { conn, command }, wait)
+                    }
+                    Err(error) => (self.rejection(error, false), wait),
+                },
+            },
+        })
     }
 
     fn rejection(&self, error: String, fatal: bool) -> HubEvent {
@@ -312,13 +321,20 @@ impl Reader<'_> {
     }
 }
 
-/// Holds a frame back for `wait` (its turn under the rate limit). False
-/// when the connection is closed meanwhile.
-async fn hold_back(wait: Duration, cancel: &CancellationToken) -> bool {
+/// Sends a frame's event to the hub once its turn under the rate limit
+/// comes, `wait` from now; nothing more is read meanwhile. An error when
+/// the connection is closed first (or the hub is gone).
+async fn send_in_turn(
+    hub: &HubSender,
+    event: HubEvent,
+    wait: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), ()> {
     tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(wait) => true,
+        _ = cancel.cancelled() => return Err(()),
+        _ = tokio::time::sleep(wait) => {}
     }
+    send_to_hub(hub, event).await
 }
 
 /// Reads what the socket has into `buf`, waiting until it has something.
@@ -385,14 +401,6 @@ mod tests {
         let ticket = shared.admission.admit(addr.ip()).unwrap();
         let connection = serve(ConnId(1), stream, addr, shared, ticket);
         let size = std::mem::size_of_val(&connection);
-        println!(
-            "SIZE {size} hubevent {} command {} decoder {} gate {} peer {}",
-            std::mem::size_of::<HubEvent>(),
-            std::mem::size_of::<natter_proto::Command>(),
-            std::mem::size_of::<Decoder>(),
-            std::mem::size_of::<FrameGate>(),
-            std::mem::size_of::<Peer>()
-        );
         assert!(size <= 1280, "the connection future grew to {size} bytes");
     }
 }

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use natter_core::{Chat, ConnId, Output, Outputs, Recipients, StoredMessage};
+use natter_core::{Chat, ConnId, Output, Outputs, Recipients, StoredAccount, StoredMessage};
 use natter_proto::{Command, Encoding, ServerMessage, codec::encode_message};
 use natter_store::worker::{Batch, HistoryRequest, Reply, Worker};
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +26,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
+use crate::auth::pool::Pool;
 use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::durability::{Durability, accepted_messages};
@@ -67,6 +69,11 @@ pub enum HubEvent {
     Disconnected { conn: ConnId },
     /// A socket that was full can take bytes again.
     Writable { conn: ConnId },
+    /// The hashing pool finished checking a secret for `conn`.
+    AuthDone {
+        conn: ConnId,
+        outcome: crate::auth::Outcome,
+    },
     /// Asks how much state the hub holds (tests, leak checks, `/healthz`).
     Stats { reply: oneshot::Sender<HubStats> },
     /// Test-only: makes the hub panic, to exercise [`crate::supervise`].
@@ -134,7 +141,11 @@ pub struct Hub {
     store: Option<Worker>,
     /// When users from before a restart stop being awaited.
     rejoin_deadline: Option<Instant>,
+    /// Accounts, sessions, failed attempts and the hashing pool.
+    auth: Auth,
 }
+
+mod identity;
 
 impl Hub {
     pub fn new(
@@ -143,12 +154,15 @@ impl Hub {
         events: HubSender,
         tracker: TaskTracker,
         store: Option<Worker>,
+        accounts: Vec<StoredAccount>,
     ) -> Self {
         let write_coalesce = config.write_coalesce;
         let rejoin_deadline = chat
             .awaiting_rejoin()
             .then(|| Instant::now() + config.rejoin_grace);
+        let pool = Pool::new(config.auth_threads, events.clone(), tracker.clone());
         Hub {
+            auth: Auth::new(accounts, pool),
             chat,
             peers: HashMap::new(),
             config,
@@ -369,6 +383,7 @@ impl Hub {
                 }
             }
             HubEvent::Command { conn, command } => self.apply_command(conn, command),
+            HubEvent::AuthDone { conn, outcome } => self.auth_done(conn, outcome),
             HubEvent::Rejected { conn, error, fatal } => {
                 self.send_error(conn, error);
                 if fatal {
@@ -376,6 +391,7 @@ impl Hub {
                 }
             }
             HubEvent::Disconnected { conn } => {
+                self.auth.forget(conn);
                 if let Some(peer) = self.peers.remove(&conn) {
                     tracing::info!(conn = conn.0, peer = %peer.addr, "disconnect");
                     peer.abort();
@@ -408,8 +424,11 @@ impl Hub {
         let Some(peer) = self.peers.get(&conn) else {
             return; // already cut off; its reader had this in flight
         };
-        let registering = matches!(command, Command::Register { .. });
         let addr = peer.addr;
+        let Some(command) = self.identity_command(conn, command) else {
+            return;
+        };
+        let registering = matches!(command, Command::Register { .. });
         self.chat.handle(conn, command, &mut self.outputs);
         if registering && let Some(name) = self.chat.user_name(conn) {
             tracing::info!(conn = conn.0, peer = %addr, name, "register");
@@ -456,6 +475,7 @@ impl Hub {
                 break;
             }
             for conn in std::mem::take(&mut self.doomed) {
+                self.auth.forget(conn);
                 if let Some(peer) = self.peers.remove(&conn) {
                     tracing::warn!(conn = conn.0, peer = %peer.addr, "disconnect: slow consumer or broken connection");
                     peer.abort();
@@ -623,6 +643,7 @@ impl Hub {
 
     /// Ends a connection after what is queued for it is written.
     fn close_gracefully(&mut self, conn: ConnId) {
+        self.auth.forget(conn);
         if let Some(peer) = self.peers.remove(&conn) {
             tracing::info!(conn = conn.0, peer = %peer.addr, "disconnect");
             self.tracker

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod admission;
+pub mod auth;
 pub mod coalesce;
 pub mod config;
 pub mod connection;
@@ -40,7 +41,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use natter_core::Chat;
+use natter_core::{Chat, StoredAccount};
 use natter_store::Store;
 use natter_store::worker::{Reply, Worker, WorkerOptions};
 use tokio::net::TcpListener;
@@ -79,8 +80,15 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (chat, store, replies) = open_chat(&config).await?;
-    let hub = hub::Hub::new(chat, config.clone(), hub_tx.clone(), tracker.clone(), store);
+    let (chat, store, replies, accounts) = open_chat(&config).await?;
+    let hub = hub::Hub::new(
+        chat,
+        config.clone(),
+        hub_tx.clone(),
+        tracker.clone(),
+        store,
+        accounts,
+    );
     let hub = tokio::spawn(hub.run(hub_rx, replies, shutdown.clone()));
     let shared = Arc::new(Shared::new(config, hub_tx, shutdown, tracker));
     let hub = tokio::spawn(supervise::watch(hub, shared.clone()));
@@ -101,18 +109,26 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     })
 }
 
+/// What the server starts from: the chat state, the store threads and
+/// their replies (with a store), and the accounts.
+type Opened = (
+    Chat,
+    Option<Worker>,
+    Option<mpsc::Receiver<Reply>>,
+    Vec<StoredAccount>,
+);
+
 /// The chat state, from the store when there is one, with the store
-/// threads and their replies.
-async fn open_chat(
-    config: &Config,
-) -> io::Result<(Chat, Option<Worker>, Option<mpsc::Receiver<Reply>>)> {
+/// threads, their replies and the accounts.
+async fn open_chat(config: &Config) -> io::Result<Opened> {
     let chat_config = natter_core::Config {
         policy: config.policy,
         limits: config.limits.clone(),
         durable: config.data_dir.is_some(),
+        accounts: config.accounts,
     };
     let Some(dir) = config.data_dir.clone() else {
-        return Ok((Chat::new(chat_config), None, None));
+        return Ok((Chat::new(chat_config), None, None, Vec::new()));
     };
     let options = WorkerOptions {
         history_days: config.history_days,
@@ -121,11 +137,12 @@ async fn open_chat(
     let opened = tokio::task::spawn_blocking(move || {
         let store = Store::open(&dir)?;
         let snapshot = store.load_snapshot(hub::unix_ms())?;
-        Ok::<_, natter_store::StoreError>((store, snapshot))
+        let accounts = store.load_accounts()?;
+        Ok::<_, natter_store::StoreError>((store, snapshot, accounts))
     })
     .await
     .map_err(io::Error::other)?;
-    let (store, snapshot) = opened.map_err(io::Error::other)?;
+    let (store, snapshot, accounts) = opened.map_err(io::Error::other)?;
     tracing::info!(
         conversations = snapshot.conversations.len(),
         next_conversation = snapshot.next_conv_id,
@@ -133,11 +150,11 @@ async fn open_chat(
     );
     let (reply_tx, reply_rx) = mpsc::channel(STORE_REPLIES);
     let worker = natter_store::worker::spawn(store, options, reply_tx).map_err(io::Error::other)?;
-    Ok((
-        Chat::restore(chat_config, snapshot),
-        Some(worker),
-        Some(reply_rx),
-    ))
+    let mut chat = Chat::restore(chat_config, snapshot);
+    for account in &accounts {
+        chat.add_account(account.key.clone());
+    }
+    Ok((chat, Some(worker), Some(reply_rx), accounts))
 }
 
 /// Room for store replies: commits are bounded by the hub's batch limit,

@@ -189,3 +189,33 @@ fn refuse(shared: &Shared, mut stream: TcpStream, refusal: Refusal) {
         .await;
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After the idle time, a probe every quarter of it (at least 1 s), and
+    /// four unanswered ones end the connection, as `--help` says.
+    #[tokio::test]
+    async fn keepalive_probes_every_quarter_of_the_idle_time_four_times() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server_end, _) = listener.accept().await.unwrap();
+        for (idle, interval) in [(60, 15), (2, 1)] {
+            set_keepalive(&server_end, Duration::from_secs(idle));
+            let socket = SockRef::from(&server_end);
+            assert!(socket.keepalive().unwrap());
+            assert_eq!(
+                socket.tcp_keepalive_time().unwrap(),
+                Duration::from_secs(idle)
+            );
+            assert_eq!(
+                socket.tcp_keepalive_interval().unwrap(),
+                Duration::from_secs(interval)
+            );
+            assert_eq!(socket.tcp_keepalive_retries().unwrap(), 4);
+        }
+    }
+}

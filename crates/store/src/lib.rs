@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+mod accounts;
 mod backup;
 mod error;
 mod reader;
@@ -42,6 +43,7 @@ pub mod schema;
 mod store;
 pub mod worker;
 
+pub use accounts::AccountSummary;
 pub use backup::backup;
 pub use error::StoreError;
 pub use natter_core::facts::*;

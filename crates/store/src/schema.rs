@@ -80,7 +80,31 @@ CREATE TABLE reads (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2)];
+/// Version 3: identity (accounts and their sessions).
+///
+/// - `accounts`: keyed by the same user key as membership, so an account's
+///   conversations need no change when it signs up. `phc` is the argon2id
+///   hash as a PHC string (algorithm, parameters, salt and hash in one
+///   field, so parameters can be raised later without a migration).
+/// - `sessions`: only the SHA-256 of each token, never the token; indexed
+///   by user so a password change ends an account's sessions without a
+///   scan.
+const V3: &str = "
+CREATE TABLE accounts (
+    user_key    TEXT PRIMARY KEY,
+    display     TEXT NOT NULL,
+    phc         TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE sessions (
+    token_hash  BLOB PRIMARY KEY,
+    user_key    TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_user ON sessions (user_key);
+";
+
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
 
 /// The schema version this build writes.
 pub const VERSION: usize = MIGRATIONS.len();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use natter_core::facts::{
-    Fact, RestoredConversation, RestoredMember, Snapshot, StoredMessage, UnixMs,
+    Fact, RestoredConversation, RestoredMember, Snapshot, StoredMessage, TokenHash, UnixMs,
 };
 use natter_proto::ConvId;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
@@ -44,6 +44,20 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLite's page cache per connection, in KiB (negative: KiB, not pages).
 /// Big enough to keep the hot end of the message index in memory.
 pub(crate) const CACHE_KIB: i64 = 64 * 1024;
+
+/// The WAL is folded back into the database (a checkpoint, on the writer
+/// thread, after a commit) once it holds this many pages (~40 MB), not
+/// SQLite's default 1,000. Messages of many conversations dirty one index
+/// page per conversation per commit; a page rewritten by many commits is
+/// copied once per checkpoint, so rarer checkpoints write less: measured
+/// with 1,000 conversations and 16 messages per commit, 5.4 KB written
+/// and 19 µs of CPU per message instead of 8.9 KB and 23 µs. Recovery
+/// after a crash reads at most this much log.
+const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+
+/// After a checkpoint the WAL file is cut back to this size (bytes), in
+/// case a long reader (a backup) let it grow far beyond the above.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// The writer of a data dir: one SQLite connection and the dir's lock.
 pub struct Store {
@@ -164,7 +178,6 @@ impl Store {
         &self.path
     }
 
-    #[cfg(test)]
     pub(crate) fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -204,6 +217,8 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(())
@@ -277,6 +292,32 @@ fn apply(
             )?
             .execute(params![conv, text, setter])?;
         }
+        Fact::AccountCreated {
+            key,
+            display,
+            phc,
+            ts,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO accounts (user_key, display, phc, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user_key) DO NOTHING",
+            )?
+            .execute(params![key, display, phc, ts])?;
+        }
+        Fact::PasswordChanged { key, phc, keep } => {
+            set_password(tx, key, phc, keep.as_ref())?;
+        }
+        Fact::SessionStarted { key, token, ts } => {
+            tx.prepare_cached(
+                "INSERT INTO sessions (token_hash, user_key, created_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (token_hash) DO NOTHING",
+            )?
+            .execute(params![&token[..], key, ts])?;
+        }
+        Fact::SessionEnded { token } => {
+            tx.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
+                .execute(params![&token[..]])?;
+        }
         Fact::ReadUpTo { key, conv, seq } => {
             tx.prepare_cached(
                 "INSERT INTO reads (conv, user_key, seq) VALUES (?1, ?2, ?3)
@@ -286,6 +327,23 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// A new hash for `key`; every session but `keep` ends. Says whether the
+/// account exists.
+pub(crate) fn set_password(
+    tx: &Transaction,
+    key: &str,
+    phc: &str,
+    keep: Option<&TokenHash>,
+) -> rusqlite::Result<bool> {
+    let found = tx
+        .prepare_cached("UPDATE accounts SET phc = ?2 WHERE user_key = ?1")?
+        .execute(params![key, phc])?;
+    let keep: &[u8] = keep.map_or(&[], |k| &k[..]);
+    tx.prepare_cached("DELETE FROM sessions WHERE user_key = ?1 AND token_hash != ?2")?
+        .execute(params![key, keep])?;
+    Ok(found > 0)
 }
 
 fn clear_pending(tx: &Transaction, conv: ConvId, key: &str) -> rusqlite::Result<()> {

@@ -221,11 +221,16 @@ impl Writer {
                 Next::Closed => break,
             }
         }
-        if !self.retry.is_empty() {
-            error!(
-                facts = self.retry.len(),
-                "store closing with facts it could not write"
-            );
+        self.flush_retry();
+    }
+
+    /// At shutdown: one last try for facts kept from failed transactions.
+    fn flush_retry(&mut self) {
+        if self.retry.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.commit(&self.retry) {
+            error!(facts = self.retry.len(), error = %e, "store closing with facts it could not write");
         }
     }
 

@@ -248,6 +248,44 @@ fn a_failed_commit_reports_its_messages_and_retries_the_rest() {
     assert_eq!(history, [(*kept).clone()], "the lost message is not stored");
 }
 
+/// Facts kept from a failed transaction are written at shutdown if no
+/// later batch took them along.
+#[test]
+fn kept_facts_are_written_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&[created(1)]).unwrap();
+    let (tx, mut replies) = mpsc::channel(64);
+    let worker = worker::spawn(store, WorkerOptions::default(), tx).unwrap();
+    let saboteur = Connection::open(dir.path().join("natter.db")).unwrap();
+    saboteur
+        .execute_batch(
+            "CREATE TRIGGER no_messages BEFORE INSERT ON messages
+             BEGIN SELECT RAISE(ABORT, 'simulated I/O failure'); END;",
+        )
+        .unwrap();
+    send(
+        &worker,
+        1,
+        vec![joined(1, "bob"), Fact::MessageAccepted(message(1, 1, 5))],
+    );
+    assert!(matches!(next(&mut replies), Reply::Failed { .. }));
+    saboteur.execute_batch("DROP TRIGGER no_messages").unwrap();
+    worker.shutdown();
+
+    let snapshot = Store::open(dir.path()).unwrap().load_snapshot(0).unwrap();
+    let members: Vec<_> = snapshot.conversations[0]
+        .members
+        .iter()
+        .map(|m| m.key.as_str())
+        .collect();
+    assert_eq!(members, ["bob"]);
+    assert_eq!(
+        snapshot.conversations[0].last_seq, 0,
+        "the message stays lost"
+    );
+}
+
 /// A real full disk: the data dir on a 2 MiB tmpfs, filled up by another
 /// file. Commits fail with the messages reported lost and the server's
 /// earlier data intact; once space returns, commits succeed and the kept

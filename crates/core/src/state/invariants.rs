@@ -24,23 +24,34 @@ impl Chat {
             .values()
             .filter(|c| matches!(c, Connection::Registered { .. }))
             .count();
-        if registered != self.users.len() {
+        let devices: usize = self.users.values().map(|u| u.devices.len()).sum();
+        if registered != devices {
             return Err(format!(
-                "{registered} registered connections but {} users",
-                self.users.len()
+                "{registered} registered connections but {devices} devices"
             ));
         }
         for (key, user) in &self.users {
             if *key != crate::user_key(&user.display) {
                 return Err(format!("user {} stored under key {key}", user.display));
             }
-            match self.connections.get(&user.conn) {
-                Some(Connection::Registered { key: k }) if k == key => {}
-                other => return Err(format!("user {key} on {:?}: {other:?}", user.conn)),
+            if user.devices.is_empty() || (!user.account && user.devices.len() != 1) {
+                return Err(format!("user {key} has {} devices", user.devices.len()));
+            }
+            if user.account != self.accounts.contains(key) {
+                return Err(format!("user {key} disagrees about being an account"));
+            }
+            if self.away.contains_key(key) {
+                return Err(format!("user {key} is both online and away"));
+            }
+            for device in &user.devices {
+                match self.connections.get(&device.conn) {
+                    Some(Connection::Registered { key: k }) if k == key => {}
+                    other => return Err(format!("user {key} on {:?}: {other:?}", device.conn)),
+                }
             }
             for id in &user.member_of {
                 let c = self.conversations.get(*id);
-                if c.is_none_or(|c| c.members.get(key).and_then(|m| m.conn) != Some(user.conn)) {
+                if c.is_none_or(|c| !c.members.contains_key(key)) {
                     return Err(format!("{key} thinks it is a member of {id} but is not"));
                 }
             }
@@ -68,24 +79,20 @@ impl Chat {
                     "conversation {id} has no members and no online invitee"
                 ));
             }
-            for (key, member) in &c.members {
-                let Some(conn) = member.conn else {
-                    // Offline: only a member from before a restart.
-                    if self.users.contains_key(key)
-                        || !self
-                            .restored
-                            .get(key)
-                            .is_some_and(|r| r.member_of.contains(&id))
+            for key in c.members.keys() {
+                let Some(user) = self.users.get(key) else {
+                    // Offline: an account between sessions, or anyone from
+                    // before a restart, and then it is awaited.
+                    if !self
+                        .away
+                        .get(key)
+                        .is_some_and(|a| a.member_of.contains(&id))
                     {
                         return Err(format!("offline member {key} of {id} is not awaited"));
                     }
                     continue;
                 };
-                let user = self
-                    .users
-                    .get(key)
-                    .ok_or(format!("member {key} of {id} is offline"))?;
-                if user.conn != conn || !user.member_of.contains(&id) {
+                if !user.member_of.contains(&id) {
                     return Err(format!("member {key} of {id} does not know it"));
                 }
                 if c.pending.contains(key) {
@@ -95,7 +102,7 @@ impl Chat {
             for key in &c.pending {
                 let Some(user) = self.users.get(key) else {
                     if !self
-                        .restored
+                        .away
                         .get(key)
                         .is_some_and(|r| r.pending_in.contains(&id))
                     {

@@ -73,6 +73,17 @@ impl TestClient {
         }
     }
 
+    /// Connects from another loopback address (e.g. 127.0.0.2), so that the
+    /// server sees a different client address.
+    pub async fn connect_from(addr: SocketAddr, from: [u8; 4], encoding: Encoding) -> TestClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::from((from, 0)))
+            .expect("bind a loopback address");
+        let stream = socket.connect(addr).await.expect("connect");
+        TestClient::over(stream, encoding)
+    }
+
     /// Connects with a tiny receive buffer, so that not reading fills the
     /// server's queue quickly.
     pub async fn connect_small_buffer(addr: SocketAddr, encoding: Encoding) -> TestClient {

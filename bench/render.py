@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""Renders every measured figure in README.md and docs/ from the raw data
+committed under bench/results/, which the scripts that measured wrote:
+
+  bench/results/latest.jsonl       bench/compare.sh (natter and InspIRCd side by side)
+  bench/results/ab.jsonl           bench/ab.sh (natter settings A/B, one rate each)
+  bench/results/criterion.jsonl    bench/criterion.sh (criterion micro-benchmarks)
+  bench/results/reliability.jsonl  bench/reliability.sh (fault and shutdown tests)
+  bench/results/fuzz-ci.jsonl      FUZZ_RESULTS=... bash .ci/fuzz.sh (fuzz smoke runs)
+
+A figure lives between <!-- figures:NAME --> and <!-- /figures:NAME -->;
+this script owns what is in between.
+
+  python3 bench/render.py           rewrite the blocks from the data
+  python3 bench/render.py --check   fail if a block differs from what the data
+                                    gives, or if a measured-looking figure
+                                    (a decimal with a unit, µs, ns, %, an
+                                    execution count) stands outside a block
+
+tests/docs_figures.rs runs the check. --root DIR works on another tree.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+BLOCK = re.compile(r"(<!-- figures:([\w-]+) -->\n)(.*?)(<!-- /figures:\2 -->)", re.S)
+
+
+def read_jsonl(root, name):
+    path = os.path.join(root, "bench/results", name)
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def split_compare(lines):
+    runs = [r for r in lines if not r.get("failed")]
+    return runs, [r for r in lines if r.get("failed")]
+
+
+def provenance(run, source):
+    """One line: which file, written by what, at which commit and when."""
+    if not run:
+        return f"*Data: `{source}`; the command and commit of this run were not recorded.*\n"
+    dirty = " plus uncommitted changes" if run.get("dirty") else ""
+    load = run.get("loadavg_at_start")
+    load = f", load average at start {' '.join(load)}" if load else ""
+    return (f"*Data: `{source}`, written by `{run['command']}` at commit "
+            f"`{run['commit'][:10]}`{dirty} on {run['date'][:10]}{load}.*\n")
+
+
+def run_record(lines):
+    return next((r["run"] for r in lines if "run" in r), None)
+
+
+def ms(us):
+    return f"{us / 1000:.2f}"
+
+
+def holds(r):
+    return r["delivery_ratio"] >= 0.99 and r["latency_us"]["p99"] <= 50_000
+
+
+def render(runs, failed):
+    out = []
+    run = next((r["result"] for r in runs if r["server"] == "run"), None)
+    out.append(provenance(run, "bench/results/latest.jsonl"))
+    machine = next((r["result"] for r in runs if r["server"] == "machine"), None)
+    floors = {r["result"]["rate"]: r["result"] for r in runs if r["server"] == "floor"}
+    loads = [r for r in runs if r["server"] in ("natter", "inspircd") and r["result"]["mode"] == "load"]
+    idles = [r for r in runs if r["server"] in ("natter", "inspircd") and r["result"]["mode"] == "idle"]
+    long_runs = [r for r in loads if r["server"] == "natter" and r["result"]["duration_s"] >= 60]
+    sweep = [r for r in loads if r not in long_runs]
+
+    if machine:
+        out.append(f"Machine: {machine['cpu']}, {machine['cores']} cores, Linux {machine['kernel']}; "
+                   f"load average at start {' '.join(machine['loadavg_at_start'])}; {machine['inspircd']}.\n")
+
+    def floor_for(r):
+        deliveries = r["rate"] * (r["group"] - 1)
+        return floors.get(deliveries)
+
+    out.append("### Fan-out: C = {clients}, K = {group}, B = {payload} bytes, {duration:g} s window after {warmup:g} s warm-up\n".format(
+        clients=sweep[0]["result"]["clients"], group=sweep[0]["result"]["group"],
+        payload=sweep[0]["result"]["payload"], duration=sweep[0]["result"]["duration_s"],
+        warmup=sweep[0]["result"]["warmup_s"]) if sweep else "### Fan-out\n")
+    out.append("| server | R msg/s | delivered | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms "
+               "| server cores | µs CPU / delivery | × floor | generator lateness p99 ms | generator cores |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for run in sorted(sweep, key=lambda r: (r["result"]["rate"], r["server"])):
+        r = run["result"]
+        server = r.get("server") or {}
+        floor = floor_for(r)
+        per = server.get("cpu_us_per_delivery")
+        ratio = f"{per / floor['us_per_send']:.2f}" if per and floor else "–"
+        out.append(f"| {run['server']} | {r['rate']} | {100 * r['delivery_ratio']:.2f}% | {r['delivered_per_s']:.0f} "
+                   f"| {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} | {ms(r['latency_us']['p999'])} "
+                   f"| {ms(r['latency_us']['max'])} | {server.get('cpu_cores', '–')} | {per if per is not None else '–'} "
+                   f"| {ratio} | {ms(r['lateness_us']['p99'])} | {(r.get('generator') or {}).get('cpu_cores', '–')} |")
+    for f in failed:
+        out.append(f"| {f['server']} | run failed: `{f['args']}` | | | | | | | | | | | |")
+    out.append("")
+
+    if floors:
+        out.append("### The floor: one 64-byte `send()` per delivery (bench/floor.c)\n")
+        out.append("| sends/s | sockets | µs sender CPU per send | sender cores |")
+        out.append("|---:|---:|---:|---:|")
+        for rate, f in sorted(floors.items()):
+            out.append(f"| {rate} | {f['sockets']} | {f['us_per_send']} | {f['sender_cores']} |")
+        out.append("")
+
+    if idles:
+        out.append("### Idle registered connections\n")
+        out.append("| server | clients | setup s | server RSS before → held (KiB) | RSS per connection |")
+        out.append("|---|---:|---:|---:|---:|")
+        for run in idles:
+            r = run["result"]
+            s = r["server"]
+            per = s.get("rss_bytes_per_connection")
+            out.append(f"| {run['server']} | {r['clients']} | {r['setup_s']} | {s.get('rss_kib_before')} → {s.get('rss_kib_held')} "
+                       f"| {per / 1024:.2f} KiB |" if per is not None else "| – |")
+        out.append("")
+
+    if long_runs:
+        r = long_runs[-1]["result"]
+        s = r["server"] or {}
+        out.append(f"### Memory under traffic: natter, R = {r['rate']}, {r['duration_s']:g} s\n")
+        out.append(f"RSS 10 s into the window {s.get('rss_kib_10s')} KiB, at the end {s.get('rss_kib_end')} KiB; "
+                   f"{100 * r['delivery_ratio']:.2f}% delivered, p99 {ms(r['latency_us']['p99'])} ms, "
+                   f"{s.get('cpu_us_per_delivery')} µs CPU per delivery.\n")
+
+    out.append("### Targets, checked against this run\n")
+    out.extend(verdicts(sweep, floors, idles, long_runs, floor_for))
+    return "\n".join(out)
+
+
+def verdicts(sweep, floors, idles, long_runs, floor_for):
+    lines = []
+
+    def at(server, rate):
+        return next((r["result"] for r in sweep if r["server"] == server and r["result"]["rate"] == rate), None)
+
+    def mark(ok):
+        return "✅" if ok else "❌"
+
+    def cpu(r):
+        return ((r or {}).get("server") or {}).get("cpu_us_per_delivery")
+
+    n10, i10 = at("natter", 10000), at("inspircd", 10000)
+    if n10:
+        floor = floor_for(n10)
+        checks = [
+            ("100% delivered", n10["delivery_ratio"] >= 1.0, f"{100 * n10['delivery_ratio']:.3f}%"),
+            ("CPU/delivery ≤ InspIRCd's", i10 is not None and cpu(n10) <= cpu(i10), f"{cpu(n10)} vs {cpu(i10)} µs"),
+            ("CPU/delivery ≤ 1.2 × floor", floor is not None and cpu(n10) <= 1.2 * floor["us_per_send"],
+             f"{cpu(n10)} vs {floor['us_per_send'] if floor else '–'} µs ({cpu(n10) / floor['us_per_send']:.2f}×)" if floor else "no floor"),
+            ("p50 ≤ 0.3 ms", n10["latency_us"]["p50"] <= 300, f"{ms(n10['latency_us']['p50'])} ms"),
+        ]
+        for name, ok, detail in checks:
+            lines.append(f"- R = 10,000: {name}: {mark(ok)} {detail}")
+    n20, i20 = at("natter", 20000), at("inspircd", 20000)
+    if n20 and n10:
+        lines.append(f"- R = 20,000: natter CPU/delivery below its own at 10,000: {mark(cpu(n20) < cpu(n10))} {cpu(n20)} vs {cpu(n10)} µs")
+        if i20:
+            lines.append(f"- R = 20,000: below InspIRCd's: {mark(cpu(n20) < cpu(i20))} {cpu(n20)} vs {cpu(i20)} µs")
+            lines.append(f"- R = 20,000: p99 ≤ 50 ms: {mark(n20['latency_us']['p99'] <= 50_000)} natter {ms(n20['latency_us']['p99'])} ms, "
+                         f"InspIRCd {ms(i20['latency_us']['p99'])} ms")
+
+    def best(server):
+        ok = [r["result"]["rate"] for r in sweep if r["server"] == server and holds(r["result"])]
+        return max(ok) if ok else 0
+
+    bn, bi = best("natter"), best("inspircd")
+    if sweep and bn == bi == 0:
+        lines.append("- Highest R with p99 ≤ 50 ms and ≥ 99% delivered: not determined: neither server held it "
+                     "at any rate tried")
+    elif sweep:
+        lines.append(f"- Highest R with p99 ≤ 50 ms and ≥ 99% delivered: {mark(bn >= bi)} natter {bn}, InspIRCd {bi} "
+                     f"(of the rates tried)")
+    for run in idles:
+        if run["server"] != "natter":
+            continue
+        r = run["result"]
+        per = r["server"].get("rss_bytes_per_connection")
+        lines.append(f"- {r['clients']} idle clients: ≤ 1.5 KiB each {mark(per is not None and per <= 1536)} "
+                     f"{per / 1024 if per is not None else float('nan'):.2f} KiB; set up in ≤ 3 s {mark(r['setup_s'] <= 3)} {r['setup_s']} s")
+    if long_runs:
+        s = long_runs[-1]["result"]["server"] or {}
+        a, b = s.get("rss_kib_10s"), s.get("rss_kib_end")
+        if a and b:
+            growth = (b - a) / a
+            lines.append(f"- RSS after {long_runs[-1]['result']['duration_s']:g} s within 10% of RSS after 10 s: "
+                         f"{mark(abs(growth) <= 0.10)} {a} → {b} KiB ({100 * growth:+.1f}%)")
+    return lines
+
+
+
+
+# --- README: how fast, in one paragraph ---------------------------------------
+
+def num(n):
+    return f"{n:,}"
+
+
+def how_fast(root):
+    runs, _ = split_compare(read_jsonl(root, "latest.jsonl"))
+    loads = [r for r in runs if r["server"] in ("natter", "inspircd")
+             and r["result"]["mode"] == "load" and r["result"]["duration_s"] < 60]
+    machine = next(r["result"] for r in runs if r["server"] == "machine")
+
+    def at(server, rate):
+        return next(r["result"] for r in loads if r["server"] == server and r["result"]["rate"] == rate)
+
+    def best(server):
+        ok = [r["result"]["rate"] for r in loads if r["server"] == server and holds(r["result"])]
+        return num(max(ok)) if ok else "none of the rates tried"
+
+    def idle(server):
+        r = next(r["result"] for r in runs if r["server"] == server and r["result"]["mode"] == "idle")
+        return f"{r['server']['rss_bytes_per_connection'] / 1024:.2f} KiB"
+
+    n, i = at("natter", 10000), at("inspircd", 10000)
+    run = next((r["result"] for r in runs if r["server"] == "run"), None)
+    return (
+        f"Measured side by side with InspIRCd on one {machine['cores']}-core machine "
+        f"({num(n['clients'])} clients in conversations of {n['group']}, {n['payload']}-byte messages; "
+        f"method and every figure in [docs/PERFORMANCE.md](docs/PERFORMANCE.md)): at "
+        f"{num(n['rate'])} messages a second ({num(n['rate'] * (n['group'] - 1))} deliveries) natter "
+        f"delivered {100 * n['delivery_ratio']:.2f}% with a p50 of {ms(n['latency_us']['p50'])} ms and a "
+        f"p99 of {ms(n['latency_us']['p99'])} ms (InspIRCd: {ms(i['latency_us']['p50'])} ms and "
+        f"{ms(i['latency_us']['p99'])} ms), for {n['server']['cpu_us_per_delivery']} µs of server CPU per "
+        f"delivery (InspIRCd: {i['server']['cpu_us_per_delivery']} µs). The highest rate tried at which it "
+        f"kept p99 under 50 ms with at least 99% delivered: {best('natter')} messages a second "
+        f"(InspIRCd: {best('inspircd')}). An idle registered client held {idle('natter')} of server memory "
+        f"(InspIRCd: {idle('inspircd')}).\n\n" + provenance(run, "bench/results/latest.jsonl"))
+
+
+def results(root):
+    runs, failed = split_compare(read_jsonl(root, "latest.jsonl"))
+    return render(runs, failed)
+
+
+# --- criterion ------------------------------------------------------------------
+
+# (criterion id, what it measures, target in ns or None)
+CRITERION_ROWS = [
+    ("decode SEND_MESSAGE/Framed decode_command",
+     "decode framed `SEND_MESSAGE`, bytes → `Command` (the server's `decode_command`)", 150),
+    ("decode SEND_MESSAGE/Framed", "the same through the general path (`decode`, then `Command::from_raw`)", None),
+    ("decode SEND_MESSAGE/Classic decode_command", "decode classic `SEND_MESSAGE` (`decode_command`)", None),
+    ("decode SEND_MESSAGE/Classic", "… through the general path", None),
+    ("decode SEND_MESSAGE/Json decode_command", "decode JSON `SEND_MESSAGE` (`decode_command`)", None),
+    ("decode SEND_MESSAGE/Json", "… through the general path", None),
+    ("decode SEND_MESSAGE/natter pickle::decode (pickle only)",
+     "read the classic message's pickle with natter's general reader (`pickle::decode`)", None),
+    ("decode SEND_MESSAGE/serde-pickle value_from_slice (pickle only)",
+     "the same pickle read by serde-pickle, for comparison", None),
+    ("encode MESSAGE/Framed", "encode `MESSAGE` once, framed", 100),
+    ("encode MESSAGE/Classic", "encode `MESSAGE` once, classic", 100),
+    ("encode MESSAGE/Json", "encode `MESSAGE` once, JSON", 100),
+    ("send_message/10", "chat state: one `SEND_MESSAGE` to 10 members", None),
+    ("send_message/100", "chat state: one `SEND_MESSAGE` to 100 members", None),
+    ("send_message/1000", "chat state: one `SEND_MESSAGE` to 1,000 members", None),
+    ("online_users/uncached/10000", "`ONLINE_USERS` for 10,000 users, built", None),
+    ("online_users/cached/10000", "… cached", None),
+    ("online_users/periodic_snapshot_cached/10000", "… the periodic snapshot", None),
+    ("encode ONLINE_USERS 10k/Framed", "encode `ONLINE_USERS` for 10,000 users, framed", None),
+    ("encode ONLINE_USERS 10k/Classic", "… classic", None),
+    ("encode ONLINE_USERS 10k/Json", "… JSON", None),
+]
+
+
+def duration(ns):
+    for unit, scale in (("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.3g} {unit}"
+    return f"{ns:.3g} ns"
+
+
+def criterion(root):
+    lines = read_jsonl(root, "criterion.jsonl")
+    by_id = {r["id"]: r for r in lines if "id" in r}
+    out = [provenance(run_record(lines), "bench/results/criterion.jsonl"),
+           "| benchmark | median | 95% interval of the mean | target |", "|---|---:|---:|---|"]
+    for bench_id, what, target in CRITERION_ROWS:
+        r = by_id.get(bench_id)
+        if r is None:
+            out.append(f"| {what} | not measured | | |")
+            continue
+        verdict = "" if target is None else f"≤ {target} ns {'✅' if r['median_ns'] <= target else '❌'}"
+        out.append(f"| {what} | {duration(r['median_ns'])} | {duration(r['mean_lower_ns'])} – "
+                   f"{duration(r['mean_upper_ns'])} | {verdict} |")
+    return "\n".join(out) + "\n"
+
+
+# --- natter A/B runs -------------------------------------------------------------
+
+def ab_table(root, group):
+    lines = read_jsonl(root, "ab.jsonl")
+    rows = [r for r in lines if r.get("group") == group]
+    out = [provenance(run_record(lines), "bench/results/ab.jsonl"),
+           "| setting | R msg/s | delivered | p50 ms | p99 ms | server cores | µs CPU / delivery |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        r = row.get("result")
+        if r is None:
+            out.append(f"| `{row['flags']}` | {row['rate']} | run failed | | | | |")
+            continue
+        out.append(f"| `{row['flags']}` | {r['rate']} | {100 * r['delivery_ratio']:.2f}% "
+                   f"| {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
+                   f"| {r['server']['cpu_cores']} | {r['server']['cpu_us_per_delivery']} |")
+    return "\n".join(out) + "\n"
+
+
+# --- reliability -----------------------------------------------------------------
+
+def spread(values, fmt="{:g}"):
+    """'a–b' over the runs (or one value when they agree)."""
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}–{fmt.format(hi)}"
+
+
+def reliability_rows(root):
+    lines = read_jsonl(root, "reliability.jsonl")
+    figures = [r for r in lines if "test" in r]
+
+    def of(test):
+        found = [r for r in figures if r["test"] == test]
+        if not found:
+            sys.exit(f"reliability.jsonl has no figures of {test}")
+        return found
+
+    def col(test, key, fmt="{:g}"):
+        return spread([r[key] for r in of(test)], fmt)
+
+    return lines, of, col
+
+
+def faults(root):
+    lines, of, col = reliability_rows(root)
+    runs = len(of("churn"))
+    garbage = of("garbage")
+    out = [provenance(run_record(lines), "bench/results/reliability.jsonl"),
+           f"Ranges are over {runs} run{'s' if runs > 1 else ''}.\n",
+           "| test | measured |", "|---|---|"]
+    out.append(
+        f"| churn | {col('churn', 'cycles')} cycles in {col('churn', 'seconds', '{:.1f}')} s "
+        f"({col('churn', 'per_second', '{:.0f}')} a second); open descriptors "
+        f"{col('churn', 'fds_before')} before, {col('churn', 'fds_after')} after; RSS "
+        f"{col('churn', 'rss_kib_before')} KiB before, {col('churn', 'rss_kib_after')} KiB after; afterwards "
+        f"{col('churn', 'connections')} connection, {col('churn', 'users')} user, "
+        f"{col('churn', 'conversations')} conversations, {col('churn', 'peers')} peer |")
+    out.append(
+        f"| slow loris | {col('slow_loris', 'round_trips')} round trips a phase; p50 / p99 without "
+        f"{col('slow_loris', 'p50_ms_quiet', '{:.2f}')} / {col('slow_loris', 'p99_ms_quiet', '{:.2f}')} ms, "
+        f"with {col('slow_loris', 'loris')} loris {col('slow_loris', 'p50_ms_loris', '{:.2f}')} / "
+        f"{col('slow_loris', 'p99_ms_loris', '{:.2f}')} ms (measured again {col('slow_loris', 'measured_again')} "
+        f"times); loris still connected at the end: {col('slow_loris', 'still_open')} |")
+    out.append(
+        f"| broken connections | {col('broken_connections', 'broken')} broken; afterwards "
+        f"{col('broken_connections', 'users')} users, {col('broken_connections', 'conversations')} conversation, "
+        f"{col('broken_connections', 'peers')} peers; descriptors {col('broken_connections', 'fds_before')} → "
+        f"{col('broken_connections', 'fds_after')}; the next round trip {col('broken_connections', 'round_trip_ms', '{:.2f}')} ms |")
+    out.append(
+        f"| slow consumer | cut off after {col('slow_consumer', 'messages')} messages "
+        f"({col('slow_consumer', 'seconds', '{:.2f}')} s); the sender's p99 round trip meanwhile "
+        f"{col('slow_consumer', 'p99_ms', '{:.2f}')} ms |")
+    per_encoding = "; ".join(
+        f"{enc}: ERROR and end of stream after {spread([g['closed_ms'] for g in garbage if g['encoding'] == enc], '{:.1f}')} ms, "
+        f"{spread([g['mb_written'] for g in garbage if g['encoding'] == enc], '{:.1f}')} MB written by then"
+        for enc in sorted({g["encoding"] for g in garbage}))
+    out.append(
+        f"| garbage | {per_encoding}; the others' next round trip {spread([g['round_trip_ms'] for g in garbage], '{:.2f}')} ms; "
+        f"RSS {col('garbage_memory', 'rss_kib_before')} KiB before, peak {col('garbage_memory', 'rss_kib_peak')} KiB |")
+    out.append("")
+    out.append(f"The whole file took {col('faults_file', 'seconds', '{:.0f}')} s of wall time "
+               f"(`cargo nextest run -p natter-server --test faults`).")
+    return "\n".join(out) + "\n"
+
+
+def shutdown(root):
+    lines, of, col = reliability_rows(root)
+    runs = len(of("shutdown"))
+    return (provenance(run_record(lines), "bench/results/reliability.jsonl") + "\n" +
+            f"Measured ({runs} run{'s' if runs > 1 else ''}): the {col('shutdown', 'clients')} clients were ready "
+            f"(registered, joined, first echo seen) in {col('shutdown', 'ready_s', '{:.1f}')} s; after SIGTERM "
+            f"{col('shutdown', 'told')} of them got `ERROR \"server shutting down\"` and "
+            f"{col('shutdown', 'clean_ends')} a clean end of stream, the last one "
+            f"{col('shutdown', 'last_end_s', '{:.2f}')} s after the signal; the process exited "
+            f"{col('shutdown', 'exit_s', '{:.2f}')} s after it.\n")
+
+
+def fuzz_ci(root):
+    lines = read_jsonl(root, "fuzz-ci.jsonl")
+    out = [provenance(run_record(lines), "bench/results/fuzz-ci.jsonl"),
+           "| target | seconds | executions | per second | new inputs |", "|---|---:|---:|---:|---:|"]
+    for r in (r for r in lines if "target" in r):
+        out.append(f"| `{r['target']}` | {r['seconds']} | {num(r['executions'])} | {num(r['exec_per_s'])} "
+                   f"| {r['new_inputs']} |")
+    return "\n".join(out) + "\n"
+
+
+RENDERERS = {
+    "how-fast": how_fast,
+    "results": results,
+    "criterion": criterion,
+    "coalescing": lambda root: ab_table(root, "coalescing"),
+    "threads": lambda root: ab_table(root, "threads"),
+    "low-rate": lambda root: ab_table(root, "low-rate"),
+    "faults": faults,
+    "shutdown": shutdown,
+    "fuzz-ci": fuzz_ci,
+}
+
+# --- the check for figures outside the blocks ------------------------------------
+
+UNIT = r"(?:ns|µs|us|ms|s|KiB|KB|MB|MiB|GB|GiB|%)"
+STRAY = [
+    re.compile(rf"(?<![\w.])\d[\d,]*\.\d+ ?{UNIT}(?!\w)"),   # 0.88 ms, 3.3 KiB, 1.5 s
+    re.compile(r"(?<![\w.])\d[\d,]* ?(?:ns|µs|%)(?!\w)"),    # 59 ns, 7 µs, 85%
+    re.compile(r"(?<![\w.])\d[\d,]{3,} executions"),          # 2,315,659 executions
+]
+
+
+def prose(text):
+    """The text outside figure blocks, code fences and inline code."""
+    text = BLOCK.sub("", text)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def stray_figures(path, text):
+    found = []
+    for n, line in enumerate(prose(text).splitlines(), 1):
+        for pattern in STRAY:
+            found += [f"{path}: {m.group(0)!r} in {line.strip()!r}" for m in pattern.finditer(line)]
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--root", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    args = parser.parse_args()
+    problems = []
+    docs = ["README.md"] + sorted(os.path.relpath(p, args.root)
+                                  for p in glob.glob(os.path.join(args.root, "docs", "*.md")))
+    for doc in docs:
+        path = os.path.join(args.root, doc)
+        text = open(path).read()
+
+        def fill(match):
+            name = match.group(2)
+            if name not in RENDERERS:
+                problems.append(f"{doc}: unknown figures block {name!r}")
+                return match.group(0)
+            return match.group(1) + RENDERERS[name](args.root).rstrip("\n") + "\n" + match.group(4)
+
+        new = BLOCK.sub(fill, text)
+        problems += stray_figures(doc, new)
+        if new != text:
+            if args.check:
+                stale = [m.group(2) for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new))
+                         if m.group(0) != n.group(0)]
+                problems.append(f"{doc}: figures differ from bench/results in {', '.join(stale)} "
+                                f"(run python3 bench/render.py)")
+            else:
+                open(path, "w").write(new)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
