@@ -7,6 +7,8 @@ committed under bench/results/, which the scripts that measured wrote:
   bench/results/criterion.jsonl    bench/criterion.sh (criterion micro-benchmarks)
   bench/results/reliability.jsonl  bench/reliability.sh (fault and shutdown tests)
   bench/results/fuzz-ci.jsonl      FUZZ_RESULTS=... bash .ci/fuzz.sh (fuzz smoke runs)
+  bench/results/store.jsonl        bench/store.sh (the store's criterion bench)
+  bench/results/store_ab.jsonl     bench/store_ab.sh (fan-out, --ephemeral against durable)
 
 A figure lives between <!-- figures:NAME --> and <!-- /figures:NAME -->;
 this script owns what is in between.
@@ -273,7 +275,7 @@ CRITERION_ROWS = [
 
 
 def duration(ns):
-    for unit, scale in (("ms", 1e6), ("µs", 1e3)):
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
         if ns >= scale:
             return f"{ns / scale:.3g} {unit}"
     return f"{ns:.3g} ns"
@@ -402,6 +404,114 @@ def fuzz_ci(root):
     return "\n".join(out) + "\n"
 
 
+# --- the store ----------------------------------------------------------------------
+
+def mark(ok):
+    return "✅" if ok else "❌"
+
+
+def store(root):
+    """docs/STORAGE.md: bench/store.sh's run, with the targets of issue 11."""
+    lines = read_jsonl(root, "store.jsonl")
+    by_id = {r["id"]: r for r in lines if "id" in r}
+    figures = {r["figure"]["id"]: r["figure"] for r in lines if "figure" in r}
+    out = [provenance(run_record(lines), "bench/results/store.jsonl"),
+           "Criterion's mean, with its 95% interval in brackets; percentiles from the bench's own timed runs.\n",
+           "| what | measured | target |", "|---|---|---|"]
+
+    def rate(bench_id, what, target=None):
+        r = by_id.get(bench_id)
+        if r is None:
+            out.append(f"| {what} | not measured | |")
+            return
+        n = r.get("elements", 1)
+        per_s = lambda ns: n / (ns / 1e9)
+        verdict = f"≥ {num(target)}/s {mark(per_s(r['mean_ns']) >= target)}" if target else ""
+        out.append(f"| {what} | {duration(r['mean_ns'])} per {num(n)} messages = **{num(int(round(per_s(r['mean_ns']), -3)))} "
+                   f"messages/s** [{num(int(round(per_s(r['mean_upper_ns']), -3)))}–{num(int(round(per_s(r['mean_lower_ns']), -3)))}] "
+                   f"| {verdict} |")
+
+    def mean(bench_id, what):
+        r = by_id.get(bench_id)
+        out.append(f"| {what} | {duration(r['mean_ns'])} [{duration(r['mean_lower_ns'])} – "
+                   f"{duration(r['mean_upper_ns'])}] | |" if r else f"| {what} | not measured | |")
+
+    def pct(figure_id, what, noun, keys, target=None):
+        f = figures.get(figure_id)
+        if f is None:
+            out.append(f"| {what} | not measured | |")
+            return
+        names = {"p50_ns": "p50", "p99_ns": "p99", "p999_ns": "p99.9", "max_ns": "max"}
+        measured = ", ".join(f"{names[k]} {duration(f[k])}" for k in keys)
+        verdict = ""
+        if target:
+            key, limit_ns, label = target
+            verdict = f"{names[key]} ≤ {label} {mark(f[key] <= limit_ns)}"
+        out.append(f"| {what} ({num(f['count'])} {noun}) | {measured} | {verdict} |")
+
+    rate("commit/256", "durable commit, 256 messages of 64 bytes per transaction (100 conversations)", 150_000)
+    rate("commit/1024", "durable commit, 1,024 messages per transaction", 150_000)
+    rate("worker/16", "through the writer thread, batches of 16 sent as fast as they are confirmed "
+         "(group commit decides the transaction size, as under the hub)", 150_000)
+    mean("worker_latency/alone", "one batch of 10 alone, send → `Committed`")
+    pct("worker_latency/steady_10k", "a steady 10,000 messages/s, a batch of 10 every ms over 1,000 conversations, "
+        "send → `Committed`", "batches", ["p50_ns", "p99_ns", "max_ns"])
+    pct("history/100", "`HISTORY` of 100 at random points of a conversation with 1,000,000 messages",
+        "calls", ["p50_ns", "p99_ns", "p999_ns"], ("p99_ns", 2_000_000, "2 ms"))
+    mean("history/100", "… criterion's mean of the same")
+    pct("startup/1M_all_nonces_recent", "start-up (`Store::open` + `load_snapshot`), 1,000,000 messages and "
+        "10,000 conversations stored, every message carrying a nonce of the last 24 h (all come back)",
+        "runs", ["p50_ns", "max_ns"], ("max_ns", 2_000_000_000, "2 s"))
+    mean("startup/1M_no_nonce_recent", "the same start-up when no nonce is recent")
+    large = figures.get("large_store")
+    if large:
+        out.append(f"| size of the 1,000,000-message store | {large['bytes'] / 1e6:.0f} MB, "
+                   f"{large['bytes'] / large['messages']:.0f} bytes a message (built in "
+                   f"{large['build_ms'] / 1000:.1f} s) | |")
+    return "\n".join(out) + "\n"
+
+
+def store_ab(root):
+    """docs/PERFORMANCE.md: bench/store_ab.sh's interleaved runs."""
+    lines = read_jsonl(root, "store_ab.jsonl")
+    rows = [r for r in lines if "mode" in r]
+    out = [provenance(run_record(lines), "bench/results/store_ab.jsonl"),
+           "| run | mode | R msg/s | delivered | p50 ms | p99 ms | server cores | µs CPU / delivery |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    cpu = {"ephemeral": [], "durable": []}
+    for n, row in enumerate(rows, 1):
+        r = row.get("result")
+        if r is None:
+            out.append(f"| {n} | {row['mode']} | {row['rate']} | run failed | | | | |")
+            continue
+        per = (r.get("server") or {}).get("cpu_us_per_delivery")
+        if per is not None:
+            cpu[row["mode"]].append(per)
+        out.append(f"| {n} | {row['mode']} | {r['rate']} | {100 * r['delivery_ratio']:.2f}% "
+                   f"| {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
+                   f"| {(r.get('server') or {}).get('cpu_cores', '–')} | {per if per is not None else '–'} |")
+    out.append("")
+    durable = [r["result"] for r in rows if r["mode"] == "durable" and r.get("result")]
+    failed = [r for r in rows if r["mode"] == "durable" and not r.get("result")]
+    out.append("Targets (issue 11), for durable mode:\n")
+    if cpu["ephemeral"] and cpu["durable"]:
+        e = sum(cpu["ephemeral"]) / len(cpu["ephemeral"])
+        d = sum(cpu["durable"]) / len(cpu["durable"])
+        out.append(f"- CPU per delivery ≤ 1.25 × `--ephemeral`'s (means over the runs): {mark(d <= 1.25 * e)} "
+                   f"{d:.2f} vs {e:.2f} µs, ratio {d / e:.2f}")
+    else:
+        out.append("- CPU per delivery ≤ 1.25 × `--ephemeral`'s: not determined (no CPU figures)")
+    if durable:
+        worst = lambda key: max(r["latency_us"][key] for r in durable)
+        lowest = min(r["delivery_ratio"] for r in durable)
+        out.append(f"- p50 ≤ 1 ms in every run: {mark(worst('p50') <= 1000 and not failed)} worst {ms(worst('p50'))} ms")
+        out.append(f"- p99 ≤ 20 ms in every run: {mark(worst('p99') <= 20_000 and not failed)} worst {ms(worst('p99'))} ms")
+        out.append(f"- 100% delivered in every run: {mark(lowest >= 1.0 and not failed)} lowest {100 * lowest:.3f}%")
+    if failed:
+        out.append(f"- {len(failed)} durable run(s) failed")
+    return "\n".join(out) + "\n"
+
+
 RENDERERS = {
     "how-fast": how_fast,
     "results": results,
@@ -412,6 +522,8 @@ RENDERERS = {
     "faults": faults,
     "shutdown": shutdown,
     "fuzz-ci": fuzz_ci,
+    "store": store,
+    "store-ab": store_ab,
 }
 
 # --- the check for figures outside the blocks ------------------------------------

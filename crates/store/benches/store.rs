@@ -15,7 +15,11 @@
 //!   worst case, every one comes back) and 10,000 conversations.
 //!
 //! Criterion reports means; the targets are about tails, so `history` and
-//! `startup` also print percentiles from their own timed runs.
+//! `startup` also print percentiles from their own timed runs, each also as
+//! one `FIGURE {json}` line that `bench/store.sh` collects.
+//!
+//! A `--measurement-time` on the command line replaces the longer times
+//! some groups set for themselves (`bench/store.sh` runs it short).
 
 use std::cell::OnceCell;
 use std::path::PathBuf;
@@ -33,6 +37,13 @@ const CONVERSATIONS: u64 = 100;
 /// Messages in the large store.
 const MILLION: u64 = 1_000_000;
 const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// `secs`, unless the command line gave `--measurement-time` (which then
+/// applies to every group, as criterion's default does).
+fn measurement_time(secs: u64) -> Option<Duration> {
+    let given = std::env::args().any(|arg| arg.starts_with("--measurement-time"));
+    (!given).then(|| Duration::from_secs(secs))
+}
 
 fn bench_dir() -> tempfile::TempDir {
     let base = std::env::var_os("NATTER_BENCH_DIR")
@@ -116,9 +127,10 @@ fn commit(c: &mut Criterion) {
     store.commit(&conversations(1, CONVERSATIONS)).unwrap();
     let mut messages = Messages::new();
     let mut group = c.benchmark_group("commit");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(10));
+    group.sample_size(20);
+    if let Some(time) = measurement_time(10) {
+        group.measurement_time(time);
+    }
     for size in [256usize, 1024] {
         group.throughput(Throughput::Elements(size as u64));
         group.bench_function(BenchmarkId::from_parameter(size), |b| {
@@ -149,9 +161,10 @@ fn worker(c: &mut Criterion) {
     let mut ticket = 0;
     let size = 16;
     let mut group = c.benchmark_group("worker");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(10));
+    group.sample_size(20);
+    if let Some(time) = measurement_time(10) {
+        group.measurement_time(time);
+    }
     group.throughput(Throughput::Elements(size as u64));
     group.bench_function(BenchmarkId::from_parameter(size), |b| {
         b.iter_custom(|iters| {
@@ -253,6 +266,7 @@ fn steady_load(
         std::thread::sleep(Duration::from_micros(50));
     }
     print_latencies(
+        "worker_latency/steady_10k",
         &format!(
             "worker at 10,000 msg/s, batches of 10, 1,000 conversations ({} batches): send -> Committed",
             *ticket + 1 - first
@@ -285,6 +299,10 @@ fn large_store() -> (tempfile::TempDir, i64) {
         "large store: {MILLION} messages, {:.0} MB, built in {:.1?}",
         size as f64 / 1e6,
         started.elapsed()
+    );
+    println!(
+        r#"FIGURE {{"id":"large_store","messages":{MILLION},"conversations":10000,"bytes":{size},"build_ms":{}}}"#,
+        started.elapsed().as_millis()
     );
     (dir, end)
 }
@@ -334,7 +352,11 @@ fn print_history_percentiles(reader: &Reader, random_before: &mut impl FnMut() -
             .unwrap();
         assert_eq!(page.len(), 100);
     }
-    print_latencies("history/100 of 1M (20,000 calls)", &latencies);
+    print_latencies(
+        "history/100",
+        "history/100 of 1M (20,000 calls)",
+        &latencies,
+    );
 }
 
 fn startup(c: &mut Criterion, large: &Large) {
@@ -344,9 +366,10 @@ fn startup(c: &mut Criterion, large: &Large) {
     };
     let mut printed = false;
     let mut group = c.benchmark_group("startup");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(20));
+    group.sample_size(10);
+    if let Some(time) = measurement_time(20) {
+        group.measurement_time(time);
+    }
     group.bench_function("1M_all_nonces_recent", |b| {
         let end = large.get().1;
         if !std::mem::replace(&mut printed, true) {
@@ -359,6 +382,7 @@ fn startup(c: &mut Criterion, large: &Large) {
                 assert_eq!(snapshot.conversations.len(), 10_000);
             }
             print_latencies(
+                "startup/1M_all_nonces_recent",
                 "startup, 1M stored, all 1M nonces in the window (10 runs)",
                 &times,
             );
@@ -373,7 +397,9 @@ fn startup(c: &mut Criterion, large: &Large) {
     group.finish();
 }
 
-fn print_latencies(what: &str, h: &Histogram<u64>) {
+/// Prints the percentiles for people, then as a `FIGURE` line (JSON, in
+/// nanoseconds) for `bench/store.sh`.
+fn print_latencies(id: &str, what: &str, h: &Histogram<u64>) {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
     println!(
         "{what}: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
@@ -381,6 +407,14 @@ fn print_latencies(what: &str, h: &Histogram<u64>) {
         ms(0.99),
         ms(0.999),
         h.max() as f64 / 1e6
+    );
+    println!(
+        r#"FIGURE {{"id":"{id}","what":"{what}","count":{},"p50_ns":{},"p99_ns":{},"p999_ns":{},"max_ns":{}}}"#,
+        h.len(),
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max()
     );
 }
 

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# What durable history costs the fan-out: the workload of bench/compare.sh
+# (C = 1000 clients in groups of K = 10, 64-byte messages, R = 10,000
+# messages/s) against `natter serve --ephemeral` and against `natter serve
+# --data-dir DIR` (DIR fresh for each run, on a real disk: a tmpfs has no
+# fsync), interleaved: ephemeral, durable, ephemeral, durable (RUNS pairs,
+# default 2). Each run gets a fresh server pinned to CPU 0, the generator
+# on CPU 1. Writes bench/results/store_ab.jsonl (after a line saying how,
+# at which commit and on what machine), then renders the docs
+# (bench/render.py).
+#
+#   bench/store_ab.sh     # 4 runs of WARMUP 2 s + DURATION 8 s (+ drain): ~1 minute
+#
+# Loopback only; each run stops by itself and its server is stopped after.
+# NATTER_BIN picks the binary (default: build target/release/natter);
+# DATA_BASE the directory the data dirs are made in (default: the Cargo
+# target dir).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WARMUP=${WARMUP:-2}
+DURATION=${DURATION:-8}
+RATE=${RATE:-10000}
+RUNS=${RUNS:-2}
+PORT=${PORT:-16677}
+PRIORITY=${PRIORITY:-"nice -n -15"}
+cd "$ROOT"
+
+target=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+if [[ -n "${NATTER_BIN:-}" ]]; then
+    NATTER=$NATTER_BIN
+else
+    cargo build --release --quiet --bin natter
+    NATTER=$target/release/natter
+fi
+DATA_BASE=${DATA_BASE:-$target}
+mkdir -p "$DATA_BASE"
+if [[ "$(stat -f -c %T "$DATA_BASE")" == tmpfs ]]; then
+    echo "$DATA_BASE is on a tmpfs (no fsync): set DATA_BASE to a directory on a disk" >&2
+    exit 1
+fi
+command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; exit 1; }
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then echo "127.0.0.1:$PORT is in use" >&2; exit 1; fi
+
+out=$(mktemp)
+SERVER_PID=""
+DATA_DIR=""
+stop_server() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+    if [[ -n "$DATA_DIR" ]]; then
+        rm -rf "$DATA_DIR"
+        DATA_DIR=""
+    fi
+}
+trap 'stop_server; rm -f "$out"' EXIT
+
+echo "{\"run\":$(python3 bench/run_record.py "WARMUP=$WARMUP DURATION=$DURATION RUNS=$RUNS bench/store_ab.sh")}" >"$out"
+
+# run MODE: one measured run against a fresh server; appends its JSON line.
+run() {
+    local mode=$1 store
+    if [[ $mode == durable ]]; then
+        DATA_DIR=$(mktemp -d "$DATA_BASE/store-ab.XXXXXX")
+        store=(--data-dir "$DATA_DIR")
+    else
+        store=(--ephemeral)
+    fi
+    RUST_LOG=warn $PRIORITY taskset -c 0 "$NATTER" serve --listen "127.0.0.1:$PORT" --no-web "${store[@]}" \
+        --rate-limit 0 --max-connections-per-ip 0 --max-connections 20000 \
+        --presence-coalesce 100 --presence-interval 10 >/dev/null 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+    echo "$mode R=$RATE" >&2
+    local result
+    result=$($PRIORITY taskset -c 1 "$NATTER" bench --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
+        --clients 1000 --group 10 --payload 64 --rate "$RATE" --warmup "$WARMUP" \
+        --duration "$DURATION" --json --quiet) || result=null
+    stop_server
+    printf '{"mode":"%s","rate":%s,"result":%s}\n' "$mode" "$RATE" "$result" >>"$out"
+}
+
+for _ in $(seq "$RUNS"); do
+    run ephemeral
+    run durable
+done
+
+cat "$out" >bench/results/store_ab.jsonl
+python3 bench/render.py
+echo "wrote bench/results/store_ab.jsonl and rendered the docs" >&2
