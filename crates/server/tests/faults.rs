@@ -716,9 +716,16 @@ async fn a_burst_of_large_messages_cuts_off_only_the_slow_consumer() {
                 .unwrap();
             assert_eq!(got, Ok(640), "write coalescing {write_coalesce:?}");
         }
+        let took = started.elapsed();
         println!(
-            "burst: 640 x 8 KB to 2 readers in {:.2?} (write coalescing {write_coalesce:?})",
-            started.elapsed()
+            "burst: 640 x 8 KB to 2 readers in {took:.2?} (write coalescing {write_coalesce:?})"
+        );
+        figures(
+            "burst",
+            serde_json::json!({
+                "messages": 640, "seconds": took.as_secs_f64(),
+                "write_coalesce_ms": ms(write_coalesce),
+            }),
         );
         // The limit still works: the member that never reads is cut off.
         wait_for_stats(&server, PATIENCE, |s| s.users == 2).await;
@@ -815,6 +822,13 @@ async fn a_flooder_is_cut_off_while_the_others_round_trips_stay_under_50_ms() {
     println!(
         "flood: cut off after {after:.2?} ({error:?}); {} round trips of the others, p50 {p50:.2?}, max {worst:.2?}",
         times.len()
+    );
+    figures(
+        "flood",
+        serde_json::json!({
+            "cut_off_s": after.as_secs_f64(), "round_trips": times.len(),
+            "p50_ms": ms(p50), "max_ms": ms(worst),
+        }),
     );
     assert_eq!(
         error.as_deref(),
