@@ -607,3 +607,62 @@ async fn healthz_reflects_the_hubs_liveness() {
     assert_eq!((status, body.as_str()), (503, "hub failed\n"));
     server.shutdown().await;
 }
+
+/// The slow-consumer rule counts, for a browser too, only what its socket
+/// refused: a burst of large messages (16 × 8,000 bytes at a time, 640 in
+/// all) with a 64 KiB send queue reaches a browser that reads, whole.
+#[tokio::test]
+async fn a_browser_that_reads_is_not_cut_off_by_a_burst_of_large_messages() {
+    let mut config = web_config();
+    config.send_queue = 65536;
+    let (server, web) = start_web(config).await;
+    let mut sender = TestClient::registered(server.local_addr(), Encoding::Framed, "sender").await;
+    let mut reader = Browser::signed_in(web, "reader").await;
+    let conv = sender.invite(&["reader"]).await;
+    sender.join(conv).await;
+    reader.expect_command("INVITATION").await;
+    reader
+        .send(json!({"command": "JOIN", "args": [conv]}))
+        .await;
+    reader.expect_command("MEMBERS").await;
+    let (mut sender_in, mut sender_out) = sender.split();
+    // The sender reads its own echoes, so that it is not the slow one.
+    let echoes = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < 640 {
+            match sender_in.recv().await {
+                common::Received::Closed => return seen,
+                common::Received::Message(natter_proto::ServerMessage::Message { .. }) => seen += 1,
+                common::Received::Message(_) => {}
+            }
+        }
+        seen
+    });
+    let writing = tokio::spawn(async move {
+        let text = "x".repeat(7990);
+        for burst in 0..40 {
+            let mut out = bytes::BytesMut::new();
+            for k in 0..16 {
+                let command = natter_proto::Command::SendMessage {
+                    conv,
+                    text: format!("{} {text}", burst * 16 + k),
+                    nonce: None,
+                };
+                natter_proto::codec::encode_command(&command, Encoding::Framed, &mut out);
+            }
+            if sender_out.write_all(&out).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    for k in 0..640 {
+        reader.name = format!("reader at #{k}");
+        let message = reader.expect_command("MESSAGE").await;
+        let text = message[2].as_str().unwrap();
+        assert!(text.starts_with(&format!("{k} ")), "#{k}: {}", &text[..8]);
+    }
+    writing.await.unwrap();
+    assert_eq!(echoes.await.unwrap(), 640);
+    server.shutdown().await;
+}
