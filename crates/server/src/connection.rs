@@ -64,10 +64,10 @@ pub async fn serve(
     let first = tokio::select! {
         _ = cancel.cancelled() => return,
         read = read_some(&stream, &mut buf) => Some(read),
-        _ = Box::pin(registration_expires(accepted, register_timeout)) => None,
+        // Silent until the deadline: closed below, with an ERROR.
+        _ = registration_expires(accepted, register_timeout) => None,
     };
-    let silent = first.is_none();
-    if !silent && !matches!(first, Some(Ok(n)) if n > 0) {
+    if matches!(first, Some(Ok(0) | Err(_))) {
         tracing::debug!(conn = conn.0, peer = %addr, "closed before sending anything");
         return;
     }
