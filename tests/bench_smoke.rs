@@ -125,6 +125,27 @@ fn idle_mode_reports_setup_time_and_memory_per_connection() {
 }
 
 #[test]
+fn scope_mode_sets_up_clients_that_see_only_their_group() {
+    let server = start_server();
+    #[rustfmt::skip]
+    let report = bench(
+        &["--addr", &server.addr, "--clients", "40", "--group", "4", "--idle", "--scope",
+          "--duration", "0.2", "--json", "--quiet"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(report["scope"], true);
+    assert_eq!(report["disconnects"].as_u64().unwrap(), 0);
+    #[rustfmt::skip]
+    let report = bench(
+        &["--addr", &server.addr, "--clients", "20", "--group", "5", "--rate", "100",
+          "--scope", "--warmup", "0.2", "--duration", "1", "--json", "--quiet"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(report["scope"], true);
+    assert_eq!(report["delivered"], report["expected"]);
+}
+
+#[test]
 fn refuses_a_target_that_is_not_loopback() {
     let output = Command::new(NATTER)
         .args(["bench", "--addr", "192.0.2.1:6666", "--duration", "1"])

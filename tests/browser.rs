@@ -113,7 +113,9 @@ async fn scenario(url: &str, alice: &Page, bob: &Page) -> anyhow::Result<()> {
         .await?;
     bob.sign_in(url, "bob").await?;
 
-    // Alice picks Bob from the online list and starts a chat.
+    // Alice finds Bob with the search (the list shows only people in her
+    // conversations and those she found) and starts a chat.
+    alice.type_into("#people-search", "bo").await?;
     alice
         .wait_for(
             r#"document.querySelector('#people input[value="bob"]')"#,

@@ -132,13 +132,19 @@ async fn two_plain_clients_invite_join_chat_and_leave() {
     alice.expect(&format!("STATE connected {addr}")).await;
     alice.expect("ONLINE alice=online").await;
     let mut bob = Chat::start(&addr, "bob");
-    bob.expect("ONLINE alice=online bob=online").await;
-    alice.expect("ONLINE alice=online bob=online").await;
+    // Presence covers only contacts: each sees itself, and finds the other
+    // by searching.
+    bob.expect("ONLINE bob=online").await;
+    alice.say("/who B").await;
+    alice.expect("USERS bob=online").await;
 
     // alice is in the conversation she creates, and it is her current one.
     alice.say("/invite bob").await;
     bob.expect("INVITATION 1 alice").await;
     alice.expect("INVITATION 1 alice").await;
+    // Invited, they are each other's contacts (alice's ONLINE line and her
+    // MEMBERS line may come in either order).
+    bob.expect("ONLINE alice=online bob=online").await;
     alice.expect("MEMBERS 1 alice").await;
     bob.say("/join 1").await;
     bob.expect("MEMBERS 1 alice bob").await;
@@ -198,7 +204,9 @@ async fn a_line_typed_while_the_server_is_down_is_sent_when_it_returns() {
     let mut alice = Chat::start(&addr, "alice");
     alice.expect("ONLINE alice=online").await;
     let mut bob = Chat::start(&addr, "bob");
-    bob.expect("ONLINE alice=online bob=online").await;
+    bob.expect("ONLINE bob=online").await;
+    alice.say("/watch bob").await;
+    alice.expect("ONLINE alice=online bob=online").await;
     alice.say("/invite bob").await;
     alice.expect("INVITATION 1 alice").await;
     alice.say("/join 1").await;

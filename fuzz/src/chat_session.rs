@@ -126,6 +126,9 @@ impl Session {
                 if bits & 2 != 0 {
                     caps.push("members".into());
                 }
+                if bits & 4 != 0 {
+                    caps.push("presence-scope".into());
+                }
                 Command::Caps(caps)
             }
             5 => Command::Register {
@@ -150,10 +153,17 @@ impl Session {
                 nonce: None,
             },
             13 => {
-                if arg() & 1 == 0 {
-                    Command::ListConversations
-                } else {
-                    Command::Goodbye
+                let pick = arg();
+                let name = vec![NAMES[usize::from(arg()) % NAMES.len()].to_owned()];
+                match pick % 5 {
+                    0 => Command::ListConversations,
+                    1 => Command::Goodbye,
+                    2 => Command::Watch(name),
+                    3 => Command::Unwatch(name),
+                    _ => Command::ListUsers {
+                        prefix: String::new(),
+                        limit: 2,
+                    },
                 }
             }
             _ => unreachable!("codes 0-3 are not commands"),

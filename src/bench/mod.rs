@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// idle connection instead of load.
     #[arg(long)]
     idle: bool,
+    /// natter clients ask for `presence-scope`: presence only for their
+    /// own group, as a company-sized deployment would run.
+    #[arg(long)]
+    scope: bool,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -97,6 +101,9 @@ impl BenchArgs {
         net::check_loopback(self.addr)?;
         if self.clients < 2 || self.group < 2 || self.group > self.clients {
             bail!("need at least 2 clients and 2 <= --group <= --clients");
+        }
+        if self.scope && self.proto != Proto::Natter {
+            bail!("--scope is a natter capability");
         }
         if !self.idle && self.rate == 0 {
             bail!("--rate must be positive");

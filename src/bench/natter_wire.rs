@@ -25,6 +25,8 @@ use super::plan::Plan;
 
 /// The capabilities every benchmark client asks for.
 const CAPS: [&str; 2] = ["presence-delta", "members"];
+/// With `--scope`: presence for the client's own group only.
+const SCOPED_CAPS: [&str; 3] = ["presence-scope", "presence-delta", "members"];
 
 /// What one frame turned out to be.
 enum Frame {
@@ -183,6 +185,7 @@ pub async fn setup(
     addr: std::net::SocketAddr,
     plan: &Plan,
     index: u32,
+    scope: bool,
     connecting: &tokio::sync::Semaphore,
     registered: &Barrier,
 ) -> anyhow::Result<Joined> {
@@ -191,8 +194,9 @@ pub async fn setup(
     let mut inbox = Inbox::new();
     let mut out = BytesMut::new();
     let name = plan.name(index);
+    let caps: &[&str] = if scope { &SCOPED_CAPS } else { &CAPS };
     encode_command(
-        &Command::Caps(CAPS.map(String::from).to_vec()),
+        &Command::Caps(caps.iter().map(|c| c.to_string()).collect()),
         Encoding::Framed,
         &mut out,
     );

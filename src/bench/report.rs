@@ -34,6 +34,7 @@ pub fn load(args: &BenchArgs, setup: Duration, outcome: &Outcome) {
     let result = json!({
         "mode": "load",
         "proto": proto_name(args.proto),
+        "scope": args.scope,
         "clients": args.clients,
         "group": args.group,
         "rate": args.rate,
@@ -132,6 +133,7 @@ pub fn idle(args: &BenchArgs, outcome: &IdleOutcome) {
     let result = json!({
         "mode": "idle",
         "proto": proto_name(args.proto),
+        "scope": args.scope,
         "clients": args.clients,
         "group": args.group,
         "setup_s": round(outcome.setup.as_secs_f64(), 3),

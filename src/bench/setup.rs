@@ -91,14 +91,15 @@ async fn spawn_and_collect(
     let registered = Rc::new(Barrier::new(plan.clients as usize));
     let mut tasks = JoinSet::new();
     for index in 0..plan.clients {
-        let (addr, plan, proto) = (args.addr, plan.clone(), args.proto);
+        let (addr, plan, proto, scope) = (args.addr, plan.clone(), args.proto, args.scope);
         let (connecting, registered, ready) =
             (connecting.clone(), registered.clone(), ready.clone());
         tasks.spawn_local(async move {
             let client = match proto {
                 Proto::Natter => {
                     let joined =
-                        natter_wire::setup(addr, &plan, index, &connecting, &registered).await?;
+                        natter_wire::setup(addr, &plan, index, scope, &connecting, &registered)
+                            .await?;
                     Client {
                         index,
                         stream: joined.stream,

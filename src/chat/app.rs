@@ -132,6 +132,7 @@ impl App {
             Event::OnlineUsers { users, .. } => self.online = users,
             Event::Invitation { conv, inviter } => return self.on_invitation(conv, inviter),
             Event::Conversations(list) => self.on_listing(list),
+            Event::Users(found) => self.info(format_users(&found)),
             Event::Message {
                 conv, sender, text, ..
             } => self.on_message(conv, sender, text, at),
@@ -448,6 +449,12 @@ impl App {
                 Command::Status(status)
             }
             Input::List => Command::ListConversations,
+            Input::Watch(names) => Command::Watch(names),
+            Input::Unwatch(names) => Command::Unwatch(names),
+            Input::Who(prefix) => Command::ListUsers {
+                prefix,
+                limit: WHO_LIMIT,
+            },
         };
         Some(Action::Send(command))
     }
@@ -467,4 +474,19 @@ fn byte_at(text: &str, index: usize) -> usize {
     text.char_indices()
         .nth(index)
         .map_or(text.len(), |(at, _)| at)
+}
+
+/// Most users `/who` lists (the protocol's limit).
+const WHO_LIMIT: usize = 100;
+
+/// The answer to `/who`: who is online under the prefix asked for.
+fn format_users(found: &[(String, String)]) -> String {
+    if found.is_empty() {
+        return "nobody online by that name".to_owned();
+    }
+    let listed: Vec<String> = found
+        .iter()
+        .map(|(name, status)| format!("{name} ({status})"))
+        .collect();
+    format!("online: {}", listed.join(", "))
 }

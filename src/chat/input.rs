@@ -15,6 +15,11 @@ pub enum Input {
     Leave(Option<ConvId>),
     Status(String),
     List,
+    /// `/watch NAME...`: see these users' presence too.
+    Watch(Vec<String>),
+    Unwatch(Vec<String>),
+    /// `/who [PREFIX]`: search who is online.
+    Who(String),
     Help,
     Quit,
     /// A blank line: nothing to do.
@@ -28,6 +33,12 @@ pub const HELP: &[(&str, &str)] = &[
     ("/leave [ID]", "leave the current (or that) conversation"),
     ("/status TEXT", "set your status"),
     ("/list", "list the conversations on the server"),
+    (
+        "/who [PREFIX]",
+        "who is online (names starting with PREFIX)",
+    ),
+    ("/watch NAME...", "show these users' presence too"),
+    ("/unwatch NAME...", "stop showing their presence"),
     ("/help", "show this help"),
     ("/quit", "say goodbye and exit"),
     ("text", "send text to the current conversation"),
@@ -50,13 +61,10 @@ pub fn parse(line: &str) -> Result<Input, String> {
         .unwrap_or((command, ""));
     let rest = rest.trim();
     match word {
-        "invite" => {
-            let names: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
-            if names.is_empty() {
-                return Err("usage: /invite NAME...".into());
-            }
-            Ok(Input::Invite(names))
-        }
+        "invite" => names(rest, "/invite NAME...").map(Input::Invite),
+        "watch" => names(rest, "/watch NAME...").map(Input::Watch),
+        "unwatch" => names(rest, "/unwatch NAME...").map(Input::Unwatch),
+        "who" => Ok(Input::Who(rest.to_string())),
         "join" => conv_id(rest, "/join ID").map(Input::Join),
         "leave" if rest.is_empty() => Ok(Input::Leave(None)),
         "leave" => conv_id(rest, "/leave [ID]").map(|id| Input::Leave(Some(id))),
@@ -67,6 +75,14 @@ pub fn parse(line: &str) -> Result<Input, String> {
         "quit" | "exit" => Ok(Input::Quit),
         _ => Err(format!("unknown command /{word}: /help lists them")),
     }
+}
+
+fn names(text: &str, usage: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+    if names.is_empty() {
+        return Err(format!("usage: {usage}"));
+    }
+    Ok(names)
 }
 
 fn conv_id(text: &str, usage: &str) -> Result<ConvId, String> {
@@ -101,6 +117,17 @@ mod tests {
             Ok(Input::Status("be right back".into()))
         );
         assert_eq!(parse("/list"), Ok(Input::List));
+        assert_eq!(parse("/who"), Ok(Input::Who(String::new())));
+        assert_eq!(parse("/who al"), Ok(Input::Who("al".into())));
+        assert_eq!(
+            parse("/watch bob carol"),
+            Ok(Input::Watch(vec!["bob".into(), "carol".into()]))
+        );
+        assert_eq!(
+            parse("/unwatch bob"),
+            Ok(Input::Unwatch(vec!["bob".into()]))
+        );
+        assert_eq!(parse("/watch"), Err("usage: /watch NAME...".into()));
         assert_eq!(parse("/quit"), Ok(Input::Quit));
     }
 

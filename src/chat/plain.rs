@@ -134,6 +134,9 @@ async fn read_commands(client: &Client, joined: &Joined) -> anyhow::Result<()> {
             },
             Input::Status(status) => client.status(status).await?,
             Input::List => client.list_conversations().await?,
+            Input::Watch(names) => client.watch(names).await?,
+            Input::Unwatch(names) => client.unwatch(names).await?,
+            Input::Who(prefix) => client.list_users(prefix, 100).await?,
             Input::Help => {
                 for (usage, what) in HELP {
                     eprintln!("{usage:<18} {what}");
@@ -193,6 +196,13 @@ pub fn format_event(event: &Event) -> Option<String> {
             for member in members {
                 line.push(' ');
                 line.push_str(member);
+            }
+            line
+        }
+        Event::Users(found) => {
+            let mut line = String::from("USERS");
+            for (name, status) in found {
+                line.push_str(&format!(" {name}={}", quote(status)));
             }
             line
         }

@@ -116,6 +116,43 @@ impl Client {
         self.send(Command::Invite(names)).await
     }
 
+    /// `WATCH`: also get presence for these users, whether or not we share
+    /// a conversation (kept and watched again after a reconnect). Needs a
+    /// server with `presence-scope`; it bounds how many one may watch.
+    pub async fn watch<I, S>(&self, names: I) -> Result<(), ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let names = names.into_iter().map(Into::into).collect();
+        self.send(Command::Watch(names)).await
+    }
+
+    /// `UNWATCH`: stop watching these users.
+    pub async fn unwatch<I, S>(&self, names: I) -> Result<(), ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let names = names.into_iter().map(Into::into).collect();
+        self.send(Command::Unwatch(names)).await
+    }
+
+    /// `LIST_USERS`: up to `limit` (at most 100) online users whose names
+    /// start with `prefix`, any case, answered by [`Event::Users`]: for
+    /// search and invitations, since presence only covers our contacts.
+    pub async fn list_users(
+        &self,
+        prefix: impl Into<String>,
+        limit: usize,
+    ) -> Result<(), ClientError> {
+        self.send(Command::ListUsers {
+            prefix: prefix.into(),
+            limit: limit.clamp(1, natter_proto::command::MAX_LIST_USERS),
+        })
+        .await
+    }
+
     /// `LIST_CONVERSATIONS`: answered by [`Event::Conversations`].
     pub async fn list_conversations(&self) -> Result<(), ClientError> {
         self.send(Command::ListConversations).await

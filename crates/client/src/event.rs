@@ -27,6 +27,9 @@ pub enum Event {
     /// `INVITATION`: `inviter` created conversation `conv` and invited us
     /// (we get our own invitations too).
     Invitation { conv: ConvId, inviter: String },
+    /// `USERS`: the answer to [`crate::Client::list_users`], online users
+    /// whose names start with the prefix asked for, sorted.
+    Users(Vec<(String, String)>),
     /// `CONVERSATIONS`: the answer to `list_conversations`.
     Conversations(Vec<(ConvId, Vec<String>)>),
     /// `MESSAGE`: `sender` said `text` in `conv` (our own messages too).

@@ -24,10 +24,14 @@
 //! - [`Client::connect`] opens a framed connection and returns a cloneable
 //!   [`Client`] handle (one method per protocol command) and the
 //!   [`Events`] receiver.
-//! - Before `REGISTER` the client asks for the `presence-delta`, `members`,
-//!   `history` and `topics` capabilities ([`Event::Capabilities`] says
-//!   which the server granted); [`Event::OnlineUsers`] always carries the
-//!   full online list, whichever the server sends.
+//! - Before `REGISTER` the client asks for the `presence-scope`,
+//!   `presence-delta`, `members`, `history` and `topics` capabilities
+//!   ([`Event::Capabilities`] says which the server granted);
+//!   [`Event::OnlineUsers`] always carries the whole list the server
+//!   maintains for us, whichever form it sends. With `presence-scope` that
+//!   list holds us, the users we share a conversation with (or invited, or
+//!   were invited by) and those we [`Client::watch`]; [`Client::list_users`]
+//!   searches everyone online.
 //! - **Outbox.** Every message sent gets a random [`Nonce`] and stays in a
 //!   bounded outbox ([`ClientConfig::outbox_capacity`], 256 by default;
 //!   full is [`ClientError::OutboxFull`], never a silent drop) until the

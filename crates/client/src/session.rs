@@ -27,6 +27,9 @@ pub(crate) struct Session {
     /// snapshot is always reported, even an unchanged one.
     have_snapshot: bool,
     memberships: BTreeSet<ConvId>,
+    /// Users we watch (by lowercased name, as the server compares them),
+    /// to WATCH again after a reconnect.
+    watched: BTreeSet<String>,
 }
 
 impl Session {
@@ -50,6 +53,11 @@ impl Session {
         self.memberships.iter().copied().collect()
     }
 
+    /// The users to WATCH again after a reconnect.
+    pub fn watched(&self) -> Vec<String> {
+        self.watched.iter().cloned().collect()
+    }
+
     /// The next full snapshot is reported even if it matches what we had
     /// (called on each new connection).
     pub fn expect_snapshot(&mut self) {
@@ -71,6 +79,14 @@ impl Session {
             }
             Command::Leave(conv) => {
                 self.memberships.remove(conv);
+            }
+            Command::Watch(names) => {
+                self.watched.extend(names.iter().map(|n| n.to_lowercase()));
+            }
+            Command::Unwatch(names) => {
+                for name in names {
+                    self.watched.remove(&name.to_lowercase());
+                }
             }
             _ => {}
         }
@@ -100,6 +116,7 @@ impl Session {
                 Some(Event::Invitation { conv, inviter })
             }
             ServerMessage::Conversations(list) => Some(Event::Conversations(list)),
+            ServerMessage::Users(found) => Some(Event::Users(found)),
             ServerMessage::Members { conv, members } => {
                 self.note_members(conv, &members);
                 Some(Event::Members { conv, members })

@@ -22,11 +22,19 @@ use crate::outbox::{Entry, Nonce, Outbox, Slots, blame};
 use crate::session::{Session, lost_conversation};
 use crate::timeline::Timeline;
 
-/// The capabilities we ask for: deltas keep presence traffic small,
+/// The capabilities we ask for: `presence-scope` limits presence to our
+/// contacts and whom we watch (a company-sized server could not send us
+/// everyone), with deltas (also asked alone, for servers without scope),
 /// `MEMBERS` tells us our memberships (which a reconnect restores),
 /// `history` numbers messages (dedupe, catch-up, safe resends) and
 /// `topics` names conversations.
-const CAPABILITIES: [&str; 4] = ["presence-delta", "members", "history", "topics"];
+const CAPABILITIES: [&str; 5] = [
+    "presence-scope",
+    "presence-delta",
+    "members",
+    "history",
+    "topics",
+];
 
 /// Most server messages handled before overdue confirmations are judged,
 /// so that an echo already in the socket is not mistaken for a silence.
@@ -525,6 +533,10 @@ impl Task {
     async fn restore(&mut self, connection: &mut Connection) -> Option<Ending> {
         let memberships = self.session.memberships();
         let mut commands: Vec<Command> = memberships.iter().map(|c| Command::Join(*c)).collect();
+        let watched = self.session.watched();
+        if !watched.is_empty() {
+            commands.push(Command::Watch(watched));
+        }
         if self.history {
             commands.extend(
                 memberships
@@ -687,7 +699,9 @@ impl Task {
 
     async fn hold_or_drop(&mut self, command: Command) {
         match command {
-            Command::Status(_) | Command::Join(_) => self.session.note_sent(&command),
+            Command::Status(_) | Command::Join(_) | Command::Watch(_) | Command::Unwatch(_) => {
+                self.session.note_sent(&command)
+            }
             Command::Leave(conv) => {
                 self.timeline.forget(conv);
                 self.session.note_sent(&command)

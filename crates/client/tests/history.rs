@@ -315,6 +315,7 @@ async fn a_conversation_joined_just_before_a_restart_is_still_caught_up() {
     let proxy = Proxy::start(addr).await;
     let (alice, mut alice_events) = registered(addr, "alice").await;
     let (bob, mut bob_events) = registered(proxy.addr(), "bob").await;
+    alice.watch(["bob"]).await.unwrap();
     expect_online(&mut alice_events, "bob", Some("online")).await;
     alice.invite(["bob"]).await.unwrap();
     let (conv, _) = expect_invitation(&mut bob_events).await;

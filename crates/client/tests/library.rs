@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 #[tokio::test]
-async fn the_first_event_is_connected_and_registering_lists_everyone_online() {
+async fn the_first_event_is_connected_and_registering_lists_ourselves_and_whom_we_watch() {
     let server = start_server("127.0.0.1:0".parse().unwrap()).await;
     let addr = server.local_addr();
     let (_alice, mut alice_events) = Client::connect_with(fast_config(addr)).await.unwrap();
@@ -28,6 +28,7 @@ async fn the_first_event_is_connected_and_registering_lists_everyone_online() {
     );
     _alice.register("alice", "online").await.unwrap();
     expect_online(&mut alice_events, "alice", Some("online")).await;
+    _alice.watch(["Bob"]).await.unwrap();
 
     let (_bob, mut bob_events) = registered(addr, "bob").await;
     let users = expect(
@@ -39,7 +40,8 @@ async fn the_first_event_is_connected_and_registering_lists_everyone_online() {
         },
     )
     .await;
-    assert_eq!(users.keys().collect::<Vec<_>>(), ["alice", "bob"]);
+    // presence-scope: bob shares nothing with alice, so sees only himself.
+    assert_eq!(users.keys().collect::<Vec<_>>(), ["bob"]);
     expect_online(&mut alice_events, "bob", Some("online")).await;
     server.shutdown().await;
 }
@@ -48,7 +50,8 @@ async fn the_first_event_is_connected_and_registering_lists_everyone_online() {
 async fn status_changes_and_departures_keep_the_full_online_list() {
     let server = start_server("127.0.0.1:0".parse().unwrap()).await;
     let addr = server.local_addr();
-    let (_alice, mut alice_events) = registered(addr, "alice").await;
+    let (alice, mut alice_events) = registered(addr, "alice").await;
+    alice.watch(["bob"]).await.unwrap();
     let (bob, _bob_events) = registered(addr, "bob").await;
     expect_online(&mut alice_events, "bob", Some("online")).await;
 
@@ -78,6 +81,7 @@ async fn two_clients_invite_join_chat_and_leave() {
     let addr = server.local_addr();
     let (alice, mut alice_events) = registered(addr, "alice").await;
     let (bob, mut bob_events) = registered(addr, "bob").await;
+    alice.watch(["bob"]).await.unwrap();
     expect_online(&mut alice_events, "bob", Some("online")).await;
 
     alice.invite(["bob"]).await.unwrap();
@@ -318,6 +322,7 @@ async fn after_a_server_restart_the_client_reconnects_re_registers_and_re_joins(
     alice.register("alice", "online").await.unwrap();
     let (bob, mut bob_events) = Client::connect_with(slow(addr)).await.unwrap();
     bob.register("bob", "busy").await.unwrap();
+    alice.watch(["bob"]).await.unwrap();
     expect_online(&mut alice_events, "bob", Some("busy")).await;
     alice.invite(["bob"]).await.unwrap();
     let (conv, _) = expect_invitation(&mut bob_events).await;
@@ -368,5 +373,28 @@ async fn after_a_server_restart_the_client_reconnects_re_registers_and_re_joins(
     bob.send_message(conv, "back again").await.unwrap();
     expect_message(&mut alice_events, conv, "bob", "back again").await;
     expect_message(&mut dave_events, conv, "bob", "back again").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn list_users_searches_everyone_and_unwatch_hides_a_user() {
+    let server = start_server("127.0.0.1:0".parse().unwrap()).await;
+    let addr = server.local_addr();
+    let (alice, mut alice_events) = registered(addr, "alice").await;
+    let (_bob, _bob_events) = registered(addr, "Bobby").await;
+    let (_bea, _bea_events) = registered(addr, "bea").await;
+    // Nobody shares a conversation with alice, yet search finds them.
+    alice.list_users("B", 500).await.unwrap();
+    let found = expect(&mut alice_events, "a USERS answer", |event| match event {
+        Event::Users(found) => Some(found.clone()),
+        _ => None,
+    })
+    .await;
+    let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["bea", "Bobby"]);
+    alice.watch(["bobby"]).await.unwrap();
+    expect_online(&mut alice_events, "Bobby", Some("online")).await;
+    alice.unwatch(["BOBBY"]).await.unwrap();
+    expect_online(&mut alice_events, "Bobby", None).await;
     server.shutdown().await;
 }

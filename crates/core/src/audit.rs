@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use natter_proto::{ConvId, ServerMessage};
 
-use crate::caps::PRESENCE_DELTA;
+use crate::caps::{PRESENCE_DELTA, PRESENCE_SCOPE};
 use crate::state::{Chat, ConnId, Output};
 
 /// What one connection has received so far that matters to the checks.
 #[derive(Debug, Default)]
 struct ClientView {
-    /// Asked for (and got) `presence-delta`.
+    /// Asked for (and got) `presence-delta` or `presence-scope`.
     delta: bool,
     /// Display name → status, as this client believes it.
     presence: Option<BTreeMap<String, String>>,
@@ -78,6 +78,9 @@ impl Audit {
                             fanout.entry(*conv).or_default().extend(to.as_slice());
                         }
                     }
+                    if let ServerMessage::Users(found) = &**message {
+                        check_users(chat, found)?;
+                    }
                     for conn in to.as_slice() {
                         self.receive(*conn, message)?;
                     }
@@ -98,12 +101,21 @@ impl Audit {
     }
 
     /// After a flush: every registered client's view of presence equals the
-    /// server's state.
+    /// server's state, restricted to its scope for `presence-scope`
+    /// clients.
     pub fn check_presence_views(&self, chat: &Chat) -> Result<(), String> {
-        let truth: BTreeMap<String, String> = chat.presence().into_iter().collect();
+        let all: BTreeMap<String, String> = chat.presence().into_iter().collect();
         for conn in chat.user_conns() {
+            let scoped: BTreeMap<String, String>;
+            let truth = match chat.is_scoped(conn) {
+                true => {
+                    scoped = chat.presence_of(conn).into_iter().collect();
+                    &scoped
+                }
+                false => &all,
+            };
             match self.views.get(&conn).and_then(|v| v.presence.as_ref()) {
-                Some(seen) if *seen == truth => {}
+                Some(seen) if seen == truth => {}
                 seen => return Err(format!("{conn:?} sees {seen:?}, server has {truth:?}")),
             }
         }
@@ -123,7 +135,11 @@ impl Audit {
     fn receive(&mut self, conn: ConnId, message: &ServerMessage) -> Result<(), String> {
         let view = self.views.entry(conn).or_default();
         match message {
-            ServerMessage::Caps(names) => view.delta |= names.iter().any(|n| n == PRESENCE_DELTA),
+            ServerMessage::Caps(names) => {
+                view.delta |= names
+                    .iter()
+                    .any(|n| n == PRESENCE_DELTA || n == PRESENCE_SCOPE);
+            }
             ServerMessage::OnlineUsers(all) => {
                 view.presence = Some(all.iter().cloned().collect());
             }
@@ -155,6 +171,18 @@ impl Audit {
         }
         Ok(())
     }
+}
+
+/// A `USERS` answer names online users with their status, sorted by key.
+fn check_users(chat: &Chat, found: &[(String, String)]) -> Result<(), String> {
+    let online: BTreeMap<String, String> = chat.presence().into_iter().collect();
+    if let Some((name, _)) = found.iter().find(|(n, s)| online.get(n) != Some(s)) {
+        return Err(format!("USERS names {name}, who is not online like that"));
+    }
+    if !found.is_sorted_by_key(|(n, _)| crate::user_key(n)) {
+        return Err(format!("USERS not sorted: {found:?}"));
+    }
+    Ok(())
 }
 
 fn is_presence(message: &ServerMessage) -> bool {

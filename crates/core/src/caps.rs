@@ -5,6 +5,10 @@
 
 /// Capability name: `PRESENCE` deltas instead of repeated `ONLINE_USERS`.
 pub const PRESENCE_DELTA: &str = "presence-delta";
+/// Capability name: presence only for the users a client shares a
+/// conversation with or watches; `WATCH`, `UNWATCH`. Implies
+/// `presence-delta`.
+pub const PRESENCE_SCOPE: &str = "presence-scope";
 /// Capability name: `MEMBERS` on every membership change.
 pub const MEMBERS: &str = "members";
 /// Capability name: message ids, `HISTORY`, `READ`, `UNREAD`, nonces. Only
@@ -20,6 +24,8 @@ pub const SESSION: &str = "session";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Caps {
     pub presence_delta: bool,
+    /// Implies `presence_delta`.
+    pub presence_scope: bool,
     pub members: bool,
     pub history: bool,
     pub topics: bool,
@@ -38,6 +44,10 @@ impl Caps {
             let known = if name.eq_ignore_ascii_case(PRESENCE_DELTA) {
                 self.presence_delta = true;
                 PRESENCE_DELTA
+            } else if name.eq_ignore_ascii_case(PRESENCE_SCOPE) {
+                self.presence_scope = true;
+                self.presence_delta = true;
+                PRESENCE_SCOPE
             } else if name.eq_ignore_ascii_case(MEMBERS) {
                 self.members = true;
                 MEMBERS

@@ -50,4 +50,8 @@ pub enum ChatError {
     OnlyBeforeRegister(&'static str),
     #[error("{0} needs a REGISTER with an account")]
     AccountOnly(&'static str),
+    #[error("{0} needs the presence-scope capability (CAPS [\"presence-scope\"] before REGISTER)")]
+    NeedsScope(&'static str),
+    #[error("cannot watch more than {0} users: UNWATCH some first (nothing was added)")]
+    WatchLimit(usize),
 }

@@ -18,6 +18,7 @@ pub mod facts;
 pub mod identity;
 pub mod policy;
 pub mod presence;
+pub mod scope;
 pub mod state;
 mod users;
 

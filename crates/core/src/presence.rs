@@ -12,12 +12,20 @@
 //! the window, what the previous flush published for it (the baseline) and
 //! comparing with the state at flush time. The full snapshot is cached until
 //! the next change, so the periodic snapshot costs no rebuild.
+//!
+//! Devices with `presence-scope` see only their contacts; their views are
+//! kept apart, in [`crate::scope`], and the flush hands them the same
+//! baseline.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use natter_proto::ServerMessage;
 
+use crate::caps::Caps;
+use crate::conversations::Conversations;
+use crate::error::ChatError;
+use crate::scope::{FlushInput, Scopes, push_change};
 use crate::state::{ConnId, Output, Recipients};
 use crate::users::User;
 
@@ -35,6 +43,8 @@ pub(crate) struct Presence {
     awaiting_snapshot: HashSet<ConnId>,
     /// The full snapshot of the current state, until it changes.
     cached: Option<Snapshot>,
+    /// The views of `presence-scope` devices.
+    scopes: Scopes,
 }
 
 /// The full `ONLINE_USERS`, and who gets it periodically.
@@ -63,19 +73,63 @@ impl Presence {
         self.cached = None;
     }
 
-    /// `conn` has just registered and needs a first full snapshot.
-    pub fn note_registered(&mut self, conn: ConnId) {
+    /// `conn` has just registered as `key` and needs a first full
+    /// snapshot.
+    pub fn note_registered(&mut self, conn: ConnId, key: &str, caps: Caps) {
         self.awaiting_snapshot.insert(conn);
+        if caps.presence_scope {
+            self.scopes.add_device(conn, key);
+        }
     }
 
     /// `conn` went away; it no longer needs anything.
     pub fn note_departed(&mut self, conn: ConnId) {
         self.awaiting_snapshot.remove(&conn);
+        self.scopes.remove_device(conn);
+    }
+
+    /// Whether any device has `presence-scope` (else scope bookkeeping
+    /// can be skipped).
+    pub fn has_scoped(&self) -> bool {
+        !self.scopes.is_empty()
+    }
+
+    /// The conversations of the user behind scoped device `conn` changed.
+    pub fn note_scope_changed(&mut self, conn: ConnId) {
+        self.scopes.mark(conn);
+    }
+
+    pub fn watch(
+        &mut self,
+        conn: ConnId,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<(), ChatError> {
+        self.scopes.watch(conn, keys, limit)
+    }
+
+    pub fn unwatch(&mut self, conn: ConnId, keys: Vec<String>) -> Result<(), ChatError> {
+        self.scopes.unwatch(conn, keys)
+    }
+
+    /// The keys scoped device `conn` watches (`None`: not scoped).
+    pub fn watched(&self, conn: ConnId) -> Option<&std::collections::BTreeSet<String>> {
+        self.scopes.watched(conn)
+    }
+
+    /// Checks the scoped bookkeeping (see [`Scopes::check`]).
+    pub fn check(
+        &self,
+        registered: impl Fn(ConnId, &str) -> bool,
+        limit: usize,
+    ) -> Result<(), String> {
+        self.scopes.check(registered, limit)
     }
 
     /// Whether [`Presence::flush`] would send anything.
     pub fn pending(&self, users: &BTreeMap<String, User>) -> bool {
         !self.awaiting_snapshot.is_empty()
+            || self.scopes.pending()
             || self
                 .baseline
                 .iter()
@@ -83,17 +137,28 @@ impl Presence {
     }
 
     /// Ends a coalescing window.
-    pub fn flush(&mut self, users: &BTreeMap<String, User>, out: &mut Vec<Output>) {
-        self.publish(users, false, out);
+    pub fn flush(
+        &mut self,
+        users: &BTreeMap<String, User>,
+        conversations: &Conversations,
+        out: &mut Vec<Output>,
+    ) {
+        self.publish(users, conversations, false, out);
     }
 
     /// The periodic full snapshot to every classic client. It also ends the
     /// current window: otherwise classic clients could see an arrival that
     /// a departure later in the window cancels out, and the flush, finding
     /// no net change, would never correct them.
-    pub fn periodic(&mut self, users: &BTreeMap<String, User>, out: &mut Vec<Output>) {
-        if !self.baseline.is_empty() || !self.awaiting_snapshot.is_empty() {
-            return self.publish(users, true, out);
+    pub fn periodic(
+        &mut self,
+        users: &BTreeMap<String, User>,
+        conversations: &Conversations,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.baseline.is_empty() || !self.awaiting_snapshot.is_empty() || self.scopes.pending()
+        {
+            return self.publish(users, conversations, true, out);
         }
         // The usual case, nothing pending: everything comes from the cache.
         let snapshot = self.snapshot(users);
@@ -111,12 +176,14 @@ impl Presence {
     fn publish(
         &mut self,
         users: &BTreeMap<String, User>,
+        conversations: &Conversations,
         to_all_classic: bool,
         out: &mut Vec<Output>,
     ) {
         let changes = self.net_changes(users);
-        self.baseline.clear();
         let awaiting = std::mem::take(&mut self.awaiting_snapshot);
+        self.publish_scoped(users, conversations, &awaiting, out);
+        self.baseline.clear();
         let changed = !changes.is_empty();
         if !changed && awaiting.is_empty() && !to_all_classic {
             return;
@@ -124,7 +191,9 @@ impl Presence {
         let mut full_to = Vec::new();
         let mut delta_to = Vec::new();
         for device in users.values().flat_map(|u| &u.devices) {
-            if awaiting.contains(&device.conn) {
+            if device.caps.presence_scope {
+                continue;
+            } else if awaiting.contains(&device.conn) {
                 full_to.push(device.conn);
             } else if device.caps.presence_delta {
                 if changed {
@@ -149,6 +218,33 @@ impl Presence {
         }
     }
 
+    /// The scoped devices' share of a publication, from the same baseline.
+    fn publish_scoped(
+        &mut self,
+        users: &BTreeMap<String, User>,
+        conversations: &Conversations,
+        awaiting: &HashSet<ConnId>,
+        out: &mut Vec<Output>,
+    ) {
+        if self.scopes.is_empty() {
+            return;
+        }
+        let changed_keys: Vec<&str> = self
+            .baseline
+            .iter()
+            .filter(|(key, before)| changed(before, users.get(*key)))
+            .map(|(key, _)| key.as_str())
+            .collect();
+        let input = FlushInput {
+            users,
+            conversations,
+            baseline: &self.baseline,
+            changed_keys: &changed_keys,
+            awaiting,
+        };
+        self.scopes.flush(&input, out);
+    }
+
     /// The full `ONLINE_USERS` of the current state, built at most once per
     /// change.
     pub fn online_users(&mut self, users: &BTreeMap<String, User>) -> Arc<ServerMessage> {
@@ -166,19 +262,8 @@ impl Presence {
     fn net_changes(&self, users: &BTreeMap<String, User>) -> Vec<(String, Option<String>)> {
         let mut changes = Vec::new();
         for (key, before) in &self.baseline {
-            let after = users.get(key);
-            if !changed(before, after) {
-                continue;
-            }
-            match (before, after) {
-                (Some((old, _)), Some(now)) if *old != now.display => {
-                    changes.push((old.clone(), None));
-                    changes.push((now.display.clone(), Some(now.status.clone())));
-                }
-                (_, Some(now)) => changes.push((now.display.clone(), Some(now.status.clone()))),
-                (Some((old, _)), None) => changes.push((old.clone(), None)),
-                (None, None) => {}
-            }
+            let before = before.as_ref().map(|(d, s)| (d.as_str(), s.as_str()));
+            push_change(before, users.get(key), &mut changes);
         }
         changes
     }
@@ -197,6 +282,7 @@ fn build_snapshot(users: &BTreeMap<String, User>) -> Snapshot {
     let mut classic_conns = Vec::with_capacity(users.len());
     for user in users.values() {
         entries.push((user.display.clone(), user.status.clone()));
+        // `presence-scope` implies `presence-delta`.
         classic_conns.extend(user.conns_with(|c| !c.presence_delta));
     }
     Snapshot {

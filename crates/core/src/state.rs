@@ -29,7 +29,7 @@ mod invariants;
 pub struct ConnId(pub u64);
 
 /// Settings of the chat state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub policy: Policy,
     /// Validation limits (name, status and message lengths). Commands are
@@ -41,6 +41,20 @@ pub struct Config {
     pub durable: bool,
     /// Guests, accounts, or both (see [`crate::identity`]).
     pub accounts: AccountsMode,
+    /// Most users one `presence-scope` device may WATCH.
+    pub max_watched: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            policy: Policy::default(),
+            limits: Limits::default(),
+            durable: false,
+            accounts: AccountsMode::default(),
+            max_watched: crate::scope::MAX_WATCHED,
+        }
+    }
 }
 
 impl Config {
@@ -304,6 +318,7 @@ impl Chat {
             return;
         }
         self.presence.note_change(&key, self.users.get(&key));
+        self.note_contacts_leaving(&key);
         let user = self.users.remove(&key).expect("looked up above");
         if user.account {
             self.away.insert(
@@ -332,13 +347,14 @@ impl Chat {
     /// and the first one for newly registered delta clients) or `PRESENCE`
     /// (delta clients) carrying the state after every change in the window.
     pub fn flush_presence(&mut self, out: &mut Outputs) {
-        self.presence.flush(&self.users, out);
+        self.presence.flush(&self.users, &self.conversations, out);
     }
 
     /// The periodic full `ONLINE_USERS` to every registered client without
     /// `presence-delta`.
     pub fn presence_snapshot(&mut self, out: &mut Outputs) {
-        self.presence.periodic(&self.users, out);
+        self.presence
+            .periodic(&self.users, &self.conversations, out);
     }
 
     /// The full `ONLINE_USERS` of the current state (cached until presence
@@ -387,6 +403,20 @@ impl Chat {
             } => self.history(conn, &key, conv, before_seq, limit, out),
             Command::Read { conv, seq } => self.read(conn, &key, conv, seq, out),
             Command::Topic { conv, text } => self.topic(conn, &key, conv, text, out),
+            Command::Watch(names) => {
+                let keys = names.iter().map(|n| user_key(n)).collect();
+                let limit = self.config.max_watched;
+                if let Err(err) = self.presence.watch(conn, keys, limit) {
+                    error(out, conn, err);
+                }
+            }
+            Command::Unwatch(names) => {
+                let keys = names.iter().map(|n| user_key(n)).collect();
+                if let Err(err) = self.presence.unwatch(conn, keys) {
+                    error(out, conn, err);
+                }
+            }
+            Command::ListUsers { prefix, limit } => self.list_users(conn, &prefix, limit, out),
         }
     }
 
@@ -445,7 +475,7 @@ impl Chat {
         let user = self.users.get_mut(&key).expect("looked up above");
         user.devices.push(Device { conn, caps });
         self.presence.note_devices_changed();
-        self.presence.note_registered(conn);
+        self.presence.note_registered(conn, &key, caps);
         self.connections
             .insert(conn, Connection::Registered { key: key.clone() });
         self.welcome(conn, &key, out);
@@ -467,7 +497,7 @@ impl Chat {
             _ => return,
         };
         self.presence.note_change(&key, None);
-        self.presence.note_registered(conn);
+        self.presence.note_registered(conn, &key, caps);
         let mut user = User::new(display, status, Device { conn, caps }, account);
         if let Some(away) = self.away.remove(&key) {
             self.rejoin(&key, &mut user, away);
@@ -561,6 +591,7 @@ impl Chat {
                 user.pending_in.insert(id);
             }
         }
+        self.note_circle_changed(id);
         if self.config.durable {
             let invited = invited
                 .iter()
@@ -641,6 +672,7 @@ impl Chat {
                 display,
             }));
         }
+        self.note_circle_changed(id);
         self.announce_members(id, Vec::new(), out);
         if topics {
             self.send_topic_to(conn, id, out);
@@ -665,6 +697,7 @@ impl Chat {
     /// `members` clients (and `leaver`'s devices), and removes the
     /// conversation if it is now abandoned.
     fn remove_member(&mut self, id: ConvId, key: &str, leaver: Vec<ConnId>, out: &mut Outputs) {
+        self.note_circle_changed(id);
         let Some(conversation) = self.conversations.get_mut(id) else {
             return;
         };
@@ -679,6 +712,7 @@ impl Chat {
     /// `key` went offline without joining `id`: no longer pending (still
     /// allowed), and the conversation ends if that was its last hope.
     fn lapse_invitation(&mut self, id: ConvId, key: &str, out: &mut Outputs) {
+        self.note_circle_changed(id);
         let Some(conversation) = self.conversations.get_mut(id) else {
             return;
         };
@@ -687,6 +721,61 @@ impl Chat {
             out.push(Output::Fact(Fact::InvitationLapsed { conv: id, key }));
         }
         self.end_if_abandoned(id, out);
+    }
+
+    /// Who is in conversation `id` (members or invited) changed, or is
+    /// about to: every scoped device in it must recompute its view. Called
+    /// before a removal (so the one removed is marked) and after an
+    /// addition.
+    fn note_circle_changed(&mut self, id: ConvId) {
+        if !self.presence.has_scoped() {
+            return;
+        }
+        let Some(conversation) = self.conversations.get(id) else {
+            return;
+        };
+        let keys = conversation.members.keys().chain(&conversation.pending);
+        for user in keys.filter_map(|k| self.users.get(k)) {
+            for conn in user.conns_with(|c| c.presence_scope) {
+                self.presence.note_scope_changed(conn);
+            }
+        }
+    }
+
+    /// The user stored under `key` is going offline: its scoped contacts
+    /// must drop it at the next flush, when it can no longer be found.
+    fn note_contacts_leaving(&mut self, key: &str) {
+        if !self.presence.has_scoped() {
+            return;
+        }
+        let Some(user) = self.users.get(key) else {
+            return;
+        };
+        let mut conns = Vec::new();
+        crate::scope::for_contacts(user, &self.users, &self.conversations, |contact| {
+            conns.extend(contact.conns_with(|c| c.presence_scope));
+        });
+        for conn in conns {
+            self.presence.note_scope_changed(conn);
+        }
+    }
+
+    /// USERS: at most `limit` online users whose key starts with `prefix`
+    /// (lowercased), in key order. The users are kept sorted by key, so
+    /// this reads only what it returns.
+    fn list_users(&self, conn: ConnId, prefix: &str, limit: usize, out: &mut Outputs) {
+        let prefix = user_key(prefix);
+        let found = self
+            .users
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .take(limit)
+            .map(|(_, u)| (u.display.clone(), u.status.clone()))
+            .collect();
+        send_one(out, conn, ServerMessage::Users(found));
     }
 
     fn end_if_abandoned(&mut self, id: ConvId, out: &mut Outputs) {
@@ -1090,11 +1179,33 @@ impl Chat {
     }
 
     /// `(display name, status)` of every online user, sorted by key: what a
-    /// client's view of presence must equal after a flush.
+    /// classic client's view of presence must equal after a flush.
     pub fn presence(&self) -> Vec<(String, String)> {
         self.users
             .values()
             .map(|u| (u.display.clone(), u.status.clone()))
+            .collect()
+    }
+
+    /// Whether `conn` is a registered `presence-scope` device.
+    pub fn is_scoped(&self, conn: ConnId) -> bool {
+        self.presence.watched(conn).is_some()
+    }
+
+    /// What `conn`'s view of presence must equal after a flush: all of
+    /// [`Chat::presence`], or for a `presence-scope` device the part in its
+    /// scope, computed afresh from the conversations (not from the
+    /// incremental bookkeeping, which is what it checks).
+    pub fn presence_of(&self, conn: ConnId) -> Vec<(String, String)> {
+        let Some((key, _)) = self.registered_as(conn) else {
+            return Vec::new();
+        };
+        let Some(watched) = self.presence.watched(conn) else {
+            return self.presence();
+        };
+        crate::scope::view_of(key, watched, &self.users, &self.conversations)
+            .into_iter()
+            .map(|k| (self.users[k].display.clone(), self.users[k].status.clone()))
             .collect()
     }
 }

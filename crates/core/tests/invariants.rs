@@ -3,7 +3,8 @@
 //! ([`Chat::check_invariants`]) and what clients see ([`Audit`]): every
 //! MESSAGE reaches exactly the members at that moment, each member sees a
 //! conversation's messages in sending order, and after a flush every
-//! client's picture of who is online equals the server's.
+//! client's picture of who is online equals the server's (for
+//! `presence-scope` clients, the part of it in their scope).
 
 use natter_core::audit::Audit;
 use natter_core::{Chat, Config, ConnId, Outputs, Policy};
@@ -21,7 +22,12 @@ const ACCOUNTS: usize = 2;
 #[derive(Debug, Clone)]
 enum Op {
     Connect(usize),
-    Caps(usize, bool, bool),
+    /// Slot, presence mode (0 classic, 1 delta, 2 scope), members.
+    Caps(usize, u8, bool),
+    Watch(usize, Vec<usize>),
+    Unwatch(usize, Vec<usize>),
+    /// Slot, prefix length taken from a name, limit.
+    ListUsers(usize, usize, usize, usize),
     Register(usize, usize, usize),
     /// A REGISTER whose secret the shell verified: a device of an account.
     Login(usize, usize, usize),
@@ -42,7 +48,13 @@ fn op() -> impl Strategy<Value = Op> {
     let conv = 1..=MAX_CONV;
     prop_oneof![
         1 => slot.clone().prop_map(Op::Connect),
-        1 => (slot.clone(), any::<bool>(), any::<bool>()).prop_map(|(s, d, m)| Op::Caps(s, d, m)),
+        2 => (slot.clone(), 0..3u8, any::<bool>()).prop_map(|(s, d, m)| Op::Caps(s, d, m)),
+        2 => (slot.clone(), proptest::collection::vec(0..NAMES.len(), 1..3))
+            .prop_map(|(s, n)| Op::Watch(s, n)),
+        1 => (slot.clone(), proptest::collection::vec(0..NAMES.len(), 1..3))
+            .prop_map(|(s, n)| Op::Unwatch(s, n)),
+        1 => (slot.clone(), 0..NAMES.len(), 1..4usize, 1..4usize)
+            .prop_map(|(s, n, len, limit)| Op::ListUsers(s, n, len, limit)),
         3 => (slot.clone(), 0..NAMES.len(), 0..STATUSES.len())
             .prop_map(|(s, n, st)| Op::Register(s, n, st)),
         2 => (slot.clone(), 0..ACCOUNTS, 0..STATUSES.len())
@@ -74,7 +86,12 @@ struct Run {
 
 impl Run {
     fn new(policy: Policy) -> Self {
-        let mut chat = Chat::new(Config::with_policy(policy));
+        // A tiny WATCH bound, so that random runs reach it.
+        let config = Config {
+            max_watched: 3,
+            ..Config::with_policy(policy)
+        };
+        let mut chat = Chat::new(config);
         for name in &NAMES[..ACCOUNTS] {
             chat.add_account(natter_core::user_key(name));
         }
@@ -128,10 +145,12 @@ impl Run {
 
     fn command(&self, op: Op) -> (usize, Command) {
         match op {
-            Op::Caps(s, delta, members) => {
+            Op::Caps(s, presence, members) => {
                 let mut caps = vec!["unknown".to_string()];
-                if delta {
-                    caps.push("presence-delta".into());
+                match presence {
+                    1 => caps.push("presence-delta".into()),
+                    2 => caps.push("presence-scope".into()),
+                    _ => {}
                 }
                 if members {
                     caps.push("members".into());
@@ -162,12 +181,22 @@ impl Run {
                 },
             ),
             Op::List(s) => (s, Command::ListConversations),
+            Op::Watch(s, names) => (s, Command::Watch(names_of(&names))),
+            Op::Unwatch(s, names) => (s, Command::Unwatch(names_of(&names))),
+            Op::ListUsers(s, n, len, limit) => {
+                let prefix = NAMES[n].chars().take(len).collect();
+                (s, Command::ListUsers { prefix, limit })
+            }
             Op::Goodbye(s) => (s, Command::Goodbye),
             Op::Connect(_) | Op::Disconnect(_) | Op::Login(..) | Op::Flush | Op::Snapshot => {
                 unreachable!("not a command")
             }
         }
     }
+}
+
+fn names_of(indexes: &[usize]) -> Vec<String> {
+    indexes.iter().map(|&n| NAMES[n].to_string()).collect()
 }
 
 proptest! {

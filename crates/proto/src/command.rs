@@ -62,6 +62,14 @@ pub enum Command {
     Read { conv: ConvId, seq: u64 },
     /// `TOPIC [convID, text]` (capability `topics`): names a conversation.
     Topic { conv: ConvId, text: String },
+    /// `WATCH [username, ...]` (capability `presence-scope`): also get
+    /// presence for these users.
+    Watch(Vec<String>),
+    /// `UNWATCH [username, ...]`: stop watching these users.
+    Unwatch(Vec<String>),
+    /// `LIST_USERS [prefix, limit]`: at most `limit` online users whose
+    /// names start with `prefix` (case-insensitive), for search.
+    ListUsers { prefix: String, limit: usize },
 }
 
 /// A password or session token. Its `Debug` never shows the text, so a
@@ -98,6 +106,8 @@ pub const MAX_NONCE: usize = 64;
 pub const MAX_TOPIC: usize = 256;
 /// Most messages one `HISTORY` returns; larger limits are reduced to it.
 pub const MAX_HISTORY: usize = 500;
+/// Most users one `LIST_USERS` returns; larger limits are reduced to it.
+pub const MAX_LIST_USERS: usize = 100;
 
 /// Why a command could not be accepted. Never fatal for the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,6 +170,9 @@ impl Command {
             Command::History { .. } => "HISTORY",
             Command::Read { .. } => "READ",
             Command::Topic { .. } => "TOPIC",
+            Command::Watch(_) => "WATCH",
+            Command::Unwatch(_) => "UNWATCH",
+            Command::ListUsers { .. } => "LIST_USERS",
         }
     }
 
@@ -227,16 +240,31 @@ impl Command {
                     status, "STATUS", "[status]", limits,
                 )?))
             }
-            "INVITE" => {
-                let args = Args::new("INVITE", "[username, ...] with at least one name", args)?;
-                if args.values.is_empty() {
-                    return Err(args.wrong("no username given".into()));
+            "INVITE" => Ok(Command::Invite(names_arg("INVITE", args, limits)?)),
+            "WATCH" => Ok(Command::Watch(names_arg("WATCH", args, limits)?)),
+            "UNWATCH" => Ok(Command::Unwatch(names_arg("UNWATCH", args, limits)?)),
+            "LIST_USERS" => {
+                const USAGE: &str = "[prefix, limit]";
+                let [prefix, limit] = Args::new("LIST_USERS", USAGE, args)?.exactly()?;
+                let prefix = string_arg(prefix, "LIST_USERS", USAGE, "prefix")?;
+                // A prefix longer than any name could match nothing.
+                if prefix.chars().count() > limits.max_name {
+                    return Err(CommandError::BadArgument {
+                        command: "LIST_USERS",
+                        usage: USAGE,
+                        detail: format!("prefix is longer than a username ({})", limits.max_name),
+                    });
                 }
-                let names = args.all_strings("username")?;
-                for name in &names {
-                    validate_name(name, limits)?;
+                let limit = count_arg(limit, "LIST_USERS", USAGE, "limit")?;
+                if limit == 0 {
+                    return Err(CommandError::BadArgument {
+                        command: "LIST_USERS",
+                        usage: USAGE,
+                        detail: "limit must be at least 1".into(),
+                    });
                 }
-                Ok(Command::Invite(names))
+                let limit = limit.min(MAX_LIST_USERS as u64) as usize;
+                Ok(Command::ListUsers { prefix, limit })
             }
             "JOIN" => {
                 let args = Args::new("JOIN", "[convID]", args)?;
@@ -345,7 +373,14 @@ impl Command {
                 Value::Str(old.expose().to_owned()),
                 Value::Str(new.expose().to_owned()),
             ])),
-            Command::Caps(names) | Command::Invite(names) => Some(strings(names)),
+            Command::Caps(names)
+            | Command::Invite(names)
+            | Command::Watch(names)
+            | Command::Unwatch(names) => Some(strings(names)),
+            Command::ListUsers { prefix, limit } => Some(Value::List(vec![
+                Value::Str(prefix.clone()),
+                Value::Int(*limit as i64),
+            ])),
             Command::Register { name, status } => Some(Value::List(vec![
                 Value::Str(name.clone()),
                 Value::Str(status.clone()),
@@ -476,6 +511,24 @@ impl Args {
             .map(|v| string_arg(v, command, usage, what))
             .collect()
     }
+}
+
+/// `[username, ...]` with at least one valid name (INVITE, WATCH,
+/// UNWATCH).
+fn names_arg(
+    command: &'static str,
+    args: Option<Value>,
+    limits: &Limits,
+) -> Result<Vec<String>, CommandError> {
+    let args = Args::new(command, "[username, ...] with at least one name", args)?;
+    if args.values.is_empty() {
+        return Err(args.wrong("no username given".into()));
+    }
+    let names = args.all_strings("username")?;
+    for name in &names {
+        validate_name(name, limits)?;
+    }
+    Ok(names)
 }
 
 fn string_arg(

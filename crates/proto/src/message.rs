@@ -57,6 +57,8 @@ pub enum ServerMessage {
     Session(crate::command::Secret),
     /// `PASSWORD_CHANGED [username]`: PASSWORD succeeded.
     PasswordChanged(String),
+    /// `USERS {username: status}`: the answer to `LIST_USERS`, sorted.
+    Users(Vec<(String, String)>),
 }
 
 /// The fourth element of `MESSAGE` for `history` clients.
@@ -104,6 +106,7 @@ impl ServerMessage {
             ServerMessage::SignedUp(_) => "SIGNED_UP",
             ServerMessage::Session(_) => "SESSION",
             ServerMessage::PasswordChanged(_) => "PASSWORD_CHANGED",
+            ServerMessage::Users(_) => "USERS",
         }
     }
 
@@ -125,7 +128,7 @@ impl ServerMessage {
         let conv = |id: ConvId| Value::Int(id as i64);
         let strs = |v: &[String]| Value::List(v.iter().map(|s| str(s)).collect());
         let args = match self {
-            ServerMessage::OnlineUsers(users) => {
+            ServerMessage::OnlineUsers(users) | ServerMessage::Users(users) => {
                 Value::Dict(users.iter().map(|(n, s)| (str(n), str(s))).collect())
             }
             ServerMessage::Presence(changes) => Value::Dict(
@@ -210,7 +213,7 @@ impl ServerMessage {
     pub(crate) fn write_args(&self, sink: &mut impl ArgSink) {
         let strs = |sink: &mut _, names: &[String]| write_strings(sink, names);
         match self {
-            ServerMessage::OnlineUsers(users) => {
+            ServerMessage::OnlineUsers(users) | ServerMessage::Users(users) => {
                 sink.dict_begin();
                 for (name, status) in users {
                     sink.key_str(name);
@@ -325,7 +328,7 @@ impl ServerMessage {
     pub(crate) fn size_hint(&self) -> usize {
         let strs = |v: &[String]| v.iter().map(|s| s.len() + 8).sum::<usize>();
         32 + match self {
-            ServerMessage::OnlineUsers(users) => {
+            ServerMessage::OnlineUsers(users) | ServerMessage::Users(users) => {
                 users.iter().map(|(n, s)| n.len() + s.len() + 14).sum()
             }
             ServerMessage::Presence(changes) => changes
@@ -362,11 +365,8 @@ impl ServerMessage {
 /// Types the arguments of the server message `word`.
 fn type_args(word: &str, args: Value) -> Result<ServerMessage, String> {
     match word {
-        "ONLINE_USERS" => dict(args)?
-            .into_iter()
-            .map(|(k, v)| Ok((string(k, "username")?, string(v, "status")?)))
-            .collect::<Result<_, String>>()
-            .map(ServerMessage::OnlineUsers),
+        "ONLINE_USERS" => statuses(args).map(ServerMessage::OnlineUsers),
+        "USERS" => statuses(args).map(ServerMessage::Users),
         "PRESENCE" => dict(args)?
             .into_iter()
             .map(|(k, v)| {
@@ -443,6 +443,14 @@ fn type_args(word: &str, args: Value) -> Result<ServerMessage, String> {
             .map(|token| ServerMessage::Session(crate::command::Secret::new(token))),
         _ => Err("unknown message".to_owned()),
     }
+}
+
+/// `{username: status}`, as ONLINE_USERS and USERS carry it.
+fn statuses(args: Value) -> Result<Vec<(String, String)>, String> {
+    dict(args)?
+        .into_iter()
+        .map(|(k, v)| Ok((string(k, "username")?, string(v, "status")?)))
+        .collect()
 }
 
 /// `MESSAGE [convID, sender, message]`, with an optional metadata dict.

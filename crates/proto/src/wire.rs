@@ -35,6 +35,9 @@ pub const CLIENT_WORDS: &[(&str, bool)] = &[
     ("SIGNUP", true),
     ("LOGOUT", false),
     ("PASSWORD", true),
+    ("WATCH", true),
+    ("UNWATCH", true),
+    ("LIST_USERS", true),
 ];
 
 /// Words a server may send; all carry arguments.
@@ -53,6 +56,7 @@ pub const SERVER_WORDS: &[(&str, bool)] = &[
     ("SIGNED_UP", true),
     ("SESSION", true),
     ("PASSWORD_CHANGED", true),
+    ("USERS", true),
 ];
 
 impl Direction {

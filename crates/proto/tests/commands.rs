@@ -183,3 +183,53 @@ fn server_messages_are_typed_leniently() {
         "unexpected MESSAGE from server: expected a list, got int"
     );
 }
+
+#[test]
+fn watch_and_unwatch_take_valid_names() {
+    let names = Some(Value::List(vec![s("alice"), s("Bob")]));
+    assert_eq!(
+        typed("WATCH", names.clone()),
+        Ok(Command::Watch(vec!["alice".into(), "Bob".into()]))
+    );
+    assert_eq!(
+        typed("UNWATCH", names),
+        Ok(Command::Unwatch(vec!["alice".into(), "Bob".into()]))
+    );
+    assert!(error_text("WATCH", Some(Value::List(vec![]))).contains("no username given"));
+    assert!(error_text("UNWATCH", Some(Value::List(vec![s("a b")]))).contains("invalid username"));
+}
+
+#[test]
+fn list_users_limit_is_at_least_one_and_at_most_a_hundred() {
+    let ask = |limit| Some(Value::List(vec![s("al"), Value::Int(limit)]));
+    assert_eq!(
+        typed("LIST_USERS", ask(5)),
+        Ok(Command::ListUsers {
+            prefix: "al".into(),
+            limit: 5
+        })
+    );
+    assert_eq!(
+        typed("LIST_USERS", ask(5000)),
+        Ok(Command::ListUsers {
+            prefix: "al".into(),
+            limit: 100
+        })
+    );
+    assert!(error_text("LIST_USERS", ask(0)).contains("limit must be at least 1"));
+    assert!(error_text("LIST_USERS", ask(-1)).contains("non-negative"));
+    let long = Some(Value::List(vec![s(&"a".repeat(200)), Value::Int(5)]));
+    assert!(error_text("LIST_USERS", long).contains("prefix is longer"));
+}
+
+#[test]
+fn users_is_typed_like_online_users() {
+    let raw = RawMessage {
+        word: "USERS".into(),
+        args: Some(Value::Dict(vec![(s("alice"), s("here"))])),
+    };
+    assert_eq!(
+        ServerMessage::from_raw(raw),
+        Ok(ServerMessage::Users(vec![("alice".into(), "here".into())]))
+    );
+}

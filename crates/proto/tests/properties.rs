@@ -53,6 +53,10 @@ fn any_command() -> impl Strategy<Value = Command> {
             nonce: None
         }),
         any_conv().prop_map(Command::Leave),
+        prop::collection::vec(any_name(), 1..5).prop_map(Command::Watch),
+        prop::collection::vec(any_name(), 1..5).prop_map(Command::Unwatch),
+        (any_text(20), 1..=100usize)
+            .prop_map(|(prefix, limit)| Command::ListUsers { prefix, limit }),
     ]
 }
 
@@ -77,6 +81,8 @@ fn any_message() -> impl Strategy<Value = ServerMessage> {
         }),
         (any_conv(), names()).prop_map(|(conv, members)| ServerMessage::Members { conv, members }),
         names().prop_map(ServerMessage::Caps),
+        prop::collection::btree_map(any_text(12), any_text(12), 0..6)
+            .prop_map(|m| ServerMessage::Users(m.into_iter().collect())),
         any_text(60).prop_map(ServerMessage::Error),
     ]
 }

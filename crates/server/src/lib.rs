@@ -126,6 +126,7 @@ async fn open_chat(config: &Config) -> io::Result<Opened> {
         limits: config.limits.clone(),
         durable: config.data_dir.is_some(),
         accounts: config.accounts,
+        ..natter_core::Config::default()
     };
     let Some(dir) = config.data_dir.clone() else {
         return Ok((Chat::new(chat_config), None, None, Vec::new()));

@@ -7,7 +7,15 @@
 // Everything another user wrote reaches the page as text nodes
 // (`append(string)`, `textContent`), never as HTML.
 
-const CAPS = ['presence-delta', 'members'];
+// presence-scope: the server tells us only about people we share a
+// conversation with and those we WATCH, so the page scales to a company.
+const CAPS = ['presence-scope', 'presence-delta', 'members'];
+/** Most people one search shows (and watches). */
+const SEARCH_LIMIT = 20;
+/** Longest search: a username's limit. */
+const MAX_SEARCH = 32;
+/** Typing pause before a search goes out. */
+const SEARCH_DELAY_MS = 150;
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
 /** The server's default message limit, checked here to keep the draft. */
@@ -37,8 +45,15 @@ const state = {
   registered: false,
   restoreAttempts: 0,
   caps: new Set(),
-  /** name -> status of everyone online, ourselves included. */
+  /** name -> status of everyone the server tells us about (ourselves,
+   * people in our conversations, people found by the search). */
   online: new Map(),
+  /** The search box's text, as last sent with LIST_USERS. */
+  query: '',
+  searchTimer: 0,
+  /** Names the search found, WATCHed so their presence stays live (and
+   * so they drop off the list when they leave). */
+  found: new Set(),
   /** id -> {id, members: [], messages: [], unread, label} */
   convs: new Map(),
   /** id -> inviter: invitations not yet accepted or dismissed. */
@@ -153,6 +168,28 @@ function send(command, args) {
   return true;
 }
 
+/** Searches who is online whose name starts with the box's text. */
+function search(text) {
+  state.query = text.trim().slice(0, MAX_SEARCH);
+  if (!state.query) {
+    watchFound([]);
+    return;
+  }
+  send('LIST_USERS', [state.query, SEARCH_LIMIT]);
+}
+
+/** Watches exactly `names` among the search results: their presence then
+ * arrives like that of our contacts, and the list shows them. */
+function watchFound(names) {
+  const wanted = new Set(names.filter((name) => !isMe(name)));
+  const gone = [...state.found].filter((name) => !wanted.has(name));
+  const added = [...wanted].filter((name) => !state.found.has(name));
+  if (gone.length > 0) send('UNWATCH', gone);
+  if (added.length > 0) send('WATCH', added);
+  state.found = wanted;
+  renderPeople();
+}
+
 function register(name, status) {
   state.pending = { name, status };
   send('REGISTER', [name, status]);
@@ -173,6 +210,11 @@ const handlers = {
     state.online = new Map(Object.entries(args));
     if (!state.registered && state.pending) registered();
     renderPeople();
+  },
+  USERS(args) {
+    // An answer to an older query than the box now holds is ignored.
+    if (!state.query) return;
+    watchFound(Object.keys(args));
   },
   PRESENCE(args) {
     for (const [name, status] of Object.entries(args)) {
@@ -254,6 +296,8 @@ function registered() {
       if (state.caps.has('members')) state.rejoining.push(conv.id);
       join(conv.id);
     }
+    // A new connection watches nobody yet.
+    if (state.found.size > 0) send('WATCH', [...state.found]);
   }
   showApp();
   renderConn();
@@ -411,6 +455,19 @@ function wireApp() {
   });
   $('name').addEventListener('input', () => { $('signin-error').hidden = true; });
 
+  $('people-search').addEventListener('input', (event) => {
+    clearTimeout(state.searchTimer);
+    const text = event.target.value;
+    state.searchTimer = setTimeout(() => search(text), SEARCH_DELAY_MS);
+  });
+  // Enter in the search box searches at once rather than starting a chat.
+  $('people-search').addEventListener('keydown', (event) => {
+    if (event.key !== 'Enter') return;
+    event.preventDefault();
+    clearTimeout(state.searchTimer);
+    search(event.target.value);
+  });
+
   $('people').addEventListener('change', (event) => {
     const box = event.target;
     if (box.checked) state.selected.add(box.value);
@@ -501,6 +558,9 @@ function resetChatState() {
   state.invites.clear();
   state.selected.clear();
   state.online.clear();
+  state.found.clear();
+  state.query = '';
+  $('people-search').value = '';
   state.invitesSent = [];
   state.openOnJoin.clear();
   state.rejoining = [];
@@ -578,7 +638,7 @@ function renderPeople() {
     if (!state.online.has(name)) state.selected.delete(name);
   }
   $('people').replaceChildren(...others.map(([name, status]) =>
-    el('li', { class: 'person' },
+    el('li', { class: state.found.has(name) ? 'person found' : 'person' },
       el('label', {},
         el('input', { type: 'checkbox', value: name, checked: state.selected.has(name) }),
         el('span', { class: `dot ${statusClass(status)}` }),

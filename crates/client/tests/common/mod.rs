@@ -165,6 +165,8 @@ pub async fn conversation(
     bob: &Client,
     bob_events: &mut Events,
 ) -> u64 {
+    // Presence covers contacts and whom we watch: bob is neither yet.
+    alice.watch(["bob"]).await.unwrap();
     expect_online(alice_events, "bob", Some("online")).await;
     alice.invite(["bob"]).await.unwrap();
     let (conv, _) = expect_invitation(bob_events).await;

@@ -15,7 +15,29 @@ impl Chat {
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         self.check_users()?;
-        self.check_conversations()
+        self.check_conversations()?;
+        self.check_scopes()
+    }
+
+    /// Scoped presence bookkeeping matches the scoped devices.
+    fn check_scopes(&self) -> Result<(), String> {
+        let scoped_device = |conn, key: &str| {
+            self.users.get(key).is_some_and(|u| {
+                u.devices
+                    .iter()
+                    .any(|d| d.conn == conn && d.caps.presence_scope)
+            })
+        };
+        let scoped = self
+            .users
+            .values()
+            .flat_map(|u| u.conns_with(|c| c.presence_scope))
+            .filter(|c| self.presence.watched(*c).is_none())
+            .count();
+        if scoped != 0 {
+            return Err(format!("{scoped} scoped devices have no scoped state"));
+        }
+        self.presence.check(scoped_device, self.config.max_watched)
     }
 
     fn check_users(&self) -> Result<(), String> {
