@@ -369,6 +369,15 @@ def faults(root):
         f"| slow consumer | cut off after {col('slow_consumer', 'messages')} messages "
         f"({col('slow_consumer', 'seconds', '{:.2f}')} s); the sender's p99 round trip meanwhile "
         f"{col('slow_consumer', 'p99_ms', '{:.2f}')} ms |")
+    burst = of("burst")
+    out.append(
+        f"| burst | {col('burst', 'messages')} messages of 8,000 bytes to two readers, 16 at a time, "
+        f"with a 64 KiB send queue: all delivered in {spread([b['seconds'] for b in burst], '{:.2f}')} s "
+        f"(with and without write coalescing), nobody but the member that never reads cut off |")
+    out.append(
+        f"| flood | the flooder cut off after {col('flood', 'cut_off_s', '{:.2f}')} s; the others' "
+        f"{col('flood', 'round_trips')} round trips meanwhile: p50 {col('flood', 'p50_ms', '{:.2f}')} ms, "
+        f"worst {col('flood', 'max_ms', '{:.2f}')} ms |")
     per_encoding = "; ".join(
         f"{enc}: ERROR and end of stream after {spread([g['closed_ms'] for g in garbage if g['encoding'] == enc], '{:.1f}')} ms, "
         f"{spread([g['mb_written'] for g in garbage if g['encoding'] == enc], '{:.1f}')} MB written by then"

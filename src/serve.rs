@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,7 +15,7 @@ use natter_server::tls::Plaintext;
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Address to accept TCP clients on.
-    #[arg(long, default_value = "0.0.0.0:6666")]
+    #[arg(long, default_value_t = defaults().listen)]
     listen: SocketAddr,
     /// Address of the web chat page and its WebSocket gateway (/ws).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
@@ -24,48 +24,51 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "web")]
     no_web: bool,
     /// Seconds between full ONLINE_USERS snapshots to classic clients (0: never).
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    #[arg(long, default_value_t = defaults().presence_interval.as_secs(), value_name = "SECS")]
     presence_interval: u64,
     /// Presence coalescing window in milliseconds (0: send every change at once).
-    #[arg(long, default_value_t = 100, value_name = "MS")]
+    #[arg(long, default_value_t = millis(defaults().presence_coalesce), value_name = "MS")]
     presence_coalesce: u64,
     /// Who may join conversations.
-    #[arg(long, value_enum, default_value_t = PolicyArg::Open)]
+    #[arg(long, value_enum, default_value_t = defaults().policy.into())]
     conversations: PolicyArg,
     /// Largest accepted frame (or JSON line, or classic message), in bytes.
-    #[arg(long, default_value_t = 65536, value_name = "BYTES",
+    #[arg(long, default_value_t = defaults().limits.max_frame as u32, value_name = "BYTES",
           value_parser = clap::value_parser!(u32).range(16..=MAX_FRAME_CEILING as i64))]
     max_frame: u32,
     /// Largest chat message, in bytes of UTF-8.
-    #[arg(long, default_value_t = 8192, value_name = "BYTES")]
+    #[arg(long, default_value_t = defaults().limits.max_message, value_name = "BYTES")]
     max_message: usize,
     /// Bytes that may wait for one client before it is cut off as a slow consumer.
-    #[arg(long, default_value_t = 1048576, value_name = "BYTES")]
+    #[arg(long, default_value_t = defaults().send_queue, value_name = "BYTES")]
     send_queue: usize,
     /// Under load, a client written to less than this many milliseconds ago
     /// waits for the rest of that time so its messages leave in one write
     /// (0: write at once, always).
-    #[arg(long, default_value_t = 5, value_name = "MS")]
+    #[arg(long, default_value_t = millis(defaults().write_coalesce), value_name = "MS")]
     write_coalesce: u64,
-    /// Seconds a new connection has to REGISTER before it is closed (0: forever).
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    /// Seconds from connecting a new connection has to REGISTER before it
+    /// is closed (0: forever).
+    #[arg(long, default_value_t = defaults().register_timeout.as_secs(), value_name = "SECS")]
     register_timeout: u64,
     /// Idle seconds before TCP keepalive probes start; a peer that answers
     /// none is dropped (0: no keepalive).
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    #[arg(long, default_value_t = defaults().tcp_keepalive.as_secs(), value_name = "SECS")]
     tcp_keepalive: u64,
     /// Close connections silent for this many seconds (0: never, for course
     /// clients that sit quietly for hours).
-    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    #[arg(long, default_value_t = defaults().idle_timeout.as_secs(), value_name = "SECS")]
     idle_timeout: u64,
-    /// Commands per second per connection, on average (0: no limit).
-    #[arg(long, default_value_t = 10, value_name = "PER_SEC")]
+    /// Commands (frames) per second per connection, on average; a client
+    /// over it is read more slowly, and cut off after 5 s over it (0: no
+    /// limit).
+    #[arg(long, default_value_t = defaults().rate_limit, value_name = "PER_SEC")]
     rate_limit: u32,
     /// Commands a connection may send in one burst above the rate.
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    #[arg(long, default_value_t = defaults().rate_burst, value_name = "N")]
     rate_burst: u32,
     /// Most connections at once.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    #[arg(long, default_value_t = defaults().max_connections, value_name = "N")]
     max_connections: usize,
     /// Worker threads. One thread (the default) runs every connection and
     /// the hub without any cross-thread hand-off, which is the cheapest way
@@ -73,9 +76,16 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
-    /// Most connections from one IP address (0: no limit).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    /// Most connections from one IP address, an IPv6 /64 counting as one
+    /// (0: no limit).
+    #[arg(long, default_value_t = defaults().max_connections_per_ip, value_name = "N")]
     max_connections_per_ip: usize,
+    /// Most HTTP connections to the web page at once (0: no limit).
+    #[arg(long, default_value_t = defaults().max_web_connections, value_name = "N")]
+    max_web_connections: usize,
+    /// Seconds an HTTP client has to send a request's headers.
+    #[arg(long, default_value_t = defaults().web_header_timeout.as_secs(), value_name = "SECS")]
+    web_header_timeout: u64,
     /// Where conversations and their history are kept (created on first start).
     #[arg(long, default_value = "natter-data", value_name = "DIR")]
     data_dir: PathBuf,
@@ -83,11 +93,11 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "data_dir")]
     ephemeral: bool,
     /// Days of messages to keep (0: forever).
-    #[arg(long, default_value_t = 0, value_name = "DAYS")]
+    #[arg(long, default_value_t = defaults().history_days, value_name = "DAYS")]
     history_days: u32,
     /// After a restart, seconds a guest has to register again before it
     /// leaves its conversations.
-    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    #[arg(long, default_value_t = defaults().rejoin_grace.as_secs(), value_name = "SECS")]
     rejoin_grace: u64,
     /// off: names are first come, first served; optional: an account's name
     /// needs its password, other names are free for guests; required: no
@@ -134,6 +144,27 @@ enum PolicyArg {
     InviteOnly,
 }
 
+impl From<Policy> for PolicyArg {
+    fn from(policy: Policy) -> Self {
+        match policy {
+            Policy::Open => PolicyArg::Open,
+            Policy::InviteOnly => PolicyArg::InviteOnly,
+        }
+    }
+}
+
+/// The library's defaults (`natter_server::Config`, whose frame and
+/// message sizes come from `natter_proto::Limits`): the one place they are
+/// written, so `--help` shows what the server does.
+fn defaults() -> &'static natter_server::Config {
+    static DEFAULTS: OnceLock<natter_server::Config> = OnceLock::new();
+    DEFAULTS.get_or_init(natter_server::Config::default)
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
 impl ServeArgs {
     fn config(&self) -> anyhow::Result<natter_server::Config> {
         let mut config = natter_server::Config {
@@ -154,6 +185,8 @@ impl ServeArgs {
             rate_burst: self.rate_burst,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            max_web_connections: self.max_web_connections,
+            web_header_timeout: Duration::from_secs(self.web_header_timeout),
             data_dir: (!self.ephemeral).then(|| self.data_dir.clone()),
             history_days: self.history_days,
             rejoin_grace: Duration::from_secs(self.rejoin_grace),
@@ -225,9 +258,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         println!("web on {scheme}://{web}");
     }
-    wait_for_signal().await?;
+    // A failed hub serves no one: stop, and exit non-zero so that systemd
+    // (or whatever supervises us) starts a fresh server.
+    let failed = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            false
+        }
+        _ = server.failed() => true,
+    };
     tracing::info!("shutting down");
     server.shutdown().await;
+    if failed {
+        anyhow::bail!("the hub failed; the server stopped");
+    }
     Ok(())
 }
 
@@ -241,12 +285,95 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: info).
+/// Logs go to stderr, filtered by `RUST_LOG` (default: info), coloured
+/// only when stderr is a terminal (a file or a journal gets plain text).
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// What `natter serve` with no flags must run: the library's defaults,
+    /// plus the two things only the binary decides (a web page, a data dir).
+    fn expected() -> natter_server::Config {
+        natter_server::Config {
+            web: Some("127.0.0.1:8080".parse().unwrap()),
+            data_dir: Some("natter-data".into()),
+            ..natter_server::Config::default()
+        }
+    }
+
+    /// Every default `--help` shows, given back as a flag, configures the
+    /// server exactly as the library's default does: the help cannot
+    /// disagree with the behaviour.
+    #[test]
+    fn the_defaults_help_shows_are_the_ones_the_server_uses() {
+        let command = Cli::command();
+        let mut argv = vec!["serve".to_string()];
+        let mut shown = 0;
+        for arg in command.get_arguments() {
+            let (Some(long), [default]) = (arg.get_long(), arg.get_default_values()) else {
+                continue;
+            };
+            argv.push(format!("--{long}={}", default.to_string_lossy()));
+            shown += 1;
+        }
+        assert!(shown >= 20, "only {shown} defaults shown");
+        let given = Cli::try_parse_from(&argv).expect("the shown defaults parse");
+        assert_eq!(
+            format!("{:?}", given.serve.config()),
+            format!("{:?}", expected()),
+            "{argv:?}"
+        );
+        let plain = Cli::try_parse_from(["serve"]).unwrap();
+        assert_eq!(
+            format!("{:?}", plain.serve.config()),
+            format!("{:?}", expected())
+        );
+    }
+
+    #[test]
+    fn help_lists_every_limit_with_its_default() {
+        let help = Cli::command().render_long_help().to_string();
+        let defaults = natter_server::Config::default();
+        for (flag, default) in [
+            ("--rate-limit", defaults.rate_limit.to_string()),
+            ("--max-frame", defaults.limits.max_frame.to_string()),
+            ("--send-queue", defaults.send_queue.to_string()),
+            (
+                "--register-timeout",
+                defaults.register_timeout.as_secs().to_string(),
+            ),
+            (
+                "--max-web-connections",
+                defaults.max_web_connections.to_string(),
+            ),
+        ] {
+            let at = help
+                .find(flag)
+                .unwrap_or_else(|| panic!("{flag} not in --help"));
+            let rest = &help[at..];
+            let shown = rest[rest.find("[default: ").expect("a default") + 10..]
+                .split(']')
+                .next()
+                .unwrap();
+            assert_eq!(shown, default, "{flag}");
+        }
+    }
 }

@@ -417,14 +417,14 @@ fn conversation(python: &Path, classic: bool) {
     alice.expect("INVITATION 1 from alice");
     bob.expect("INVITATION 1 from alice");
 
-    // A LIST after each JOIN: its answer proves the JOIN was applied, since
-    // the server handles one connection's commands in order.
+    // alice joined what she created by herself. A LIST after each JOIN: its
+    // answer proves the JOIN was applied, since the server handles one
+    // connection's commands in order.
+    alice.type_line("/list");
+    alice.expect("CONVERSATIONS {1: [alice]}");
     bob.type_line("/join 1");
     bob.type_line("/list");
-    bob.expect("CONVERSATIONS {1: [bob]}");
-    alice.type_line("/join 1");
-    alice.type_line("/list");
-    alice.expect("CONVERSATIONS {1: [alice, bob]}");
+    bob.expect("CONVERSATIONS {1: [alice, bob]}");
 
     // Plain text goes to the conversation joined last.
     alice.type_line("hello bob");
@@ -494,13 +494,11 @@ fn history_session(python: &Path, classic: bool) {
     let mut bob = PyClient::spawn(python, addr, classic, "bob");
     bob.expect("ONLINE_USERS alice=online bob=online");
     alice.type_line("/invite bob");
+    alice.expect("INVITATION 1 from alice");
     bob.expect("INVITATION 1 from alice");
     bob.type_line("/join 1");
     bob.type_line("/list");
-    bob.expect("CONVERSATIONS {1: [bob]}");
-    alice.type_line("/join 1");
-    alice.type_line("/list");
-    alice.expect("CONVERSATIONS {1: [alice, bob]}");
+    bob.expect("CONVERSATIONS {1: [alice, bob]}");
     for text in ["first", "second", "third, ça va ✓"] {
         alice.type_line(text);
         bob.expect(&format!("MESSAGE 1 alice: {text}"));
@@ -538,13 +536,11 @@ fn python2_and_python3_clients_talk_to_each_other(python2: &Path) {
     let mut bob = PyClient::spawn(python2, server.addr(), true, "bob");
     bob.expect("ONLINE_USERS alice=online bob=online");
     alice.type_line("/invite bob");
+    alice.expect("INVITATION 1 from alice");
     bob.expect("INVITATION 1 from alice");
     bob.type_line("/join 1");
     bob.type_line("/list");
-    bob.expect("CONVERSATIONS {1: [bob]}");
-    alice.type_line("/join 1");
-    alice.type_line("/list");
-    alice.expect("CONVERSATIONS {1: [alice, bob]}");
+    bob.expect("CONVERSATIONS {1: [alice, bob]}");
     bob.type_line("/send 1 grüße aus Python 2");
     alice.expect("MESSAGE 1 bob: grüße aus Python 2");
     alice.type_line("/send 1 and back from 3 ✓");

@@ -23,7 +23,7 @@ or only against `--ca-file`, e.g. the cert.pem of `natter cert
 
 then type commands, one per line:
 
-    /invite bob carol     create a conversation and invite people
+    /invite bob carol     create a conversation, invite people, and join it
     /join 3               become a member of conversation 3
     /send 3 hello         send "hello" to conversation 3
     hello                 (plain text) send to the conversation joined last
@@ -217,6 +217,9 @@ class NatterClient:
         self.on_message = None  # set by the caller: function(word, args)
         self.on_closed = None  # set by the caller: function(reason or None)
         self.said_goodbye = False
+        # Both threads send (the listener joins our own conversations), and
+        # two sendall calls at once could interleave their bytes.
+        self.send_lock = threading.Lock()
 
     # -- sending ------------------------------------------------------------
 
@@ -229,7 +232,8 @@ class NatterClient:
             # Framed: a 4-byte big-endian length, then the body.
             body = struct.pack(">I", len(body)) + body
         try:
-            self.sock.sendall(body)
+            with self.send_lock:
+                self.sock.sendall(body)
         except (socket.error, OSError) as err:
             raise ConnectionFailed("cannot send to %s: %s" % (self.address, err))
 
@@ -343,6 +347,7 @@ class Session:
         self.exit_code = 0
         self.registered = threading.Event()
         self.register_error = None
+        self.name = None
         self.caps = []  # the extensions the server granted (answer to CAPS)
         self.last_joined = None
         client.on_message = self.on_message
@@ -358,11 +363,31 @@ class Session:
             if word == "ERROR":
                 self.register_error = one_line(args)
             self.registered.set()
+        if word == "INVITATION":
+            # Before the line is printed: whatever is typed after seeing it
+            # goes out after the JOIN.
+            self.join_if_ours(args)
         try:
             line = describe(word, args)
         except (TypeError, ValueError, AttributeError):
             line = u"%s (unexpected arguments) %r" % (word, args)
         say(line)
+
+    def join_if_ours(self, args):
+        """Joins the conversation our own /invite created: the server makes
+        the inviter a member only once it joins, and whoever invites people
+        means to talk to them. Plain text then goes there."""
+        try:
+            conv, inviter = args
+        except (TypeError, ValueError):
+            return
+        if to_text(inviter).lower() != self.name.lower():
+            return
+        try:
+            self.client.send_command("JOIN", [conv])
+        except ConnectionFailed:
+            return  # the listener reports the closed connection
+        self.last_joined = conv
 
     def on_closed(self, reason):
         if reason is None and self.client.said_goodbye:
@@ -378,6 +403,7 @@ class Session:
             self.finished.set()
 
     def register(self, name, status):
+        self.name = name
         # Extensions are asked for before REGISTER; the answer is CAPS.
         self.client.send_command("CAPS", ["history"])
         self.client.send_command("REGISTER", [name, status])

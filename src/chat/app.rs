@@ -185,8 +185,10 @@ impl App {
 
     fn on_invitation(&mut self, conv: ConvId, inviter: String) -> Option<Action> {
         if self.is_me(&inviter) {
-            // Our own /invite: go straight into the new conversation.
-            return Some(self.enter(conv));
+            // Our own /invite: the client library joins it; show it.
+            self.conversations.entry(conv).or_default().joined = true;
+            self.switch_to(conv);
+            return None;
         }
         if !self.invitations.iter().any(|(c, _)| *c == conv) {
             self.invitations.push((conv, inviter));

@@ -81,19 +81,24 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
 /// How many names the prompt asks for before giving up.
 const NAME_TRIES: usize = 5;
 
+/// Asks for the name first and connects only once it is known: the server
+/// closes a connection that has not registered within its deadline, and a
+/// person may take longer than that to type.
 async fn interactive(args: ChatArgs) -> anyhow::Result<()> {
-    let (client, events) = Client::connect_with(args.client_config()?).await?;
-    let mut name = match args.name {
+    let mut name = match args.name.clone() {
         Some(name) => name,
         None => ask("Your name: ")?,
     };
     for _ in 0..NAME_TRIES {
+        let (client, events) = Client::connect_with(args.client_config()?).await?;
         match client.register(&name, &args.status).await {
             Ok(()) => {
                 let app = app::App::new(&args.server, &name);
                 return tui::run(client, events, app).await;
             }
             Err(err @ (ClientError::NameTaken(_) | ClientError::Rejected(_))) => {
+                // Not connected while the next name is typed, either.
+                drop((client, events));
                 name = ask(&format!("{err}. Another name: "))?;
             }
             Err(err) => return Err(err.into()),

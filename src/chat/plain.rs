@@ -1,7 +1,8 @@
 //! `natter chat --plain`: a line protocol for scripts, bots and tests.
 //!
 //! Lines read from stdin are the same as typed in the terminal UI (plain
-//! text goes to the current conversation, which is the last one joined).
+//! text goes to the current conversation, which is the last one joined or
+//! created: the client joins the conversations its own `/invite` creates).
 //! Every event is printed as one line on stdout:
 //!
 //! ```text
@@ -21,6 +22,7 @@
 //! sent, prints what the server still sends, and exits 0.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use natter_client::{Client, ClientConfig, ClientError, ConnectionState, ConvId, Event, Events};
@@ -39,16 +41,51 @@ pub async fn run(server: ClientConfig, name: String, status: String) -> anyhow::
         }
         return Err(err.into());
     }
-    let printer = tokio::spawn(print_events(events));
-    let outcome = read_commands(&client).await;
+    let joined = Joined::default();
+    let printer = tokio::spawn(print_events(events, name, joined.clone()));
+    let outcome = read_commands(&client, &joined).await;
     client.goodbye().await?;
     // The printer ends after the final Disconnected state.
     let _ = tokio::time::timeout(Duration::from_secs(5), printer).await;
     outcome
 }
 
-async fn print_events(mut events: Events) {
+/// The conversations we are in, the current one last; shared by the
+/// command reader and the event printer, which sees the ones our own
+/// `/invite`s create (the client library joins those).
+#[derive(Clone, Default)]
+struct Joined(Arc<Mutex<Vec<ConvId>>>);
+
+impl Joined {
+    fn make_current(&self, conv: ConvId) {
+        let mut joined = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        joined.retain(|c| *c != conv);
+        joined.push(conv);
+    }
+
+    fn forget(&self, conv: ConvId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| *c != conv);
+    }
+
+    fn current(&self) -> Option<ConvId> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .copied()
+    }
+}
+
+async fn print_events(mut events: Events, me: String, joined: Joined) {
     while let Some(event) = events.recv().await {
+        if let Event::Invitation { conv, inviter } = &event
+            && inviter.to_lowercase() == me.to_lowercase()
+        {
+            joined.make_current(*conv);
+        }
         if let Some(line) = format_event(&event) {
             print_line(&line);
         }
@@ -63,9 +100,8 @@ fn print_line(line: &str) {
 }
 
 /// Sends what stdin says until EOF or `/quit`.
-async fn read_commands(client: &Client) -> anyhow::Result<()> {
+async fn read_commands(client: &Client, joined: &Joined) -> anyhow::Result<()> {
     let mut stdin = BufReader::new(tokio::io::stdin());
-    let mut joined: Vec<ConvId> = Vec::new();
     while let Some(line) = next_line(&mut stdin).await? {
         let input = match input::parse(&line) {
             Ok(input) => input,
@@ -75,8 +111,8 @@ async fn read_commands(client: &Client) -> anyhow::Result<()> {
             }
         };
         match input {
-            Input::Say(text) => match joined.last() {
-                Some(conv) => match client.send_message(*conv, text).await {
+            Input::Say(text) => match joined.current() {
+                Some(conv) => match client.send_message(conv, text).await {
                     Ok(_) => {}
                     // A full outbox is this line's problem, not the session's.
                     Err(err @ ClientError::OutboxFull { .. }) => eprintln!("{err}"),
@@ -86,13 +122,12 @@ async fn read_commands(client: &Client) -> anyhow::Result<()> {
             },
             Input::Invite(names) => client.invite(names).await?,
             Input::Join(conv) => {
-                joined.retain(|c| *c != conv);
-                joined.push(conv);
+                joined.make_current(conv);
                 client.join(conv).await?;
             }
-            Input::Leave(conv) => match conv.or(joined.last().copied()) {
+            Input::Leave(conv) => match conv.or(joined.current()) {
                 Some(conv) => {
-                    joined.retain(|c| *c != conv);
+                    joined.forget(conv);
                     client.leave(conv).await?;
                 }
                 None => eprintln!("no conversation to leave"),

@@ -108,7 +108,10 @@ impl Client {
         self.send(Command::Status(status.into())).await
     }
 
-    /// `INVITE`: creates a conversation and invites these users.
+    /// `INVITE`: creates a conversation and invites these users. When its
+    /// `INVITATION` comes back, the client joins it (the inviter is not a
+    /// member until it joins), so [`Client::send_message`] works right
+    /// after; with the `members` capability, `MEMBERS` confirms it.
     pub async fn invite<I, S>(&self, names: I) -> Result<(), ClientError>
     where
         I: IntoIterator<Item = S>,

@@ -6,10 +6,11 @@
 //!
 //! let (client, mut events) = Client::connect("127.0.0.1:6666").await?;
 //! client.register("alice", "online").await?; // Err(NameTaken) if taken
-//! client.invite(["bob"]).await?;
+//! client.invite(["bob"]).await?; // and joins the new conversation itself
 //! while let Some(event) = events.recv().await {
 //!     match event {
-//!         Event::Invitation { conv, .. } => client.join(conv).await?,
+//!         // Invitations from others are ours to accept or not.
+//!         Event::Invitation { conv, inviter } if inviter != "alice" => client.join(conv).await?,
 //!         Event::Members { conv, .. } => {
 //!             client.send_message(conv, "hi bob").await?;
 //!         }
@@ -51,6 +52,8 @@
 //!   [`Backoff`]), registers again with the same name and status and
 //!   re-joins its conversations, reporting each step as
 //!   [`Event::State`]. `goodbye` ends it for good.
+//! - The client joins the conversations its own `INVITE`s create: the
+//!   protocol makes the inviter a member only once it joins.
 //! - Bad data from a server is an [`Event::DecodeError`], never a panic;
 //!   when the stream cannot be trusted any more the client reconnects.
 //! - Every queue is bounded ([`ClientConfig`]), and commands go out no

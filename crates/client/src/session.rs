@@ -92,6 +92,18 @@ impl Session {
         }
     }
 
+    /// The conversation a message says we created: the `INVITATION` that
+    /// answers our own `INVITE`. The contract makes the inviter a member
+    /// only once it joins, and a person who invites others means to talk to
+    /// them, so the client joins it.
+    pub fn created_by_us(&self, message: &ServerMessage) -> Option<ConvId> {
+        let ServerMessage::Invitation { conv, inviter } = message else {
+            return None;
+        };
+        let me = &self.identity.as_ref()?.name;
+        (inviter.to_lowercase() == me.to_lowercase()).then_some(*conv)
+    }
+
     /// Updates the session from a server message and returns the event the
     /// application should see, if any. `MESSAGE`, `HISTORY` and `CAPS`
     /// belong to the connection task (outbox, timeline, handshake) and
@@ -325,6 +337,19 @@ mod tests {
             "you are not a member of conversation 4".into(),
         ));
         assert!(session.memberships().is_empty());
+    }
+
+    #[test]
+    fn our_own_invitation_is_a_conversation_we_created() {
+        let mut session = Session::default();
+        let invitation = |inviter: &str| ServerMessage::Invitation {
+            conv: 3,
+            inviter: inviter.into(),
+        };
+        assert_eq!(session.created_by_us(&invitation("alice")), None);
+        session.set_identity("Alice".into(), "online".into());
+        assert_eq!(session.created_by_us(&invitation("alice")), Some(3));
+        assert_eq!(session.created_by_us(&invitation("bob")), None);
     }
 
     #[test]

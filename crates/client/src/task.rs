@@ -4,10 +4,11 @@
 //! [`crate::Client`] handles send it [`Request`]s over a bounded channel;
 //! it sends [`Event`]s back over another. It registers (asking for the
 //! capabilities first), forwards commands, turns server messages into
-//! events, and when the connection drops after registering, reconnects
-//! with backoff, registers again under the same name and status, re-joins
-//! the conversations we were in, fetches what was said meanwhile
-//! ([`crate::timeline`]) and resends the outbox ([`crate::outbox`]).
+//! events, joins the conversations its own `INVITE`s create, and when the
+//! connection drops after registering, reconnects with backoff, registers
+//! again under the same name and status, re-joins the conversations we
+//! were in, fetches what was said meanwhile ([`crate::timeline`]) and
+//! resends the outbox ([`crate::outbox`]).
 
 use natter_proto::{Command, ConvId, MessageMeta, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
@@ -396,8 +397,18 @@ impl Task {
     }
 
     /// Turns a server message into events (outbox, timeline, session);
-    /// returns a `HISTORY` the timeline wants asked, if any.
+    /// returns what to send in answer, if anything: a `HISTORY` the
+    /// timeline wants asked, or the `JOIN` of a conversation we created.
     async fn digest(&mut self, message: ServerMessage) -> Option<Command> {
+        if let Some(conv) = self.session.created_by_us(&message) {
+            if let Some(event) = self.session.apply(message) {
+                self.emit(event).await;
+            }
+            // Our own INVITE: we are a member only once we join.
+            let join = Command::Join(conv);
+            self.session.note_sent(&join);
+            return Some(join);
+        }
         match message {
             ServerMessage::Message {
                 conv,

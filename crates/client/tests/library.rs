@@ -92,7 +92,7 @@ async fn two_clients_invite_join_chat_and_leave() {
         (conv, "alice".to_string())
     );
 
-    alice.join(conv).await.unwrap();
+    // The inviter is in the conversation it created without asking.
     expect_members(&mut alice_events, conv, &["alice"]).await;
     bob.join(conv).await.unwrap();
     expect_members(&mut alice_events, conv, &["alice", "bob"]).await;
@@ -326,7 +326,6 @@ async fn after_a_server_restart_the_client_reconnects_re_registers_and_re_joins(
     expect_online(&mut alice_events, "bob", Some("busy")).await;
     alice.invite(["bob"]).await.unwrap();
     let (conv, _) = expect_invitation(&mut bob_events).await;
-    alice.join(conv).await.unwrap();
     bob.join(conv).await.unwrap();
     expect_members(&mut alice_events, conv, &["alice", "bob"]).await;
 
@@ -353,7 +352,7 @@ async fn after_a_server_restart_the_client_reconnects_re_registers_and_re_joins(
     let (recreated, _) = expect_invitation(&mut dave_events).await;
     assert_eq!(recreated, conv, "the new server reuses the first id");
     dave.join(conv).await.unwrap();
-    expect_members(&mut dave_events, conv, &["dave"]).await;
+    expect_members(&mut dave_events, conv, &["carol", "dave"]).await;
 
     expect_state(
         &mut alice_events,
@@ -369,7 +368,7 @@ async fn after_a_server_restart_the_client_reconnects_re_registers_and_re_joins(
     .await;
     // Bob came back with the status he had.
     expect_online(&mut dave_events, "bob", Some("busy")).await;
-    expect_members(&mut alice_events, conv, &["alice", "bob", "dave"]).await;
+    expect_members(&mut alice_events, conv, &["alice", "bob", "carol", "dave"]).await;
 
     bob.send_message(conv, "back again").await.unwrap();
     expect_message(&mut alice_events, conv, "bob", "back again").await;

@@ -2,9 +2,13 @@
 //!
 //! A [`Ticket`] is held by each connection's task for its whole life and
 //! gives its place back when dropped, however the task ends.
+//!
+//! The per-address limit counts an IPv6 client by its /64: a host is
+//! usually given a whole /64 and may use any of its 2^64 addresses, so
+//! counting full addresses would be no limit at all.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 /// Why a connection was refused. `Display` is the ERROR text it gets.
@@ -46,6 +50,7 @@ impl Admission {
 
     /// Takes a place for a connection from `address`, if one is free.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Refusal> {
+        let address = counted_as(address);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if self.max_total > 0 && counts.total >= self.max_total {
             return Err(Refusal::ServerFull(self.max_total));
@@ -65,6 +70,18 @@ impl Admission {
     /// Connections currently admitted.
     pub fn connections(&self) -> usize {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+/// What the per-address limit counts `address` as: an IPv4 address (also
+/// when it comes IPv4-mapped, `::ffff:a.b.c.d`), or an IPv6 /64.
+pub fn counted_as(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -108,6 +125,40 @@ mod tests {
         assert!(admission.admit(B).is_ok());
         drop(first);
         assert!(admission.admit(A).is_ok());
+    }
+
+    fn v6(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let admission = Admission::new(0, 2);
+        let _a = admission.admit(v6("2001:db8:1:2::1")).unwrap();
+        let _b = admission
+            .admit(v6("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+            .unwrap();
+        assert_eq!(
+            admission.admit(v6("2001:db8:1:2:dead:beef:0:7")).err(),
+            Some(Refusal::AddressFull(2))
+        );
+        // The next /64 is someone else.
+        assert!(admission.admit(v6("2001:db8:1:3::1")).is_ok());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_counts_as_its_ipv4_address() {
+        let admission = Admission::new(0, 1);
+        let _a = admission.admit(A).unwrap();
+        assert_eq!(
+            admission.admit(v6("::ffff:127.0.0.1")).err(),
+            Some(Refusal::AddressFull(1))
+        );
+        assert_eq!(
+            counted_as(v6("::ffff:10.1.2.3")),
+            v6("::ffff:10.1.2.3").to_canonical()
+        );
+        assert_eq!(counted_as(v6("fe80::1:2:3:4")), v6("fe80::"));
     }
 
     #[test]

@@ -54,6 +54,14 @@ pub struct Config {
     /// Most connections at once, and from one IP address (zero: no limit).
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Most HTTP connections to the web listener at once (page loads and
+    /// WebSocket handshakes; an upgraded WebSocket counts as a client
+    /// above instead), and at most `max_connections_per_ip` from one
+    /// address.
+    pub max_web_connections: usize,
+    /// An HTTP client must send a request's headers within this long, or
+    /// its connection is closed (slow-loris; idle keep-alive too).
+    pub web_header_timeout: Duration,
     /// Where the store keeps conversations and history (`None`: nothing is
     /// kept, as with `--ephemeral`; the library's default, so that tests
     /// opt in).
@@ -98,6 +106,8 @@ impl Default for Config {
             rate_burst: 20,
             max_connections: 10_000,
             max_connections_per_ip: 100,
+            max_web_connections: 1_000,
+            web_header_timeout: Duration::from_secs(10),
             data_dir: None,
             history_days: 0,
             rejoin_grace: Duration::from_secs(600),

@@ -11,10 +11,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use natter_core::ConnId;
+use natter_proto::codec::encode_message;
 use natter_proto::wire::Direction;
-use natter_proto::{DecodeError, Decoder, Encoding};
+use natter_proto::{DecodeError, Decoder, Encoding, ServerMessage};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -27,12 +28,16 @@ use crate::admission::Ticket;
 use crate::config::Config;
 use crate::hub::{HubEvent, HubSender};
 use crate::listener::Shared;
-use crate::peer::{Peer, Transport};
-use crate::rate::CommandGate;
+use crate::peer::{Boundary, Peer, Transport};
+use crate::rate::FrameGate;
+use crate::supervise::HUB_FAILED_MESSAGE;
 use crate::tls;
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 4096;
+
+/// How long a last word may take to write when the hub has failed.
+const LAST_WORD_WAIT: Duration = Duration::from_millis(500);
 
 /// Serves one accepted TCP connection until it ends.
 ///
@@ -46,26 +51,37 @@ pub async fn serve(
     shared: Arc<Shared>,
     _ticket: Ticket,
 ) {
+    let accepted = tokio::time::Instant::now();
     let _ = stream.set_nodelay(true);
-    // Fires when the hub closes this connection, and on server shutdown.
-    let cancel = shared.shutdown.child_token();
+    // Fires when the hub closes this connection, on server shutdown, and
+    // when the hub fails.
+    let cancel = shared.connections.child_token();
     let mut buf = BytesMut::new();
-    // Wait for the first byte, which says how the client will speak.
+    // Wait for the first byte, which says how the client will speak; the
+    // registration deadline runs from the accept, so a connection that
+    // never says anything does not hold its descriptor for ever.
+    let register_timeout = shared.config.register_timeout;
     let first = tokio::select! {
         _ = cancel.cancelled() => return,
-        read = read_some(&stream, &mut buf) => read,
+        read = read_some(&stream, &mut buf) => Some(read),
+        // Silent until the deadline: closed in `converse`, with an ERROR.
+        _ = registration_expires(accepted, register_timeout) => None,
     };
-    if !matches!(first, Ok(n) if n > 0) {
+    if matches!(first, Some(Ok(0) | Err(_))) {
         tracing::debug!(conn = conn.0, peer = %addr, "closed before sending anything");
         return;
     }
-    if buf[0] == tls::HANDSHAKE_RECORD && shared.config.tls.is_some() {
+    if buf.first() == Some(&tls::HANDSHAKE_RECORD) && shared.config.tls.is_some() {
         // Boxed: the TLS path's state is not carried by plaintext clients.
-        return Box::pin(tls::serve(conn, stream, buf, addr, shared, cancel)).await;
+        let tls = tls::serve(conn, stream, buf, addr, shared, cancel, accepted);
+        return Box::pin(tls).await;
     }
     let stream = Arc::new(stream);
     let transport = Transport::Tcp(stream.clone());
-    converse(conn, addr, &shared, cancel, &*stream, buf, transport).await;
+    converse(
+        conn, addr, &shared, cancel, &*stream, buf, transport, accepted,
+    )
+    .await;
 }
 
 /// Where a connection's plaintext comes from: the socket itself, or a TLS
@@ -90,9 +106,11 @@ impl Source for &TcpStream {
     }
 }
 
-/// The conversation after the first bytes (already in `buf`, decrypted):
-/// they pick the encoding, the peer joins the hub, commands flow until
-/// either side ends it.
+/// The conversation after the first bytes (already in `buf`, decrypted;
+/// empty when the registration deadline passed first): they pick the
+/// encoding, the peer joins the hub, commands flow until either side ends
+/// it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn converse<S: Source>(
     conn: ConnId,
     addr: SocketAddr,
@@ -101,13 +119,16 @@ pub(crate) async fn converse<S: Source>(
     mut source: S,
     buf: BytesMut,
     transport: Transport,
+    accepted: tokio::time::Instant,
 ) {
     let encrypted = matches!(transport, Transport::Tls(_));
-    let detected = Encoding::detect(buf[0]);
-    // An unknown first byte is answered in JSON, the one encoding a person
-    // typing into a terminal can read.
+    let detected = buf.first().and_then(|&byte| Encoding::detect(byte));
+    // An unknown first byte (or none) is answered in JSON, the one encoding
+    // a person typing into a terminal can read.
     let encoding = detected.unwrap_or(Encoding::Json);
-    let peer = Peer::new(addr, encoding, transport, cancel.clone());
+    let mut peer = Peer::new(addr, encoding, transport, cancel.clone());
+    peer.accepted = accepted;
+    let boundary = peer.boundary.clone();
     if send_to_hub(
         &shared.hub,
         HubEvent::Connected {
@@ -126,13 +147,16 @@ pub(crate) async fn converse<S: Source>(
         hub: &shared.hub,
         decoder: Decoder::new(encoding, Direction::ToServer, config.limits.clone()),
         config,
-        gate: CommandGate::new(config.rate_limit, config.rate_burst, Instant::now()),
+        gate: FrameGate::new(config.rate_limit, config.rate_burst, Instant::now()),
         idle: IdleTimer::new(config.idle_timeout),
     };
     let ended = match detected {
         None => {
-            let error = DecodeError::UnknownEncoding(buf[0]);
-            reader.reject(error.to_string(), true).await;
+            let error = match buf.first() {
+                Some(&byte) => DecodeError::UnknownEncoding(byte).to_string(),
+                None => not_registered(config.register_timeout),
+            };
+            reader.reject(error, true).await;
             Ended::ByServer
         }
         Some(_) if !encrypted && !config.plaintext.allows(addr.ip()) => {
@@ -149,9 +173,50 @@ pub(crate) async fn converse<S: Source>(
         Ended::ByServer => {
             // Let the hub write its last words before draining.
             cancel.cancelled().await;
+            // (A plaintext last word cannot go into a TLS stream.)
+            if shared.hub_failed.is_cancelled() && !encrypted {
+                Box::pin(say_hub_failed(source.socket(), encoding, &boundary)).await;
+            }
             Box::pin(linger(source.socket(), config)).await;
         }
     }
+}
+
+/// The hub is gone, and with it whatever it had queued: says why, where
+/// the stream allows (not inside a message the hub left half-written),
+/// then ends our side of the stream.
+async fn say_hub_failed(stream: &TcpStream, encoding: Encoding, boundary: &Boundary) {
+    if boundary.holds() {
+        let error = ServerMessage::Error(HUB_FAILED_MESSAGE.to_string());
+        let mut bytes = encode_message(&error, encoding);
+        let write = async {
+            while !bytes.is_empty() {
+                stream.writable().await?;
+                match stream.try_write(&bytes) {
+                    Ok(n) => bytes.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        };
+        let _ = tokio::time::timeout(LAST_WORD_WAIT, write).await;
+    }
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+}
+
+/// The ERROR a connection gets when it has not registered in time.
+pub fn not_registered(timeout: Duration) -> String {
+    format!("not registered within {} s: closing", timeout.as_secs())
+}
+
+/// Fires `timeout` after `accepted` (never when the timeout is zero: off).
+/// Boxed, so that no connection carries a timer while it chats.
+pub(crate) async fn registration_expires(accepted: tokio::time::Instant, timeout: Duration) {
+    if timeout.is_zero() {
+        return std::future::pending().await;
+    }
+    Box::pin(tokio::time::sleep_until(accepted + timeout)).await
 }
 
 /// Sends an event to the hub. When the channel has room (the normal case)
@@ -209,7 +274,7 @@ struct Reader<'a> {
     hub: &'a HubSender,
     decoder: Decoder,
     config: &'a Config,
-    gate: CommandGate,
+    gate: FrameGate,
     idle: IdleTimer,
 }
 
@@ -221,7 +286,7 @@ impl Reader<'_> {
         cancel: &CancellationToken,
     ) -> Ended {
         loop {
-            if !self.decode_all(&mut buf).await {
+            if !self.decode_all(&mut buf, cancel).await {
                 return Ended::ByServer;
             }
             if buf.is_empty() {
@@ -244,29 +309,53 @@ impl Reader<'_> {
         }
     }
 
-    /// Forwards every whole message in `buf`. False when the stream can no
-    /// longer be trusted (or the hub is gone).
-    async fn decode_all(&mut self, buf: &mut BytesMut) -> bool {
+    /// Forwards every whole message in `buf`, each in its turn under the
+    /// rate limit: while one waits, nothing more is read, so TCP pushes
+    /// back on the client. False when the connection ends (the stream can
+    /// no longer be trusted, a flood, the hub closed it or is gone).
+    async fn decode_all(&mut self, buf: &mut BytesMut, cancel: &CancellationToken) -> bool {
         loop {
-            let event = match self.decoder.decode_command(buf) {
-                Ok(None) => return true,
-                Ok(Some(typed)) => match self.gate.admit(Instant::now()) {
-                    Ok(()) => match typed {
-                        Ok(command) => HubEvent::Command {
-                            conn: self.conn,
-                            command,
-                        },
-                        Err(error) => self.rejection(error.to_string(), false),
-                    },
-                    Err(refusal) => self.rejection(refusal.error, refusal.fatal),
-                },
-                Err(error) => self.rejection(error.to_string(), error.is_fatal()),
+            let Some((event, wait)) = self.next_event(buf) else {
+                return true;
             };
             let fatal = matches!(event, HubEvent::Rejected { fatal: true, .. });
-            if send_to_hub(self.hub, event).await.is_err() || fatal {
+            let sent = if wait.is_zero() {
+                send_to_hub(self.hub, event).await
+            } else {
+                // Boxed: rare, and kept out of what every connection costs.
+                Box::pin(send_in_turn(self.hub, event, wait, cancel)).await
+            };
+            if sent.is_err() || fatal {
                 return false;
             }
         }
+    }
+
+    /// The next whole frame in `buf` as the event for the hub, with how
+    /// long it must wait for its turn under the rate limit (every frame
+    /// counts, whether it decoded or not); `None` when no frame is whole.
+    fn next_event(&mut self, buf: &mut BytesMut) -> Option<(HubEvent, Duration)> {
+        // Outer error: the stream cannot be trusted any more. Inner: a
+        // frame that did not decode.
+        let frame = match self.decoder.decode_command(buf) {
+            Ok(None) => return None,
+            Ok(Some(typed)) => Ok(typed.map_err(|error| error.to_string())),
+            Err(error) if error.is_fatal() => Err(error.to_string()),
+            Err(error) => Ok(Err(error.to_string())),
+        };
+        Some(match frame {
+            Err(error) => (self.rejection(error, true), Duration::ZERO),
+            Ok(frame) => match self.gate.admit(Instant::now()) {
+                Err(flooding) => (self.rejection(flooding.to_string(), true), Duration::ZERO),
+                Ok(wait) => match frame {
+                    Ok(command) => {
+                        let conn = self.conn;
+                        (HubEvent::Command { conn, command }, wait)
+                    }
+                    Err(error) => (self.rejection(error, false), wait),
+                },
+            },
+        })
     }
 
     fn rejection(&self, error: String, fatal: bool) -> HubEvent {
@@ -282,6 +371,22 @@ impl Reader<'_> {
             .await
             .is_ok()
     }
+}
+
+/// Sends a frame's event to the hub once its turn under the rate limit
+/// comes, `wait` from now; nothing more is read meanwhile. An error when
+/// the connection is closed first (or the hub is gone).
+async fn send_in_turn(
+    hub: &HubSender,
+    event: HubEvent,
+    wait: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), ()> {
+    tokio::select! {
+        _ = cancel.cancelled() => return Err(()),
+        _ = tokio::time::sleep(wait) => {}
+    }
+    send_to_hub(hub, event).await
 }
 
 /// Reads what the socket has into `buf`, waiting until it has something.

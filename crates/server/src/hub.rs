@@ -74,8 +74,11 @@ pub enum HubEvent {
         conn: ConnId,
         outcome: crate::auth::Outcome,
     },
-    /// Asks how much state the hub holds (tests, leak checks).
+    /// Asks how much state the hub holds (tests, leak checks, `/healthz`).
     Stats { reply: oneshot::Sender<HubStats> },
+    /// Test-only: makes the hub panic, to exercise [`crate::supervise`].
+    #[doc(hidden)]
+    PanicForTest,
 }
 
 /// How much the hub holds at one moment: after every client has gone, all
@@ -120,9 +123,9 @@ pub struct Hub {
     doomed: Vec<ConnId>,
     /// End of the current presence coalescing window, if changes wait.
     presence_deadline: Option<Instant>,
-    /// Connections in the order they arrived, with the time by which they
-    /// must have registered (a queue, since every deadline is "arrival +
-    /// the same timeout").
+    /// Connections with the time by which they must have registered,
+    /// earliest first ("accepted + the same timeout", so nearly always
+    /// arrival order).
     registration_deadlines: VecDeque<(Instant, ConnId)>,
     /// Decides whether a recently written client waits to gather more.
     coalescer: Coalescer,
@@ -371,10 +374,12 @@ impl Hub {
             HubEvent::Connected { conn, peer } => {
                 tracing::info!(conn = conn.0, peer = %peer.addr, encoding = ?peer.encoding, "connect");
                 self.chat.connect(conn);
+                let deadline = peer.accepted + self.config.register_timeout;
                 self.peers.insert(conn, *peer);
                 if !self.config.register_timeout.is_zero() {
-                    let deadline = Instant::now() + self.config.register_timeout;
-                    self.registration_deadlines.push_back((deadline, conn));
+                    let deadlines = &mut self.registration_deadlines;
+                    let at = deadlines.partition_point(|(d, _)| *d <= deadline);
+                    deadlines.insert(at, (deadline, conn));
                 }
             }
             HubEvent::Command { conn, command } => self.apply_command(conn, command),
@@ -402,6 +407,7 @@ impl Hub {
                     peers: self.peers.len(),
                 });
             }
+            HubEvent::PanicForTest => panic!("the hub was told to panic (a test hook)"),
             HubEvent::Writable { conn } => {
                 if let Some(peer) = self.peers.get_mut(&conn) {
                     peer.awaiting_writable = false;
@@ -439,8 +445,8 @@ impl Hub {
             }
             self.registration_deadlines.pop_front();
             if self.peers.contains_key(&conn) && self.chat.user_name(conn).is_none() {
-                let secs = self.config.register_timeout.as_secs();
-                self.send_error(conn, format!("not registered within {secs} s: closing"));
+                let error = crate::connection::not_registered(self.config.register_timeout);
+                self.send_error(conn, error);
                 self.close_after_error(conn);
             }
         }
@@ -548,8 +554,10 @@ impl Hub {
     }
 
     fn send_error(&mut self, conn: ConnId, text: String) {
-        if let Some(peer) = self.peers.get(&conn) {
-            tracing::info!(conn = conn.0, peer = %peer.addr, error = %text, "rejected input");
+        if let Some(peer) = self.peers.get_mut(&conn)
+            && let Some(unlogged) = peer.bad_input_log.allow(std::time::Instant::now())
+        {
+            tracing::info!(conn = conn.0, peer = %peer.addr, error = %text, unlogged, "rejected input");
         }
         self.outputs.push(Output::Send {
             to: Recipients::One(conn),

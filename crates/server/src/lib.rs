@@ -32,8 +32,10 @@ pub mod connection;
 pub mod durability;
 pub mod hub;
 pub mod listener;
+pub mod log_limit;
 pub mod peer;
 pub mod rate;
+pub mod supervise;
 pub mod tls;
 pub mod web;
 
@@ -92,6 +94,8 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     );
     let hub = tokio::spawn(hub.run(hub_rx, replies, shutdown.clone()));
     let shared = Arc::new(Shared::new(config, hub_tx, shutdown, tracker));
+    let hub = tokio::spawn(supervise::watch(hub, shared.clone()));
+    supervise::install_test_hook(&shared);
     shared
         .tracker
         .spawn(listener::accept_loop(listener, shared.clone()));
@@ -189,13 +193,30 @@ impl ServerHandle {
         answer.await.ok()
     }
 
+    /// Resolves if the hub fails ([`supervise`]): the server then serves
+    /// no one, and should be shut down and restarted.
+    pub async fn failed(&self) {
+        self.shared.hub_failed.cancelled().await
+    }
+
+    /// Test-only: makes the hub panic, as a bug would.
+    #[doc(hidden)]
+    pub async fn panic_hub_for_test(&self) {
+        let _ = self.shared.hub.send(hub::HubEvent::PanicForTest).await;
+    }
+
     /// Stops accepting, sends every client `ERROR "server shutting down"`,
     /// closes each connection cleanly, and waits (bounded) for all of it.
+    /// After a failed hub, only the last words get a moment.
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();
         let _ = self.hub.await;
         self.shared.tracker.close();
-        let deadline = self.shared.config.close_linger + SHUTDOWN_GRACE;
+        let deadline = if self.shared.hub_failed.is_cancelled() {
+            SHUTDOWN_GRACE
+        } else {
+            self.shared.config.close_linger + SHUTDOWN_GRACE
+        };
         if tokio::time::timeout(deadline, self.shared.tracker.wait())
             .await
             .is_err()

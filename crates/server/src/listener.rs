@@ -1,8 +1,9 @@
 //! The accept loop: one task per TCP client.
 
 use std::io;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use natter_core::ConnId;
@@ -20,6 +21,7 @@ use crate::admission::{Admission, Refusal};
 use crate::config::Config;
 use crate::connection;
 use crate::hub::HubSender;
+use crate::log_limit::LogLimiter;
 
 /// Refused connections are told why by at most this many tasks at once;
 /// beyond that they are simply closed, so a connection flood costs little.
@@ -38,9 +40,16 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub hub: HubSender,
     pub shutdown: CancellationToken,
+    /// Parent of every connection's own token: cancelled on shutdown, and
+    /// when the hub fails ([`crate::supervise`]).
+    pub connections: CancellationToken,
+    /// Cancelled when the hub ended without being asked to.
+    pub hub_failed: CancellationToken,
     pub tracker: TaskTracker,
     pub admission: Arc<Admission>,
     refusals: Arc<Semaphore>,
+    /// A flood of refused connections must not flood the log.
+    refusal_log: Mutex<LogLimiter>,
     next_conn: AtomicU64,
 }
 
@@ -55,11 +64,22 @@ impl Shared {
         Shared {
             config,
             hub,
+            connections: shutdown.child_token(),
+            hub_failed: CancellationToken::new(),
             shutdown,
             tracker,
             admission,
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
+            refusal_log: Mutex::new(LogLimiter::new(std::time::Instant::now())),
             next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// Logs a refused connection, within the log limit.
+    pub fn log_refusal(&self, peer: SocketAddr, refusal: Refusal) {
+        let mut log = self.refusal_log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(unlogged) = log.allow(std::time::Instant::now()) {
+            tracing::warn!(%peer, %refusal, unlogged, "connection refused");
         }
     }
 
@@ -76,7 +96,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(1);
     loop {
         let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shared.connections.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -85,7 +105,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let ticket = match shared.admission.admit(addr.ip()) {
                     Ok(ticket) => ticket,
                     Err(refusal) => {
-                        tracing::warn!(peer = %addr, %refusal, "connection refused");
+                        shared.log_refusal(addr, refusal);
                         refuse(&shared, stream, refusal);
                         continue;
                     }

@@ -8,12 +8,17 @@
 //! (a reference count) per member, and under load several messages for one
 //! client leave in one system call. Only when the kernel's buffer is full
 //! does a small task wait for the socket to become writable again.
+//!
+//! The slow-consumer limit counts only what the kernel refused: a batch may
+//! queue more than the limit for a client that reads well, so a queue about
+//! to pass the limit is first offered to the kernel, and only what it does
+//! not take counts against the client.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -22,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::log_limit::LogLimiter;
 use crate::tls::TlsTransport;
 
 /// At most this many buffers go into one `writev`.
@@ -41,11 +47,29 @@ pub enum Transport {
     Tls(TlsTransport),
     /// A task that owns the real sink (a WebSocket): each `Bytes` is one
     /// whole message. `queued` counts the bytes in the channel; the task
-    /// subtracts what it has sent.
+    /// subtracts what it has sent. `blocked` is set while the task waits for
+    /// the socket: only then are the queued bytes refused ones.
     Channel {
         sender: mpsc::UnboundedSender<Bytes>,
         queued: Arc<AtomicUsize>,
+        blocked: Arc<AtomicBool>,
     },
+}
+
+/// Whether everything written to a TCP client so far ends where a message
+/// ends. The connection's task keeps a clone: if the hub dies, the task may
+/// still write a last ERROR itself, but never into a half-written message.
+#[derive(Debug, Clone)]
+pub struct Boundary(Arc<AtomicBool>);
+
+impl Boundary {
+    fn new() -> Self {
+        Boundary(Arc::new(AtomicBool::new(true)))
+    }
+
+    pub fn holds(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// The queue passed the server's limit: the client does not read.
@@ -78,6 +102,13 @@ pub struct Peer {
     pub dirty: bool,
     /// When the hub last wrote to this client (for write coalescing).
     pub last_write: std::time::Instant,
+    /// When the connection was accepted: the registration deadline counts
+    /// from here, not from the first byte.
+    pub accepted: tokio::time::Instant,
+    /// Limits the log lines this client's bad input causes.
+    pub bad_input_log: LogLimiter,
+    /// Where the bytes written so far end.
+    pub boundary: Boundary,
 }
 
 impl Peer {
@@ -97,25 +128,43 @@ impl Peer {
             awaiting_writable: false,
             dirty: false,
             last_write: std::time::Instant::now(),
+            accepted: tokio::time::Instant::now(),
+            bad_input_log: LogLimiter::new(std::time::Instant::now()),
+            boundary: Boundary::new(),
         }
     }
 
     /// Queues one encoded message, or reports that the client has fallen
-    /// more than `limit` bytes behind.
+    /// more than `limit` bytes behind: that the kernel refused to take that
+    /// much, not merely that a batch produced it.
     pub fn enqueue(&mut self, bytes: Bytes, limit: usize) -> Result<(), Overflow> {
         match &self.transport {
             Transport::Tcp(_) | Transport::Tls(_) => {
                 if self.pending_bytes + bytes.len() > limit {
-                    return Err(Overflow);
+                    // Try the write before declaring the client slow (the
+                    // bytes pushed below mark the peer dirty again).
+                    if let Flushed::Failed(_) = self.flush() {
+                        return Err(Overflow);
+                    }
+                    if self.pending_bytes + bytes.len() > limit {
+                        return Err(Overflow);
+                    }
                 }
                 self.pending_bytes += bytes.len();
                 self.pending.push_back(bytes);
                 self.dirty = true;
                 Ok(())
             }
-            Transport::Channel { sender, queued } => {
+            Transport::Channel {
+                sender,
+                queued,
+                blocked,
+            } => {
                 let len = bytes.len();
-                if queued.load(Ordering::Relaxed) + len > limit {
+                // Bytes the task has not had a chance to send yet are not
+                // refused ones; bytes waiting while it is stuck on a full
+                // socket are.
+                if blocked.load(Ordering::Relaxed) && queued.load(Ordering::Relaxed) + len > limit {
                     return Err(Overflow);
                 }
                 queued.fetch_add(len, Ordering::Relaxed);
@@ -144,7 +193,8 @@ impl Peer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Flushed::Failed(e),
             };
-            consume(&mut self.pending, &mut self.pending_bytes, written);
+            let partial = consume(&mut self.pending, &mut self.pending_bytes, written);
+            self.boundary.0.store(!partial, Ordering::Relaxed);
         }
         if self.pending.capacity() > KEEP_QUEUE_CAPACITY {
             self.pending = VecDeque::new();
@@ -215,8 +265,9 @@ fn write_some(stream: &TcpStream, pending: &VecDeque<Bytes>) -> io::Result<usize
     stream.try_write_vectored(&slices[..count])
 }
 
-/// Drops `n` written bytes from the front of the queue.
-fn consume(pending: &mut VecDeque<Bytes>, pending_bytes: &mut usize, mut n: usize) {
+/// Drops `n` written bytes from the front of the queue. True when the write
+/// ended inside a message.
+fn consume(pending: &mut VecDeque<Bytes>, pending_bytes: &mut usize, mut n: usize) -> bool {
     *pending_bytes -= n;
     while n > 0 {
         let front = pending.front_mut().expect("wrote more than was queued");
@@ -225,9 +276,10 @@ fn consume(pending: &mut VecDeque<Bytes>, pending_bytes: &mut usize, mut n: usiz
             pending.pop_front();
         } else {
             front.advance(n);
-            n = 0;
+            return true;
         }
     }
+    false
 }
 
 /// Writes every queued buffer, waiting for writability as needed.

@@ -384,6 +384,7 @@ pub async fn serve(
     addr: SocketAddr,
     shared: Arc<Shared>,
     cancel: CancellationToken,
+    accepted: tokio::time::Instant,
 ) {
     let Some(config) = shared.config.tls.clone() else {
         return;
@@ -414,18 +415,25 @@ pub async fn serve(
         session: &session,
     };
     let mut buf = BytesMut::new();
+    // The registration deadline runs from the accept here too: a client
+    // that finishes the handshake and then says nothing is closed in time.
+    let register_timeout = shared.config.register_timeout;
     let first = tokio::select! {
         _ = cancel.cancelled() => return,
-        read = source.read_some(&mut buf) => read,
+        read = source.read_some(&mut buf) => Some(read),
+        _ = connection::registration_expires(accepted, register_timeout) => None,
     };
-    if !matches!(first, Ok(n) if n > 0) {
+    if matches!(first, Some(Ok(0) | Err(_))) {
         return;
     }
     let transport = Transport::Tls(TlsTransport {
         stream: stream.clone(),
         session: session.clone(),
     });
-    connection::converse(conn, addr, &shared, cancel, source, buf, transport).await;
+    connection::converse(
+        conn, addr, &shared, cancel, source, buf, transport, accepted,
+    )
+    .await;
 }
 
 /// The socket with the bytes already read from it (the start of the

@@ -9,8 +9,18 @@
 //! - `/`, `/app.js`, `/style.css`: the page, embedded in the binary
 //!   ([`assets`]).
 //! - `/ws`: the gateway ([`socket`]).
-//! - `/healthz`: `200 ok` while the server accepts clients, `503` once it
-//!   is shutting down (for load balancers and supervisors).
+//! - `/healthz`: `200 ok` while the hub answers, `503` once the server is
+//!   shutting down or the hub failed (for load balancers and supervisors).
+//!
+//! The listener's own limits come before anything else: at most
+//! [`Config::max_web_connections`] HTTP connections (and
+//! `max_connections_per_ip` from one address; IPv6 by /64), request headers
+//! within [`Config::web_header_timeout`] (a slow-loris holds nothing for
+//! long), and a WebSocket takes its place among the server's clients
+//! (the same admission as TCP) before the upgrade, not after.
+//!
+//! [`Config::max_web_connections`]: crate::Config::max_web_connections
+//! [`Config::web_header_timeout`]: crate::Config::web_header_timeout
 
 mod assets;
 mod https;
@@ -18,54 +28,123 @@ mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::Router;
-use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use axum::{Extension, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
+use crate::admission::{Admission, Refusal, Ticket};
+use crate::hub::HubEvent;
 use crate::listener::Shared;
 
-/// Serves the page and the gateway until the server shuts down: over
-/// HTTPS when the server has a certificate ([`https`]), else plain HTTP.
+/// How long `/healthz` waits for the hub to answer.
+const HEALTH_PROBE_WAIT: Duration = Duration::from_secs(2);
+
+/// Serves the page and the gateway until the server shuts down: one task
+/// per admitted HTTP connection, over HTTPS when the server has a
+/// certificate ([`https`]).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let shutdown = shared.shutdown.clone().cancelled_owned();
-    let served = match shared.config.tls.clone() {
-        Some(tls) => {
-            let timeout = shared.config.tls_handshake_timeout;
-            let stop = shared.shutdown.clone();
-            match https::listen(listener, tls, timeout, stop, &shared.tracker) {
-                // (The tap does nothing: it gives axum the address.)
-                Ok(listener) => {
-                    let listener = listener.tap_io(|_| {});
-                    axum::serve(listener, app(shared))
-                        .with_graceful_shutdown(shutdown)
-                        .await
+    let config = &shared.config;
+    let admission = Admission::new(config.max_web_connections, config.max_connections_per_ip);
+    let app = router(shared.clone());
+    let handshaker = shared.config.tls.clone().map(|tls| {
+        let timeout = shared.config.tls_handshake_timeout;
+        https::Handshaker::new(tls, timeout)
+    });
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors, most likely: give others a moment.
+                    tracing::warn!(%error, "web accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-                Err(error) => Err(error),
+            },
+        };
+        match admission.admit(addr.ip()) {
+            Ok(ticket) => {
+                let handshaker = handshaker.clone();
+                let connection = serve_admitted(
+                    stream,
+                    addr,
+                    app.clone(),
+                    shared.clone(),
+                    handshaker,
+                    ticket,
+                );
+                shared.tracker.spawn(connection);
             }
+            // Closed without a word: answering would cost what the limit saves.
+            Err(refusal) => shared.log_refusal(addr, refusal),
         }
-        None => {
-            let listener = listener.tap_io(|tcp| {
-                // Chat messages are small and latency matters more than packing.
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app(shared))
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    };
-    if let Err(error) = served {
-        tracing::warn!(%error, "web listener stopped");
     }
 }
 
-fn app(shared: Arc<Shared>) -> IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
-    router(shared).into_make_service_with_connect_info::<SocketAddr>()
+/// Serves one HTTP connection (requests, or one WebSocket handshake),
+/// holding its place until it ends or hands its socket to a WebSocket.
+async fn serve_admitted(
+    stream: TcpStream,
+    addr: SocketAddr,
+    app: Router,
+    shared: Arc<Shared>,
+    handshaker: Option<https::Handshaker>,
+    ticket: Ticket,
+) {
+    // Chat messages are small and latency matters more than packing.
+    let _ = stream.set_nodelay(true);
+    let Some(handshaker) = handshaker else {
+        return serve_http(stream, addr, app, shared, ticket).await;
+    };
+    // HTTPS: the handshake runs here, in this connection's own task and
+    // under its timeout, so a stalled one holds up no one else.
+    let handshake = handshaker.accept(stream, addr);
+    let tls = tokio::select! {
+        _ = shared.shutdown.cancelled() => return,
+        tls = handshake => tls,
+    };
+    if let Some(tls) = tls {
+        serve_http(tls, addr, app, shared, ticket).await;
+    }
+}
+
+/// Serves one HTTP connection (plain or TLS) until it ends.
+async fn serve_http<Io>(
+    stream: Io,
+    addr: SocketAddr,
+    app: Router,
+    shared: Arc<Shared>,
+    _ticket: Ticket,
+) where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app.layer(Extension(ConnectInfo(addr))));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.web_header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        _ = shared.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = served {
+        tracing::debug!(peer = %addr, %error, "http connection ended");
+    }
 }
 
 /// Every route of the web listener.
@@ -79,29 +158,58 @@ pub fn router(shared: Arc<Shared>) -> Router {
     router.with_state(shared)
 }
 
+/// `200 ok` only while the hub answers: a failed hub, one that does not
+/// answer within [`HEALTH_PROBE_WAIT`] and a server shutting down are 503.
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let unhealthy = |why: &'static str| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    if shared.hub_failed.is_cancelled() {
+        return unhealthy("hub failed\n");
+    }
     if shared.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else {
-        (StatusCode::OK, "ok\n").into_response()
+        return unhealthy("shutting down\n");
+    }
+    let (reply, answer) = oneshot::channel();
+    let probe = async {
+        shared.hub.send(HubEvent::Stats { reply }).await.ok()?;
+        answer.await.ok()
+    };
+    match tokio::time::timeout(HEALTH_PROBE_WAIT, probe).await {
+        Ok(Some(_)) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(None) => unhealthy("hub failed\n"),
+        Err(_) => unhealthy("hub not answering\n"),
     }
 }
 
 /// Accepts a WebSocket with the server's frame limit: a larger message is
 /// refused by the WebSocket layer before it is buffered whole.
+///
+/// The browser takes its place among the server's clients first, as a TCP
+/// client does: over a limit it gets `429` (its address) or `503` (the
+/// server) with the reason as text, and no WebSocket.
 async fn upgrade(
     ws: WebSocketUpgrade,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     State(shared): State<Arc<Shared>>,
 ) -> Response {
-    if shared.shutdown.is_cancelled() {
+    if shared.shutdown.is_cancelled() || shared.hub_failed.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    let ticket = match shared.admission.admit(addr.ip()) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            shared.log_refusal(addr, refusal);
+            let status = match refusal {
+                Refusal::AddressFull(_) => StatusCode::TOO_MANY_REQUESTS,
+                Refusal::ServerFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return (status, format!("{refusal}\n")).into_response();
+        }
+    };
     let max = shared.config.limits.max_frame;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let tracker = shared.tracker.clone();
-            tracker.track_future(socket::serve(socket, addr, shared))
+            tracker.track_future(socket::serve(socket, addr, shared, ticket))
         })
 }

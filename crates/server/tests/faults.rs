@@ -638,6 +638,210 @@ async fn a_client_that_stops_reading_is_cut_off_while_the_others_keep_chatting()
     );
 }
 
+/// Counts the MESSAGEs a reader gets, checking they come in sending order,
+/// until it has `want` of them; an error says what went wrong instead.
+async fn read_in_order(mut reader: ClientReader, want: usize) -> Result<usize, String> {
+    let mut seen = 0;
+    while seen < want {
+        match reader.recv().await {
+            Received::Closed => return Err(format!("{}: cut off after {seen}", reader.name)),
+            Received::Message(ServerMessage::Message { text, .. }) => {
+                let number = text.split(' ').next().unwrap_or_default();
+                if number != seen.to_string() {
+                    return Err(format!("{}: message {number} came as #{seen}", reader.name));
+                }
+                seen += 1;
+            }
+            Received::Message(ServerMessage::Error(text)) => {
+                return Err(format!("{}: ERROR {text}", reader.name));
+            }
+            Received::Message(_) => {}
+        }
+    }
+    Ok(seen)
+}
+
+/// The outside testers' scenario (issue 15): a 64 KiB send queue, three
+/// members, one never reads; one of the two readers sends 640 messages of
+/// 8,000 bytes, 16 at a time with 5 ms pauses (about 25 MB/s). The queue
+/// limit must count only what the kernel refused, so both readers get
+/// every message and only the one that never reads is cut off; with and
+/// without write coalescing. One thread, as `natter serve` runs by default.
+#[tokio::test]
+async fn a_burst_of_large_messages_cuts_off_only_the_slow_consumer() {
+    for write_coalesce in [
+        Duration::ZERO,
+        natter_server::Config::default().write_coalesce,
+    ] {
+        let mut config = test_config();
+        config.send_queue = 65536;
+        config.write_coalesce = write_coalesce;
+        let server = start_with(config).await;
+        let addr = server.local_addr();
+        let mut sender = TestClient::registered(addr, Encoding::Framed, "sender").await;
+        let mut reader = TestClient::registered(addr, Encoding::Framed, "reader").await;
+        let mut sloth = TestClient::registered(addr, Encoding::Framed, "sloth").await;
+        let conv = conversation(&mut [&mut sender, &mut reader, &mut sloth]).await;
+        let (sender_in, mut sender_out) = sender.split();
+        let (reader_in, _reader_out) = reader.split();
+        let readers = [
+            tokio::spawn(read_in_order(sender_in, 640)),
+            tokio::spawn(read_in_order(reader_in, 640)),
+        ];
+        let text = "x".repeat(7990);
+        let started = Instant::now();
+        for burst in 0..40 {
+            let mut out = BytesMut::new();
+            for k in 0..16 {
+                let text = format!("{} {text}", burst * 16 + k);
+                encode_command(
+                    &Command::SendMessage {
+                        conv,
+                        text,
+                        nonce: None,
+                    },
+                    Encoding::Framed,
+                    &mut out,
+                );
+            }
+            if sender_out.write_all(&out).await.is_err() {
+                break; // cut off: the readers say when
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for reader in readers {
+            let got = tokio::time::timeout(Duration::from_secs(20), reader)
+                .await
+                .expect("readers finish in time")
+                .unwrap();
+            assert_eq!(got, Ok(640), "write coalescing {write_coalesce:?}");
+        }
+        let took = started.elapsed();
+        println!(
+            "burst: 640 x 8 KB to 2 readers in {took:.2?} (write coalescing {write_coalesce:?})"
+        );
+        figures(
+            "burst",
+            serde_json::json!({
+                "messages": 640, "seconds": took.as_secs_f64(),
+                "write_coalesce_ms": ms(write_coalesce),
+            }),
+        );
+        // The limit still works: the member that never reads is cut off.
+        wait_for_stats(&server, PATIENCE, |s| s.users == 2).await;
+        drop(sloth);
+    }
+}
+
+// ---------- flooding ----------
+
+/// A flooder writes SEND_MESSAGE to a conversation as fast as its socket
+/// takes them, while five others chat there under the limit (one message
+/// every 150 ms each) and time their round trips. The server reads the
+/// flooder at its rate (TCP pushes back), so the others never wait on it,
+/// and cuts it off once it has stayed over its limit for the flood window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_is_cut_off_while_the_others_round_trips_stay_under_50_ms() {
+    let defaults = natter_server::Config::default();
+    let mut config = test_config();
+    config.rate_limit = defaults.rate_limit;
+    config.rate_burst = defaults.rate_burst;
+    let server = start_with(config).await;
+    let addr = server.local_addr();
+    let mut flooder = TestClient::registered(addr, Encoding::Framed, "flooder").await;
+    let mut calm = Vec::new();
+    for i in 0..5 {
+        calm.push(TestClient::registered(addr, encoding_of(i), &format!("calm{i}")).await);
+    }
+    let conv = {
+        let mut members: Vec<&mut TestClient> = vec![&mut flooder];
+        members.extend(calm.iter_mut());
+        conversation(&mut members).await
+    };
+    let (mut flooder_in, mut flooder_out) = flooder.split();
+    let started = Instant::now();
+    let flood = tokio::spawn(async move {
+        let mut burst = BytesMut::new();
+        for k in 0..100 {
+            let text = format!("flood {k}");
+            encode_command(
+                &Command::SendMessage {
+                    conv,
+                    text,
+                    nonce: None,
+                },
+                Encoding::Framed,
+                &mut burst,
+            );
+        }
+        // Bounded: 10,000 bursts, far more than the flood window lets in.
+        for _ in 0..10_000 {
+            if flooder_out.write_all(&burst).await.is_err() {
+                break;
+            }
+        }
+    });
+    let cut_off = tokio::spawn(async move {
+        let mut last_error = None;
+        loop {
+            match flooder_in.recv().await {
+                Received::Closed => return (started.elapsed(), last_error),
+                Received::Message(ServerMessage::Error(text)) => last_error = Some(text),
+                Received::Message(_) => {}
+            }
+        }
+    });
+    let stop = CancellationToken::new();
+    let mut chatters = JoinSet::new();
+    for (i, mut client) in calm.into_iter().enumerate() {
+        let stop = stop.clone();
+        chatters.spawn(async move {
+            let mut times = Vec::new();
+            for k in 0.. {
+                if stop.is_cancelled() {
+                    break;
+                }
+                times.push(round_trip(&mut client, conv, &format!("calm {i} {k}")).await);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            times
+        });
+    }
+    let (after, error) = tokio::time::timeout(Duration::from_secs(10), cut_off)
+        .await
+        .expect("the flooder is cut off within 10 s")
+        .unwrap();
+    stop.cancel();
+    flood.abort();
+    let mut times = Vec::new();
+    while let Some(samples) = chatters.join_next().await {
+        times.extend(samples.unwrap());
+    }
+    let worst = *times.iter().max().unwrap();
+    let p50 = percentile(&mut times, 0.5);
+    println!(
+        "flood: cut off after {after:.2?} ({error:?}); {} round trips of the others, p50 {p50:.2?}, max {worst:.2?}",
+        times.len()
+    );
+    figures(
+        "flood",
+        serde_json::json!({
+            "cut_off_s": after.as_secs_f64(), "round_trips": times.len(),
+            "p50_ms": ms(p50), "max_ms": ms(worst),
+        }),
+    );
+    assert_eq!(
+        error.as_deref(),
+        Some("flooding: over the rate limit for 5 s, disconnecting")
+    );
+    assert!(after >= Duration::from_secs(5), "cut off after {after:?}");
+    assert!(times.len() >= 100, "only {} round trips", times.len());
+    assert!(
+        worst < Duration::from_millis(50),
+        "a round trip took {worst:?}"
+    );
+}
+
 // ---------- 100 MB of garbage ----------
 
 const GARBAGE: usize = 100 * 1024 * 1024;

@@ -160,3 +160,32 @@ async fn shutdown_says_so_to_every_client_then_closes() {
         .unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// A hub that dies (here through the test-only hook; in life, a bug) must
+/// not leave a server that accepts clients into a dead channel: every
+/// client is told and closed, nobody new gets in, and the handle reports
+/// the failure so that the process can exit for a supervisor to restart.
+#[tokio::test]
+async fn a_hub_that_panics_tells_every_client_and_fails_the_server() {
+    let server = start().await;
+    let addr = server.local_addr();
+    let mut clients = Vec::new();
+    for (i, encoding) in Encoding::ALL.into_iter().enumerate() {
+        clients.push(TestClient::registered(addr, encoding, &format!("c{i}")).await);
+    }
+    server.panic_hub_for_test().await;
+    for client in &mut clients {
+        let error = client.expect_error().await;
+        assert_eq!(error, natter_server::supervise::HUB_FAILED_MESSAGE);
+        client.expect_closed().await;
+    }
+    tokio::time::timeout(PATIENCE, server.failed())
+        .await
+        .expect("the handle reports the failure");
+    // No one new is let in to wait on a dead hub.
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "a client was accepted after the hub died");
+    let stopped = tokio::time::Instant::now();
+    server.shutdown().await;
+    assert!(stopped.elapsed() < Duration::from_secs(2));
+}

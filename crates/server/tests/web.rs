@@ -390,20 +390,38 @@ async fn without_a_web_address_there_is_no_web_listener() {
     server.shutdown().await;
 }
 
+/// Every frame a browser sends takes its turn under the rate limit,
+/// whatever it holds: binary frames and JSON that is not a message cost an
+/// ERROR each, so they count like commands.
 #[tokio::test]
-async fn the_browser_counts_against_the_rate_limit() {
+async fn every_websocket_frame_counts_against_the_rate_limit() {
     let mut config = web_config();
-    config.rate_limit = 1;
-    config.rate_burst = 2;
+    config.rate_limit = 20;
+    config.rate_burst = 5;
     let (server, web) = start_web(config).await;
     let mut browser = Browser::signed_in(web, "fast").await;
+    let started = tokio::time::Instant::now();
+    for i in 0..25 {
+        let frame = if i % 2 == 0 {
+            Message::Binary(vec![1, 2, 3].into())
+        } else {
+            Message::Text(r#"{"no":"command"}"#.into())
+        };
+        browser.ws.send(frame).await.expect("send frame");
+    }
+    for _ in 0..25 {
+        browser.expect_error().await;
+    }
+    // The burst of five (less CAPS and REGISTER), then 20 a second.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "not counted: {took:?}");
+    // Commands wait their turn too, and none is lost.
     for _ in 0..5 {
         browser.send(json!({"command": "LIST_CONVERSATIONS"})).await;
     }
-    let error = tokio::time::timeout(Duration::from_secs(2), browser.expect_command("ERROR"))
-        .await
-        .expect("refused in time");
-    assert!(error.as_str().unwrap().contains("rate limit"), "{error}");
+    for _ in 0..5 {
+        browser.expect_command("CONVERSATIONS").await;
+    }
     server.shutdown().await;
 }
 
@@ -446,5 +464,205 @@ async fn a_browser_that_stops_reading_is_cut_off_and_tcp_clients_go_on() {
         })
         .await;
     assert_eq!(convs, vec![(conv, vec!["talker".to_string()])]);
+    server.shutdown().await;
+}
+
+// ---------- the web listener's own limits ----------
+
+/// The same per-address limit as TCP, applied before the upgrade: a
+/// browser over it gets HTTP 429 with the reason, and no WebSocket.
+#[tokio::test]
+async fn a_browser_over_the_address_limit_is_refused_before_the_upgrade() {
+    let mut config = web_config();
+    config.max_connections_per_ip = 2;
+    let (server, web) = start_web(config).await;
+    // One place taken by a TCP client, one by a browser: they share it.
+    let _tcp = TestClient::registered(server.local_addr(), Encoding::Json, "tcp").await;
+    let _browser = Browser::signed_in(web, "browser").await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{web}/ws")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default());
+            assert!(body.contains("too many connections"), "{body}");
+        }
+        Err(other) => panic!("refused without an HTTP answer: {other}"),
+        Ok((_, response)) => panic!("upgraded over the limit: {}", response.status()),
+    }
+    // The page itself is still served (its own, larger limit).
+    assert_eq!(http_get(web, "/healthz").await.0, 200);
+}
+
+/// A slow-loris that never finishes its headers is closed after the
+/// header timeout; the page keeps loading for everyone else.
+#[tokio::test]
+async fn slow_request_headers_are_timed_out() {
+    let mut config = web_config();
+    config.web_header_timeout = Duration::from_millis(300);
+    let (_server, web) = start_web(config).await;
+    let mut loris = TcpStream::connect(web).await.unwrap();
+    let started = tokio::time::Instant::now();
+    loris
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(PATIENCE, async {
+        // One more header byte every 50 ms, until the server hangs up.
+        let mut sink = [0u8; 1024];
+        loop {
+            tokio::select! {
+                read = loris.read(&mut sink) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if loris.write_all(b"X").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow-loris is still connected");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(http_get(web, "/healthz").await.0, 200);
+}
+
+/// Beyond the HTTP connection cap a new connection is closed at once;
+/// a place comes back when one closes.
+#[tokio::test]
+async fn http_connections_over_the_cap_are_closed() {
+    let mut config = web_config();
+    config.max_web_connections = 3;
+    let (_server, web) = start_web(config).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(web).await.unwrap());
+    }
+    let mut extra = TcpStream::connect(web).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(PATIENCE, extra.read(&mut byte))
+        .await
+        .expect("the extra connection is closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // The held ones are still there, and one gone frees a place.
+    let mut first = held.remove(0);
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, first.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(first);
+    let answered = tokio::time::timeout(PATIENCE, async {
+        loop {
+            // The server lets go of the place a moment after it answered.
+            let mut again = TcpStream::connect(web).await.unwrap();
+            again
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = again.read_to_end(&mut answer).await;
+            if !answer.is_empty() {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let answer = answered.await.expect("a place came back");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+/// `/healthz` answers for the hub, not just for the web listener: 200 while
+/// the hub answers, 503 once it failed; browsers are told, too.
+#[tokio::test]
+async fn healthz_reflects_the_hubs_liveness() {
+    let (server, web) = start_web(web_config()).await;
+    let mut browser = Browser::signed_in(web, "watcher").await;
+    assert_eq!(http_get(web, "/healthz").await.0, 200);
+    server.panic_hub_for_test().await;
+    assert_eq!(
+        browser.expect_error().await,
+        natter_server::supervise::HUB_FAILED_MESSAGE
+    );
+    browser.expect_closed().await;
+    tokio::time::timeout(PATIENCE, server.failed())
+        .await
+        .expect("the handle reports the failure");
+    let (status, _, body) = http_get(web, "/healthz").await;
+    assert_eq!((status, body.as_str()), (503, "hub failed\n"));
+    server.shutdown().await;
+}
+
+/// The slow-consumer rule counts, for a browser too, only what its socket
+/// refused: a burst of large messages (16 × 8,000 bytes at a time, 640 in
+/// all) with a 64 KiB send queue reaches a browser that reads, whole.
+#[tokio::test]
+async fn a_browser_that_reads_is_not_cut_off_by_a_burst_of_large_messages() {
+    let mut config = web_config();
+    config.send_queue = 65536;
+    let (server, web) = start_web(config).await;
+    let mut sender = TestClient::registered(server.local_addr(), Encoding::Framed, "sender").await;
+    let mut reader = Browser::signed_in(web, "reader").await;
+    let conv = sender.invite(&["reader"]).await;
+    sender.join(conv).await;
+    reader.expect_command("INVITATION").await;
+    reader
+        .send(json!({"command": "JOIN", "args": [conv]}))
+        .await;
+    reader.expect_command("MEMBERS").await;
+    let (mut sender_in, mut sender_out) = sender.split();
+    // The sender reads its own echoes, so that it is not the slow one.
+    let echoes = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < 640 {
+            match sender_in.recv().await {
+                common::Received::Closed => return seen,
+                common::Received::Message(natter_proto::ServerMessage::Message { .. }) => seen += 1,
+                common::Received::Message(_) => {}
+            }
+        }
+        seen
+    });
+    let writing = tokio::spawn(async move {
+        let text = "x".repeat(7990);
+        for burst in 0..40 {
+            let mut out = bytes::BytesMut::new();
+            for k in 0..16 {
+                let command = natter_proto::Command::SendMessage {
+                    conv,
+                    text: format!("{} {text}", burst * 16 + k),
+                    nonce: None,
+                };
+                natter_proto::codec::encode_command(&command, Encoding::Framed, &mut out);
+            }
+            if sender_out.write_all(&out).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    for k in 0..640 {
+        reader.name = format!("reader at #{k}");
+        let message = reader.expect_command("MESSAGE").await;
+        let text = message[2].as_str().unwrap();
+        assert!(text.starts_with(&format!("{k} ")), "#{k}: {}", &text[..8]);
+    }
+    writing.await.unwrap();
+    assert_eq!(echoes.await.unwrap(), 640);
     server.shutdown().await;
 }

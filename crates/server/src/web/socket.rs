@@ -6,17 +6,19 @@
 //! being split into lines. The hub writes to a browser through
 //! [`Transport::Channel`]: it pushes each encoded message into an unbounded
 //! channel and counts its bytes in `queued`; the writer here sends them and
-//! counts them back out, so the hub's slow-consumer rule sees exactly what
-//! is still waiting, as it does for TCP.
+//! counts them back out, and says while it waits for the socket, so the
+//! hub's slow-consumer rule counts only what the socket refused, as it
+//! does for TCP.
 //!
 //! The rules are those of a TCP client in JSON mode: invalid JSON (or
 //! UTF-8) gets ERROR and the connection closes; a well-formed message that
 //! is not a valid command gets ERROR and the connection stays; the frame
-//! limit, rate limit, idle timeout and connection limits are the same.
+//! limit, rate limit (every frame counts, binary and bad ones too),
+//! idle timeout and connection limits are the same.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
@@ -29,38 +31,41 @@ use natter_proto::{Command, DecodeError, Encoding, ServerMessage, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Ticket;
 use crate::hub::HubEvent;
 use crate::listener::Shared;
 use crate::peer::{Peer, Transport};
-use crate::rate::CommandGate;
+use crate::rate::FrameGate;
+use crate::supervise::HUB_FAILED_MESSAGE;
 
 /// Most queued messages written before one flush: several small messages
 /// leave in one system call, and a long queue still gets flushed now and
 /// then.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
 
+/// How long a writer whose hub let go without a word waits to learn that
+/// the hub failed.
+const HUB_FAILURE_WAIT: Duration = Duration::from_secs(1);
+
 /// The text of the ERROR a binary frame gets.
 const BINARY_REFUSED: &str =
     "binary frames are not supported: send each message as one JSON text frame";
 
-/// Serves one upgraded WebSocket until it ends.
-pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
-    let _ticket = match shared.admission.admit(addr.ip()) {
-        Ok(ticket) => ticket,
-        Err(refusal) => {
-            tracing::warn!(peer = %addr, %refusal, "web connection refused");
-            refuse(socket, &refusal.to_string()).await;
-            return;
-        }
-    };
+/// Serves one upgraded WebSocket until it ends, holding the place it was
+/// admitted to before the upgrade.
+pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>, _ticket: Ticket) {
     let conn = shared.next_conn_id();
     let (sink, stream) = socket.split();
     let (sender, outgoing) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    let cancel = CancellationToken::new();
+    let blocked = Arc::new(AtomicBool::new(false));
+    // Fires when the hub closes this connection, on shutdown, and when
+    // the hub fails.
+    let cancel = shared.connections.child_token();
     let transport = Transport::Channel {
         sender,
         queued: queued.clone(),
+        blocked: blocked.clone(),
     };
     let peer = Peer::new(addr, Encoding::Json, transport, cancel.clone());
     if shared
@@ -77,7 +82,7 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
     let linger = shared.config.close_linger;
     let writing = async {
         tokio::select! {
-            _ = write_frames(sink, outgoing, &queued) => {}
+            _ = write_frames(sink, outgoing, &queued, &blocked, &cancel, &shared.hub_failed) => {}
             // Once the hub let go, the rest may take `linger`, no more.
             _ = async { cancel.cancelled().await; tokio::time::sleep(linger).await } => {}
         }
@@ -85,7 +90,7 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
     let reader = Reader {
         conn,
         shared: &shared,
-        gate: CommandGate::new(
+        gate: FrameGate::new(
             shared.config.rate_limit,
             shared.config.rate_burst,
             Instant::now(),
@@ -95,21 +100,16 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>) {
     tokio::join!(writing, reading);
 }
 
-/// Tells a client that was over a connection limit why, then closes.
-async fn refuse(mut socket: WebSocket, reason: &str) {
-    let error = encode_message(&ServerMessage::Error(reason.to_string()), Encoding::Json);
-    if let Some(frame) = text_frame(error) {
-        let _ = socket.send(frame).await;
-    }
-    let _ = socket.send(close_frame(close_code::AGAIN)).await;
-}
-
 /// Sends what the hub queues, in order, until the hub drops its sender;
-/// then a Close frame.
+/// then a Close frame (after an ERROR saying so, if the hub failed).
+/// `blocked` is set while the socket takes no more.
 async fn write_frames(
     mut sink: SplitSink<WebSocket, Message>,
     mut outgoing: mpsc::UnboundedReceiver<Bytes>,
     queued: &AtomicUsize,
+    blocked: &AtomicBool,
+    cancel: &CancellationToken,
+    hub_failed: &CancellationToken,
 ) {
     while let Some(first) = outgoing.recv().await {
         let mut sent_bytes = 0;
@@ -118,7 +118,7 @@ async fn write_frames(
         while let Some(bytes) = next.take() {
             sent_bytes += bytes.len();
             if let Some(frame) = text_frame(bytes)
-                && sink.feed(frame).await.is_err()
+                && noting_blocked(sink.feed(frame), blocked).await.is_err()
             {
                 return;
             }
@@ -127,13 +127,38 @@ async fn write_frames(
                 next = outgoing.try_recv().ok();
             }
         }
-        let flushed = sink.flush().await;
+        let flushed = noting_blocked(sink.flush(), blocked).await;
         queued.fetch_sub(sent_bytes, Ordering::Relaxed);
         if flushed.is_err() {
             return;
         }
     }
-    let _ = sink.send(close_frame(close_code::NORMAL)).await;
+    // The hub cancels a connection before it lets go of it; one it let go
+    // of without that failed, which the watcher says a moment later.
+    let _ = tokio::time::timeout(HUB_FAILURE_WAIT, cancel.cancelled()).await;
+    if !hub_failed.is_cancelled() {
+        let _ = sink.send(close_frame(close_code::NORMAL)).await;
+        return;
+    }
+    let error = encode_message(
+        &ServerMessage::Error(HUB_FAILED_MESSAGE.to_string()),
+        Encoding::Json,
+    );
+    if let Some(frame) = text_frame(error) {
+        let _ = sink.feed(frame).await;
+    }
+    let _ = sink.send(close_frame(close_code::AGAIN)).await;
+}
+
+/// Runs one write, with `blocked` set while it waits for the socket.
+async fn noting_blocked<F: Future>(write: F, blocked: &AtomicBool) -> F::Output {
+    let mut write = std::pin::pin!(write);
+    std::future::poll_fn(|cx| {
+        let poll = write.as_mut().poll(cx);
+        blocked.store(poll.is_pending(), Ordering::Relaxed);
+        poll
+    })
+    .await
 }
 
 /// One encoded JSON line as a text frame, without its newline.
@@ -179,7 +204,7 @@ enum ReadFailure {
 struct Reader<'a> {
     conn: ConnId,
     shared: &'a Shared,
-    gate: CommandGate,
+    gate: FrameGate,
 }
 
 impl Reader<'_> {
@@ -219,7 +244,7 @@ impl Reader<'_> {
                 }
                 frame = stream.next() => frame,
             };
-            let keep_going = match frame {
+            let frame = match frame {
                 None | Some(Ok(Message::Close(_))) => return Ended::ByClient,
                 Some(Err(error)) => match classify(error) {
                     ReadFailure::Gone => return Ended::ByClient,
@@ -228,10 +253,17 @@ impl Reader<'_> {
                         return Ended::ByServer;
                     }
                 },
-                Some(Ok(Message::Text(text))) => self.handle_text(&text).await,
-                Some(Ok(Message::Binary(_))) => self.reject(BINARY_REFUSED.into(), false).await,
-                // The WebSocket layer answers pings itself.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => true,
+                Some(Ok(frame)) => frame,
+            };
+            // Every frame counts against the rate limit, whatever it holds:
+            // each costs an answer (the WebSocket layer answers pings).
+            if !self.take_turn(cancel).await {
+                return Ended::ByServer;
+            }
+            let keep_going = match frame {
+                Message::Text(text) => self.handle_text(&text).await,
+                Message::Binary(_) => self.reject(BINARY_REFUSED.into(), false).await,
+                Message::Ping(_) | Message::Pong(_) | Message::Close(_) => true,
             };
             if !keep_going {
                 return Ended::ByServer;
@@ -249,10 +281,6 @@ impl Reader<'_> {
                 return self.reject(error.to_string(), fatal).await && !fatal;
             }
         };
-        if let Err(refusal) = self.gate.admit(Instant::now()) {
-            let fatal = refusal.fatal;
-            return self.reject(refusal.error, fatal).await && !fatal;
-        }
         let event = match Command::from_raw(raw, &self.shared.config.limits) {
             Ok(command) => HubEvent::Command {
                 conn: self.conn,
@@ -265,6 +293,24 @@ impl Reader<'_> {
             },
         };
         self.shared.hub.send(event).await.is_ok()
+    }
+
+    /// Waits for this frame's turn under the rate limit; reads nothing
+    /// meanwhile, so TCP pushes back on the browser. False when the
+    /// connection ends instead (a flood, or it is closed meanwhile).
+    async fn take_turn(&mut self, cancel: &CancellationToken) -> bool {
+        match self.gate.admit(Instant::now()) {
+            Ok(wait) if wait.is_zero() => true,
+            Ok(wait) => tokio::select! {
+                _ = cancel.cancelled() => false,
+                _ = self.shared.shutdown.cancelled() => false,
+                _ = tokio::time::sleep(wait) => true,
+            },
+            Err(flooding) => {
+                self.reject(flooding.to_string(), true).await;
+                false
+            }
+        }
     }
 
     /// Has the hub answer ERROR (and close, when `fatal`). False when the

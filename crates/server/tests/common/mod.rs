@@ -13,6 +13,7 @@ use natter_server::{Config, ServerHandle};
 use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// How long a test waits for something that should happen.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -419,6 +420,22 @@ impl TestClient {
         .await;
     }
 
+    /// Splits the client so that one task can read while another writes:
+    /// the reading half carries on decoding where this client stopped.
+    pub fn split(self) -> (ClientReader, OwnedWriteHalf) {
+        let Wire::Plain(stream) = self.stream else {
+            panic!("only a plaintext client can be split");
+        };
+        let (read, write) = stream.into_split();
+        let reader = ClientReader {
+            read,
+            decoder: self.decoder,
+            buf: self.buf,
+            name: self.name,
+        };
+        (reader, write)
+    }
+
     pub async fn expect_message(&mut self) -> (u64, String, String) {
         self.expect(|m| match m {
             ServerMessage::Message {
@@ -427,6 +444,35 @@ impl TestClient {
             _ => None,
         })
         .await
+    }
+}
+
+/// The reading half of a [`TestClient::split`].
+pub struct ClientReader {
+    read: OwnedReadHalf,
+    decoder: Decoder,
+    buf: BytesMut,
+    pub name: String,
+}
+
+impl ClientReader {
+    /// The next message, or Closed (no time limit: callers bound it).
+    pub async fn recv(&mut self) -> Received {
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(raw)) => {
+                    let msg = ServerMessage::from_raw(raw).expect("server sent a valid message");
+                    return Received::Message(msg);
+                }
+                Ok(None) => {}
+                Err(e) => panic!("{}: undecodable bytes from server: {e}", self.name),
+            }
+            self.buf.reserve(64 * 1024);
+            match self.read.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Received::Closed,
+                Ok(_) => {}
+            }
+        }
     }
 }
 
