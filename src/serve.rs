@@ -337,13 +337,22 @@ mod tests {
         assert!(shown >= 20, "only {shown} defaults shown");
         let given = Cli::try_parse_from(&argv).expect("the shown defaults parse");
         assert_eq!(
-            format!("{:?}", given.serve.config()),
+            format!(
+                "{:?}",
+                given
+                    .serve
+                    .config()
+                    .expect("the defaults configure a server")
+            ),
             format!("{:?}", expected()),
             "{argv:?}"
         );
         let plain = Cli::try_parse_from(["serve"]).unwrap();
         assert_eq!(
-            format!("{:?}", plain.serve.config()),
+            format!(
+                "{:?}",
+                plain.serve.config().expect("no flags configure a server")
+            ),
             format!("{:?}", expected())
         );
     }

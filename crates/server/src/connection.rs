@@ -441,7 +441,9 @@ mod tests {
 
     /// The connection future is what every idle client costs; this keeps an
     /// innocent-looking change from doubling it (it was 2.4 KB before the
-    /// rare paths were boxed).
+    /// rare paths were boxed, 1.1 KB after; the TLS source and the register
+    /// deadline from the accept brought it to 1.5 KB, which the idle-memory
+    /// work of issue 14 is to bring back down).
     #[tokio::test]
     async fn an_idle_connection_costs_about_a_kilobyte() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -459,6 +461,6 @@ mod tests {
         let ticket = shared.admission.admit(addr.ip()).unwrap();
         let connection = serve(ConnId(1), stream, addr, shared, ticket);
         let size = std::mem::size_of_val(&connection);
-        assert!(size <= 1280, "the connection future grew to {size} bytes");
+        assert!(size <= 1536, "the connection future grew to {size} bytes");
     }
 }
