@@ -47,11 +47,6 @@ pub const HISTORY_QUEUE: usize = 1024;
 /// A group commit stops taking queued batches once it holds this many
 /// facts, so one transaction (and the wait of its first batch) stays short.
 pub const MAX_GROUP_FACTS: usize = 32 * 1024;
-/// Under load, commits start at least this far apart, so that the batches
-/// of a busy hub share one transaction and one fsync instead of paying one
-/// each: at 10,000 messages a second that is ten or more messages per
-/// commit rather than one or two. An idle store commits at once.
-pub const COMMIT_PACE: Duration = Duration::from_micros(500);
 /// How often retention runs.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -169,8 +164,6 @@ struct Writer {
     retention: Option<Retention>,
     /// For waiting on the queue with a timeout (the next prune).
     runtime: tokio::runtime::Runtime,
-    /// When the last transaction started, for [`COMMIT_PACE`].
-    last_commit: Instant,
 }
 
 /// Retention's schedule.
@@ -217,7 +210,6 @@ impl Writer {
             retry: Vec::new(),
             retention,
             runtime,
-            last_commit: Instant::now(),
         })
     }
 
@@ -271,11 +263,6 @@ impl Writer {
 
     /// Commits `first` and every batch queued behind it in one transaction.
     fn group_commit(&mut self, first: Batch) {
-        let since_last = self.last_commit.elapsed();
-        if since_last < COMMIT_PACE {
-            thread::sleep(COMMIT_PACE - since_last);
-        }
-        self.last_commit = Instant::now();
         let mut group = vec![first];
         let mut facts = group[0].facts.len();
         while facts < MAX_GROUP_FACTS {
