@@ -309,3 +309,98 @@ async fn an_ephemeral_server_offers_no_history_and_says_so() {
     );
     server.shutdown().await;
 }
+
+/// A server message from one JSON line, with every timestamp set to 0 (the
+/// example's times are whatever the server's clock said).
+fn json_message(line: &str) -> ServerMessage {
+    let mut decoder = natter_proto::Decoder::new(
+        Encoding::Json,
+        natter_proto::wire::Direction::ToClient,
+        natter_proto::Limits::client_default(),
+    );
+    let mut bytes = bytes::BytesMut::from(format!("{line}\n").as_bytes());
+    let raw = decoder.decode(&mut bytes).unwrap().expect("one whole line");
+    without_times(ServerMessage::from_raw(raw).unwrap())
+}
+
+fn without_times(message: ServerMessage) -> ServerMessage {
+    match message {
+        ServerMessage::Message {
+            conv,
+            sender,
+            text,
+            meta,
+        } => ServerMessage::Message {
+            conv,
+            sender,
+            text,
+            meta: meta.map(|m| natter_proto::MessageMeta { ts: 0, ..m }),
+        },
+        ServerMessage::History { conv, entries } => ServerMessage::History {
+            conv,
+            entries: entries
+                .into_iter()
+                .map(|e| HistoryEntry { ts: 0, ..e })
+                .collect(),
+        },
+        other => other,
+    }
+}
+
+#[tokio::test]
+async fn the_protocol_doc_history_example_is_what_the_server_says() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/PROTOCOL.md"),
+    )
+    .unwrap();
+    let begin = doc.find("<!-- BEGIN HISTORY EXAMPLE -->").unwrap();
+    let end = doc.find("<!-- END HISTORY EXAMPLE -->").unwrap();
+    let lines: Vec<&str> = doc[begin..end].lines().skip(1).collect();
+    assert!(lines.len() >= 8, "the example is there");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_durable(dir.path()).await;
+    let mut amy = history_client(&server, Encoding::Json, "amy").await;
+    let mut ben = history_client(&server, Encoding::Json, "ben").await;
+    assert_eq!(conversation(&mut [&mut amy, &mut ben]).await, 1);
+    for line in lines {
+        let line = line.trim();
+        let (who, rest) = line.split_once(' ').expect("a speaker");
+        let client = match who {
+            "amy" => &mut amy,
+            "ben" => &mut ben,
+            other => panic!("unknown speaker {other}"),
+        };
+        if let Some(sent) = rest.strip_prefix("→ ") {
+            client.send_raw(format!("{sent}\n").as_bytes()).await;
+        } else if let Some(expected) = rest.strip_prefix("← ") {
+            let expected = json_message(expected);
+            let word = expected.word();
+            let got = client
+                .expect(|m| (m.word() == word).then(|| without_times(m.clone())))
+                .await;
+            assert_eq!(got, expected, "{line}");
+        } else {
+            panic!("not an example line: {line}");
+        }
+    }
+    server.shutdown().await;
+
+    // What the text after the example says of a restart.
+    let server = start_durable(dir.path()).await;
+    let mut ben = TestClient::connect(server.local_addr(), Encoding::Json).await;
+    ben.send(Command::Caps(vec!["history".into()])).await;
+    ben.send(Command::Register {
+        name: "ben".into(),
+        status: "back".into(),
+    })
+    .await;
+    let unread = ben
+        .expect(|m| match m {
+            ServerMessage::Unread(list) => Some(list.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(unread, [(1, 2, 2)]);
+    server.shutdown().await;
+}
