@@ -28,6 +28,7 @@ use crate::admission::Ticket;
 use crate::config::Config;
 use crate::hub::{HubEvent, HubSender};
 use crate::listener::Shared;
+use crate::live::Tracked;
 use crate::peer::{Boundary, Peer, Transport};
 use crate::rate::FrameGate;
 use crate::supervise::HUB_FAILED_MESSAGE;
@@ -60,7 +61,10 @@ pub async fn serve(
     // Wait for the first byte, which says how the client will speak; the
     // registration deadline runs from the accept, so a connection that
     // never says anything does not hold its descriptor for ever.
-    let register_timeout = shared.config.register_timeout;
+    let (register_timeout, tls_on) = {
+        let config = shared.config.get();
+        (config.register_timeout, config.tls.is_some())
+    };
     let first = tokio::select! {
         _ = cancel.cancelled() => return,
         read = read_some(&stream, &mut buf) => Some(read),
@@ -71,7 +75,7 @@ pub async fn serve(
         tracing::debug!(conn = conn.0, peer = %addr, "closed before sending anything");
         return;
     }
-    if buf.first() == Some(&tls::HANDSHAKE_RECORD) && shared.config.tls.is_some() {
+    if buf.first() == Some(&tls::HANDSHAKE_RECORD) && tls_on {
         // Boxed: the TLS path's state is not carried by plaintext clients.
         let tls = tls::serve(conn, stream, buf, addr, shared, cancel, accepted);
         return Box::pin(tls).await;
@@ -141,30 +145,32 @@ pub(crate) async fn converse<S: Source>(
     {
         return; // the server is stopping
     }
-    let config = &shared.config;
+    let settings = shared.config.track();
+    let config = &settings.config;
+    // Decided before the reader takes the settings over.
+    let refusal = match (detected, buf.first()) {
+        (Some(_), _) if !encrypted && !config.plaintext.allows(addr.ip()) => {
+            tracing::info!(conn = conn.0, peer = %addr, "plaintext refused: TLS required");
+            Some(tls::plaintext_refused(addr.ip()))
+        }
+        (Some(_), _) => None,
+        (None, Some(&byte)) => Some(DecodeError::UnknownEncoding(byte).to_string()),
+        (None, None) => Some(not_registered(config.register_timeout)),
+    };
     let mut reader = Reader {
         conn,
-        hub: &shared.hub,
+        shared,
         decoder: Decoder::new(encoding, Direction::ToServer, config.limits.clone()),
-        config,
-        gate: FrameGate::new(config.rate_limit, config.rate_burst, Instant::now()),
+        gate: gate(config),
         idle: IdleTimer::new(config.idle_timeout),
+        settings,
     };
-    let ended = match detected {
-        None => {
-            let error = match buf.first() {
-                Some(&byte) => DecodeError::UnknownEncoding(byte).to_string(),
-                None => not_registered(config.register_timeout),
-            };
+    let ended = match refusal {
+        Some(error) => {
             reader.reject(error, true).await;
             Ended::ByServer
         }
-        Some(_) if !encrypted && !config.plaintext.allows(addr.ip()) => {
-            tracing::info!(conn = conn.0, peer = %addr, "plaintext refused: TLS required");
-            reader.reject(tls::plaintext_refused(addr.ip()), true).await;
-            Ended::ByServer
-        }
-        Some(_) => reader.run(&mut source, buf, &cancel).await,
+        None => reader.run(&mut source, buf, &cancel).await,
     };
     match ended {
         Ended::ByClient => {
@@ -177,7 +183,8 @@ pub(crate) async fn converse<S: Source>(
             if shared.hub_failed.is_cancelled() && !encrypted {
                 Box::pin(say_hub_failed(source.socket(), encoding, &boundary)).await;
             }
-            Box::pin(linger(source.socket(), config)).await;
+            let linger_for = reader.settings.config.close_linger;
+            Box::pin(linger(source.socket(), linger_for)).await;
         }
     }
 }
@@ -271,11 +278,17 @@ impl IdleTimer {
 
 struct Reader<'a> {
     conn: ConnId,
-    hub: &'a HubSender,
+    shared: &'a Shared,
     decoder: Decoder,
-    config: &'a Config,
     gate: FrameGate,
     idle: IdleTimer,
+    /// The settings this connection follows: a reload changes the limits
+    /// of connected clients too, from their next read.
+    settings: Tracked,
+}
+
+fn gate(config: &Config) -> FrameGate {
+    FrameGate::new(config.rate_limit, config.rate_burst, Instant::now())
 }
 
 impl Reader<'_> {
@@ -298,14 +311,32 @@ impl Reader<'_> {
                 _ = cancel.cancelled() => return Ended::ByServer,
                 read = source.read_some(&mut buf) => match read {
                     Ok(0) | Err(_) => return Ended::ByClient,
-                    Ok(_) => self.idle.restart(),
+                    Ok(_) => {
+                        self.idle.restart();
+                        self.follow_settings();
+                    }
                 },
                 _ = self.idle.expired() => {
-                    let secs = self.config.idle_timeout.as_secs();
+                    let secs = self.idle.limit.as_secs();
                     self.reject(format!("idle for {secs} s: closing the connection"), true).await;
                     return Ended::ByServer;
                 }
             }
+        }
+    }
+
+    /// Takes reloaded settings, if any: one atomic load when there are
+    /// none. A new rate limit starts with a full burst, a new idle timeout
+    /// from now.
+    fn follow_settings(&mut self) {
+        if !self.settings.refresh(&self.shared.config) {
+            return;
+        }
+        let config = &self.settings.config;
+        self.decoder.limits = config.limits.clone();
+        self.gate = gate(config);
+        if self.idle.limit != config.idle_timeout {
+            self.idle = IdleTimer::new(config.idle_timeout);
         }
     }
 
@@ -320,10 +351,10 @@ impl Reader<'_> {
             };
             let fatal = matches!(event, HubEvent::Rejected { fatal: true, .. });
             let sent = if wait.is_zero() {
-                send_to_hub(self.hub, event).await
+                send_to_hub(&self.shared.hub, event).await
             } else {
                 // Boxed: rare, and kept out of what every connection costs.
-                Box::pin(send_in_turn(self.hub, event, wait, cancel)).await
+                Box::pin(send_in_turn(&self.shared.hub, event, wait, cancel)).await
             };
             if sent.is_err() || fatal {
                 return false;
@@ -367,7 +398,7 @@ impl Reader<'_> {
     }
 
     async fn reject(&self, error: String, fatal: bool) -> bool {
-        send_to_hub(self.hub, self.rejection(error, fatal))
+        send_to_hub(&self.shared.hub, self.rejection(error, fatal))
             .await
             .is_ok()
     }
@@ -422,7 +453,7 @@ pub(crate) async fn readable(stream: &TcpStream) -> io::Result<()> {
 /// After the server closed its side, reads and discards until the client
 /// closes too (or the linger time runs out), so the close is a clean FIN
 /// exchange rather than a reset that could destroy our last message.
-async fn linger(stream: &TcpStream, config: &Config) {
+async fn linger(stream: &TcpStream, linger_for: Duration) {
     let drain = async {
         let mut sink = BytesMut::new();
         loop {
@@ -433,7 +464,7 @@ async fn linger(stream: &TcpStream, config: &Config) {
             }
         }
     };
-    let _ = tokio::time::timeout(config.close_linger, drain).await;
+    let _ = tokio::time::timeout(linger_for, drain).await;
 }
 #[cfg(test)]
 mod tests {
