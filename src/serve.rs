@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args as _, FromArgMatches as _, ValueEnum};
-use sd_notify::NotifyState;
 use natter_core::{AccountsMode, Policy};
 use natter_proto::limits::MAX_FRAME_CEILING;
 use natter_server::tls::Plaintext;
+use sd_notify::NotifyState;
 
 use crate::settings::{self, SettingsError};
 
@@ -226,10 +226,7 @@ impl ServeArgs {
     }
 
     /// The server's settings, with the TLS settings already loaded.
-    fn config_with(
-        &self,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> natter_server::Config {
+    fn config_with(&self, tls: Option<Arc<rustls::ServerConfig>>) -> natter_server::Config {
         let mut config = natter_server::Config {
             listen: self.listen,
             web: (!self.no_web).then_some(self.web),
@@ -631,5 +628,210 @@ mod tests {
                 .unwrap();
             assert_eq!(shown, default, "{flag}");
         }
+    }
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        std::iter::once("serve")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    /// Loads with `env` as the whole environment.
+    fn load_in(args: &[&str], env: &[(&str, &str)]) -> Result<(ServeArgs, Values), SettingsError> {
+        let env: BTreeMap<String, OsString> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        load_with(&argv(args), &|name| env.get(name).cloned())
+    }
+
+    fn config_of(loaded: Result<(ServeArgs, Values), SettingsError>) -> natter_server::Config {
+        loaded.expect("settings load").0.config().expect("a config")
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn every_flag_of_natter_serve_has_a_key_in_the_defaults_file() {
+        let text = settings::defaults_file(&command());
+        let mut keys = 0;
+        for arg in command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == settings::CONFIG_FLAG {
+                continue;
+            }
+            let set = text.lines().any(|line| {
+                line.trim_start_matches("# ")
+                    .starts_with(&format!("{long} = "))
+            });
+            assert!(set, "--{long} has no key in:\n{text}");
+            let env = format!("environment {}.", settings::env_name(long));
+            assert!(text.contains(&env), "--{long}: {env} not said");
+            keys += 1;
+        }
+        assert!(keys >= 30, "only {keys} keys");
+    }
+
+    /// The file `natter config --print-defaults` writes, given back
+    /// unchanged, configures the server exactly as no file does.
+    #[test]
+    fn the_defaults_file_configures_the_server_as_no_file_does() {
+        let defaults = file(&settings::defaults_file(&command()));
+        let path = defaults.path().to_str().unwrap();
+        let (with_file, with_file_values) = load_in(&["--config", path], &[]).unwrap();
+        let (without, without_values) = load_in(&[], &[]).unwrap();
+        assert_eq!(
+            format!("{:?}", with_file.config().unwrap()),
+            format!("{:?}", expected())
+        );
+        assert_eq!(
+            format!("{:?}", without.config().unwrap()),
+            format!("{:?}", expected())
+        );
+        let mut with_file_values = with_file_values;
+        with_file_values.remove("config");
+        assert_eq!(with_file_values, without_values);
+    }
+
+    #[test]
+    fn flags_win_over_the_environment_which_wins_over_the_file() {
+        let settings = file("rate-limit = 5\nrate-burst = 6\nmax-connections = 7\n");
+        let path = settings.path().to_str().unwrap();
+        let env = [
+            ("NATTER_RATE_BURST", "60"),
+            ("NATTER_MAX_CONNECTIONS", "70"),
+        ];
+        let config = config_of(load_in(
+            &["--config", path, "--max-connections", "700"],
+            &env,
+        ));
+        assert_eq!(config.rate_limit, 5, "from the file");
+        assert_eq!(config.rate_burst, 60, "from the environment");
+        assert_eq!(config.max_connections, 700, "from the flag");
+        assert_eq!(config.send_queue, expected().send_queue, "the default");
+        // NATTER_CONFIG names the file when --config does not.
+        let config = config_of(load_in(&[], &[("NATTER_CONFIG", path)]));
+        assert_eq!(config.rate_limit, 5);
+    }
+
+    #[test]
+    fn switches_and_choices_come_from_the_file_too() {
+        let settings = file("no-web = true\nephemeral = true\nconversations = \"invite-only\"\n");
+        let path = settings.path().to_str().unwrap();
+        let config = config_of(load_in(&["--config", path], &[]));
+        assert_eq!(config.web, None);
+        assert_eq!(config.data_dir, None);
+        assert_eq!(config.policy, Policy::InviteOnly);
+        // A flag that conflicts with the file's setting wins over it.
+        let config = config_of(load_in(&["--config", path, "--web", "127.0.0.1:9"], &[]));
+        assert_eq!(config.web, Some("127.0.0.1:9".parse().unwrap()));
+    }
+
+    fn error_of(loaded: Result<(ServeArgs, Values), SettingsError>) -> String {
+        match loaded {
+            Ok(_) => panic!("bad settings were accepted"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_the_key_the_file_and_the_line() {
+        let settings = file("rate-limit = 5\n\nmax-conections = 3\n");
+        let path = settings.path().to_str().unwrap();
+        let error = error_of(load_in(&["--config", path], &[]));
+        assert!(error.contains(&format!("{path}:3")), "{error}");
+        assert!(error.contains("unknown key `max-conections`"), "{error}");
+        // The file may not name another file.
+        let nested = file("config = \"other.toml\"\n");
+        let nested_path = nested.path().to_str().unwrap();
+        let error = error_of(load_in(&["--config", nested_path], &[]));
+        assert!(error.contains("unknown key `config`"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_naming_the_key_and_where_it_came_from() {
+        let settings = file("rate-limit = 5\nmax-connections = \"lots\"\n");
+        let path = settings.path().to_str().unwrap();
+        let error = error_of(load_in(&["--config", path], &[]));
+        assert!(error.contains(&format!("{path}:2")), "{error}");
+        assert!(error.contains("`max-connections`"), "{error}");
+        assert!(error.contains("'lots'"), "{error}");
+        for (text, key) in [
+            ("conversations = \"closed\"", "conversations"),
+            ("no-web = 1", "no-web"),
+            ("max-frame = 3", "max-frame"),
+            ("rate-limit = [1, 2]", "rate-limit"),
+        ] {
+            let settings = file(&format!("{text}\n"));
+            let path = settings.path().to_str().unwrap();
+            let error = error_of(load_in(&["--config", path], &[]));
+            assert!(error.contains(&format!("{path}:1")), "{text}: {error}");
+            assert!(error.contains(&format!("`{key}`")), "{text}: {error}");
+        }
+        let error = error_of(load_in(&[], &[("NATTER_RATE_LIMIT", "fast")]));
+        assert!(error.contains("NATTER_RATE_LIMIT=fast"), "{error}");
+        assert!(error.contains("`rate-limit`"), "{error}");
+        let broken = file("rate-limit = \n");
+        let path = broken.path().to_str().unwrap();
+        let error = error_of(load_in(&["--config", path], &[]));
+        assert!(error.contains(path) && error.contains("line 1"), "{error}");
+    }
+
+    /// A setting from the file still obeys the rules between flags.
+    #[test]
+    fn a_certificate_without_its_key_is_refused_wherever_it_comes_from() {
+        let settings = file("tls-cert = \"cert.pem\"\n");
+        let path = settings.path().to_str().unwrap();
+        let error = error_of(load_in(&["--config", path], &[]));
+        assert!(error.contains("--tls-key"), "{error}");
+    }
+
+    /// An alternative to a flag's default, for the test below.
+    fn another_value(arg: &clap::Arg) -> Option<String> {
+        let default = arg
+            .get_default_values()
+            .first()?
+            .to_string_lossy()
+            .into_owned();
+        if let Some(other) = arg
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_string())
+            .find(|v| *v != default)
+        {
+            return Some(other);
+        }
+        let n: u64 = default.parse().ok()?;
+        Some((n + 1).to_string())
+    }
+
+    /// LIVE_KEYS says which changes a reload applies: each one it lists
+    /// changes what the server runs with, and each other one does not.
+    #[test]
+    fn the_keys_said_to_change_live_are_the_ones_the_server_changes() {
+        let base = expected();
+        let mut command = command();
+        command.build();
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let (Some(long), Some(value)) = (arg.get_long(), another_value(arg)) else {
+                continue;
+            };
+            let changed = config_of(load_in(&[&format!("--{long}={value}")], &[]));
+            let applied = format!("{:?}", base.reloaded(&changed));
+            let live = applied != format!("{base:?}");
+            assert_eq!(
+                live,
+                LIVE_KEYS.contains(&long),
+                "--{long}={value}: applied live: {live}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} flags checked");
     }
 }

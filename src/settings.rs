@@ -122,7 +122,11 @@ pub fn resolve(
     command.build();
     // A first, lenient look: which flags the command line gives (they win
     // over everything) and which file to read.
-    let given = match command.clone().ignore_errors(true).try_get_matches_from(argv) {
+    let given = match command
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(argv)
+    {
         Ok(matches) => matches,
         // --help, --version and the like: clap says it.
         Err(_) => return Ok(command.try_get_matches_from(argv)?),
@@ -155,7 +159,10 @@ pub fn resolve(
 /// A setting as the flags that would give it (none when it is the
 /// default).
 fn as_flags(command: &Command, layer: &Layered) -> Vec<OsString> {
-    let Some(arg) = command.get_arguments().find(|a| a.get_id() == layer.id.as_str()) else {
+    let Some(arg) = command
+        .get_arguments()
+        .find(|a| a.get_id() == layer.id.as_str())
+    else {
         return Vec::new();
     };
     let long = arg.get_long().unwrap_or_default();
@@ -241,11 +248,12 @@ fn from_file(command: &Command, path: &Path) -> Result<Vec<Layered>, SettingsErr
             path: path.to_owned(),
             line,
         };
-        let values = toml_values(value.get_ref(), arg).map_err(|reason| SettingsError::BadValue {
-            origin: origin.clone(),
-            key: long.to_string(),
-            reason,
-        })?;
+        let values =
+            toml_values(value.get_ref(), arg).map_err(|reason| SettingsError::BadValue {
+                origin: origin.clone(),
+                key: long.to_string(),
+                reason,
+            })?;
         layers.push(check(command, arg, long, values, origin)?);
     }
     Ok(layers)

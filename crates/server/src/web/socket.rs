@@ -31,11 +31,11 @@ use natter_proto::{Command, DecodeError, Encoding, ServerMessage, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::Config;
 use crate::admission::Ticket;
 use crate::hub::HubEvent;
 use crate::listener::Shared;
 use crate::live::Tracked;
-use crate::Config;
 use crate::peer::{Peer, Transport};
 use crate::rate::FrameGate;
 use crate::supervise::HUB_FAILED_MESSAGE;
