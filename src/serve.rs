@@ -351,6 +351,10 @@ fn run(args: ServeArgs, loaded: Loaded) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs, mut loaded: Loaded) -> anyhow::Result<()> {
+    // Listened to before anyone can know our address: a SIGHUP must never
+    // find its default action (ending the process) in place.
+    let mut signals = Signals::new()?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let config = args.config()?;
     let server = natter_server::spawn(config).await.with_context(|| {
         let listen = if args.no_web {
@@ -374,8 +378,6 @@ async fn serve(args: ServeArgs, mut loaded: Loaded) -> anyhow::Result<()> {
     }
     // Every listener listens: `systemctl start` may return.
     notify(&[NotifyState::Ready]);
-    let mut signals = Signals::new()?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut watchdog = Watchdog::from_env();
     // A failed hub serves no one: stop, and exit non-zero so that systemd
     // (or whatever supervises us) starts a fresh server.
@@ -447,9 +449,9 @@ fn report_changes(old: &Values, new: &Values, restart: impl Fn(&str) -> bool) {
         }
         changed += 1;
         if restart(key) {
-            tracing::warn!(key, from = before, to = %value, "setting changed: takes effect after a restart");
+            tracing::warn!(key, from = %before, to = %value, "setting changed: takes effect after a restart");
         } else {
-            tracing::info!(key, from = before, to = %value, "setting changed");
+            tracing::info!(key, from = %before, to = %value, "setting changed");
         }
     }
     tracing::info!(changed, "settings reloaded");
