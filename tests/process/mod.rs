@@ -46,9 +46,14 @@ impl Serve {
             .env("RUST_LOG", "info")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .envs(env.iter().copied());
+        Serve::spawn(command)
+    }
+
+    /// Starts `command` (a `natter serve`), its output captured, and waits
+    /// for its address.
+    pub fn spawn(mut command: Command) -> Serve {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("natter serve starts");
         let log = Arc::new(Mutex::new(String::new()));
         let mut stderr = child.stderr.take().unwrap();
