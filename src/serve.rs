@@ -284,7 +284,9 @@ impl ServeArgs {
 /// `natter serve` as a command of its own, its flags' defaults the
 /// library's.
 pub fn command() -> clap::Command {
-    ServeArgs::augment_args(clap::Command::new("serve").bin_name("natter serve"))
+    ServeArgs::augment_args(clap::Command::new("serve"))
+        .bin_name("natter serve")
+        .about("Run the chat server.")
 }
 
 /// Each setting's value as it would be written on the command line, by

@@ -248,22 +248,22 @@ enum Ended {
 
 /// The idle timeout: a deadline pushed back by every read. Boxed, and only
 /// there when the timeout is on.
+/// (The limit itself is in the reader's settings, not kept twice.)
 struct IdleTimer {
-    limit: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl IdleTimer {
     fn new(limit: Duration) -> Self {
         let deadline = (!limit.is_zero()).then(|| Box::pin(tokio::time::sleep(limit)));
-        IdleTimer { limit, deadline }
+        IdleTimer { deadline }
     }
 
-    fn restart(&mut self) {
+    /// Pushes the deadline back to `limit` from now (the limit it was
+    /// made with).
+    fn restart(&mut self, limit: Duration) {
         if let Some(deadline) = &mut self.deadline {
-            deadline
-                .as_mut()
-                .reset(tokio::time::Instant::now() + self.limit);
+            deadline.as_mut().reset(tokio::time::Instant::now() + limit);
         }
     }
 
@@ -312,12 +312,12 @@ impl Reader<'_> {
                 read = source.read_some(&mut buf) => match read {
                     Ok(0) | Err(_) => return Ended::ByClient,
                     Ok(_) => {
-                        self.idle.restart();
+                        self.idle.restart(self.settings.config.idle_timeout);
                         self.follow_settings();
                     }
                 },
                 _ = self.idle.expired() => {
-                    let secs = self.idle.limit.as_secs();
+                    let secs = self.settings.config.idle_timeout.as_secs();
                     self.reject(format!("idle for {secs} s: closing the connection"), true).await;
                     return Ended::ByServer;
                 }
@@ -329,13 +329,14 @@ impl Reader<'_> {
     /// none. A new rate limit starts with a full burst, a new idle timeout
     /// from now.
     fn follow_settings(&mut self) {
+        let idle_before = self.settings.config.idle_timeout;
         if !self.settings.refresh(&self.shared.config) {
             return;
         }
         let config = &self.settings.config;
         self.decoder.limits = config.limits.clone();
         self.gate = gate(config);
-        if self.idle.limit != config.idle_timeout {
+        if idle_before != config.idle_timeout {
             self.idle = IdleTimer::new(config.idle_timeout);
         }
     }
