@@ -50,6 +50,17 @@ impl Pool {
         conn: ConnId,
         job: impl FnOnce() -> Outcome + Send + 'static,
     ) -> Result<(), Busy> {
+        self.submit_then(job, move |outcome| HubEvent::AuthDone { conn, outcome })
+    }
+
+    /// Runs `job` when a permit is free; its outcome comes back to the hub
+    /// as the event `then` makes of it (the web page's logins, which have
+    /// no connection yet, come back this way).
+    pub fn submit_then(
+        &self,
+        job: impl FnOnce() -> Outcome + Send + 'static,
+        then: impl FnOnce(Outcome) -> HubEvent + Send + 'static,
+    ) -> Result<(), Busy> {
         if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(Busy);
@@ -64,7 +75,7 @@ impl Pool {
             let Ok(outcome) = tokio::task::spawn_blocking(job).await else {
                 return;
             };
-            let _ = events.send(HubEvent::AuthDone { conn, outcome }).await;
+            let _ = events.send(then(outcome)).await;
         });
         Ok(())
     }
