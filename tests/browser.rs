@@ -342,7 +342,10 @@ async fn account_scenario(alice: &Page, bob: &Page) -> anyhow::Result<()> {
     // The session is in a cookie the page's scripts cannot read.
     let cookies = carol.eval("return document.cookie").await?;
     ensure!(
-        !cookies.as_str().unwrap_or_default().contains("natter_session"),
+        !cookies
+            .as_str()
+            .unwrap_or_default()
+            .contains("natter_session"),
         "the session cookie is readable by scripts: {cookies}"
     );
 
@@ -358,11 +361,17 @@ async fn account_scenario(alice: &Page, bob: &Page) -> anyhow::Result<()> {
     alice.click(r#"#people input[value="carol"]"#).await?;
     alice.click("#start").await?;
     carol
-        .wait_for("document.querySelector('#invites .accept')", "invitation to carol")
+        .wait_for(
+            "document.querySelector('#invites .accept')",
+            "invitation to carol",
+        )
         .await?;
     carol.click("#invites .accept").await?;
     carol
-        .wait_for("!document.querySelector('#chat-view').hidden", "carol's chat open")
+        .wait_for(
+            "!document.querySelector('#chat-view').hidden",
+            "carol's chat open",
+        )
         .await?;
 
     // A reload keeps carol signed in and in her conversation.
@@ -376,13 +385,18 @@ async fn account_scenario(alice: &Page, bob: &Page) -> anyhow::Result<()> {
         .await?;
     alice.say("still there, carol?").await?;
     carol.click("#convs .conv").await?;
-    carol.wait_for_message("alice", "still there, carol?").await?;
+    carol
+        .wait_for_message("alice", "still there, carol?")
+        .await?;
 
     // Signing out ends the session: a reload shows the form.
     carol.click("#back").await?;
     carol.click("#footer-sign-out").await?;
     carol
-        .wait_for("!document.querySelector('#signin').hidden", "sign-in form after sign-out")
+        .wait_for(
+            "!document.querySelector('#signin').hidden",
+            "sign-in form after sign-out",
+        )
         .await?;
     alice
         .wait_for(
@@ -410,7 +424,10 @@ async fn account_scenario(alice: &Page, bob: &Page) -> anyhow::Result<()> {
         )
         .await?;
     let error = carol.text("#signin-error").await?;
-    ensure!(error == "wrong username or password", "error shown: {error:?}");
+    ensure!(
+        error == "wrong username or password",
+        "error shown: {error:?}"
+    );
     carol
         .screenshot(&target_dir().join("browser-signin-phone.png"))
         .await?;
