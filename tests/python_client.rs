@@ -100,6 +100,12 @@ fn main() {
             &py2,
             client_refuses_a_pickle_that_would_run_code,
         ),
+        trial("python3_account_signup_and_password", || {
+            account_signup_and_password(&python3())
+        }),
+        trial_needing("python2_account_signup_and_password", &py2, |python2| {
+            account_signup_and_password(python2)
+        }),
         trial("python3_tls_conversation", || tls_conversation(&python3())),
         trial_needing("python2_tls_conversation", &py2, |python2| {
             tls_conversation(python2)
@@ -402,6 +408,52 @@ fn tls_conversation(python: &Path) {
     mallory.expect_where("a certificate error", |line| {
         line.starts_with("error: cannot connect") && line.to_lowercase().contains("certificate")
     });
+}
+
+/// `--signup --password-file` creates an account and signs in (framed and
+/// classic); the password file signs in again later; a guest, or a wrong
+/// password, is refused the name with the server's words.
+fn account_signup_and_password(python: &Path) {
+    let server = Server::start();
+    let addr = server.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, password: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{password}\n")).unwrap();
+        path.display().to_string()
+    };
+    let right = file("dan.password", "correct horse ü");
+    let wrong = file("wrong.password", "wrong horse");
+    let host = ["--host".to_string(), addr.ip().to_string()];
+    let with = |more: &[&str]| {
+        let mut args = host.to_vec();
+        args.extend(more.iter().map(|a| a.to_string()));
+        args
+    };
+    for (name, classic) in [("dan", false), ("eve", true)] {
+        let mut args = with(&["--password-file", &right, "--signup"]);
+        if classic {
+            args.push("--classic".into());
+        }
+        let mut first = PyClient::spawn_with(python, addr, &args, name);
+        first.expect(&format!("SIGNED_UP {name}"));
+        first.expect(&format!("ONLINE_USERS {name}=online"));
+        first.type_line("/quit");
+        assert!(first.finish().success(), "{}", first.report());
+        first.assert_clean();
+
+        let mut again =
+            PyClient::spawn_with(python, addr, &with(&["--password-file", &right]), name);
+        again.expect(&format!("ONLINE_USERS {name}=online"));
+        again.type_line("/quit");
+        assert!(again.finish().success(), "{}", again.report());
+        again.assert_clean();
+    }
+    for args in [with(&[]), with(&["--password-file", &wrong])] {
+        let mut refused = PyClient::spawn_with(python, addr, &args, "dan");
+        refused.expect("error: could not register: wrong username or password");
+        assert!(!refused.finish().success());
+    }
 }
 
 fn conversation(python: &Path, classic: bool) {
