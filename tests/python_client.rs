@@ -106,6 +106,12 @@ fn main() {
         trial_needing("python2_account_signup_and_password", &py2, |python2| {
             account_signup_and_password(python2)
         }),
+        trial("python3_password_prompt_without_echo", || {
+            password_prompt_without_echo(&python3())
+        }),
+        trial_needing("python2_password_prompt_without_echo", &py2, |python2| {
+            password_prompt_without_echo(python2)
+        }),
         trial("python3_tls_conversation", || tls_conversation(&python3())),
         trial_needing("python2_tls_conversation", &py2, |python2| {
             tls_conversation(python2)
@@ -454,6 +460,92 @@ fn account_signup_and_password(python: &Path) {
         refused.expect("error: could not register: wrong username or password");
         assert!(!refused.finish().success());
     }
+}
+
+/// Runs `argv[2:]` on a pseudo-terminal, typing `argv[1]` at the password
+/// prompt; once it is in (`ONLINE_USERS`), types `/quit`. Prints what the
+/// terminal showed; exits with the client's status.
+const ON_A_TERMINAL: &str = r#"
+import os, pty, sys
+password = sys.argv[1].encode("utf-8") + b"\n"
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+seen, answered, quit = b"", False, False
+while True:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    seen += data
+    if not answered and b"password for" in seen:
+        os.write(fd, password)
+        answered = True
+    if not quit and b"ONLINE_USERS" in seen:
+        os.write(fd, b"/quit\n")
+        quit = True
+_, status = os.waitpid(pid, 0)
+getattr(sys.stdout, "buffer", sys.stdout).write(seen)
+sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+"#;
+
+/// `--password` asks on the terminal (getpass): the password typed there
+/// signs in, and the terminal never shows it.
+fn password_prompt_without_echo(python: &Path) {
+    let server = Server::start();
+    let addr = server.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let password = "correct horse prompt";
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let file = file.display().to_string();
+    let host = addr.ip().to_string();
+    let port = addr.port().to_string();
+    let script = client_script().display().to_string();
+    let python = python.display().to_string();
+    let signup = Command::new(&python)
+        .args([&script, "--host", &host, "--port", &port])
+        .args(["--password-file", &file, "--signup", "fay"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&signup.stdout);
+    assert!(shown.contains("SIGNED_UP fay"), "{shown}");
+
+    let mut on_a_terminal = Command::new(python3())
+        .args(["-c", ON_A_TERMINAL, password, &python, &script])
+        .args(["--host", &host, "--port", &port, "--password", "fay"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let status = loop {
+        if let Some(status) = on_a_terminal.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the prompted client did not finish"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut terminal = String::new();
+    on_a_terminal
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut terminal)
+        .unwrap();
+    assert!(status.success(), "{status}: {terminal}");
+    assert!(terminal.contains("password for fay: "), "{terminal}");
+    assert!(terminal.contains("ONLINE_USERS fay=online"), "{terminal}");
+    assert!(
+        !terminal.contains(password),
+        "the password was echoed: {terminal}"
+    );
 }
 
 fn conversation(python: &Path, classic: bool) {
