@@ -215,7 +215,7 @@ async fn upgrade(
         Some(cookie) if shared.config.accounts.enabled() => {
             match signin::check(&shared, &cookie).await {
                 Ok(Some(_)) => Some(cookie),
-                Ok(None) => return session_ended(https),
+                Ok(None) => return session_ended(&headers, https),
                 Err(()) => {
                     return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
                 }
@@ -244,13 +244,13 @@ async fn upgrade(
 }
 
 /// The answer to a WebSocket whose session cookie no longer signs in.
-fn session_ended(https: bool) -> Response {
+fn session_ended(headers: &HeaderMap, https: bool) -> Response {
     let mut response = signin::error(
         StatusCode::UNAUTHORIZED,
         "your session has ended: sign in again",
     );
     response
         .headers_mut()
-        .insert(SET_COOKIE, signin::clear_cookie(https));
+        .insert(SET_COOKIE, signin::clear_cookie(headers, https));
     response
 }

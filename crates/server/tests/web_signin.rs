@@ -339,7 +339,8 @@ async fn sign_out_ends_the_session_on_the_server_and_closes_its_websocket() {
     .await;
     assert_eq!(out.status, 200, "{}", out.body);
     let cleared = out.header("set-cookie").unwrap();
-    assert!(cleared.starts_with("natter_session=;"), "{cleared}");
+    let name = format!("natter_session_{}=;", web.port());
+    assert!(cleared.starts_with(&name), "{cleared}");
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
 
     // Its socket is told and closed.
@@ -410,7 +411,8 @@ async fn without_accounts_the_page_is_told_and_the_forms_refuse() {
         ..web_config()
     };
     let (_server, web) = start_web(config).await;
-    let session = session_of(web, "natter_session=ann:nt1.00").await;
+    let stray = format!("natter_session_{}=ann:nt1.00", web.port());
+    let session = session_of(web, &stray).await;
     assert_eq!(
         session,
         json!({"accounts": "off", "signup": false, "name": null})
@@ -419,12 +421,9 @@ async fn without_accounts_the_page_is_told_and_the_forms_refuse() {
     assert_eq!(answer.status, 403, "{}", answer.body);
     // Guests chat as before, with or without a stray cookie.
     let origin = format!("http://{web}");
-    let mut ws = open_ws(
-        web,
-        &[("Origin", &origin), ("Cookie", "natter_session=x:y")],
-    )
-    .await
-    .expect("a guest socket");
+    let mut ws = open_ws(web, &[("Origin", &origin), ("Cookie", &stray)])
+        .await
+        .expect("a guest socket");
     send(
         &mut ws,
         json!({"command": "REGISTER", "args": ["ivy", "online"]}),
@@ -455,9 +454,11 @@ async fn the_data_dir_never_holds_the_password_or_the_cookies_token() {
     }
     assert!(found > 0, "the store wrote nothing");
 
-    // After a restart the cookie still signs jo in: the session was stored.
+    // After a restart (on the same address: the cookie's name carries the
+    // port) the cookie still signs jo in: the session was stored.
     let config = Config {
         data_dir: Some(dir.path().to_path_buf()),
+        web: Some(web),
         ..web_config()
     };
     let (_server, web) = start_web(config).await;

@@ -5,7 +5,7 @@
 //!   `signup`) and who its cookie signs in (`name`, or `null`).
 //! - `POST /signin`, `POST /signup`: a form (`name`, `password`,
 //!   URL-encoded, at most [`MAX_FORM_BYTES`]). On success the answer sets
-//!   the cookie [`COOKIE`]: `HttpOnly` (scripts cannot read it),
+//!   the session cookie ([`cookie_name`]): `HttpOnly` (scripts cannot read it),
 //!   `SameSite=Strict` (other sites' pages cannot send it), `Secure` when
 //!   the page is served over HTTPS. It holds the account's name and a
 //!   session token of the account made by the hub exactly as for
@@ -39,8 +39,30 @@ use crate::auth::web::{Refused, WebLogin, WebRequest, Why};
 use crate::hub::HubEvent;
 use crate::listener::Shared;
 
-/// The session cookie's name.
+/// The session cookie's name, without a port.
 pub const COOKIE: &str = "natter_session";
+
+/// The session cookie's name for the page the browser asked for:
+/// `natter_session_8080` for `Host: 127.0.0.1:8080`, `natter_session`
+/// without a port. Browsers keep cookies per host, not per port, so two
+/// servers on one host (another port, another test) would otherwise
+/// overwrite each other's session.
+pub fn cookie_name(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let port = match host.rsplit_once(':') {
+        // `[::1]` alone has colons but no port.
+        Some((_, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => port,
+        _ => "",
+    };
+    if port.is_empty() {
+        COOKIE.to_owned()
+    } else {
+        format!("{COOKIE}_{port}")
+    }
+}
 
 /// Largest sign-in form body: a name, a password of at most
 /// [`MAX_PASSWORD`] bytes, URL-encoded (up to three bytes per byte).
@@ -60,13 +82,14 @@ impl WebCookie {
     /// The session cookie among the request's cookies, if one is there
     /// and well-formed.
     pub fn from_headers(headers: &HeaderMap) -> Option<WebCookie> {
+        let wanted = cookie_name(headers);
         let value = headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|h| h.to_str().ok())
             .flat_map(|h| h.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == COOKIE)?
+            .find(|(name, _)| *name == wanted)?
             .1;
         let (name, token) = value.split_once(':')?;
         Some(WebCookie {
@@ -75,21 +98,22 @@ impl WebCookie {
         })
     }
 
-    fn to_header(&self, secure: bool) -> HeaderValue {
+    fn to_header(&self, name: &str, secure: bool) -> HeaderValue {
         let value = format!("{}:{}", percent_encode(&self.name), self.token.expose());
-        cookie_header(&value, COOKIE_MAX_AGE_SECS, secure)
+        cookie_header(name, &value, COOKIE_MAX_AGE_SECS, secure)
     }
 }
 
-/// A `Set-Cookie` that clears the session cookie.
-pub fn clear_cookie(secure: bool) -> HeaderValue {
-    cookie_header("", 0, secure)
+/// A `Set-Cookie` that clears the session cookie of the page `headers`
+/// asked for.
+pub fn clear_cookie(headers: &HeaderMap, secure: bool) -> HeaderValue {
+    cookie_header(&cookie_name(headers), "", 0, secure)
 }
 
-fn cookie_header(value: &str, max_age: u64, secure: bool) -> HeaderValue {
+fn cookie_header(name: &str, value: &str, max_age: u64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     let header =
-        format!("{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}");
+        format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}");
     HeaderValue::try_from(header).expect("cookie values are ASCII without separators")
 }
 
@@ -188,7 +212,7 @@ pub async fn session(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
         // Ended (signed out elsewhere, password changed): forget it.
         response
             .headers_mut()
-            .insert(SET_COOKIE, clear_cookie(https));
+            .insert(SET_COOKIE, clear_cookie(&headers, https));
     }
     response
 }
@@ -248,7 +272,7 @@ async fn login(
             let mut response = json_response(StatusCode::OK, &json!({"name": session.display}));
             response
                 .headers_mut()
-                .insert(SET_COOKIE, cookie.to_header(https));
+                .insert(SET_COOKIE, cookie.to_header(&cookie_name(headers), https));
             response
         }
         Ok(Err(refused)) => refusal(&refused),
@@ -310,7 +334,7 @@ pub async fn sign_out(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> 
     let mut response = json_response(StatusCode::OK, &json!({"name": null}));
     response
         .headers_mut()
-        .insert(SET_COOKIE, clear_cookie(https));
+        .insert(SET_COOKIE, clear_cookie(&headers, https));
     response
 }
 
@@ -357,13 +381,26 @@ mod tests {
     #[test]
     fn the_cookie_is_found_among_others() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            "a=1; natter_session=Zo%C3%AB:nt1.abc; b=2".parse().unwrap(),
-        );
+        headers.insert(HOST, "127.0.0.1:8080".parse().unwrap());
+        let cookies = "a=1; natter_session_9090=x:nt1.other; natter_session_8080=Zo%C3%AB:nt1.abc";
+        headers.insert(header::COOKIE, cookies.parse().unwrap());
         let cookie = WebCookie::from_headers(&headers).unwrap();
         assert_eq!(cookie.name, "Zoë");
         assert_eq!(cookie.token.expose(), "nt1.abc");
+    }
+
+    #[test]
+    fn the_cookie_is_named_after_the_port_the_page_came_from() {
+        let name = |host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(HOST, host.parse().unwrap());
+            cookie_name(&headers)
+        };
+        assert_eq!(name("127.0.0.1:8080"), "natter_session_8080");
+        assert_eq!(name("[::1]:8443"), "natter_session_8443");
+        assert_eq!(name("[::1]"), "natter_session");
+        assert_eq!(name("chat.example.com"), "natter_session");
+        assert_eq!(cookie_name(&HeaderMap::new()), "natter_session");
     }
 
     #[test]
