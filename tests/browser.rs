@@ -85,7 +85,7 @@ async fn two_browsers_sign_in_invite_chat_and_recover(chromedriver: &Path) {
     if let [alice, bob] = &pages[..] {
         outcome = scenario(&server.web_url, alice, bob).await;
         if outcome.is_ok() {
-            outcome = account_scenario(alice, bob).await;
+            outcome = account_scenario(&server.chat_addr, alice, bob).await;
         }
     }
     // Close the windows whatever happened, so no browser outlives the test.
@@ -317,7 +317,7 @@ async fn scenario(url: &str, alice: &Page, bob: &Page) -> anyhow::Result<()> {
 
 /// Bob's window (phone width, signed in as a guest) signs up as carol;
 /// alice (a guest) starts a chat with her.
-async fn account_scenario(alice: &Page, bob: &Page) -> anyhow::Result<()> {
+async fn account_scenario(chat_addr: &str, alice: &Page, bob: &Page) -> anyhow::Result<()> {
     const PASSWORD: &str = "correct horse";
     let carol = bob;
     carol.click("#footer-sign-out").await?;
@@ -441,6 +441,27 @@ async fn account_scenario(alice: &Page, bob: &Page) -> anyhow::Result<()> {
             "carol's conversation after signing in again",
         )
         .await?;
+
+    // Carol changes her password on another device: the page is signed
+    // out (its session ended with the others) and says so.
+    let (phone, _events) = natter_client::Client::connect(chat_addr).await?;
+    let password = natter_client::Credentials::password(PASSWORD);
+    phone.login("carol", "online", password).await?;
+    phone
+        .send(natter_client::Command::Password {
+            old: natter_client::Secret::new(PASSWORD),
+            new: natter_client::Secret::new("battery staple"),
+        })
+        .await?;
+    carol
+        .wait_for(
+            "!document.querySelector('#signin').hidden && !document.querySelector('#signin-error').hidden",
+            "signed out by the password change",
+        )
+        .await?;
+    let said = carol.text("#signin-error").await?;
+    ensure!(said.contains("signed out"), "the page says {said:?}");
+    phone.goodbye().await?;
     Ok(())
 }
 
@@ -593,6 +614,8 @@ impl Page {
 struct Natter {
     child: Child,
     web_url: String,
+    /// `HOST:PORT` of the chat port.
+    chat_addr: String,
 }
 
 impl Natter {
@@ -618,16 +641,25 @@ impl Natter {
             }
         });
         let deadline = Instant::now() + PATIENCE;
+        let mut chat_addr = None;
         let web_url = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = lines
                 .recv_timeout(left)
                 .expect("natter serve prints its web address");
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                chat_addr = Some(addr.trim().to_string());
+            }
             if let Some(url) = line.strip_prefix("web on ") {
                 break format!("{url}/");
             }
         };
-        Natter { child, web_url }
+        let chat_addr = chat_addr.expect("natter serve prints its chat address first");
+        Natter {
+            child,
+            web_url,
+            chat_addr,
+        }
     }
 }
 
