@@ -7,6 +7,7 @@
 //! - [`input`]: what a typed line means (shared by both modes).
 
 mod app;
+mod edit;
 mod input;
 mod plain;
 mod text;
@@ -45,6 +46,11 @@ pub struct ChatArgs {
     /// of `natter cert --self-signed`).
     #[arg(long, value_name = "FILE", requires = "tls")]
     pub ca_file: Option<PathBuf>,
+    /// When to ring the terminal bell: `all` (mentions of your name,
+    /// messages in conversations you are not looking at, invitations),
+    /// `mentions`, or `off`.
+    #[arg(long, value_enum, default_value = "all")]
+    pub notify: app::Notify,
 }
 
 impl ChatArgs {
@@ -93,7 +99,8 @@ async fn interactive(args: ChatArgs) -> anyhow::Result<()> {
         let (client, events) = Client::connect_with(args.client_config()?).await?;
         match client.register(&name, &args.status).await {
             Ok(()) => {
-                let app = app::App::new(&args.server, &name);
+                let mut app = app::App::new(&args.server, &name);
+                app.notify = args.notify;
                 return tui::run(client, events, app).await;
             }
             Err(err @ (ClientError::NameTaken(_) | ClientError::Rejected(_))) => {

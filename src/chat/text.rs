@@ -1,7 +1,12 @@
 //! Text as the terminal shows it: cleaned of control characters, measured
 //! in columns, wrapped and cut to fit.
+//!
+//! Cutting and wrapping go by grapheme clusters, never inside one: an
+//! emoji with a skin tone (👍🏽, two code points) or a family joined with
+//! ZWJs stays whole, measured as the terminal draws it.
 
-use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::UnicodeWidthStr;
 
 /// Replaces control characters (escape sequences from a hostile peer would
 /// otherwise reach the terminal) with U+FFFD; tabs become spaces.
@@ -26,12 +31,12 @@ pub fn fit(text: &str, max: usize) -> String {
     }
     let mut out = String::new();
     let mut used = 0;
-    for c in text.chars() {
-        let w = c.width().unwrap_or(0);
+    for g in text.graphemes(true) {
+        let w = width(g);
         if used + w + 1 > max {
             break;
         }
-        out.push(c);
+        out.push_str(g);
         used += w;
     }
     if max > 0 {
@@ -61,14 +66,14 @@ pub fn wrap(text: &str, max: usize) -> Vec<String> {
                 lines.push(std::mem::take(&mut line));
                 used = 0;
             }
-            for c in word.chars() {
-                let cw = c.width().unwrap_or(0);
-                if used + cw > max {
+            for g in word.graphemes(true) {
+                let gw = width(g);
+                if used + gw > max && used > 0 {
                     lines.push(std::mem::take(&mut line));
                     used = 0;
                 }
-                line.push(c);
-                used += cw;
+                line.push_str(g);
+                used += gw;
             }
         }
         lines.push(line);
@@ -98,6 +103,28 @@ mod tests {
     fn control_characters_never_reach_the_terminal() {
         assert_eq!(clean("a\u{1b}[2Jb\tc"), "a\u{fffd}[2Jb c");
         assert!(wrap("x\u{7}y", 10)[0].chars().all(|c| !c.is_control()));
+    }
+
+    #[test]
+    fn skin_tones_and_joined_emoji_stay_whole() {
+        let thumbs = "👍🏽";
+        let family = "👨\u{200d}👩\u{200d}👧";
+        assert_eq!(width(thumbs), 2, "one emoji, two columns");
+        let text = format!("{thumbs}{thumbs}{family}{thumbs}");
+        for max in 2..7 {
+            for line in wrap(&text, max) {
+                assert!(width(&line) <= max, "{line:?} wider than {max}");
+                let rebuilt: String = line.graphemes(true).collect();
+                assert_eq!(rebuilt, line);
+            }
+            let joined: String = wrap(&text, max).concat();
+            assert_eq!(joined, text, "nothing lost or split at {max} columns");
+        }
+        assert_eq!(
+            fit(&format!("ok {thumbs}{thumbs}"), 6),
+            format!("ok {thumbs}…")
+        );
+        assert_eq!(clean(thumbs), thumbs);
     }
 
     #[test]
