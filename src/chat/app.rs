@@ -120,6 +120,11 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// Whether the server may have older messages than we show.
+    pub fn has_older(&self) -> bool {
+        !self.complete && self.oldest_seq() != Some(1)
+    }
+
     fn oldest_seq(&self) -> Option<u64> {
         self.messages.iter().filter_map(|m| m.seq).min()
     }
@@ -634,11 +639,11 @@ impl App {
         let Some(conversation) = self.conversations.get_mut(&conv) else {
             return;
         };
-        let asked_older = conversation.oldest_seq().is_some();
+        // A short page is the last one.
         let full = entries.len() >= HISTORY_PAGE;
         conversation.loading = false;
         conversation.merge(entries);
-        if asked_older && !full || conversation.oldest_seq() == Some(1) {
+        if !full {
             conversation.complete = true;
         }
         for line in conversation.messages.iter_mut() {
@@ -868,7 +873,7 @@ impl App {
         let Some(conversation) = self.conversations.get_mut(&conv) else {
             return;
         };
-        if conversation.loading || conversation.complete || !conversation.joined {
+        if conversation.loading || !conversation.has_older() || !conversation.joined {
             return;
         }
         let before_seq = conversation.oldest_seq().unwrap_or(0);
@@ -903,6 +908,7 @@ impl App {
             return None;
         }
         let (conv, _) = self.invitations[0];
+        self.notice = None;
         Some(self.enter(conv))
     }
 

@@ -5,8 +5,12 @@
 //! - [`tui`]: the terminal and the event loop around them.
 //! - [`plain`]: one line per event on stdout, commands from stdin.
 //! - [`input`]: what a typed line means (shared by both modes).
+//! - [`edit`]: editing the input, recalling earlier inputs.
+//! - [`text`]: text cleaned, measured and wrapped by grapheme.
+//! - [`backend`]: keeps emoji whole in terminals such as tmux.
 
 mod app;
+mod backend;
 mod edit;
 mod input;
 mod plain;

@@ -16,7 +16,11 @@ use ratatui::crossterm::event::{
 };
 use tokio::sync::mpsc;
 
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+
 use super::app::{Action, App};
+use super::backend::Joined;
 use super::ui;
 
 /// Key presses waiting for the loop; typing faster than this is not human.
@@ -25,6 +29,8 @@ const KEY_QUEUE: usize = 256;
 const EVENT_BATCH: usize = 256;
 /// How long quitting waits for the server to acknowledge GOODBYE.
 const GOODBYE_WAIT: Duration = Duration::from_secs(2);
+
+type Screen = Terminal<Joined<CrosstermBackend<std::io::Stdout>>>;
 
 /// Restores the terminal when dropped.
 struct TerminalGuard;
@@ -37,7 +43,10 @@ impl Drop for TerminalGuard {
 }
 
 pub async fn run(client: Client, events: Events, app: App) -> anyhow::Result<()> {
-    let mut terminal = ratatui::try_init()?;
+    // try_init sets up the terminal (raw mode, alternate screen, a panic
+    // hook that restores it); the drawing goes through `Joined`.
+    drop(ratatui::try_init()?);
+    let mut terminal = Terminal::new(Joined::new(CrosstermBackend::new(std::io::stdout())))?;
     let guard = TerminalGuard;
     // A paste arrives as one piece (so it becomes one message), not as
     // keys with an Enter after each line.
@@ -76,7 +85,7 @@ fn read_terminal(keys: mpsc::Sender<TermEvent>, stop: Arc<AtomicBool>) {
 }
 
 async fn event_loop(
-    terminal: &mut ratatui::DefaultTerminal,
+    terminal: &mut Screen,
     client: &Client,
     mut events: Events,
     mut keys: mpsc::Receiver<TermEvent>,

@@ -360,7 +360,7 @@ fn draw_messages(app: &App, frame: &mut Frame, area: Rect) {
     if start == 0 && !lines.is_empty() {
         let hint = if conversation.loading {
             Some(" loading older messages… ")
-        } else if app.history && conversation.joined && !conversation.complete {
+        } else if app.history && conversation.joined && conversation.has_older() {
             Some(" PgUp: older messages ")
         } else {
             None
