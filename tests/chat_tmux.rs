@@ -219,7 +219,14 @@ async fn typed_while_the_server_restarts_is_sent_once_and_a_paste_is_one_message
     bob.expect("INVITATION 1 alice").await;
     bob.say("/join 1").await;
     alice.wait_shows("#1 · bob").await;
+    // A skin tone stays with its hand, and the text after it stays put
+    // when the lines are laid out again (alice's longer name widens the
+    // sender column).
+    bob.say("sure 👍🏽 see you there").await;
+    alice.wait_shows("bob  sure 👍🏽 see you there").await;
     alice.type_line("before the restart");
+    alice.wait_shows("alice  before the restart").await;
+    alice.wait_shows("bob    sure 👍🏽 see you there").await;
     bob.expect("MESSAGE 1 alice before the restart").await;
 
     server.shutdown().await;

@@ -7,10 +7,8 @@
 //! - [`input`]: what a typed line means (shared by both modes).
 //! - [`edit`]: editing the input, recalling earlier inputs.
 //! - [`text`]: text cleaned, measured and wrapped by grapheme.
-//! - [`backend`]: keeps emoji whole in terminals such as tmux.
 
 mod app;
-mod backend;
 mod edit;
 mod input;
 mod plain;

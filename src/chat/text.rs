@@ -3,21 +3,101 @@
 //!
 //! Cutting and wrapping go by grapheme clusters, never inside one: an
 //! emoji with a skin tone (👍🏽, two code points) or a family joined with
-//! ZWJs stays whole, measured as the terminal draws it.
+//! ZWJs stays whole.
+//!
+//! Terminals disagree on how wide such an emoji is: most draw 👍🏽 in two
+//! columns, tmux (3.3) in four, the tone in the two after the hand (a
+//! family joined with ZWJs or a flag it draws in two), where
+//! the next character written would erase it. The client asks the
+//! terminal once ([`set_joined_wide`]); where joined emoji are wider,
+//! [`clean`] reserves the extra columns after each one with placeholders
+//! that [`mark_reserved`] keeps from ever being drawn over it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ratatui::buffer::Buffer;
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
+/// Whether the terminal gives a joined emoji the width of its parts.
+static JOINED_WIDE: AtomicBool = AtomicBool::new(false);
+
+/// What reserves a column after a wide joined emoji (never a line break).
+const PLACEHOLDER: &str = "\u{a0}";
+
+/// Tells how wide the terminal draws joined emoji (see the module doc).
+pub fn set_joined_wide(wide: bool) {
+    JOINED_WIDE.store(wide, Ordering::Relaxed);
+}
+
+/// Columns the terminal gives `grapheme` beyond what it is measured as:
+/// tmux draws each skin-tone modifier (U+1F3FB to U+1F3FF) after a
+/// hand or face as a character of its own, two columns wide (ZWJ
+/// sequences and flags it draws in two columns, as measured).
+fn extra(grapheme: &str, joined_wide: bool) -> usize {
+    if !joined_wide || grapheme.chars().nth(1).is_none() {
+        return 0;
+    }
+    let tones = grapheme
+        .chars()
+        .skip(1)
+        .filter(|c| ('\u{1f3fb}'..='\u{1f3ff}').contains(c))
+        .count();
+    tones * 2
+}
+
 /// Replaces control characters (escape sequences from a hostile peer would
-/// otherwise reach the terminal) with U+FFFD; tabs become spaces.
+/// otherwise reach the terminal) with U+FFFD; tabs become spaces. Where
+/// the terminal needs it, reserves columns after joined emoji.
 pub fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\t' => ' ',
-            c if c.is_control() => '\u{fffd}',
-            c => c,
-        })
-        .collect()
+    clean_for(text, JOINED_WIDE.load(Ordering::Relaxed))
+}
+
+fn clean_for(text: &str, joined_wide: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut graphemes = text.graphemes(true).peekable();
+    while let Some(grapheme) = graphemes.next() {
+        for c in grapheme.chars() {
+            out.push(match c {
+                '\t' => ' ',
+                c if c.is_control() => '\u{fffd}',
+                c => c,
+            });
+        }
+        let reserve = extra(grapheme, joined_wide);
+        // Cleaning twice reserves once.
+        let mut have = 0;
+        while have < reserve && graphemes.next_if_eq(&PLACEHOLDER).is_some() {
+            have += 1;
+        }
+        out.push_str(&PLACEHOLDER.repeat(reserve));
+    }
+    out
+}
+
+/// Keeps the columns reserved after joined emoji from being drawn: the
+/// terminal shows the rest of the emoji there.
+pub fn mark_reserved(buffer: &mut Buffer) {
+    mark_reserved_for(buffer, JOINED_WIDE.load(Ordering::Relaxed));
+}
+
+fn mark_reserved_for(buffer: &mut Buffer, joined_wide: bool) {
+    if !joined_wide {
+        return;
+    }
+    let area = buffer.area;
+    for y in area.top()..area.bottom() {
+        for x in area.left()..area.right() {
+            let symbol = buffer[(x, y)].symbol();
+            let reserve = extra(symbol, true);
+            let from = x + width(symbol) as u16;
+            for column in from..(from + reserve as u16).min(area.right()) {
+                if buffer[(column, y)].symbol() == PLACEHOLDER {
+                    buffer[(column, y)].set_skip(true);
+                }
+            }
+        }
+    }
 }
 
 pub fn width(text: &str) -> usize {

@@ -16,11 +16,7 @@ use ratatui::crossterm::event::{
 };
 use tokio::sync::mpsc;
 
-use ratatui::Terminal;
-use ratatui::backend::CrosstermBackend;
-
 use super::app::{Action, App};
-use super::backend::Joined;
 use super::ui;
 
 /// Key presses waiting for the loop; typing faster than this is not human.
@@ -29,8 +25,6 @@ const KEY_QUEUE: usize = 256;
 const EVENT_BATCH: usize = 256;
 /// How long quitting waits for the server to acknowledge GOODBYE.
 const GOODBYE_WAIT: Duration = Duration::from_secs(2);
-
-type Screen = Terminal<Joined<CrosstermBackend<std::io::Stdout>>>;
 
 /// Restores the terminal when dropped.
 struct TerminalGuard;
@@ -43,11 +37,9 @@ impl Drop for TerminalGuard {
 }
 
 pub async fn run(client: Client, events: Events, app: App) -> anyhow::Result<()> {
-    // try_init sets up the terminal (raw mode, alternate screen, a panic
-    // hook that restores it); the drawing goes through `Joined`.
-    drop(ratatui::try_init()?);
-    let mut terminal = Terminal::new(Joined::new(CrosstermBackend::new(std::io::stdout())))?;
+    let mut terminal = ratatui::try_init()?;
     let guard = TerminalGuard;
+    super::text::set_joined_wide(joined_emoji_are_wide());
     // A paste arrives as one piece (so it becomes one message), not as
     // keys with an Enter after each line.
     ratatui::crossterm::execute!(std::io::stdout(), EnableBracketedPaste)?;
@@ -85,7 +77,7 @@ fn read_terminal(keys: mpsc::Sender<TermEvent>, stop: Arc<AtomicBool>) {
 }
 
 async fn event_loop(
-    terminal: &mut Screen,
+    terminal: &mut ratatui::DefaultTerminal,
     client: &Client,
     mut events: Events,
     mut keys: mpsc::Receiver<TermEvent>,
@@ -145,6 +137,24 @@ async fn event_loop(
             }
         }
     }
+}
+
+/// Asks the terminal how far the cursor moves over 👍🏽: two columns in
+/// most terminals, four in tmux (see [`super::text`]). Drawn on the
+/// alternate screen before anything else and cleared again.
+fn joined_emoji_are_wide() -> bool {
+    use ratatui::crossterm::{cursor, terminal};
+    let probe = || -> std::io::Result<u16> {
+        ratatui::crossterm::execute!(
+            std::io::stdout(),
+            cursor::MoveTo(0, 0),
+            ratatui::crossterm::style::Print("👍🏽")
+        )?;
+        let (column, _) = cursor::position()?;
+        ratatui::crossterm::execute!(std::io::stdout(), terminal::Clear(terminal::ClearType::All))?;
+        Ok(column)
+    };
+    probe().is_ok_and(|column| column >= 4)
 }
 
 /// BEL: the terminal beeps or flags the window, as its user set it up.

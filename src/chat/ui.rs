@@ -23,7 +23,7 @@ use natter_client::{ConnectionState, ConvId};
 
 use super::app::{App, Conversation, LineKind, Overlay};
 use super::input::HELP;
-use super::text::{clean, fit, width, wrap};
+use super::text::{clean, fit, mark_reserved, width, wrap};
 
 const SIDEBAR_MAX: u16 = 32;
 /// Most rows the input grows to (a multi-line compose or paste).
@@ -93,6 +93,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
         Some(Overlay::Conversations(list)) => draw_listing(app, list, frame),
         None => {}
     }
+    mark_reserved(frame.buffer_mut());
 }
 
 fn panel(title: impl Into<Line<'static>>) -> Block<'static> {
