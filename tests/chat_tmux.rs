@@ -254,6 +254,17 @@ async fn typed_while_the_server_restarts_is_sent_once_and_a_paste_is_one_message
     bob.expect("MESSAGE 1 alice the first line after the reconnect")
         .await;
 
+    // The keys as the terminal sends them: Home, End, ↑ (an earlier
+    // input), Ctrl-W, Ctrl-U.
+    alice.tmux(&["send-keys", "-t", "chat", "-l", "abc"]);
+    alice.keys(&["Home", "X", "End", "Y"]);
+    alice.wait_shows("› XabcY").await;
+    alice.keys(&["C-u", "Up"]);
+    alice.wait_shows("› the first line after the reconnect").await;
+    alice.keys(&["C-w"]);
+    alice.wait_shows("› the first line after the ").await;
+    alice.keys(&["C-u"]);
+
     alice.paste("one\ntwo\nthree\nfour");
     alice.wait_shows("4 lines").await;
     alice.keys(&["Enter"]);
