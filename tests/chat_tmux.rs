@@ -260,7 +260,9 @@ async fn typed_while_the_server_restarts_is_sent_once_and_a_paste_is_one_message
     alice.keys(&["Home", "X", "End", "Y"]);
     alice.wait_shows("› XabcY").await;
     alice.keys(&["C-u", "Up"]);
-    alice.wait_shows("› the first line after the reconnect").await;
+    alice
+        .wait_shows("› the first line after the reconnect")
+        .await;
     alice.keys(&["C-w"]);
     alice.wait_shows("› the first line after the ").await;
     alice.keys(&["C-u"]);

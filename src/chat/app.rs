@@ -32,6 +32,8 @@ pub const HISTORY_PAGE: usize = 50;
 pub const CONFIRM_LINES: usize = 3;
 /// How long an error from the server stays in the status bar.
 pub const ERROR_SHOWN: Duration = Duration::from_secs(10);
+/// How long a notice (an invitation, an answer to a command) stays.
+pub const NOTICE_SHOWN: Duration = Duration::from_secs(30);
 
 /// What the event loop should do after an update.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,11 +197,13 @@ impl Conversation {
     }
 }
 
-/// A notice for the user, kept until the next one.
+/// A notice for the user, shown until the next one or for
+/// [`NOTICE_SHOWN`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     pub text: String,
     pub is_problem: bool,
+    pub at: Instant,
 }
 
 /// A window over the screen, closed by any key.
@@ -306,6 +310,13 @@ impl App {
             .as_ref()
             .filter(|(_, at)| self.now.saturating_duration_since(*at) < ERROR_SHOWN)
             .map(|(text, _)| text.as_str())
+    }
+
+    /// The notice, while it is recent.
+    pub fn notice(&self) -> Option<&Notice> {
+        self.notice
+            .as_ref()
+            .filter(|n| self.now.saturating_duration_since(n.at) < NOTICE_SHOWN)
     }
 
     /// Commands to send besides the returned [`Action`]s.
@@ -728,6 +739,7 @@ impl App {
         self.notice = Some(Notice {
             text,
             is_problem: false,
+            at: Instant::now(),
         });
     }
 
@@ -735,6 +747,7 @@ impl App {
         self.notice = Some(Notice {
             text,
             is_problem: true,
+            at: Instant::now(),
         });
     }
 

@@ -494,6 +494,11 @@ fn old_errors_leave_the_status_bar_while_connected() {
     assert!(!shows(&rows, "error:"), "{}", rows.join("\n"));
     assert_shows(&rows, "connected to 127.0.0.1:6666");
 
+    // Nor do notices stay for good.
+    assert_shows(&rows, "carol invites you to #4");
+    app.now += Duration::from_secs(30);
+    assert!(!shows(&screen(&app, 110, 30), "carol invites you"));
+
     // The shutdown notice neither: the countdown goes on without it.
     app.on_event(Event::ServerError("server shutting down".into()));
     app.on_event(reconnecting());
@@ -753,7 +758,7 @@ fn an_invitation_says_which_conversation_and_who_is_in_it() {
         (8, vec!["dave".into(), "erin".into()]),
     ]));
     let rows = screen(&app, 110, 30);
-    assert_shows(&rows, "#8 from dave: dave, erin");
+    assert_shows(&rows, "#8 from dave, with erin");
     assert_shows(&rows, "dave invites you to #8: Ctrl-Y joins");
     assert!(
         !shows(&rows, "Conversations on the server"),

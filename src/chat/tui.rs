@@ -133,6 +133,7 @@ async fn event_loop(
                 app.notice = Some(super::app::Notice {
                     text: err.to_string(),
                     is_problem: true,
+                    at: Instant::now(),
                 });
             }
         }

@@ -149,7 +149,7 @@ fn status_color(status: &str) -> Color {
 }
 
 /// Lines a long status may take in the Online panel.
-const STATUS_LINES: usize = 3;
+const STATUS_LINES: usize = 5;
 
 fn draw_online(app: &App, frame: &mut Frame, area: Rect) {
     if !app.connected() {
@@ -291,15 +291,17 @@ fn draw_invitations(app: &App, frame: &mut Frame, area: Rect) {
         for (i, (conv, inviter)) in app.invitations.iter().take(5).enumerate() {
             let marker = if i == 0 { "▸ " } else { "  " };
             let mut text = format!("{marker}#{conv} from {}", clean(inviter));
-            // Who is in it, once the listing asked for it came back.
+            // Who else is in it, once the listing asked for it came back.
             if let Some(members) = app.invited_to.get(conv) {
-                let others: Vec<&String> = members
+                let others: Vec<&str> = members
                     .iter()
-                    .filter(|m| !m.eq_ignore_ascii_case(&app.me))
+                    .filter(|m| {
+                        !m.eq_ignore_ascii_case(&app.me) && !m.eq_ignore_ascii_case(inviter)
+                    })
+                    .map(|m| m.as_str())
                     .collect();
                 if !others.is_empty() {
-                    let names: Vec<&str> = others.iter().map(|m| m.as_str()).collect();
-                    text.push_str(&format!(": {}", clean(&names.join(", "))));
+                    text.push_str(&format!(", with {}", clean(&others.join(", "))));
                 }
             }
             let style = if i == 0 {
@@ -496,7 +498,7 @@ fn draw_input(app: &App, frame: &mut Frame, area: Rect) {
     if rows > 1 {
         block = block.title(Line::from(format!(" {rows} lines ")).right_aligned());
     }
-    if let Some(notice) = &app.notice {
+    if let Some(notice) = app.notice() {
         let style = if notice.is_problem {
             Style::new().red()
         } else {
