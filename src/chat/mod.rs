@@ -29,7 +29,12 @@ use natter_client::{Client, ClientConfig, ClientError, ClientTls};
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
     /// The server to talk to.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:6666")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:6666",
+        env = "NATTER_SERVER"
+    )]
     pub server: String,
     /// Your user name (asked for when missing, except with --plain).
     #[arg(long, value_name = "NAME")]
