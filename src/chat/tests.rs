@@ -482,6 +482,16 @@ fn a_new_conversation_under_an_old_id_starts_empty() {
     assert_shows(&rows, "#3 · carol");
     assert!(!shows(&rows, "hello alice"), "{}", rows.join("\n"));
     assert_shows(&rows, "No messages in #3 yet");
+
+    // Also when no error said the old one was gone.
+    let mut app = scripted_session();
+    app.on_event(Event::Invitation {
+        conv: 3,
+        inviter: "carol".into(),
+    });
+    app.on_event(members(3, &["alice", "carol"]));
+    let rows = screen(&app, 110, 30);
+    assert!(!shows(&rows, "hello alice"), "{}", rows.join("\n"));
 }
 
 #[test]
