@@ -932,7 +932,10 @@ fn scrolling_to_the_top_loads_older_messages() {
             break;
         }
     }
-    assert!(asked, "the top was reached without asking for older messages");
+    assert!(
+        asked,
+        "the top was reached without asking for older messages"
+    );
     assert_shows(&screen(&app, 110, 30), "loading older messages");
     app.on_key(key(KeyCode::PageUp));
     assert_eq!(app.take_commands(), vec![], "one page at a time");

@@ -198,7 +198,16 @@ mod tests {
                 assert_eq!(rebuilt, line);
             }
             let joined: String = wrap(&text, max).concat();
-            assert_eq!(joined, text, "nothing lost or split at {max} columns");
+            assert_eq!(joined, text, "nothing lost at {max} columns");
+            let pieces: Vec<String> = wrap(&text, max)
+                .iter()
+                .flat_map(|line| line.graphemes(true).map(str::to_string).collect::<Vec<_>>())
+                .collect();
+            let whole: Vec<&str> = text.graphemes(true).collect();
+            assert_eq!(
+                pieces, whole,
+                "an emoji split across lines at {max} columns"
+            );
         }
         assert_eq!(
             fit(&format!("ok {thumbs}{thumbs}"), 6),
