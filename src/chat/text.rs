@@ -213,7 +213,23 @@ mod tests {
             fit(&format!("ok {thumbs}{thumbs}"), 6),
             format!("ok {thumbs}…")
         );
-        assert_eq!(clean(thumbs), thumbs);
+        assert_eq!(clean_for(thumbs, false), thumbs);
+    }
+
+    #[test]
+    fn where_the_terminal_draws_a_tone_apart_its_columns_are_kept_free() {
+        // tmux: 👍 in two columns, the tone in the next two.
+        let cleaned = clean_for("a👍🏽b", true);
+        assert_eq!(cleaned, "a👍🏽\u{a0}\u{a0}b");
+        assert_eq!(clean_for(&cleaned, true), cleaned, "reserved once");
+        let family = "👨\u{200d}👩\u{200d}👧";
+        assert_eq!(clean_for(family, true), family, "two columns in tmux too");
+        let mut buffer = Buffer::empty(ratatui::layout::Rect::new(0, 0, 8, 1));
+        buffer.set_string(0, 0, &cleaned, ratatui::style::Style::new());
+        mark_reserved_for(&mut buffer, true);
+        let skipped: Vec<bool> = (0..7).map(|x| buffer[(x, 0)].skip).collect();
+        assert_eq!(skipped, [false, false, false, true, true, false, false]);
+        assert_eq!(buffer[(5, 0)].symbol(), "b");
     }
 
     #[test]
