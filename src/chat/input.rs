@@ -40,8 +40,10 @@ pub const HELP: &[(&str, &str)] = &[
         "/who [PREFIX]",
         "who is online (names starting with PREFIX)",
     ),
-    ("/watch NAME...", "show these users' presence too"),
-    ("/unwatch NAME...", "stop showing their presence"),
+    (
+        "/watch, /unwatch NAME...",
+        "show (or stop showing) their presence",
+    ),
     ("/help", "show this help"),
     ("/quit", "say goodbye and exit"),
     ("text", "send text to the current conversation"),

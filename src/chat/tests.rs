@@ -331,6 +331,17 @@ fn help_lists_every_command_and_any_key_closes_it() {
     ] {
         assert_shows(&rows, text);
     }
+    // All of it on an 80×24 screen.
+    let rows = screen(&app, 80, 24);
+    for text in [
+        "/invite NAME...",
+        "/quit",
+        "Tab / Shift-Tab",
+        "Ctrl-C",
+        "any key closes this",
+    ] {
+        assert_shows(&rows, text);
+    }
     app.on_key(key(KeyCode::Char('q')));
     assert!(!shows(&screen(&app, 110, 30), "any key closes this"));
     assert_eq!(app.input.text, "", "the closing key is not typed");

@@ -29,17 +29,17 @@ const SIDEBAR_MAX: u16 = 32;
 /// Most rows the input grows to (a multi-line compose or paste).
 const INPUT_ROWS: usize = 5;
 const KEYS: &[(&str, &str)] = &[
-    ("Tab / Ctrl-N", "next conversation"),
-    ("Shift-Tab / Ctrl-P", "previous conversation"),
-    ("PgUp / PgDn", "scroll (at the top: older messages)"),
-    ("Shift-↑ / Shift-↓", "scroll one line"),
+    ("Tab / Shift-Tab, ^N / ^P", "next / previous conversation"),
+    (
+        "PgUp / PgDn, Shift-↑ / ↓",
+        "scroll (at the top: older messages)",
+    ),
     ("Ctrl-G", "jump to the first unread message"),
     ("↑ / ↓", "earlier inputs (or lines of the input)"),
     ("Alt-Enter / Ctrl-J", "line break (multi-line message)"),
     ("Ctrl-W", "delete the word before the cursor"),
     ("Home / End, ^A / ^E", "start / end of the line"),
-    ("Ctrl-Y", "accept the oldest invitation"),
-    ("Ctrl-X", "dismiss it"),
+    ("Ctrl-Y / Ctrl-X", "accept / dismiss the oldest invitation"),
     ("Esc / Ctrl-U", "clear the input"),
     ("Ctrl-C", "quit"),
 ];
@@ -612,29 +612,24 @@ fn popup(frame: &mut Frame, title: &'static str, lines: Vec<Line<'static>>, max_
         height,
     };
     frame.render_widget(Clear, popup);
-    frame.render_widget(
-        Paragraph::new(lines).block(panel(title).border_style(Style::new().fg(ACCENT))),
-        popup,
-    );
+    let block = panel(title)
+        .border_style(Style::new().fg(ACCENT))
+        .title_bottom(Line::from(" any key closes this ".dark_gray()).centered());
+    frame.render_widget(Paragraph::new(lines).block(block), popup);
 }
 
 fn draw_help(frame: &mut Frame) {
-    let mut lines = vec![Line::from("Commands".bold())];
-    for (usage, what) in HELP {
-        lines.push(Line::from(vec![
-            Span::styled(format!("  {usage:<20}"), Style::new().fg(ACCENT)),
-            Span::raw(*what),
-        ]));
-    }
-    lines.push(Line::from("Keys".bold()));
-    for (keys, what) in KEYS {
-        lines.push(Line::from(vec![
-            Span::styled(format!("  {keys:<20}"), Style::new().fg(ACCENT)),
-            Span::raw(*what),
-        ]));
-    }
-    lines.push(Line::from("any key closes this".dark_gray()).centered());
-    popup(frame, " Help ", lines, 70);
+    // One screen at 80×24: commands, a blank line, keys.
+    let entry = |usage: &str, what: &str| {
+        Line::from(vec![
+            Span::styled(format!(" {usage:<25}"), Style::new().fg(ACCENT)),
+            Span::raw(what.to_string()),
+        ])
+    };
+    let mut lines: Vec<Line> = HELP.iter().map(|(u, w)| entry(u, w)).collect();
+    lines.push(Line::raw(""));
+    lines.extend(KEYS.iter().map(|(k, w)| entry(k, w)));
+    popup(frame, " Help: commands and keys ", lines, 76);
 }
 
 /// `/list`: each conversation, who is in it, whether we are.
@@ -676,7 +671,6 @@ fn draw_listing(app: &App, list: &[(ConvId, Vec<String>)], frame: &mut Frame) {
         });
         lines.push(Line::from(spans));
     }
-    lines.push(Line::from("any key closes this".dark_gray()).centered());
     let title = " Conversations on the server ";
     popup(frame, title, lines, 70);
 }
