@@ -48,7 +48,7 @@ fn every_screen_in_chat_md_is_a_capture_in_docs_screenshots() {
     let mut files: Vec<String> = std::fs::read_dir(root().join("docs/screenshots"))
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("chat-"))
+        .filter(|name| name.starts_with("chat-") && name.ends_with(".txt"))
         .collect();
     files.sort();
     shown.sort();
