@@ -119,6 +119,9 @@ pub struct Conversation {
     pub loading: bool,
     /// The server has nothing older than what we show.
     pub complete: bool,
+    /// Fetching a hole: what was said after this seq while we were away
+    /// and the client library could not fetch (`Event::Missed`).
+    pub gap_after: Option<u64>,
 }
 
 impl Conversation {
@@ -191,7 +194,7 @@ impl Conversation {
     pub fn others(&self, me: &str) -> Vec<String> {
         self.members
             .iter()
-            .filter(|m| !m.eq_ignore_ascii_case(me) && m.to_lowercase() != me.to_lowercase())
+            .filter(|m| m.to_lowercase() != me.to_lowercase())
             .cloned()
             .collect()
     }
@@ -350,16 +353,19 @@ impl App {
             Event::Queued { conv, nonce, text } => self.on_queued(conv, nonce, text, at),
             Event::Sent { conv, nonce, .. } => self.unpend(conv, nonce.as_str()),
             Event::Topic { conv, text, setter } => self.on_topic(conv, text, setter, at),
-            Event::Missed { conv, .. } => self.problem(format!(
-                "#{conv}: some messages from while you were away could not be fetched (PgUp at the top loads them)"
-            )),
+            Event::Missed {
+                conv,
+                after_seq,
+                before_seq,
+            } => self.on_missed(conv, after_seq, before_seq),
             Event::History { conv, entries } => self.on_history(conv, entries),
             Event::Unread(list) => self.on_unread(list),
             Event::Capabilities(caps) => self.history = caps.iter().any(|c| c == "history"),
             Event::Members { conv, members } => self.on_members(conv, members, at),
             Event::ServerError(text) => self.on_server_error(text),
             Event::DecodeError { error, .. } => {
-                self.last_error = Some((format!("bad data from the server: {error}"), Instant::now()))
+                self.last_error =
+                    Some((format!("bad data from the server: {error}"), Instant::now()))
             }
             Event::NotSent { command, reason } => {
                 if let Command::SendMessage {
@@ -652,9 +658,22 @@ impl App {
         };
         // A short page is the last one.
         let full = entries.len() >= HISTORY_PAGE;
+        let oldest = entries.iter().map(|e| e.seq).min();
         conversation.loading = false;
         conversation.merge(entries);
-        if !full {
+        if let Some(after) = conversation.gap_after.take() {
+            // A page of the hole: the next one goes further back, until
+            // it meets what we had.
+            if let Some(oldest) = oldest.filter(|o| full && *o > after + 1) {
+                conversation.gap_after = Some(after);
+                conversation.loading = true;
+                self.commands.push(Command::History {
+                    conv,
+                    before_seq: oldest,
+                    limit: HISTORY_PAGE,
+                });
+            }
+        } else if !full {
             conversation.complete = true;
         }
         for line in conversation.messages.iter_mut() {
@@ -667,6 +686,31 @@ impl App {
                 .iter()
                 .position(|m| m.seq.is_some_and(|s| s > conversation.read_seq));
         }
+    }
+
+    /// The client library could not fetch all that was said in `conv`
+    /// while we were away: fetched here, page by page, newest first.
+    fn on_missed(&mut self, conv: ConvId, after_seq: u64, before_seq: Option<u64>) {
+        let can_fetch = self.history && self.connected();
+        let Some(conversation) = self.conversations.get_mut(&conv) else {
+            return;
+        };
+        if !can_fetch || conversation.gap_after.is_some() {
+            self.problem(format!(
+                "#{conv}: some messages from while you were away could not be fetched"
+            ));
+            return;
+        }
+        conversation.gap_after = Some(after_seq);
+        conversation.loading = true;
+        self.commands.push(Command::History {
+            conv,
+            before_seq: before_seq.unwrap_or(0),
+            limit: HISTORY_PAGE,
+        });
+        self.info(format!(
+            "#{conv}: fetching what was said while you were away"
+        ));
     }
 
     /// Tells the server how far we read the conversation we look at (with

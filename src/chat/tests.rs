@@ -1040,3 +1040,77 @@ fn messages_that_came_while_away_are_marked_and_ctrl_g_jumps_there() {
     app.on_key(key(KeyCode::Tab));
     assert!(!shows(&screen(&app, 80, 24), "unread since here"));
 }
+
+#[test]
+fn what_the_library_could_not_catch_up_is_fetched_page_by_page() {
+    let mut app = with_history();
+    app.on_event(members(3, &["alice", "bob"]));
+    app.on_event(Event::History {
+        conv: 3,
+        entries: (1..=10)
+            .map(|s| entry(s, "bob", &format!("before {s}")))
+            .collect(),
+    });
+    app.take_commands();
+    // Away: 120 messages said, the newest live ones delivered, the rest
+    // (11..=110) missed.
+    for s in 111..=130 {
+        app.on_event(Event::Message {
+            conv: 3,
+            sender: "bob".into(),
+            text: format!("after {s}"),
+            info: Some(natter_client::MessageInfo {
+                seq: s,
+                ts: 1_764_601_200_000,
+                nonce: None,
+                catch_up: true,
+            }),
+        });
+    }
+    app.take_commands();
+    app.on_event(Event::Missed {
+        conv: 3,
+        after_seq: 10,
+        before_seq: Some(111),
+    });
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::History {
+            conv: 3,
+            before_seq: 111,
+            limit: 50
+        }]
+    );
+    app.on_event(Event::History {
+        conv: 3,
+        entries: (61..=110)
+            .map(|s| entry(s, "bob", &format!("gap {s}")))
+            .collect(),
+    });
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::History {
+            conv: 3,
+            before_seq: 61,
+            limit: 50
+        }],
+        "the hole goes on"
+    );
+    app.on_event(Event::History {
+        conv: 3,
+        entries: (11..=60)
+            .map(|s| entry(s, "bob", &format!("gap {s}")))
+            .collect(),
+    });
+    assert_eq!(app.take_commands(), vec![], "the hole is filled");
+    let seqs: Vec<u64> = app.conversations[&3]
+        .messages
+        .iter()
+        .filter_map(|m| m.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=130).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+}
