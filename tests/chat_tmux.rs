@@ -224,6 +224,18 @@ async fn typed_while_the_server_restarts_is_sent_once_and_a_paste_is_one_message
     // sender column).
     bob.say("sure 👍🏽 see you there").await;
     alice.wait_shows("bob  sure 👍🏽 see you there").await;
+    // A message that names alice rings the terminal's bell.
+    let raw = dir.path().join("alice.raw");
+    let pipe = format!("cat >> {}", raw.display());
+    alice.tmux(&["pipe-pane", "-o", "-t", "chat", &pipe]);
+    bob.say("alice: are you there?").await;
+    alice.wait_shows("bob  alice: are you there?").await;
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read(&raw).unwrap_or_default().contains(&0x07) {
+        assert!(Instant::now() < deadline, "no bell for a mention");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    alice.tmux(&["pipe-pane", "-t", "chat"]);
     alice.type_line("before the restart");
     alice.wait_shows("alice  before the restart").await;
     alice.wait_shows("bob    sure 👍🏽 see you there").await;

@@ -618,7 +618,15 @@ fn up_and_down_recall_inputs_and_ctrl_w_home_end_edit() {
     app.on_key(ctrl('e'));
     app.on_key(key(KeyCode::Backspace));
     assert_eq!(app.input.text, "draft two ");
-    // ↑ no longer scrolls the messages.
+    // ↑ no longer scrolls the messages; Shift-↑ does.
+    assert_eq!(app.scroll, 0);
+    for i in 0..30 {
+        app.on_event(message(3, "bob", &format!("filler {i}")));
+    }
+    app.screen = (110, 30);
+    app.on_key(KeyEvent::new(KeyCode::Up, KeyModifiers::SHIFT));
+    assert_eq!(app.scroll, 1);
+    app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::SHIFT));
     assert_eq!(app.scroll, 0);
 }
 
