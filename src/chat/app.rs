@@ -942,21 +942,40 @@ impl App {
         });
     }
 
-    /// Ctrl-G: scrolls to the "unread since here" line.
+    /// Ctrl-G: scrolls to the "unread since here" line; when already
+    /// there (or there is none), goes to the next conversation with
+    /// unread messages (those that name us first) and to its line.
     fn jump_to_unread(&mut self) {
-        let Some(conv) = self.active else { return };
-        let Some(conversation) = self.conversations.get(&conv) else {
+        if let Some(target) = self.marker_scroll()
+            && target != self.scroll
+        {
+            self.scroll = target;
+            return;
+        }
+        let next = self
+            .conversations
+            .iter()
+            .filter(|(id, c)| c.joined && c.unread > 0 && self.active != Some(**id))
+            .max_by_key(|(id, c)| (c.mentioned, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        let Some(conv) = next else {
+            self.info("nothing unread".into());
             return;
         };
-        let Some(marker) = conversation.marker else {
-            self.info("nothing unread here".into());
-            return;
-        };
+        self.switch_to(conv);
+        if let Some(target) = self.marker_scroll() {
+            self.scroll = target;
+        }
+    }
+
+    /// The scroll that puts the active conversation's unread line at the
+    /// top of the view.
+    fn marker_scroll(&self) -> Option<usize> {
+        let conversation = self.conversations.get(&self.active?)?;
+        let marker = conversation.marker?;
         let total = ui::conversation_lines(self, conversation).len();
         let at = ui::line_of_message(self, conversation, marker);
-        let height = self.view_height();
-        // The marker line at the top of the view.
-        self.scroll = total.saturating_sub(at + height);
+        Some(total.saturating_sub(at + self.view_height()))
     }
 
     fn accept_invitation(&mut self) -> Option<Action> {

@@ -1043,6 +1043,22 @@ fn messages_that_came_while_away_are_marked_and_ctrl_g_jumps_there() {
         .position(|r| r.contains("unread since here"))
         .unwrap();
     assert!(rows[marker + 1].contains("psst"), "{}", rows.join("\n"));
+
+    // From a conversation with nothing unread, Ctrl-G goes to the one
+    // with news, straight to its unread line.
+    app.on_key(key(KeyCode::Tab));
+    assert_eq!(app.active, Some(3));
+    for i in 0..30 {
+        app.on_event_at(message(5, "carol", &format!("more {i}")), at(13, 5));
+    }
+    app.on_key(ctrl('g'));
+    assert_eq!(app.active, Some(5));
+    let rows = screen(&app, 80, 24);
+    let marker = rows
+        .iter()
+        .position(|r| r.contains("unread since here"))
+        .unwrap();
+    assert!(rows[marker + 1].contains("more 0"), "{}", rows.join("\n"));
     // Leaving and coming back: read, no marker.
     app.on_key(key(KeyCode::Tab));
     app.on_key(key(KeyCode::Tab));

@@ -34,7 +34,7 @@ const KEYS: &[(&str, &str)] = &[
         "PgUp / PgDn, Shift-↑ / ↓",
         "scroll (at the top: older messages)",
     ),
-    ("Ctrl-G", "jump to the first unread message"),
+    ("Ctrl-G", "first unread message (again: next conversation)"),
     ("↑ / ↓", "earlier inputs (or lines of the input)"),
     ("Alt-Enter / Ctrl-J", "line break (multi-line message)"),
     ("Ctrl-W", "delete the word before the cursor"),
