@@ -32,6 +32,8 @@ pub const HISTORY_PAGE: usize = 50;
 pub const CONFIRM_LINES: usize = 3;
 /// How long an error from the server stays in the status bar.
 pub const ERROR_SHOWN: Duration = Duration::from_secs(10);
+/// Most one `READ` per this long (see [`App::on_tick`]).
+pub const READ_EVERY: Duration = Duration::from_secs(2);
 /// How long a notice (an invitation, an answer to a command) stays.
 pub const NOTICE_SHOWN: Duration = Duration::from_secs(30);
 
@@ -249,6 +251,8 @@ pub struct App {
     pub history: bool,
     bell: bool,
     commands: Vec<Command>,
+    /// When the last `READ` was sent.
+    read_sent_at: Option<Instant>,
     /// `LIST_CONVERSATIONS` we asked for ourselves (for an invitation):
     /// their answers update the sidebar without opening the list.
     quiet_listings: usize,
@@ -280,6 +284,7 @@ impl App {
             history: false,
             bell: false,
             commands: Vec::new(),
+            read_sent_at: None,
             quiet_listings: 0,
         }
     }
@@ -727,10 +732,26 @@ impl App {
             return;
         };
         conversation.read_seq = conversation.read_seq.max(newest);
-        if newest > conversation.read_sent && conversation.joined {
-            conversation.read_sent = newest;
-            self.commands.push(Command::Read { conv, seq: newest });
+        if newest <= conversation.read_sent || !conversation.joined {
+            return;
         }
+        // A busy conversation must not spend the rate limit on READs:
+        // one every READ_EVERY at most; the clock tick sends the rest.
+        if self
+            .read_sent_at
+            .is_some_and(|at| self.now.saturating_duration_since(at) < READ_EVERY)
+        {
+            return;
+        }
+        conversation.read_sent = newest;
+        self.read_sent_at = Some(self.now);
+        self.commands.push(Command::Read { conv, seq: newest });
+    }
+
+    /// The clock ticked (the event loop sets [`App::now`] first): a read
+    /// marker held back by [`READ_EVERY`] goes out now.
+    pub fn on_tick(&mut self) {
+        self.mark_read();
     }
 
     fn is_joined(&self, conv: ConvId) -> bool {

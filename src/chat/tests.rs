@@ -1023,6 +1023,27 @@ fn unread_counts_come_from_the_server_and_reading_is_told_back() {
         app.take_commands(),
         vec![Command::Read { conv: 5, seq: 12 }]
     );
+    // A busy conversation: one READ per READ_EVERY, the last one on a tick.
+    for s in 13..=40 {
+        app.on_event(Event::Message {
+            conv: 5,
+            sender: "carol".into(),
+            text: format!("note {s}"),
+            info: Some(natter_client::MessageInfo {
+                seq: s,
+                ts: 1_764_601_200_000,
+                nonce: None,
+                catch_up: false,
+            }),
+        });
+    }
+    assert_eq!(app.take_commands(), vec![], "held back");
+    app.now += super::app::READ_EVERY;
+    app.on_tick();
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Read { conv: 5, seq: 40 }]
+    );
 }
 
 #[test]

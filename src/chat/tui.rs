@@ -118,7 +118,11 @@ async fn event_loop(
                     None
                 }
             },
-            _ = tick.tick() => None,
+            _ = tick.tick() => {
+                app.now = Instant::now();
+                app.on_tick();
+                None
+            }
             _ = tokio::signal::ctrl_c() => Some(Action::Quit),
             _ = terminate.recv() => Some(Action::Quit),
         };
