@@ -61,10 +61,7 @@ pub async fn serve(
     // Wait for the first byte, which says how the client will speak; the
     // registration deadline runs from the accept, so a connection that
     // never says anything does not hold its descriptor for ever.
-    let (register_timeout, tls_on) = {
-        let config = shared.config.get();
-        (config.register_timeout, config.tls.is_some())
-    };
+    let register_timeout = shared.config.get().register_timeout;
     let first = tokio::select! {
         _ = cancel.cancelled() => return,
         read = read_some(&stream, &mut buf) => Some(read),
@@ -75,7 +72,7 @@ pub async fn serve(
         tracing::debug!(conn = conn.0, peer = %addr, "closed before sending anything");
         return;
     }
-    if buf.first() == Some(&tls::HANDSHAKE_RECORD) && tls_on {
+    if buf.first() == Some(&tls::HANDSHAKE_RECORD) && shared.config.get().tls.is_some() {
         // Boxed: the TLS path's state is not carried by plaintext clients.
         let tls = tls::serve(conn, stream, buf, addr, shared, cancel, accepted);
         return Box::pin(tls).await;
@@ -147,16 +144,6 @@ pub(crate) async fn converse<S: Source>(
     }
     let settings = shared.config.track();
     let config = &settings.config;
-    // Decided before the reader takes the settings over.
-    let refusal = match (detected, buf.first()) {
-        (Some(_), _) if !encrypted && !config.plaintext.allows(addr.ip()) => {
-            tracing::info!(conn = conn.0, peer = %addr, "plaintext refused: TLS required");
-            Some(tls::plaintext_refused(addr.ip()))
-        }
-        (Some(_), _) => None,
-        (None, Some(&byte)) => Some(DecodeError::UnknownEncoding(byte).to_string()),
-        (None, None) => Some(not_registered(config.register_timeout)),
-    };
     let mut reader = Reader {
         conn,
         shared,
@@ -165,12 +152,21 @@ pub(crate) async fn converse<S: Source>(
         idle: IdleTimer::new(config.idle_timeout),
         settings,
     };
-    let ended = match refusal {
-        Some(error) => {
+    let ended = match detected {
+        None => {
+            let error = match buf.first() {
+                Some(&byte) => DecodeError::UnknownEncoding(byte).to_string(),
+                None => not_registered(reader.settings.config.register_timeout),
+            };
             reader.reject(error, true).await;
             Ended::ByServer
         }
-        None => reader.run(&mut source, buf, &cancel).await,
+        Some(_) if !encrypted && !reader.settings.config.plaintext.allows(addr.ip()) => {
+            tracing::info!(conn = conn.0, peer = %addr, "plaintext refused: TLS required");
+            reader.reject(tls::plaintext_refused(addr.ip()), true).await;
+            Ended::ByServer
+        }
+        Some(_) => reader.run(&mut source, buf, &cancel).await,
     };
     match ended {
         Ended::ByClient => {
