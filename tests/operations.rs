@@ -345,8 +345,8 @@ fn running_as_a_service() {
     let machine = machine_with_service();
     let service = machine.service();
     JsonClient::connect(service.addr).register("served");
-    let log = service.log();
-    assert!(log.contains("store opened"), "no data dir in use:\n{log}");
+    // (The log comes through its own pipe: wait for it.)
+    service.await_log("store opened");
     assert!(
         machine
             .root()
@@ -373,11 +373,9 @@ fn backup_and_restore() {
     let mut machine = machine_with_service();
     let _members = chat(machine.service());
     machine.run_section("Backup and restore");
-    let log = machine.service().log();
-    assert!(
-        log.contains("conversations=1"),
-        "the restored store:\n{log}"
-    );
+    // The restored store has the conversation (its log comes through its
+    // own pipe: wait for it).
+    machine.service().await_log("store opened conversations=1");
     assert!(
         machine
             .root()
@@ -391,8 +389,7 @@ fn upgrade() {
     let mut machine = machine_with_service();
     let _members = chat(machine.service());
     machine.run_section("Upgrade");
-    let log = machine.service().log();
-    assert!(log.contains("conversations=1"), "after the restart:\n{log}");
+    machine.service().await_log("store opened conversations=1");
     assert!(
         machine
             .root()
