@@ -26,6 +26,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{AdminAnswer, AdminRequest};
+use crate::admission::AddressBans;
 use crate::auth::Auth;
 use crate::auth::pool::Pool;
 use crate::coalesce::Coalescer;
@@ -76,6 +78,11 @@ pub enum HubEvent {
     },
     /// Asks how much state the hub holds (tests, leak checks, `/healthz`).
     Stats { reply: oneshot::Sender<HubStats> },
+    /// An operator's request from the admin socket ([`crate::admin`]).
+    Admin {
+        request: AdminRequest,
+        reply: oneshot::Sender<Result<AdminAnswer, String>>,
+    },
     /// Test-only: makes the hub panic, to exercise [`crate::supervise`].
     #[doc(hidden)]
     PanicForTest,
@@ -143,9 +150,12 @@ pub struct Hub {
     rejoin_deadline: Option<Instant>,
     /// Accounts, sessions, failed attempts and the hashing pool.
     auth: Auth,
+    /// Addresses an operator banned (shared with admission).
+    address_bans: Arc<AddressBans>,
 }
 
 mod identity;
+mod moderation;
 
 impl Hub {
     pub fn new(
@@ -155,6 +165,7 @@ impl Hub {
         tracker: TaskTracker,
         store: Option<Worker>,
         accounts: Vec<StoredAccount>,
+        address_bans: Arc<AddressBans>,
     ) -> Self {
         let write_coalesce = config.write_coalesce;
         let rejoin_deadline = chat
@@ -179,6 +190,7 @@ impl Hub {
             durability: Durability::default(),
             store,
             rejoin_deadline,
+            address_bans,
         }
     }
 
@@ -406,6 +418,9 @@ impl Hub {
                     conversations: self.chat.conversation_count(),
                     peers: self.peers.len(),
                 });
+            }
+            HubEvent::Admin { request, reply } => {
+                let _ = reply.send(self.admin(request));
             }
             HubEvent::PanicForTest => panic!("the hub was told to panic (a test hook)"),
             HubEvent::Writable { conn } => {
