@@ -1,9 +1,10 @@
 //! The `natter` command: the server (`serve`), the terminal client (`chat`),
 //! the load generator (`bench`), the online backup (`backup`), the
-//! operator's account tool (`account`) and a certificate for trying TLS
-//! out (`cert`).
+//! operator's account tool (`account`), the operator's tool for a running
+//! server (`admin`) and a certificate for trying TLS out (`cert`).
 
 mod account;
+mod admin;
 mod backup;
 mod bench;
 mod cert;
@@ -37,6 +38,8 @@ enum Commands {
     Account(account::AccountArgs),
     /// Make a certificate for trying TLS out (--self-signed).
     Cert(cert::CertArgs),
+    /// Operate a running server: stats, users, kick, ban, broadcast, drain.
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Commands::Backup(args) => backup::run(args),
         Commands::Account(args) => account::run(args),
         Commands::Cert(args) => cert::run(args),
+        Commands::Admin(args) => admin::run(args),
     }
 }

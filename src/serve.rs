@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// Keep nothing on disk: conversations and messages live only in memory.
     #[arg(long, conflicts_with = "data_dir")]
     ephemeral: bool,
+    /// The operator's socket for `natter admin` (owner-only). Default:
+    /// DATA_DIR/admin.sock; with --ephemeral there is none unless given.
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
     /// Days of messages to keep (0: forever).
     #[arg(long, default_value_t = defaults().history_days, value_name = "DAYS")]
     history_days: u32,
@@ -188,6 +192,9 @@ impl ServeArgs {
             max_web_connections: self.max_web_connections,
             web_header_timeout: Duration::from_secs(self.web_header_timeout),
             data_dir: (!self.ephemeral).then(|| self.data_dir.clone()),
+            admin_socket: self.admin_socket.clone().or_else(|| {
+                (!self.ephemeral).then(|| self.data_dir.join(natter_server::admin::SOCKET_NAME))
+            }),
             history_days: self.history_days,
             rejoin_grace: Duration::from_secs(self.rejoin_grace),
             accounts: match self.accounts {
@@ -259,12 +266,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("web on {scheme}://{web}");
     }
     // A failed hub serves no one: stop, and exit non-zero so that systemd
-    // (or whatever supervises us) starts a fresh server.
+    // (or whatever supervises us) starts a fresh server. A finished drain
+    // (`natter admin drain`) is a clean stop.
     let failed = tokio::select! {
         signal = wait_for_signal() => {
             signal?;
             false
         }
+        _ = server.stop_requested() => false,
         _ = server.failed() => true,
     };
     tracing::info!("shutting down");
@@ -315,6 +324,7 @@ mod tests {
         natter_server::Config {
             web: Some("127.0.0.1:8080".parse().unwrap()),
             data_dir: Some("natter-data".into()),
+            admin_socket: Some("natter-data/admin.sock".into()),
             ..natter_server::Config::default()
         }
     }

@@ -45,6 +45,10 @@ use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 use crate::hub::{HubEvent, unix_ms};
 use crate::listener::Shared;
 
+/// The admin socket's name in the data dir (`natter serve` puts it there
+/// unless told `--admin-socket PATH`).
+pub const SOCKET_NAME: &str = "admin.sock";
+
 /// The longest request line: a broadcast of the longest chat message,
 /// escaped, fits.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
