@@ -295,11 +295,7 @@ mod tests {
         assert_eq!(bans.list(1_999).len(), 1);
         assert!(bans.get(&target, 2_000).is_none());
         assert!(bans.list(2_000).is_empty());
-        assert_eq!(
-            human_duration(90_061_000),
-            "1d 1h",
-            "the two largest units"
-        );
+        assert_eq!(human_duration(90_061_000), "1d 1h", "the two largest units");
         assert_eq!(human_duration(1), "1s");
     }
 }

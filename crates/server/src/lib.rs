@@ -105,9 +105,7 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
                     format!("cannot make the admin socket {}: {e}", path.display()),
                 )
             })?;
-            shared
-                .tracker
-                .spawn(admin::serve(listener, shared.clone()));
+            shared.tracker.spawn(admin::serve(listener, shared.clone()));
             Some(socket)
         }
         None => None,

@@ -324,7 +324,12 @@ fn apply(
                  ON CONFLICT (target) DO UPDATE SET until_ms = excluded.until_ms,
                      reason = excluded.reason, created_ms = excluded.created_ms",
             )?
-            .execute(params![ban.target.stored(), ban.until, ban.reason, ban.created])?;
+            .execute(params![
+                ban.target.stored(),
+                ban.until,
+                ban.reason,
+                ban.created
+            ])?;
         }
         Fact::Unbanned(target) => {
             tx.prepare_cached("DELETE FROM bans WHERE target = ?1")?
