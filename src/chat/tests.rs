@@ -431,3 +431,15 @@ fn a_pending_message_the_server_refused_is_taken_back_and_explained() {
     assert!(!shows(&rows, "too late"), "{}", rows.join("\n"));
     assert_shows(&rows, "SEND_MESSAGE not sent: you are not a member");
 }
+
+/// An operator's broadcast (a MESSAGE in conversation 0 from `*server*`)
+/// is shown as a notice, not as a conversation one could write to.
+#[test]
+fn an_operator_notice_is_shown_as_a_notice_not_a_conversation() {
+    let mut app = scripted_session();
+    app.on_event(message(0, "*server*", "maintenance at 22:00"));
+    let rows = screen(&app, 110, 30);
+    assert_shows(&rows, "server notice: maintenance at 22:00");
+    assert!(!shows(&rows, "#0"), "no conversation #0: {rows:#?}");
+    assert_eq!(app.active, Some(3), "the open conversation stays open");
+}
