@@ -14,7 +14,7 @@ use std::process::{Command as Process, Output};
 use std::time::Duration;
 
 use common::{Client, PATIENCE, Server};
-use natter_proto::{Command, Encoding, ServerMessage};
+use natter_proto::{Command, Encoding, Secret, ServerMessage};
 
 const NATTER: &str = env!("CARGO_BIN_EXE_natter");
 
@@ -181,6 +181,59 @@ async fn a_banned_user_cannot_return_until_unbanned_even_after_a_restart() {
         "{out:?}"
     );
     common::stop(server, vec![bob]).await;
+}
+
+/// An account's password does not get a banned account in, on any device;
+/// nor can a banned name be signed up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_account_cannot_log_in_until_unbanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(SERVE, dir.path());
+    let mut dave = Client::connect(server.addr, Encoding::Json, "dave").await;
+    dave.send(Command::Signup {
+        name: "dave".into(),
+        password: Secret::new("correct horse"),
+    })
+    .await;
+    dave.reader
+        .expect(|m| matches!(m, ServerMessage::SignedUp(_)).then_some(()))
+        .await;
+    let login = || Command::Login {
+        name: "dave".into(),
+        status: "online".into(),
+        secret: Secret::new("correct horse"),
+    };
+    dave.send(login()).await;
+    dave.reader
+        .expect(|m| matches!(m, ServerMessage::OnlineUsers(_)).then_some(()))
+        .await;
+    admin_ok(dir.path(), &["ban", "dave", "--reason", "phishing"]);
+    assert_eq!(
+        errors_until_closed(&mut dave).await,
+        ["dave is banned from this server permanently: phishing"]
+    );
+    let mut dave = Client::connect(server.addr, Encoding::Framed, "dave").await;
+    dave.send(login()).await;
+    assert_eq!(
+        next_error(&mut dave).await,
+        "dave is banned from this server permanently: phishing"
+    );
+    admin_ok(dir.path(), &["ban", "eve"]);
+    dave.send(Command::Signup {
+        name: "Eve".into(),
+        password: Secret::new("another secret"),
+    })
+    .await;
+    assert_eq!(
+        next_error(&mut dave).await,
+        "Eve is banned from this server permanently"
+    );
+    admin_ok(dir.path(), &["unban", "dave"]);
+    dave.send(login()).await;
+    dave.reader
+        .expect(|m| matches!(m, ServerMessage::OnlineUsers(_)).then_some(()))
+        .await;
+    common::stop(server, vec![dave]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
