@@ -542,3 +542,104 @@ async fn garbage_on_the_admin_socket_gets_errors_and_harms_nobody() {
     assert!(stats.contains("users online:  1 (1 devices)"), "{stats}");
     common::stop(server, vec![alice]).await;
 }
+
+/// The lines of the ```sh block after `<!-- admin-example -->` in
+/// docs/OPERATIONS.md.
+fn documented_commands() -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/OPERATIONS.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let (_, after) = doc
+        .split_once("<!-- admin-example -->")
+        .expect("OPERATIONS.md marks its admin example");
+    let body = after
+        .trim_start()
+        .strip_prefix("```sh\n")
+        .expect("a ```sh block follows the marker");
+    let end = body.find("```").expect("the block is closed");
+    body[..end].lines().map(str::to_owned).collect()
+}
+
+/// Splits a command line as sh would, for the quoting the docs use
+/// (double quotes around words with spaces).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut any) = (false, false);
+    for c in line.chars() {
+        match c {
+            '"' => (quoted, any) = (!quoted, true),
+            ' ' if !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                }
+                any = false;
+            }
+            c => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    assert!(!quoted, "unbalanced quotes: {line}");
+    if any {
+        words.push(word);
+    }
+    words
+}
+
+/// Every command of the Admin section of docs/OPERATIONS.md, exactly as
+/// written, in order, against a server with two clients, with what each
+/// must have done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_section_of_operations_md_runs_as_written() {
+    let lines = documented_commands();
+    assert!(lines.len() >= 10, "{lines:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(SERVE, dir.path());
+    let mut alice = Client::course(server.addr, Encoding::Json, "alice").await;
+    let mut bob = Client::course(server.addr, Encoding::Classic, "bob").await;
+    let mut drained = false;
+    for line in &lines {
+        let words = shell_words(line);
+        let args: Vec<&str> = words.iter().map(String::as_str).collect();
+        let ["natter", "admin", args @ ..] = args.as_slice() else {
+            panic!("not a natter admin command: {line}");
+        };
+        let stdout = admin_ok(dir.path(), args);
+        match args.first().copied() {
+            Some("stats") => assert!(stats_line(&stdout, "users online:  2")),
+            Some("users") => assert!(stdout.contains("bob [online] guest"), "{stdout}"),
+            Some("broadcast") => {
+                for client in [&mut alice, &mut bob] {
+                    let (conv, sender, text, _) = client.expect_message().await;
+                    assert_eq!((conv, sender.as_str()), (0, "*server*"));
+                    assert_eq!(text, args[1]);
+                }
+            }
+            Some("kick") => assert_eq!(
+                errors_until_closed(&mut bob).await,
+                [format!("disconnected by an operator: {}", args[2])]
+            ),
+            Some("bans") => {
+                for target in ["user:bob", "ip:203.0.113.7", "ip:2001:db8:5:6::/64"] {
+                    assert!(stdout.contains(target), "{target}: {stdout}");
+                }
+            }
+            Some("--json") => {
+                let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                assert_eq!(answer["ok"], true, "{stdout}");
+            }
+            Some("drain") => drained = true,
+            _ => {}
+        }
+    }
+    assert!(drained, "the example ends with a drain");
+    alice.send(Command::Goodbye).await;
+    errors_until_closed(&mut alice).await;
+    let status = tokio::task::block_in_place(|| server.wait_exit(PATIENCE));
+    assert!(status.success(), "{status}");
+}
+
+fn stats_line(stdout: &str, line: &str) -> bool {
+    stdout.lines().any(|l| l.starts_with(line))
+}
