@@ -67,6 +67,21 @@ impl Durability {
         None
     }
 
+    /// The ticket an output routed now would wait for: once it is
+    /// finished, everything decided so far is committed (or failed).
+    pub fn current_ticket(&self) -> u64 {
+        if self.gathering.is_empty() {
+            self.submitted
+        } else {
+            self.submitted + 1
+        }
+    }
+
+    /// Whether every ticket up to `ticket` is finished.
+    pub fn is_finished(&self, ticket: u64) -> bool {
+        ticket <= self.finished
+    }
+
     /// Closes the open batch: its ticket and facts, for the store, if it
     /// gathered any.
     pub fn take_batch(&mut self) -> Option<(u64, Vec<Fact>)> {

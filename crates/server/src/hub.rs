@@ -152,7 +152,13 @@ pub struct Hub {
     auth: Auth,
     /// Addresses an operator banned (shared with admission).
     address_bans: Arc<AddressBans>,
+    /// Operators' answers waiting for the store to commit what their
+    /// request changed (a ban is "done" once it is kept), by ticket.
+    admin_waiting: Vec<(u64, AdminReply, AdminResult)>,
 }
+
+type AdminResult = Result<AdminAnswer, String>;
+type AdminReply = oneshot::Sender<AdminResult>;
 
 mod identity;
 mod moderation;
@@ -191,6 +197,7 @@ impl Hub {
             store,
             rejoin_deadline,
             address_bans,
+            admin_waiting: Vec::new(),
         }
     }
 
@@ -294,7 +301,10 @@ impl Hub {
     fn store_replied(&mut self, reply: Reply) {
         let mut released = Vec::new();
         match reply {
-            Reply::Committed { up_to } => self.durability.committed(up_to, &mut released),
+            Reply::Committed { up_to } => {
+                self.durability.committed(up_to, &mut released);
+                self.answer_operators(up_to, None);
+            }
             Reply::Failed {
                 first,
                 last,
@@ -302,6 +312,7 @@ impl Hub {
                 lost,
             } => {
                 tracing::error!(first, last, %error, lost = lost.len(), "store commit failed");
+                self.answer_operators(last, Some((first, error.as_str())));
                 // Nothing made from now on can copy a lost message (its
                 // nonce is forgotten); copies made before are dropped.
                 for message in &lost {
@@ -330,6 +341,30 @@ impl Hub {
             }
         }
         self.carry_out(released);
+    }
+
+    /// Answers the operators whose changes are now committed (tickets up
+    /// to `up_to`); those in a failed range (from `first`) learn that the
+    /// change holds only until a restart.
+    fn answer_operators(&mut self, up_to: u64, failed: Option<(u64, &str)>) {
+        if self.admin_waiting.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.admin_waiting);
+        for (ticket, reply, answer) in waiting {
+            if ticket > up_to {
+                self.admin_waiting.push((ticket, reply, answer));
+                continue;
+            }
+            let answer = match failed {
+                Some((first, error)) if ticket >= first => Err(format!(
+                    "done, but the store could not keep it ({error}): \
+                     it lasts only until the server restarts"
+                )),
+                _ => answer,
+            };
+            let _ = reply.send(answer);
+        }
     }
 
     fn tell_senders_not_stored(&mut self, lost: &[Arc<StoredMessage>], error: &str) {
@@ -420,7 +455,13 @@ impl Hub {
                 });
             }
             HubEvent::Admin { request, reply } => {
-                let _ = reply.send(self.admin(request));
+                let answer = self.admin(request);
+                let ticket = self.durability.current_ticket();
+                if self.durability.is_finished(ticket) {
+                    let _ = reply.send(answer);
+                } else {
+                    self.admin_waiting.push((ticket, reply, answer));
+                }
             }
             HubEvent::PanicForTest => panic!("the hub was told to panic (a test hook)"),
             HubEvent::Writable { conn } => {
