@@ -643,3 +643,30 @@ async fn the_admin_section_of_operations_md_runs_as_written() {
 fn stats_line(stdout: &str, line: &str) -> bool {
     stdout.lines().any(|l| l.starts_with(line))
 }
+
+/// A Unix socket path has a length limit: a data dir too deep for it is
+/// refused at start, with what to do about it.
+#[test]
+fn a_data_dir_too_deep_for_a_socket_is_refused_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("d".repeat(110));
+    let out = Process::new(NATTER)
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-web", "--data-dir"])
+        .arg(&deep)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot make the admin socket")
+            && stderr.contains("give a shorter path with --admin-socket"),
+        "{stderr}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&deep)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with(".natter-admin"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

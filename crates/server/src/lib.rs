@@ -100,9 +100,13 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     let admin_socket = match &config.admin_socket {
         Some(path) => {
             let (listener, socket) = admin::AdminSocket::bind(path).map_err(|e| {
+                let hint = match e.kind() {
+                    io::ErrorKind::InvalidInput => " (give a shorter path with --admin-socket)",
+                    _ => "",
+                };
                 io::Error::new(
                     e.kind(),
-                    format!("cannot make the admin socket {}: {e}", path.display()),
+                    format!("cannot make the admin socket {}: {e}{hint}", path.display()),
                 )
             })?;
             shared.tracker.spawn(admin::serve(listener, shared.clone()));
