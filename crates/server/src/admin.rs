@@ -344,91 +344,81 @@ fn summary(line: &str) -> &str {
 
 async fn carry_out(request: WireRequest, shared: &Arc<Shared>) -> Result<Value, String> {
     let now = unix_ms();
-    match request {
-        WireRequest::Stats => {
-            let AdminAnswer::Stats(stats) = ask(shared, AdminRequest::Stats).await? else {
-                return Err(unexpected());
-            };
-            Ok(json!({
-                "uptime_secs": shared.started.elapsed().as_secs(),
-                "connections": stats.connections,
-                "users_online": stats.users_online,
-                "devices": stats.devices,
-                "conversations": stats.conversations,
-                "messages_since_start": stats.messages_since_start,
-                "accounts": stats.accounts,
-                "bans": stats.bans,
-                "draining": shared.draining.is_cancelled(),
-            }))
-        }
-        WireRequest::Users => {
-            let AdminAnswer::Users(users) = ask(shared, AdminRequest::Users).await? else {
-                return Err(unexpected());
-            };
-            let users: Vec<Value> = users.iter().map(user_json).collect();
-            Ok(json!({ "users": users }))
-        }
-        WireRequest::Kick { name, reason } => {
-            let reason = checked_reason(reason)?;
-            let closed = closed(ask(shared, AdminRequest::Kick { name, reason }).await?)?;
-            Ok(json!({ "closed": closed }))
-        }
+    if let WireRequest::Drain { timeout_secs } = request {
+        let timeout = timeout_secs.map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs);
+        return drain(shared, timeout).await;
+    }
+    let request = typed(request, shared, now)?;
+    let ban = match &request {
+        AdminRequest::Ban(ban) => Some(ban_json(ban, now)),
+        _ => None,
+    };
+    let answer = ask(shared, request).await?;
+    Ok(answer_json(answer, ban, shared, now))
+}
+
+/// Checks a request off the socket and makes it a typed one for the hub.
+fn typed(request: WireRequest, shared: &Shared, now: i64) -> Result<AdminRequest, String> {
+    let target = |text: &str| BanTarget::parse(text).map_err(|e| e.to_string());
+    Ok(match request {
+        WireRequest::Stats => AdminRequest::Stats,
+        WireRequest::Users => AdminRequest::Users,
+        WireRequest::Kick { name, reason } => AdminRequest::Kick {
+            name,
+            reason: checked_reason(reason)?,
+        },
         WireRequest::Ban {
-            target,
+            target: text,
             duration,
             reason,
         } => {
-            let target = BanTarget::parse(&target).map_err(|e| e.to_string())?;
             let length = match duration.as_deref() {
                 None | Some("") => None,
                 Some(text) => parse_duration(text).map_err(|e| e.to_string())?,
             };
-            let ban = Ban {
-                target,
+            AdminRequest::Ban(Ban {
+                target: target(&text)?,
                 until: length.map(|ms| now + ms),
                 reason: checked_reason(reason)?,
                 created: now,
-            };
-            let shown = ban_json(&ban, now);
-            let closed = closed(ask(shared, AdminRequest::Ban(ban)).await?)?;
-            Ok(json!({ "ban": shown, "closed": closed }))
+            })
         }
-        WireRequest::Unban { target } => {
-            let target = BanTarget::parse(&target).map_err(|e| e.to_string())?;
-            let AdminAnswer::Lifted(ban) = ask(shared, AdminRequest::Unban(target)).await? else {
-                return Err(unexpected());
-            };
-            Ok(json!({ "lifted": ban_json(&ban, now) }))
-        }
-        WireRequest::Bans => {
-            let AdminAnswer::Bans(bans) = ask(shared, AdminRequest::Bans).await? else {
-                return Err(unexpected());
-            };
-            let bans: Vec<Value> = bans.iter().map(|b| ban_json(b, now)).collect();
-            Ok(json!({ "bans": bans }))
-        }
-        WireRequest::Broadcast { text } => {
-            let text = checked_notice(text, shared)?;
-            let AdminAnswer::Sent(sent) = ask(shared, AdminRequest::Broadcast(text)).await? else {
-                return Err(unexpected());
-            };
-            Ok(json!({ "sent": sent }))
-        }
-        WireRequest::Drain { timeout_secs } => {
-            let timeout = timeout_secs.map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs);
-            drain(shared, timeout).await
-        }
-    }
+        WireRequest::Unban { target: text } => AdminRequest::Unban(target(&text)?),
+        WireRequest::Bans => AdminRequest::Bans,
+        WireRequest::Broadcast { text } => AdminRequest::Broadcast(checked_notice(text, shared)?),
+        // Carried out in `carry_out`, never sent to the hub.
+        WireRequest::Drain { .. } => return Err("drain is not for the hub".to_owned()),
+    })
 }
 
-fn unexpected() -> String {
-    "the server answered something unexpected".to_owned()
-}
-
-fn closed(answer: AdminAnswer) -> Result<usize, String> {
+/// The hub's answer as the operator gets it; `ban` is the ban just set.
+fn answer_json(answer: AdminAnswer, ban: Option<Value>, shared: &Shared, now: i64) -> Value {
     match answer {
-        AdminAnswer::Closed(n) => Ok(n),
-        _ => Err(unexpected()),
+        AdminAnswer::Stats(stats) => json!({
+            "uptime_secs": shared.started.elapsed().as_secs(),
+            "connections": stats.connections,
+            "users_online": stats.users_online,
+            "devices": stats.devices,
+            "conversations": stats.conversations,
+            "messages_since_start": stats.messages_since_start,
+            "accounts": stats.accounts,
+            "bans": stats.bans,
+            "draining": shared.draining.is_cancelled(),
+        }),
+        AdminAnswer::Users(users) => {
+            let users: Vec<Value> = users.iter().map(user_json).collect();
+            json!({ "users": users })
+        }
+        AdminAnswer::Closed(closed) => match ban {
+            Some(ban) => json!({ "ban": ban, "closed": closed }),
+            None => json!({ "closed": closed }),
+        },
+        AdminAnswer::Lifted(ban) => json!({ "lifted": ban_json(&ban, now) }),
+        AdminAnswer::Bans(bans) => {
+            let bans: Vec<Value> = bans.iter().map(|b| ban_json(b, now)).collect();
+            json!({ "bans": bans })
+        }
+        AdminAnswer::Sent(sent) => json!({ "sent": sent }),
     }
 }
 
@@ -485,8 +475,9 @@ async fn drain(shared: &Arc<Shared>, timeout: Duration) -> Result<Value, String>
          please finish up; you can reconnect later",
         human_duration(timeout.as_millis() as i64)
     );
-    let AdminAnswer::Sent(told) = ask(shared, AdminRequest::Broadcast(text)).await? else {
-        return Err(unexpected());
+    let told = match ask(shared, AdminRequest::Broadcast(text)).await? {
+        AdminAnswer::Sent(told) => told,
+        _ => 0,
     };
     let connections = shared.admission.connections();
     let deadline = tokio::time::Instant::now() + timeout;
