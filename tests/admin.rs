@@ -670,3 +670,42 @@ fn a_data_dir_too_deep_for_a_socket_is_refused_with_a_hint() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Every admin action is in the server's log, refused ones with why.
+#[test]
+fn admin_actions_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = Process::new(NATTER)
+        .arg("serve")
+        .args(SERVE)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("natter-data/admin.sock");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no admin socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    admin_ok(dir.path(), &["ban", "mallory", "--reason", "phishing"]);
+    assert!(!admin(dir.path(), &["kick", "nobody"]).status.success());
+    let status = Process::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(log).unwrap();
+    let line = |needle: &str| log.lines().find(|l| l.contains(needle)).map(str::to_owned);
+    let ban = line("\"target\":\"mallory\"").expect("the ban is logged");
+    assert!(ban.contains("admin") && ban.contains("phishing"), "{ban}");
+    let kick = line("\"name\":\"nobody\"").expect("the refused kick is logged");
+    assert!(
+        kick.contains("admin: refused") && kick.contains("nobody is not online"),
+        "{kick}"
+    );
+}

@@ -324,12 +324,16 @@ fn failure(error: &str) -> String {
 
 /// Carries out one request line; logs what it did.
 async fn answer(line: &str, shared: &Arc<Shared>) -> Result<Value, String> {
-    let request: WireRequest =
-        serde_json::from_str(line).map_err(|e| format!("not a request: {e}"))?;
-    let result = carry_out(request, shared).await;
+    let result = match serde_json::from_str::<WireRequest>(line) {
+        Ok(request) => carry_out(request, shared).await,
+        Err(e) => Err(format!("not a request: {e}")),
+    };
     match &result {
-        Ok(_) => tracing::info!(request = %summary(line), "admin"),
-        Err(error) => tracing::info!(request = %summary(line), %error, "admin: refused"),
+        Ok(answer) => {
+            let answer = answer.to_string();
+            tracing::info!(request = %summary(line), answer = %summary(&answer), "admin");
+        }
+        Err(error) => tracing::warn!(request = %summary(line), %error, "admin: refused"),
     }
     result
 }
