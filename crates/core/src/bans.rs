@@ -130,9 +130,17 @@ impl Ban {
     }
 }
 
-/// `90061000` ms as `1d 1h 1m` (at least `1s`): how long a ban has left.
+/// How long a ban has left, in its two largest units (at least `1s`),
+/// rounded up at the smaller one: `7d` minus a few seconds is still `7d`,
+/// and `90061000` ms (1d 1h 1m 1s) is `1d 2h`.
 pub fn human_duration(ms: i64) -> String {
     let secs = (ms.max(0) + 999) / 1000;
+    let step = match secs {
+        s if s > 86_400 => 3600,
+        s if s > 3600 => 60,
+        _ => 1,
+    };
+    let secs = (secs + step - 1) / step * step;
     let (d, h, m, s) = (
         secs / 86_400,
         secs % 86_400 / 3600,
@@ -295,7 +303,14 @@ mod tests {
         assert_eq!(bans.list(1_999).len(), 1);
         assert!(bans.get(&target, 2_000).is_none());
         assert!(bans.list(2_000).is_empty());
-        assert_eq!(human_duration(90_061_000), "1d 1h", "the two largest units");
+        assert_eq!(
+            human_duration(90_061_000),
+            "1d 2h",
+            "the two largest units, rounded up"
+        );
+        assert_eq!(human_duration(7 * 86_400_000 - 1_500), "7d");
+        assert_eq!(human_duration(7_200_000 - 61_000), "1h 59m");
+        assert_eq!(human_duration(90_500), "1m 31s");
         assert_eq!(human_duration(1), "1s");
     }
 }
