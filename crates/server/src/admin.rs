@@ -312,8 +312,10 @@ async fn session(stream: UnixStream, shared: &Arc<Shared>) {
             Ok(result) => json!({ "ok": true, "result": result }).to_string(),
             Err(error) => failure(&error),
         };
-        if lines.send(answer).await.is_err() {
-            return;
+        // An operator that stops reading holds its slot only so long.
+        match tokio::time::timeout(ADMIN_IDLE, lines.send(answer)).await {
+            Ok(Ok(())) => {}
+            _ => return,
         }
     }
 }
