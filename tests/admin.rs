@@ -527,6 +527,18 @@ async fn garbage_on_the_admin_socket_gets_errors_and_harms_nobody() {
     assert_eq!(answers.len(), 1, "{answers:?}");
     assert!(answers[0].contains("request line longer than 65536 bytes"));
 
+    // Connections at once are bounded: the ninth is told and closed.
+    let held: Vec<UnixStream> = (0..8)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    let answers = raw_exchange(&socket, b"{\"command\":\"stats\"}\n");
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(
+        answers[0].contains("too many admin connections (at most 8)"),
+        "{answers:?}"
+    );
+    drop(held);
+
     // Everyone else is fine: the chat, and the next operator.
     alice.send(Command::Status("still here".into())).await;
     alice
@@ -538,7 +550,17 @@ async fn garbage_on_the_admin_socket_gets_errors_and_harms_nobody() {
             _ => None,
         })
         .await;
-    let stats = admin_ok(dir.path(), &["stats"]);
+    // (The slots of the connections just closed come back as the server
+    // notices; bounded wait.)
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let stats = loop {
+        let out = admin(dir.path(), &["stats"]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "{out:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(stats.contains("users online:  1 (1 devices)"), "{stats}");
     common::stop(server, vec![alice]).await;
 }
