@@ -731,3 +731,27 @@ fn admin_actions_are_logged() {
         "{kick}"
     );
 }
+
+/// An IPv6 address is banned by its /64: banning `::2` shuts out `::1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_ban_covers_the_whole_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--listen", "[::1]:0", "--no-web"], dir.path());
+    let mut alice = Client::course(server.addr, Encoding::Json, "alice").await;
+    let said = admin_ok(dir.path(), &["ban", "::2", "30m"]);
+    assert!(
+        said.starts_with("banned ip:::/64 until ") && said.ends_with("(1 connection closed)\n"),
+        "{said}"
+    );
+    assert_eq!(
+        errors_until_closed(&mut alice).await,
+        ["your address is banned from this server for 30m more"]
+    );
+    let mut refused = Client::connect(server.addr, Encoding::Json, "refused").await;
+    register(&mut refused, "alice").await;
+    assert_eq!(errors_until_closed(&mut refused).await.len(), 1);
+    assert!(admin_ok(dir.path(), &["bans"]).starts_with("ip:::/64 until "));
+    admin_ok(dir.path(), &["unban", "::1"]);
+    let alice = Client::course(server.addr, Encoding::Json, "alice").await;
+    common::stop(server, vec![alice]).await;
+}
