@@ -182,7 +182,15 @@ impl AdminSocket {
         };
         let n = BINDS.fetch_add(1, Ordering::Relaxed);
         let private = parent.join(format!(".natter-admin.{}.{n}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+        let private_dir = || std::fs::DirBuilder::new().mode(0o700).create(&private);
+        if let Err(e) = private_dir() {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(e);
+            }
+            // Left by a crash of a process with the same id: ours to clear.
+            std::fs::remove_dir_all(&private)?;
+            private_dir()?;
+        }
         let result = bind_privately(&private, path);
         let _ = std::fs::remove_dir(&private);
         let listener = result?;
@@ -557,4 +565,30 @@ fn ban_json(ban: &Ban, now: i64) -> Value {
         "reason": ban.reason,
         "created_ms": ban.created,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A private directory left by a crashed process with the same id is
+    /// cleared, not a reason to refuse to start; the socket is 0600, and
+    /// dropping the guard removes it.
+    #[tokio::test]
+    async fn a_leftover_private_dir_is_cleared_and_the_socket_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = BINDS.load(Ordering::Relaxed);
+        let leftover = dir
+            .path()
+            .join(format!(".natter-admin.{}.{n}", std::process::id()));
+        std::fs::create_dir(&leftover).unwrap();
+        std::fs::write(leftover.join("s"), b"stale").unwrap();
+        let path = dir.path().join("admin.sock");
+        let (_listener, socket) = AdminSocket::bind(&path).unwrap();
+        assert!(!leftover.exists());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(socket);
+        assert!(!path.exists());
+    }
 }
