@@ -67,21 +67,6 @@ impl Durability {
         None
     }
 
-    /// The ticket an output routed now would wait for: once it is
-    /// finished, everything decided so far is committed (or failed).
-    pub fn current_ticket(&self) -> u64 {
-        if self.gathering.is_empty() {
-            self.submitted
-        } else {
-            self.submitted + 1
-        }
-    }
-
-    /// Whether every ticket up to `ticket` is finished.
-    pub fn is_finished(&self, ticket: u64) -> bool {
-        ticket <= self.finished
-    }
-
     /// Closes the open batch: its ticket and facts, for the store, if it
     /// gathered any.
     pub fn take_batch(&mut self) -> Option<(u64, Vec<Fact>)> {
@@ -153,6 +138,17 @@ impl Durability {
         };
         matches!(&**message, ServerMessage::Message { conv, meta: Some(meta), .. }
             if self.lost.contains(&(*conv, meta.seq)))
+    }
+
+    /// The ticket whose commit an output made now would wait for (the
+    /// open batch's, if it has facts); done once [`Self::finished`] reaches it.
+    pub fn current_ticket(&self) -> u64 {
+        self.submitted + u64::from(!self.gathering.is_empty())
+    }
+
+    /// Every ticket up to this one is finished (committed or failed).
+    pub fn finished(&self) -> u64 {
+        self.finished
     }
 
     /// Batches submitted and not finished yet.

@@ -76,6 +76,13 @@ pub enum HubEvent {
         conn: ConnId,
         outcome: crate::auth::Outcome,
     },
+    /// The web page signs in, checks or ends a session over HTTP.
+    Web(crate::auth::web::WebRequest),
+    /// The hashing pool finished the job of a web sign-in.
+    WebAuthDone {
+        pending: crate::auth::web::Pending,
+        outcome: crate::auth::Outcome,
+    },
     /// Asks how much state the hub holds (tests, leak checks, `/healthz`).
     Stats { reply: oneshot::Sender<HubStats> },
     /// An operator's request from the admin socket ([`crate::admin`]).
@@ -162,6 +169,7 @@ type AdminReply = oneshot::Sender<AdminResult>;
 
 mod identity;
 mod moderation;
+mod web_identity;
 
 impl Hub {
     pub fn new(
@@ -281,7 +289,8 @@ impl Hub {
             // state; nothing would ever commit them.
             let mut released = Vec::new();
             self.durability.committed(ticket, &mut released);
-            return self.carry_out(released);
+            self.carry_out(released);
+            return self.release_web_answers();
         };
         // The channel holds MAX_UNCOMMITTED_BATCHES; the inbox is not read
         // past that, so this cannot be full. If the store thread is gone,
@@ -341,6 +350,7 @@ impl Hub {
             }
         }
         self.carry_out(released);
+        self.release_web_answers();
     }
 
     /// Answers the operators whose changes are now committed (tickets up
@@ -431,6 +441,8 @@ impl Hub {
             }
             HubEvent::Command { conn, command } => self.apply_command(conn, command),
             HubEvent::AuthDone { conn, outcome } => self.auth_done(conn, outcome),
+            HubEvent::Web(request) => self.web_request(request),
+            HubEvent::WebAuthDone { pending, outcome } => self.web_auth_done(pending, outcome),
             HubEvent::Rejected { conn, error, fatal } => {
                 self.send_error(conn, error);
                 if fatal {
@@ -457,7 +469,7 @@ impl Hub {
             HubEvent::Admin { request, reply } => {
                 let answer = self.admin(request);
                 let ticket = self.durability.current_ticket();
-                if self.durability.is_finished(ticket) {
+                if ticket <= self.durability.finished() {
                     let _ = reply.send(answer);
                 } else {
                     self.admin_waiting.push((ticket, reply, answer));
