@@ -5,8 +5,11 @@
 //! - [`tui`]: the terminal and the event loop around them.
 //! - [`plain`]: one line per event on stdout, commands from stdin.
 //! - [`input`]: what a typed line means (shared by both modes).
+//! - [`edit`]: editing the input, recalling earlier inputs.
+//! - [`text`]: text cleaned, measured and wrapped by grapheme.
 
 mod app;
+mod edit;
 mod input;
 mod login;
 mod plain;
@@ -27,7 +30,12 @@ use natter_client::{Client, ClientConfig, ClientError, ClientTls};
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
     /// The server to talk to.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:6666")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:6666",
+        env = "NATTER_SERVER"
+    )]
     pub server: String,
     /// Your user name (asked for when missing, except with --plain).
     #[arg(long, value_name = "NAME")]
@@ -60,6 +68,11 @@ pub struct ChatArgs {
     /// or read from --password-file).
     #[arg(long)]
     pub signup: bool,
+    /// When to ring the terminal bell: `all` (mentions of your name,
+    /// messages in conversations you are not looking at, invitations),
+    /// `mentions`, or `off`.
+    #[arg(long, value_enum, default_value = "all")]
+    pub notify: app::Notify,
 }
 
 impl ChatArgs {
@@ -111,7 +124,8 @@ async fn interactive(args: ChatArgs) -> anyhow::Result<()> {
         let (client, events) = Client::connect_with(args.client_config()?).await?;
         match login::register(&client, &login, &name, &args.status).await {
             Ok(()) => {
-                let app = app::App::new(&args.server, &name);
+                let mut app = app::App::new(&args.server, &name);
+                app.notify = args.notify;
                 return tui::run(client, events, app).await;
             }
             Err(err @ (ClientError::NameTaken(_) | ClientError::Rejected(_))) => {

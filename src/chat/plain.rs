@@ -141,6 +141,10 @@ async fn read_commands(client: &Client, joined: &Joined) -> anyhow::Result<()> {
                 None => eprintln!("no conversation to leave"),
             },
             Input::Status(status) => client.status(status).await?,
+            Input::Topic(text) => match joined.current() {
+                Some(conv) => client.topic(conv, text).await?,
+                None => eprintln!("no conversation to name"),
+            },
             Input::List => client.list_conversations().await?,
             Input::Watch(names) => client.watch(names).await?,
             Input::Unwatch(names) => client.unwatch(names).await?,
