@@ -100,6 +100,10 @@ pub struct ServeArgs {
     /// Keep nothing on disk: conversations and messages live only in memory.
     #[arg(long, conflicts_with = "data_dir")]
     ephemeral: bool,
+    /// The operator's socket for `natter admin` (owner-only). Default:
+    /// DATA_DIR/admin.sock; with --ephemeral there is none unless given.
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
     /// Days of messages to keep (0: forever).
     #[arg(long, default_value_t = defaults().history_days, value_name = "DAYS")]
     history_days: u32,
@@ -248,6 +252,9 @@ impl ServeArgs {
             max_web_connections: self.max_web_connections,
             web_header_timeout: Duration::from_secs(self.web_header_timeout),
             data_dir: (!self.ephemeral).then(|| self.data_dir.clone()),
+            admin_socket: self.admin_socket.clone().or_else(|| {
+                (!self.ephemeral).then(|| self.data_dir.join(natter_server::admin::SOCKET_NAME))
+            }),
             history_days: self.history_days,
             rejoin_grace: Duration::from_secs(self.rejoin_grace),
             accounts: match self.accounts {
@@ -382,10 +389,12 @@ async fn serve(args: ServeArgs, mut loaded: Loaded) -> anyhow::Result<()> {
     notify(&[NotifyState::Ready]);
     let mut watchdog = Watchdog::from_env();
     // A failed hub serves no one: stop, and exit non-zero so that systemd
-    // (or whatever supervises us) starts a fresh server.
+    // (or whatever supervises us) starts a fresh server. A finished drain
+    // (`natter admin drain`) is a clean stop.
     let failed = loop {
         tokio::select! {
             _ = signals.stop() => break false,
+            _ = server.stop_requested() => break false,
             _ = server.failed() => break true,
             _ = hangup.recv() => reload(&server, &mut loaded).await,
             _ = watchdog.tick() => watchdog.pet(&server).await,
@@ -563,6 +572,7 @@ mod tests {
         natter_server::Config {
             web: Some("127.0.0.1:8080".parse().unwrap()),
             data_dir: Some("natter-data".into()),
+            admin_socket: Some("natter-data/admin.sock".into()),
             ..natter_server::Config::default()
         }
     }

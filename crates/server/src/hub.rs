@@ -26,6 +26,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{AdminAnswer, AdminRequest};
+use crate::admission::AddressBans;
 use crate::auth::Auth;
 use crate::auth::pool::Pool;
 use crate::coalesce::Coalescer;
@@ -89,6 +91,11 @@ pub enum HubEvent {
     },
     /// Asks how much state the hub holds (tests, leak checks, `/healthz`).
     Stats { reply: oneshot::Sender<HubStats> },
+    /// An operator's request from the admin socket ([`crate::admin`]).
+    Admin {
+        request: AdminRequest,
+        reply: oneshot::Sender<Result<AdminAnswer, String>>,
+    },
     /// Test-only: makes the hub panic, to exercise [`crate::supervise`].
     #[doc(hidden)]
     PanicForTest,
@@ -156,9 +163,18 @@ pub struct Hub {
     rejoin_deadline: Option<Instant>,
     /// Accounts, sessions, failed attempts and the hashing pool.
     auth: Auth,
+    /// Addresses an operator banned (shared with admission).
+    address_bans: Arc<AddressBans>,
+    /// Operators' answers waiting for the store to commit what their
+    /// request changed (a ban is "done" once it is kept), by ticket.
+    admin_waiting: Vec<(u64, AdminReply, AdminResult)>,
 }
 
+type AdminResult = Result<AdminAnswer, String>;
+type AdminReply = oneshot::Sender<AdminResult>;
+
 mod identity;
+mod moderation;
 mod web_identity;
 
 impl Hub {
@@ -169,6 +185,7 @@ impl Hub {
         tracker: TaskTracker,
         store: Option<Worker>,
         accounts: Vec<StoredAccount>,
+        address_bans: Arc<AddressBans>,
     ) -> Self {
         let write_coalesce = config.write_coalesce;
         let rejoin_deadline = chat
@@ -193,6 +210,8 @@ impl Hub {
             durability: Durability::default(),
             store,
             rejoin_deadline,
+            address_bans,
+            admin_waiting: Vec::new(),
         }
     }
 
@@ -303,7 +322,10 @@ impl Hub {
     fn store_replied(&mut self, reply: Reply) {
         let mut released = Vec::new();
         match reply {
-            Reply::Committed { up_to } => self.durability.committed(up_to, &mut released),
+            Reply::Committed { up_to } => {
+                self.durability.committed(up_to, &mut released);
+                self.answer_operators(up_to, None);
+            }
             Reply::Failed {
                 first,
                 last,
@@ -311,6 +333,7 @@ impl Hub {
                 lost,
             } => {
                 tracing::error!(first, last, %error, lost = lost.len(), "store commit failed");
+                self.answer_operators(last, Some((first, error.as_str())));
                 // Nothing made from now on can copy a lost message (its
                 // nonce is forgotten); copies made before are dropped.
                 for message in &lost {
@@ -340,6 +363,30 @@ impl Hub {
         }
         self.carry_out(released);
         self.release_web_answers();
+    }
+
+    /// Answers the operators whose changes are now committed (tickets up
+    /// to `up_to`); those in a failed range (from `first`) learn that the
+    /// change holds only until a restart.
+    fn answer_operators(&mut self, up_to: u64, failed: Option<(u64, &str)>) {
+        if self.admin_waiting.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.admin_waiting);
+        for (ticket, reply, answer) in waiting {
+            if ticket > up_to {
+                self.admin_waiting.push((ticket, reply, answer));
+                continue;
+            }
+            let answer = match failed {
+                Some((first, error)) if ticket >= first => Err(format!(
+                    "done, but the store could not keep it ({error}): \
+                     it lasts only until the server restarts"
+                )),
+                _ => answer,
+            };
+            let _ = reply.send(answer);
+        }
     }
 
     fn tell_senders_not_stored(&mut self, lost: &[Arc<StoredMessage>], error: &str) {
@@ -434,6 +481,15 @@ impl Hub {
             HubEvent::Reload { config, applied } => {
                 self.reconfigure(config);
                 let _ = applied.send(());
+            }
+            HubEvent::Admin { request, reply } => {
+                let answer = self.admin(request);
+                let ticket = self.durability.current_ticket();
+                if ticket <= self.durability.finished() {
+                    let _ = reply.send(answer);
+                } else {
+                    self.admin_waiting.push((ticket, reply, answer));
+                }
             }
             HubEvent::PanicForTest => panic!("the hub was told to panic (a test hook)"),
             HubEvent::Writable { conn } => {
