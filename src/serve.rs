@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use clap::builder::ArgPredicate;
 use natter_core::{AccountsMode, Policy};
 use natter_proto::limits::MAX_FRAME_CEILING;
+use natter_server::cluster::ClusterConfig;
 use natter_server::tls::Plaintext;
 
 /// Arguments of `natter serve`.
@@ -102,7 +104,9 @@ pub struct ServeArgs {
     /// off: names are first come, first served; optional: an account's name
     /// needs its password, other names are free for guests; required: no
     /// guests.
-    #[arg(long, value_enum, default_value_t = AccountsArg::Optional)]
+    /// (With --nats, off: a cluster does not replicate accounts yet.)
+    #[arg(long, value_enum, default_value_t = AccountsArg::Optional,
+          default_value_if("nats", ArgPredicate::IsPresent, "off"))]
     accounts: AccountsArg,
     /// Whether clients may create accounts with SIGNUP.
     #[arg(long, value_enum, default_value_t = SignupArg::Open)]
@@ -121,6 +125,23 @@ pub struct ServeArgs {
     /// Seconds a TLS handshake may take before its connection is dropped.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     tls_handshake_timeout: u64,
+    /// Run as one node of a cluster: the NATS servers (comma-separated
+    /// URLs) whose JetStream keeps the log every node applies
+    /// (docs/CLUSTER.md).
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        requires = "node"
+    )]
+    nats: Vec<String>,
+    /// This node's name in the cluster (for logs and operators).
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    node: Option<String>,
+    /// Copies JetStream keeps of the log (3 survives losing one NATS server).
+    #[arg(long, default_value_t = 3, value_name = "N", requires = "nats",
+          value_parser = clap::value_parser!(u16).range(1..=5))]
+    nats_replicas: u16,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -207,6 +228,16 @@ impl ServeArgs {
         };
         config.limits.max_frame = self.max_frame as usize;
         config.limits.max_message = self.max_message;
+        if let Some(node) = &self.node {
+            if config.accounts.enabled() {
+                anyhow::bail!(
+                    "--nats: a cluster does not replicate accounts yet; use --accounts off"
+                );
+            }
+            let mut cluster = ClusterConfig::new(self.nats.clone(), node.clone());
+            cluster.replicas = self.nats_replicas.into();
+            config.cluster = Some(cluster);
+        }
         Ok(config)
     }
 

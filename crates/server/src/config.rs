@@ -85,6 +85,9 @@ pub struct Config {
     pub tls_handshake_timeout: Duration,
     /// Who may speak plaintext (`--require-tls`: loopback only).
     pub plaintext: Plaintext,
+    /// With `--nats`: this server is one node of a cluster whose chat state
+    /// is replicated through NATS JetStream (`None`: a single server).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -117,6 +120,7 @@ impl Default for Config {
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
             plaintext: Plaintext::Anywhere,
+            cluster: None,
         }
     }
 }

@@ -26,6 +26,7 @@
 pub mod admission;
 pub mod auth;
 pub mod certs;
+pub mod cluster;
 pub mod coalesce;
 pub mod config;
 pub mod connection;
@@ -84,7 +85,7 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (chat, store, replies, accounts) = open_chat(&config).await?;
-    let hub = hub::Hub::new(
+    let mut hub = hub::Hub::new(
         chat,
         config.clone(),
         hub_tx.clone(),
@@ -92,10 +93,29 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
         store,
         accounts,
     );
+    let mut first_conn = 1;
+    let mut caught_up = None;
+    if let Some(cluster) = &config.cluster {
+        let joined = cluster::log::join(cluster, config.limits.clone(), &tracker, shutdown.clone())
+            .await
+            .map_err(io::Error::other)?;
+        first_conn = cluster::entry::first_conn_id(joined.incarnation);
+        let (ready, ready_rx) = tokio::sync::oneshot::channel();
+        caught_up = Some(ready_rx);
+        hub = hub.clustered(joined, cluster, ready);
+    }
     let hub = tokio::spawn(hub.run(hub_rx, replies, shutdown.clone()));
     let shared = Arc::new(Shared::new(config, hub_tx, shutdown, tracker));
+    shared.first_conn_id(first_conn);
     let hub = tokio::spawn(supervise::watch(hub, shared.clone()));
     supervise::install_test_hook(&shared);
+    if let Some(caught_up) = caught_up {
+        // Clients come in once this node's copy has applied the log up to
+        // its own start: before that it would answer from an old state.
+        caught_up.await.map_err(|_| {
+            io::Error::other("the hub stopped before catching up with the cluster log")
+        })?;
+    }
     shared
         .tracker
         .spawn(listener::accept_loop(listener, shared.clone()));
@@ -131,9 +151,12 @@ async fn open_chat(config: &Config) -> io::Result<Opened> {
         accounts: config.accounts,
         ..natter_core::Config::default()
     };
-    let Some(dir) = config.data_dir.clone() else {
+    let Some(mut dir) = config.data_dir.clone() else {
         return Ok((Chat::new(chat_config), None, None, Vec::new()));
     };
+    if let Some(cluster) = &config.cluster {
+        dir = cluster_cache(&dir, &cluster.node)?;
+    }
     let options = WorkerOptions {
         history_days: config.history_days,
     };
@@ -159,6 +182,30 @@ async fn open_chat(config: &Config) -> io::Result<Opened> {
         chat.add_account(account.key.clone());
     }
     Ok((chat, Some(worker), Some(reply_rx), accounts))
+}
+
+/// A cluster node's store is a cache of what the log holds (history for
+/// HISTORY): every start rebuilds it from the log, in a directory of its
+/// own under the data directory.
+fn cluster_cache(data_dir: &std::path::Path, node: &str) -> io::Result<std::path::PathBuf> {
+    let safe: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dir = data_dir.join("cluster-cache").join(safe);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Room for store replies: commits are bounded by the hub's batch limit,
