@@ -138,8 +138,9 @@ pub struct ServeArgs {
     /// This node's name in the cluster (for logs and operators).
     #[arg(long, value_name = "NAME", requires = "nats")]
     node: Option<String>,
-    /// Copies JetStream keeps of the log (3 survives losing one NATS server).
-    #[arg(long, default_value_t = 3, value_name = "N", requires = "nats",
+    /// Copies JetStream keeps of the log (3 survives losing one NATS
+    /// server; used with --nats).
+    #[arg(long, default_value_t = 3, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=5))]
     nats_replicas: u16,
 }
