@@ -271,6 +271,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let server = natter_server::spawn(config).await.with_context(|| {
+        if let Some(node) = &args.node {
+            return format!(
+                "cannot start node {node} of the cluster at {}",
+                args.nats.join(",")
+            );
+        }
         let listen = if args.no_web {
             format!("listen on {}", args.listen)
         } else {

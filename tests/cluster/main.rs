@@ -23,6 +23,7 @@ mod common;
 mod external;
 mod nats;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -61,6 +62,9 @@ fn main() {
             &nats,
             |program| runtime().block_on(killed_node(program)),
         ),
+        trial_needing("the_documented_cluster_commands_run", &nats, |program| {
+            runtime().block_on(documented_commands(program))
+        }),
         trial_needing(
             "nats_server_lost_then_whole_cluster_restarted",
             &nats,
@@ -88,12 +92,31 @@ struct Node {
 impl Node {
     fn start(nats: &NatsCluster, name: &str, dir: &Path) -> Node {
         let data = dir.join(format!("natter-{name}"));
+        let data = data.to_str().expect("a UTF-8 path");
+        let urls = nats.urls();
+        Node::spawn(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--no-web",
+                "--data-dir",
+                data,
+                "--nats",
+                &urls,
+                "--node",
+                name,
+            ],
+            dir,
+        )
+    }
+
+    /// `natter serve ARGS` (plus test settings) in `cwd`, once it listens.
+    fn spawn(args: &[&str], cwd: &Path) -> Node {
         let mut child = Process::new(env!("CARGO_BIN_EXE_natter"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-web"])
+            .arg("serve")
+            .args(args)
             .args(["--presence-coalesce", "0", "--rate-limit", "0"])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--nats", &nats.urls(), "--node", name])
+            .current_dir(cwd)
             .env(
                 "RUST_LOG",
                 std::env::var("NATTER_NODE_LOG").unwrap_or_else(|_| "warn".into()),
@@ -122,7 +145,7 @@ impl Node {
                 }
                 Err(_) => {
                     let status = child.try_wait().ok().flatten();
-                    panic!("node {name} printed no address (exit status: {status:?})");
+                    panic!("natter serve {args:?} printed no address (exit status: {status:?})");
                 }
             }
         };
@@ -539,4 +562,114 @@ async fn nats_lost_then_restart(program: &Path) {
     let mut alice = rejoin(nodes[0].addr, Encoding::Classic, "alice").await;
     alice.say(conv, "after the restart").await;
     assert_eq!(bob.expect_message().await.2, "after the restart");
+}
+
+/// The marked ```sh block after `marker` in `doc`, line by line.
+fn documented(doc: &str, marker: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
+    let text = std::fs::read_to_string(path).expect("the doc");
+    let after = text
+        .split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{doc} has no {marker}"));
+    let body = after
+        .trim_start()
+        .strip_prefix("```sh\n")
+        .unwrap_or_else(|| panic!("{doc}: {marker} must precede a ```sh block"));
+    let end = body.find("```").expect("a closed block");
+    body[..end].lines().map(str::to_string).collect()
+}
+
+/// Every `127.0.0.1:PORT` and `0.0.0.0:PORT` in `word`, moved to a free
+/// loopback port (the same one for the same documented port).
+fn relocate(word: &str, ports: &mut HashMap<u16, u16>) -> String {
+    let mut out = String::new();
+    for (i, part) in word.split(',').enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let (prefix, host_port) = match part.rsplit_once("//") {
+            Some((scheme, rest)) => (format!("{scheme}//"), rest),
+            None => (String::new(), part),
+        };
+        match host_port.rsplit_once(':') {
+            Some((host @ ("127.0.0.1" | "0.0.0.0"), port)) if port.parse::<u16>().is_ok() => {
+                let _ = host;
+                let port: u16 = port.parse().unwrap();
+                let free = *ports.entry(port).or_insert_with(free_port);
+                out.push_str(&format!("{prefix}127.0.0.1:{free}"));
+            }
+            _ => out.push_str(part),
+        }
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("an address").port()
+}
+
+/// A documented `nats-server` process; killed when dropped.
+struct Documented(Child);
+
+impl Drop for Documented {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// docs/CLUSTER.md's nats-servers and the README's natter nodes, run as
+/// written; a message crosses from node a to node c.
+async fn documented_commands(program: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ports = HashMap::new();
+    let mut servers = Vec::new();
+    for line in documented("docs/CLUSTER.md", "<!-- nats-example -->") {
+        let mut words: Vec<String> = Vec::new();
+        for word in line.split_whitespace() {
+            // `-p PORT` is the client port, bare.
+            let word = match (words.last().map(String::as_str), word.parse::<u16>()) {
+                (Some("-p"), Ok(port)) => ports.entry(port).or_insert_with(free_port).to_string(),
+                _ => relocate(word, &mut ports),
+            };
+            words.push(word);
+        }
+        assert_eq!(words[0], "nats-server", "docs/CLUSTER.md: {line}");
+        let child = Process::new(program)
+            .args(&words[1..])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        servers.push(Documented(child));
+    }
+    assert_eq!(servers.len(), 3);
+    let mut nodes = Vec::new();
+    tokio::task::block_in_place(|| {
+        for line in documented("README.md", "<!-- cluster-example -->") {
+            let words: Vec<String> = line
+                .split_whitespace()
+                .map(|w| relocate(w, &mut ports))
+                .collect();
+            assert_eq!(words[..2], ["natter", "serve"], "README.md: {line}");
+            let args: Vec<&str> = words[2..].iter().map(String::as_str).collect();
+            nodes.push(Node::spawn(&args, dir.path()));
+        }
+    });
+    assert_eq!(nodes.len(), 3);
+    let mut alice = Client::course(nodes[0].addr, Encoding::Classic, "alice").await;
+    let mut carol = Client::course(nodes[2].addr, Encoding::Framed, "carol").await;
+    let conv = alice.invite(&["carol"]).await;
+    assert_eq!(carol.expect_invitation().await, conv);
+    alice.join(conv).await;
+    carol.join(conv).await;
+    alice.say(conv, "from node a").await;
+    assert_eq!(
+        carol.expect_message().await,
+        (conv, "alice".into(), "from node a".into(), None)
+    );
 }

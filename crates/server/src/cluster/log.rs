@@ -139,14 +139,28 @@ async fn connect(config: &ClusterConfig) -> Result<Context, LogError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("natter node {}", config.node))
-        .connect(addrs)
-        .await
-        .map_err(|e| LogError::Connect {
-            urls: config.nats.join(","),
-            error: e.to_string(),
-        })?;
+    // The NATS servers may be starting too (a whole cluster brought up at
+    // once): keep trying for a while.
+    let give_up = tokio::time::Instant::now() + START_PATIENCE;
+    let client = loop {
+        let connected = async_nats::ConnectOptions::new()
+            .name(format!("natter node {}", config.node))
+            .connect(addrs.clone())
+            .await;
+        match connected {
+            Ok(client) => break client,
+            Err(error) if tokio::time::Instant::now() < give_up => {
+                tracing::debug!(%error, "NATS not reachable yet");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(error) => {
+                return Err(LogError::Connect {
+                    urls: config.nats.join(","),
+                    error: error.to_string(),
+                });
+            }
+        }
+    };
     Ok(async_nats::jetstream::ContextBuilder::new()
         .ack_timeout(ACK_TIMEOUT)
         .max_ack_inflight(WINDOW * 2)
