@@ -122,14 +122,6 @@ impl Replica {
         self.nodes.contains_key(&incarnation)
     }
 
-    /// Names of the live nodes, by incarnation.
-    pub fn live(&self) -> Vec<(u64, String)> {
-        self.nodes
-            .iter()
-            .map(|(&incarnation, node)| (incarnation, node.name.clone()))
-            .collect()
-    }
-
     pub fn heartbeat(&mut self, incarnation: u64) {
         let clock = self.clock;
         if let Some(node) = self.nodes.get_mut(&incarnation) {
