@@ -45,6 +45,10 @@ const JOIN_PATIENCE: Duration = Duration::from_secs(40);
 /// room for a loaded machine.
 const OFFLINE_BOUND: Duration = Duration::from_secs(10);
 
+/// For a node stopped with SIGTERM: less than the node timeout (4 s), so
+/// only the node's own "stopping" entry can meet it.
+const LEAVE_BOUND: Duration = Duration::from_secs(3);
+
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let nats = nats::nats_server();
@@ -153,6 +157,24 @@ impl Node {
             child,
             addr,
             _stdout: lines,
+        }
+    }
+
+    /// SIGTERM, and waits (bounded) for a clean exit.
+    fn terminate(mut self) {
+        let status = Process::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                assert!(status.success(), "the node exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the node ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -440,6 +462,7 @@ async fn killed_node(program: &Path) {
     let (a, b) = (nodes[0].addr, nodes[1].addr);
     let mut alice = Client::with_history(a, Encoding::Framed, "alice").await;
     let mut bob = Client::with_history(b, Encoding::Classic, "bob").await;
+    let carol = Client::course(nodes[2].addr, Encoding::Json, "carol").await;
     let conv = alice.invite(&["bob"]).await;
     assert_eq!(bob.expect_invitation().await, conv);
     alice.join(conv).await;
@@ -491,6 +514,17 @@ async fn killed_node(program: &Path) {
         }
     };
     assert_eq!((sender.as_str(), text.as_str()), ("bob", "thanks"));
+
+    // A node stopped cleanly (SIGTERM) says so in the log: its users are
+    // offline everywhere at once, well before the timeout would tell.
+    let c = nodes.remove(1);
+    tokio::task::block_in_place(|| c.terminate());
+    let started = Instant::now();
+    until_online(&mut alice, |n| !has(n, "carol")).await;
+    let took = started.elapsed();
+    eprintln!("a stopped node's user offline everywhere after {took:?}");
+    assert!(took < LEAVE_BOUND, "carol went offline after {took:?}");
+    drop(carol);
 }
 
 async fn nats_lost_then_restart(program: &Path) {

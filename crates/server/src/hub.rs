@@ -287,6 +287,10 @@ impl Hub {
             self.coalescer
                 .record_work(started, std::time::Instant::now());
         }
+        if let Some(cluster) = &mut self.cluster {
+            // The appender publishes it (bounded) after the hub is gone.
+            cluster.append_leaving();
+        }
         self.drain_store(&mut replies).await;
         self.say_goodbye_to_all();
         if let Some(store) = self.store.take() {

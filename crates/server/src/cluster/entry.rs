@@ -21,6 +21,9 @@ pub enum Entry {
     NodeUp { name: String },
     /// The node of this incarnation is alive.
     Heartbeat { incarnation: u64 },
+    /// The node of this incarnation is stopping (SIGTERM): the others need
+    /// not wait for its heartbeats to stop.
+    NodeDown { incarnation: u64 },
     /// Input from a client of the node (`seq` counts the node's inputs
     /// from 1, so that a retried publish is applied once and in order).
     Input { seq: u64, input: Input },
@@ -62,6 +65,7 @@ const HEARTBEAT: u8 = 2;
 const CONNECT: u8 = 3;
 const COMMAND: u8 = 4;
 const DISCONNECT: u8 = 5;
+const NODE_DOWN: u8 = 6;
 
 /// The incarnation (node life) a connection belongs to.
 pub fn incarnation_of(conn: ConnId) -> u64 {
@@ -83,6 +87,10 @@ impl Entry {
             }
             Entry::Heartbeat { incarnation } => {
                 out.put_u8(HEARTBEAT);
+                out.put_u64(*incarnation);
+            }
+            Entry::NodeDown { incarnation } => {
+                out.put_u8(NODE_DOWN);
                 out.put_u64(*incarnation);
             }
             Entry::Input { seq, input } => {
@@ -116,6 +124,9 @@ impl Entry {
                 Ok(Entry::NodeUp { name: name.into() })
             }
             HEARTBEAT => Ok(Entry::Heartbeat {
+                incarnation: take_u64(&mut bytes)?,
+            }),
+            NODE_DOWN => Ok(Entry::NodeDown {
                 incarnation: take_u64(&mut bytes)?,
             }),
             CONNECT | COMMAND | DISCONNECT => {
@@ -165,6 +176,7 @@ mod tests {
     fn every_kind_round_trips() {
         round_trip(Entry::NodeUp { name: "n1".into() });
         round_trip(Entry::Heartbeat { incarnation: 7 });
+        round_trip(Entry::NodeDown { incarnation: 7 });
         let conn = ConnId(first_conn_id(9));
         round_trip(Entry::Input {
             seq: 1,

@@ -42,6 +42,14 @@ const READ_QUEUE: usize = 4096;
 const START_PATIENCE: Duration = Duration::from_secs(30);
 /// Pause before publishing again after a failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long the appender may go on publishing once the hub has stopped
+/// (its last entry says the node is stopping).
+const CLOSING_PATIENCE: Duration = Duration::from_secs(2);
+/// The reader re-creates its consumer after this long without an entry:
+/// every node appends a heartbeat each second, so silence means the
+/// consumer was lost with its NATS server (the client's own check of an
+/// ordered consumer takes several times longer).
+const READ_SILENCE: Duration = Duration::from_secs(3);
 /// How long a publish waits for the stream's acknowledgment.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -101,7 +109,9 @@ pub struct Joined {
 }
 
 /// Connects, makes sure the stream exists, announces this node and starts
-/// the appender and the reader (which stop with `shutdown`).
+/// the appender (which stops once the hub dropped its sender and what it
+/// left is published, or after [`CLOSING_PATIENCE`]) and the reader (which
+/// stops with `shutdown`).
 pub async fn join(
     config: &ClusterConfig,
     limits: Limits,
@@ -114,12 +124,7 @@ pub async fn join(
     tracing::info!(incarnation, node = config.node, "joined the cluster");
     let (appender, to_append) = mpsc::channel(APPEND_QUEUE);
     let (read_tx, entries) = mpsc::channel(READ_QUEUE);
-    tracker.spawn(append_loop(
-        js.clone(),
-        incarnation,
-        to_append,
-        shutdown.clone(),
-    ));
+    tracker.spawn(append_loop(js.clone(), incarnation, to_append));
     tracker.spawn(read_loop(js, limits, read_tx, shutdown));
     Ok(Joined {
         incarnation,
@@ -162,6 +167,7 @@ async fn connect(config: &ClusterConfig) -> Result<Context, LogError> {
         }
     };
     Ok(async_nats::jetstream::ContextBuilder::new()
+        .timeout(ACK_TIMEOUT)
         .ack_timeout(ACK_TIMEOUT)
         .max_ack_inflight(WINDOW * 2)
         .build(client))
@@ -218,27 +224,29 @@ struct Pending {
     ack: Option<PublishAckFuture>,
 }
 
-async fn append_loop(
-    js: Context,
-    incarnation: u64,
-    mut entries: mpsc::Receiver<Entry>,
-    shutdown: CancellationToken,
-) {
+async fn append_loop(js: Context, incarnation: u64, mut entries: mpsc::Receiver<Entry>) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    // Set once the hub is gone (its sender dropped): what is left gets
+    // this long to be published, then the appender stops.
+    let mut closing: Option<tokio::time::Instant> = None;
     loop {
         if pending.is_empty() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                entry = entries.recv() => match entry {
-                    Some(entry) => pending.push_back(to_publish(incarnation, &entry)),
-                    None => return,
-                },
+            if closing.is_some() {
+                return;
+            }
+            match entries.recv().await {
+                Some(entry) => pending.push_back(to_publish(incarnation, &entry)),
+                None => return,
             }
         }
         while pending.len() < WINDOW {
             match entries.try_recv() {
                 Ok(entry) => pending.push_back(to_publish(incarnation, &entry)),
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closing.get_or_insert_with(|| tokio::time::Instant::now() + CLOSING_PATIENCE);
+                    break;
+                }
             }
         }
         let mut sent_all = true;
@@ -253,18 +261,23 @@ async fn append_loop(
             }
         }
         let front = pending.front_mut().and_then(|p| p.ack.take());
-        let acked = match front {
-            Some(ack) => tokio::select! {
-                _ = shutdown.cancelled() => return,
-                acked = ack => acked.map_err(|e| e.to_string()),
+        let acked = match (front, closing) {
+            (Some(ack), None) => ack.await.map_err(|e| e.to_string()),
+            (Some(ack), Some(deadline)) => match tokio::time::timeout_at(deadline, ack).await {
+                Ok(acked) => acked.map_err(|e| e.to_string()),
+                Err(_) => return,
             },
-            None => Err("not sent".to_string()),
+            (None, _) => Err("not sent".to_string()),
         };
         match acked {
             Ok(_) => {
                 pending.pop_front();
             }
             Err(error) => {
+                if closing.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
+                    tracing::warn!(%error, left = pending.len(), "stopping with entries unpublished");
+                    return;
+                }
                 if sent_all {
                     tracing::warn!(%error, "cluster log did not acknowledge; publishing again");
                 }
@@ -273,10 +286,7 @@ async fn append_loop(
                 for item in &mut pending {
                     item.ack = None;
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY_PAUSE) => {}
-                }
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
     }
@@ -324,27 +334,38 @@ async fn read_from(
     shutdown: &CancellationToken,
 ) -> Result<Option<u64>, (u64, String)> {
     let fail = |e: &dyn std::fmt::Display| (start, e.to_string());
-    let stream = js.get_stream(STREAM).await.map_err(|e| fail(&e))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| fail(&e))?;
-    let mut messages = consumer.messages().await.map_err(|e| fail(&e))?;
+    let follow = async {
+        let stream = js.get_stream(STREAM).await.map_err(|e| fail(&e))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail(&e))?;
+        consumer.messages().await.map_err(|e| fail(&e))
+    };
+    // While the stream elects a leader, these requests may hang: bounded.
+    let mut messages = match tokio::time::timeout(READ_SILENCE, follow).await {
+        Ok(messages) => messages?,
+        Err(_) => return Err(fail(&format!("no consumer after {READ_SILENCE:?}"))),
+    };
     let mut next = start;
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
-            message = messages.next() => message,
+            message = tokio::time::timeout(READ_SILENCE, messages.next()) => message,
         };
         let message = match message {
-            Some(Ok(message)) => message,
-            Some(Err(error)) => return Err((next, error.to_string())),
-            None => return Ok(Some(next)),
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(error))) => return Err((next, error.to_string())),
+            Ok(None) => return Ok(Some(next)),
+            Err(_) => {
+                let error = format!("no entry for {READ_SILENCE:?}, though every node heartbeats");
+                return Err((next, error));
+            }
         };
         let Ok(info) = message.info() else {
             continue;

@@ -122,6 +122,16 @@ impl Replica {
         self.nodes.contains_key(&incarnation)
     }
 
+    /// The node of `incarnation` said it stops; whether it was live.
+    pub fn leave(&mut self, incarnation: u64) -> bool {
+        let Some(node) = self.nodes.remove(&incarnation) else {
+            return false;
+        };
+        tracing::info!(incarnation, node = node.name, "cluster node stopped");
+        self.grace_until = Some(self.clock + self.rejoin_grace);
+        true
+    }
+
     pub fn heartbeat(&mut self, incarnation: u64) {
         let clock = self.clock;
         if let Some(node) = self.nodes.get_mut(&incarnation) {
@@ -183,6 +193,17 @@ mod tests {
             r.heartbeat(1);
         }
         assert_eq!(r.advance(15_001), [2]);
+    }
+
+    #[test]
+    fn a_node_that_leaves_is_down_at_once() {
+        let mut r = Replica::new(4_000, 60_000);
+        r.advance(1_000);
+        r.node_up(1, "a".into());
+        assert!(r.leave(1));
+        assert!(!r.is_live(1) && !r.leave(1));
+        r.advance(61_000);
+        assert!(r.grace_over());
     }
 
     #[test]

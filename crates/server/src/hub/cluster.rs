@@ -87,6 +87,13 @@ impl Clustered {
         self.append(Entry::Input { seq, input });
     }
 
+    /// At shutdown: tells the others this node stops, so that its users
+    /// are offline everywhere at once rather than after the timeout.
+    pub(super) fn append_leaving(&mut self) {
+        let incarnation = self.incarnation;
+        self.append(Entry::NodeDown { incarnation });
+    }
+
     pub(super) fn append_heartbeat(&mut self) {
         let incarnation = self.incarnation;
         self.append(Entry::Heartbeat { incarnation });
@@ -193,9 +200,15 @@ impl Hub {
                 return Applied::Fine;
             }
         };
-        let down = cluster.replica.advance(logged.time);
+        let mut down = cluster.replica.advance(logged.time);
         if down.contains(&cluster.incarnation) {
             return Applied::LostCluster;
+        }
+        if let Entry::NodeDown { incarnation } = entry
+            && incarnation != cluster.incarnation
+            && cluster.replica.leave(incarnation)
+        {
+            down.push(incarnation);
         }
         let grace_over = cluster.replica.grace_over();
         self.chat.set_time(cluster.replica.clock());
@@ -213,6 +226,7 @@ impl Hub {
         match entry {
             Entry::NodeUp { name } => cluster.replica.node_up(logged.seq, name),
             Entry::Heartbeat { incarnation } => cluster.replica.heartbeat(incarnation),
+            Entry::NodeDown { .. } => {} // taken above
             Entry::Input { seq, input } => {
                 let incarnation = incarnation_of(input.conn());
                 cluster.replica.input(incarnation, seq, input, &mut ready);
