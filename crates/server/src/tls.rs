@@ -306,17 +306,17 @@ impl Source for TlsSource<'_> {
                 Taken::Closed => return Ok(0),
             }
             connection::readable(self.stream).await?;
-            let mut chunk = [0u8; READ_CHUNK];
-            let n = match self.stream.try_read(&mut chunk) {
-                Ok(0) => return Ok(0),
-                Ok(n) => n,
+            let fed = connection::with_scratch(|chunk| match self.stream.try_read(chunk) {
+                Ok(0) => Ok(Taken::Closed),
+                Ok(n) => self.feed(&chunk[..n], buf),
+                Err(e) => Err(e),
+            });
+            match fed {
+                Ok(Taken::Bytes(0)) => {}
+                Ok(Taken::Bytes(n)) => return Ok(n),
+                Ok(Taken::Closed) => return Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
-            };
-            match self.feed(&chunk[..n], buf)? {
-                Taken::Bytes(0) => {}
-                Taken::Bytes(n) => return Ok(n),
-                Taken::Closed => return Ok(0),
             }
         }
     }
