@@ -520,9 +520,12 @@ async fn killed_node(program: &Path) {
     // offline everywhere at once, well before the timeout would tell.
     let c = nodes.remove(1);
     let started = Instant::now();
-    tokio::task::block_in_place(|| c.terminate());
+    // The node takes a while to close its connections and exit: watch
+    // alice meanwhile.
+    let stopping = tokio::task::spawn_blocking(move || c.terminate());
     until_online(&mut alice, |n| !has(n, "carol")).await;
     let took = started.elapsed();
+    stopping.await.expect("the node stopped cleanly");
     eprintln!("a stopped node's user offline everywhere after {took:?}");
     assert!(took < LEAVE_BOUND, "carol went offline after {took:?}");
     drop(carol);
