@@ -328,6 +328,19 @@ impl Chat {
     /// recorded and its invitations lapse; a guest leaves every
     /// conversation, an account stays a member.
     pub fn disconnect(&mut self, conn: ConnId, out: &mut Outputs) {
+        self.drop_connection(conn, false, out);
+    }
+
+    /// `conn` was lost with the server that held it (another node of a
+    /// cluster died), not closed by its user. As after a restart, its user
+    /// stays a member of its conversations, even a guest, until it
+    /// registers again or [`Chat::end_rejoin_grace`]; its invitations lapse
+    /// as on any departure.
+    pub fn connection_lost(&mut self, conn: ConnId, out: &mut Outputs) {
+        self.drop_connection(conn, true, out);
+    }
+
+    fn drop_connection(&mut self, conn: ConnId, keep_memberships: bool, out: &mut Outputs) {
         let Some(Connection::Registered { key }) = self.connections.remove(&conn) else {
             return;
         };
@@ -343,7 +356,7 @@ impl Chat {
         self.presence.note_change(&key, self.users.get(&key));
         self.note_contacts_leaving(&key);
         let user = self.users.remove(&key).expect("looked up above");
-        if user.account {
+        if user.account || keep_memberships {
             self.away.insert(
                 key.clone(),
                 Away {
@@ -1115,6 +1128,11 @@ impl Chat {
     /// Live connections, registered or not.
     pub fn connection_count(&self) -> usize {
         self.connections.len()
+    }
+
+    /// Every live connection, registered or not, in no particular order.
+    pub fn connection_ids(&self) -> Vec<ConnId> {
+        self.connections.keys().copied().collect()
     }
 
     pub fn conversation_count(&self) -> usize {

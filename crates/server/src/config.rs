@@ -89,6 +89,9 @@ pub struct Config {
     /// `None`: no admin socket, the library's default, so that tests opt
     /// in; `natter serve` puts it in the data dir).
     pub admin_socket: Option<PathBuf>,
+    /// With `--nats`: this server is one node of a cluster whose chat state
+    /// is replicated through NATS JetStream (`None`: a single server).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -122,6 +125,7 @@ impl Default for Config {
             tls_handshake_timeout: Duration::from_secs(10),
             plaintext: Plaintext::Anywhere,
             admin_socket: None,
+            cluster: None,
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod certs;
+pub mod cluster;
 pub mod coalesce;
 pub mod config;
 pub mod connection;
@@ -115,7 +116,7 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
         }
         None => None,
     };
-    let hub = hub::Hub::new(
+    let mut hub = hub::Hub::new(
         chat,
         config.clone(),
         hub_tx,
@@ -124,9 +125,31 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
         accounts,
         shared.bans.clone(),
     );
+    let mut caught_up = None;
+    if let Some(cluster) = &config.cluster {
+        let joined = cluster::log::join(
+            cluster,
+            config.limits.clone(),
+            &shared.tracker,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(io::Error::other)?;
+        shared.first_conn_id(cluster::entry::first_conn_id(joined.incarnation));
+        let (ready, ready_rx) = tokio::sync::oneshot::channel();
+        caught_up = Some(ready_rx);
+        hub = hub.clustered(joined, cluster, ready);
+    }
     let hub = tokio::spawn(hub.run(hub_rx, replies, shutdown));
     let hub = tokio::spawn(supervise::watch(hub, shared.clone()));
     supervise::install_test_hook(&shared);
+    if let Some(caught_up) = caught_up {
+        // Clients come in once this node's copy has applied the log up to
+        // its own start: before that it would answer from an old state.
+        caught_up.await.map_err(|_| {
+            io::Error::other("the hub stopped before catching up with the cluster log")
+        })?;
+    }
     shared
         .tracker
         .spawn(listener::accept_loop(listener, shared.clone()));
@@ -165,9 +188,12 @@ async fn open_chat(config: &Config) -> io::Result<Opened> {
         accounts: config.accounts,
         ..natter_core::Config::default()
     };
-    let Some(dir) = config.data_dir.clone() else {
+    let Some(mut dir) = config.data_dir.clone() else {
         return Ok((Chat::new(chat_config), None, None, Vec::new(), Vec::new()));
     };
+    if let Some(cluster) = &config.cluster {
+        dir = cluster_cache(&dir, &cluster.node)?;
+    }
     let options = WorkerOptions {
         history_days: config.history_days,
     };
@@ -201,6 +227,30 @@ async fn open_chat(config: &Config) -> io::Result<Opened> {
         chat.restore_ban(ban);
     }
     Ok((chat, Some(worker), Some(reply_rx), accounts, address_bans))
+}
+
+/// A cluster node's store is a cache of what the log holds (history for
+/// HISTORY): every start rebuilds it from the log, in a directory of its
+/// own under the data directory.
+fn cluster_cache(data_dir: &std::path::Path, node: &str) -> io::Result<std::path::PathBuf> {
+    let safe: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dir = data_dir.join("cluster-cache").join(safe);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Room for store replies: commits are bounded by the hub's batch limit,

@@ -122,6 +122,12 @@ impl Shared {
         self.config.set(config);
     }
 
+    /// Numbers connections from `first` on (a cluster node's ids are unique
+    /// in the cluster: see `cluster::entry`). Called before any connection.
+    pub fn first_conn_id(&self, first: u64) {
+        self.next_conn.store(first, Ordering::Relaxed);
+    }
+
     /// A connection id never used before in this server's life.
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
