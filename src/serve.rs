@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Serve no web page (and no WebSocket gateway).
     #[arg(long, conflicts_with = "web")]
     no_web: bool,
+    /// Serve the Prometheus metrics (GET /metrics) on this address alone,
+    /// and not on the web page's (for when the web page is off or public).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Seconds between full ONLINE_USERS snapshots to classic clients (0: never).
     #[arg(long, default_value_t = defaults().presence_interval.as_secs(), value_name = "SECS")]
     presence_interval: u64,
@@ -170,6 +174,7 @@ impl ServeArgs {
         let mut config = natter_server::Config {
             listen: self.listen,
             web: (!self.no_web).then_some(self.web),
+            metrics: self.metrics,
             presence_interval: Duration::from_secs(self.presence_interval),
             presence_coalesce: Duration::from_millis(self.presence_coalesce),
             policy: match self.conversations {
@@ -257,6 +262,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "http"
         };
         println!("web on {scheme}://{web}");
+    }
+    if let Some(metrics) = server.metrics_addr() {
+        println!("metrics on http://{metrics}/metrics");
     }
     // A failed hub serves no one: stop, and exit non-zero so that systemd
     // (or whatever supervises us) starts a fresh server.

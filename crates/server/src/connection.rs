@@ -19,6 +19,7 @@ use natter_proto::{DecodeError, Decoder, Encoding, ServerMessage};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Sleep;
@@ -28,6 +29,7 @@ use crate::admission::Ticket;
 use crate::config::Config;
 use crate::hub::{HubEvent, HubSender};
 use crate::listener::Shared;
+use crate::metrics::{self, ErrorKind};
 use crate::peer::{Boundary, Peer, Transport};
 use crate::rate::FrameGate;
 use crate::supervise::HUB_FAILED_MESSAGE;
@@ -149,19 +151,28 @@ pub(crate) async fn converse<S: Source>(
         config,
         gate: FrameGate::new(config.rate_limit, config.rate_burst, Instant::now()),
         idle: IdleTimer::new(config.idle_timeout),
+        bytes_in: shared.metrics.bytes_in(if encrypted {
+            metrics::Transport::Tls
+        } else {
+            metrics::Transport::Tcp
+        }),
     };
     let ended = match detected {
         None => {
-            let error = match buf.first() {
-                Some(&byte) => DecodeError::UnknownEncoding(byte).to_string(),
-                None => not_registered(config.register_timeout),
+            let (error, kind) = match buf.first() {
+                Some(&byte) => (
+                    DecodeError::UnknownEncoding(byte).to_string(),
+                    ErrorKind::Protocol,
+                ),
+                None => (not_registered(config.register_timeout), ErrorKind::Timeout),
             };
-            reader.reject(error, true).await;
+            reader.reject(error, kind).await;
             Ended::ByServer
         }
         Some(_) if !encrypted && !config.plaintext.allows(addr.ip()) => {
             tracing::info!(conn = conn.0, peer = %addr, "plaintext refused: TLS required");
-            reader.reject(tls::plaintext_refused(addr.ip()), true).await;
+            let error = tls::plaintext_refused(addr.ip());
+            reader.reject(error, ErrorKind::TlsRequired).await;
             Ended::ByServer
         }
         Some(_) => reader.run(&mut source, buf, &cancel).await,
@@ -276,6 +287,8 @@ struct Reader<'a> {
     config: &'a Config,
     gate: FrameGate,
     idle: IdleTimer,
+    /// Where this transport's bytes read are counted.
+    bytes_in: &'a Counter,
 }
 
 impl Reader<'_> {
@@ -298,11 +311,15 @@ impl Reader<'_> {
                 _ = cancel.cancelled() => return Ended::ByServer,
                 read = source.read_some(&mut buf) => match read {
                     Ok(0) | Err(_) => return Ended::ByClient,
-                    Ok(_) => self.idle.restart(),
+                    Ok(n) => {
+                        self.bytes_in.inc_by(n as u64);
+                        self.idle.restart();
+                    }
                 },
                 _ = self.idle.expired() => {
                     let secs = self.config.idle_timeout.as_secs();
-                    self.reject(format!("idle for {secs} s: closing the connection"), true).await;
+                    let error = format!("idle for {secs} s: closing the connection");
+                    self.reject(error, ErrorKind::Timeout).await;
                     return Ended::ByServer;
                 }
             }
@@ -344,30 +361,38 @@ impl Reader<'_> {
             Err(error) => Ok(Err(error.to_string())),
         };
         Some(match frame {
-            Err(error) => (self.rejection(error, true), Duration::ZERO),
+            Err(error) => (
+                self.rejection(error, ErrorKind::Protocol, true),
+                Duration::ZERO,
+            ),
             Ok(frame) => match self.gate.admit(Instant::now()) {
-                Err(flooding) => (self.rejection(flooding.to_string(), true), Duration::ZERO),
+                Err(flooding) => (
+                    self.rejection(flooding.to_string(), ErrorKind::RateLimit, true),
+                    Duration::ZERO,
+                ),
                 Ok(wait) => match frame {
                     Ok(command) => {
                         let conn = self.conn;
                         (HubEvent::Command { conn, command }, wait)
                     }
-                    Err(error) => (self.rejection(error, false), wait),
+                    Err(error) => (self.rejection(error, ErrorKind::Invalid, false), wait),
                 },
             },
         })
     }
 
-    fn rejection(&self, error: String, fatal: bool) -> HubEvent {
+    fn rejection(&self, error: String, kind: ErrorKind, fatal: bool) -> HubEvent {
         HubEvent::Rejected {
             conn: self.conn,
             error,
+            kind,
             fatal,
         }
     }
 
-    async fn reject(&self, error: String, fatal: bool) -> bool {
-        send_to_hub(self.hub, self.rejection(error, fatal))
+    /// Has the hub answer ERROR and close the connection.
+    async fn reject(&self, error: String, kind: ErrorKind) -> bool {
+        send_to_hub(self.hub, self.rejection(error, kind, true))
             .await
             .is_ok()
     }

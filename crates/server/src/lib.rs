@@ -9,6 +9,7 @@
 //! - [`peer`]: a client as the hub sees it, with its bounded outgoing queue.
 //! - [`tls`]: TLS on the same port, and how the hub writes through it.
 //! - [`web`]: the chat page and its WebSocket gateway (another transport).
+//! - [`metrics`]: what the server counts, for `GET /metrics`.
 //! - this file: starting and stopping the whole thing.
 //!
 //! ```no_run
@@ -33,6 +34,7 @@ pub mod durability;
 pub mod hub;
 pub mod listener;
 pub mod log_limit;
+pub mod metrics;
 pub mod peer;
 pub mod rate;
 pub mod supervise;
@@ -46,7 +48,7 @@ use std::time::Duration;
 
 use natter_core::{Chat, StoredAccount};
 use natter_store::Store;
-use natter_store::worker::{Reply, Worker, WorkerOptions};
+use natter_store::worker::{CommitObserver, Reply, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -65,6 +67,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 pub struct ServerHandle {
     local_addr: SocketAddr,
     web_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     hub: JoinHandle<()>,
 }
@@ -79,11 +82,20 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
         None => None,
     };
     let web_addr = web_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let config = Arc::new(config);
+    let metrics = Arc::new(metrics::Metrics::new());
     let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (chat, store, replies, accounts) = open_chat(&config).await?;
+    let (chat, store, replies, accounts) = open_chat(&config, &metrics).await?;
     let hub = hub::Hub::new(
         chat,
         config.clone(),
@@ -91,9 +103,10 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
         tracker.clone(),
         store,
         accounts,
+        metrics.clone(),
     );
     let hub = tokio::spawn(hub.run(hub_rx, replies, shutdown.clone()));
-    let shared = Arc::new(Shared::new(config, hub_tx, shutdown, tracker));
+    let shared = Arc::new(Shared::new(config, hub_tx, shutdown, tracker).with_metrics(metrics));
     let hub = tokio::spawn(supervise::watch(hub, shared.clone()));
     supervise::install_test_hook(&shared);
     shared
@@ -104,9 +117,15 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
             .tracker
             .spawn(web::serve(web_listener, shared.clone()));
     }
+    if let Some(metrics_listener) = metrics_listener {
+        shared
+            .tracker
+            .spawn(web::serve_metrics(metrics_listener, shared.clone()));
+    }
     Ok(ServerHandle {
         local_addr,
         web_addr,
+        metrics_addr,
         shared,
         hub,
     })
@@ -123,7 +142,7 @@ type Opened = (
 
 /// The chat state, from the store when there is one, with the store
 /// threads, their replies and the accounts.
-async fn open_chat(config: &Config) -> io::Result<Opened> {
+async fn open_chat(config: &Config, metrics: &Arc<metrics::Metrics>) -> io::Result<Opened> {
     let chat_config = natter_core::Config {
         policy: config.policy,
         limits: config.limits.clone(),
@@ -134,8 +153,10 @@ async fn open_chat(config: &Config) -> io::Result<Opened> {
     let Some(dir) = config.data_dir.clone() else {
         return Ok((Chat::new(chat_config), None, None, Vec::new()));
     };
+    let metrics = metrics.clone();
     let options = WorkerOptions {
         history_days: config.history_days,
+        on_commit: CommitObserver::new(move |took| metrics.store_commit(took)),
     };
     // Opening and reading the store touches the disk: off the runtime.
     let opened = tokio::task::spawn_blocking(move || {
@@ -175,6 +196,12 @@ impl ServerHandle {
     /// [`Config::web`] asked for one.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web_addr
+    }
+
+    /// The address of the metrics listener (the real port when bound to
+    /// 0), if [`Config::metrics`] asked for one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// What other transports (the WebSocket gateway) need to join in.

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::connection;
 use crate::hub::HubSender;
 use crate::log_limit::LogLimiter;
+use crate::metrics::Metrics;
 
 /// Refused connections are told why by at most this many tasks at once;
 /// beyond that they are simply closed, so a connection flood costs little.
@@ -47,6 +48,8 @@ pub struct Shared {
     pub hub_failed: CancellationToken,
     pub tracker: TaskTracker,
     pub admission: Arc<Admission>,
+    /// What the server counts ([`crate::metrics`]).
+    pub metrics: Arc<Metrics>,
     refusals: Arc<Semaphore>,
     /// A flood of refused connections must not flood the log.
     refusal_log: Mutex<LogLimiter>,
@@ -69,10 +72,17 @@ impl Shared {
             shutdown,
             tracker,
             admission,
+            metrics: Arc::default(),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
             refusal_log: Mutex::new(LogLimiter::new(std::time::Instant::now())),
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// The same, counting into `metrics` (the hub's registry).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Logs a refused connection, within the log limit.

@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{self, Source};
 use crate::listener::Shared;
+use crate::metrics::{Handshake, Listener};
 use crate::peer::{Flushed, Transport};
 
 /// The first byte of every TLS connection: a handshake record.
@@ -395,13 +396,18 @@ pub async fn serve(
     let tls = tokio::select! {
         _ = cancel.cancelled() => return,
         done = handshake => match done {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(tls)) => {
+                shared.metrics.tls_handshake(Listener::Chat, Handshake::Ok);
+                tls
+            }
             Ok(Err(error)) => {
                 tracing::debug!(conn = conn.0, peer = %addr, %error, "TLS handshake failed");
+                shared.metrics.tls_handshake(Listener::Chat, Handshake::Failed);
                 return;
             }
             Err(_) => {
                 tracing::debug!(conn = conn.0, peer = %addr, "TLS handshake timed out");
+                shared.metrics.tls_handshake(Listener::Chat, Handshake::TimedOut);
                 return;
             }
         },

@@ -20,6 +20,7 @@ use natter_proto::{Command, Secret, ServerMessage};
 use super::{Hub, unix_ms};
 use crate::auth::secrets::{decoy_phc, hash_password, new_token, token_matches, verify_password};
 use crate::auth::{Credential, MAX_HELD_COMMANDS, Outcome, owned};
+use crate::metrics::{Disconnect, ErrorKind, LoginFailure};
 
 /// Most live session tokens per account; the oldest ends past it.
 const MAX_SESSIONS: usize = 64;
@@ -33,7 +34,7 @@ impl Hub {
     pub(super) fn identity_command(&mut self, conn: ConnId, command: Command) -> Option<Command> {
         if let Some(held) = self.auth.held.get_mut(&conn) {
             if held.len() >= MAX_HELD_COMMANDS {
-                self.doomed.push(conn);
+                self.doomed.push((conn, Disconnect::RateLimit));
             } else {
                 held.push_back(command);
             }
@@ -82,7 +83,7 @@ impl Hub {
     fn signup(&mut self, conn: ConnId, name: String, password: Secret) {
         if !self.config.signup_open {
             let text = "sign-up is closed on this server: ask its operator for an account";
-            return self.send_error(conn, text.into());
+            return self.send_error(conn, text.into(), ErrorKind::Auth);
         }
         let Some(ip) = self.blocked_check(conn, None) else {
             return;
@@ -91,7 +92,11 @@ impl Hub {
         if self.auth.credentials.contains_key(&key) || self.chat.is_online(&key) {
             // Counts as a failure: probing for names is limited too.
             self.auth.limiter.failed(ip, None, Instant::now());
-            return self.send_error(conn, ChatError::NameTaken(name).to_string());
+            return self.send_error(
+                conn,
+                ChatError::NameTaken(name).to_string(),
+                ErrorKind::Auth,
+            );
         }
         let password = owned(&password);
         self.submit(conn, move || Outcome::Hashed {
@@ -103,10 +108,14 @@ impl Hub {
     fn signed_up(&mut self, conn: ConnId, name: String, phc: Option<String>) {
         let key = user_key(&name);
         let Some(phc) = phc else {
-            return self.send_error(conn, "could not create the account".into());
+            return self.send_error(conn, "could not create the account".into(), ErrorKind::Auth);
         };
         if self.auth.credentials.contains_key(&key) || self.chat.is_online(&key) {
-            return self.send_error(conn, ChatError::NameTaken(name).to_string());
+            return self.send_error(
+                conn,
+                ChatError::NameTaken(name).to_string(),
+                ErrorKind::Auth,
+            );
         }
         if self.store.is_some() {
             self.outputs.push(Output::Fact(Fact::AccountCreated {
@@ -128,9 +137,10 @@ impl Hub {
     }
 
     fn login(&mut self, conn: ConnId, name: String, status: String, secret: Secret) {
+        self.tally.login_attempts += 1;
         let key = user_key(&name);
         let Some(ip) = self.blocked_check(conn, None) else {
-            return;
+            return self.tally.login_failed(LoginFailure::TooManyAttempts);
         };
         // A token: cheap to check, impossible to guess, so it is not held
         // back by the per-account limit (a guesser cannot lock the owner's
@@ -144,7 +154,7 @@ impl Hub {
             return self.logged_in(conn, &key, status, Some(hash));
         }
         if self.blocked_check(conn, Some(&key)).is_none() {
-            return;
+            return self.tally.login_failed(LoginFailure::TooManyAttempts);
         }
         if secret
             .expose()
@@ -152,7 +162,8 @@ impl Hub {
         {
             // A token that is no longer valid: no hashing needed to say so.
             self.auth.limiter.failed(ip, Some(key), Instant::now());
-            return self.send_error(conn, ChatError::BadCredentials.to_string());
+            self.tally.login_failed(LoginFailure::BadCredentials);
+            return self.send_error(conn, ChatError::BadCredentials.to_string(), ErrorKind::Auth);
         }
         let phc = self.auth.credentials.get(&key).map(|c| c.phc.clone());
         let password = owned(&secret);
@@ -183,7 +194,8 @@ impl Hub {
                 self.auth.limiter.failed(ip, Some(key), Instant::now());
             }
             tracing::info!(conn = conn.0, "login refused");
-            return self.send_error(conn, ChatError::BadCredentials.to_string());
+            self.tally.login_failed(LoginFailure::BadCredentials);
+            return self.send_error(conn, ChatError::BadCredentials.to_string(), ErrorKind::Auth);
         }
         self.auth.limiter.succeeded(&key);
         self.logged_in(conn, &key, status, None);
@@ -298,7 +310,11 @@ impl Hub {
             if let Some(ip) = self.peer_ip(conn) {
                 self.auth.limiter.failed(ip, Some(key), Instant::now());
             }
-            return self.send_error(conn, "PASSWORD refused: wrong password".into());
+            return self.send_error(
+                conn,
+                "PASSWORD refused: wrong password".into(),
+                ErrorKind::Auth,
+            );
         };
         let keep = self.auth.session_of.get(&conn).copied();
         credential.phc = new_phc.as_str().into();
@@ -328,6 +344,8 @@ impl Hub {
                 to: Recipients::One(device),
                 message: Arc::new(ServerMessage::Error(SIGNED_OUT.into())),
             });
+            self.tally.error(ErrorKind::Auth);
+            self.tally.disconnect(Disconnect::SignedOut);
             self.chat.disconnect(device, &mut self.outputs);
             self.outputs.push(Output::Close(device));
             self.auth.forget(device);
@@ -341,7 +359,7 @@ impl Hub {
             Ok(()) => {
                 self.auth.held.insert(conn, Default::default());
             }
-            Err(busy) => self.send_error(conn, busy.to_string()),
+            Err(busy) => self.send_error(conn, busy.to_string(), ErrorKind::Auth),
         }
     }
 
@@ -368,7 +386,7 @@ impl Hub {
         };
         let secs = wait.max(Duration::from_secs(1)).as_secs();
         let text = format!("too many failed attempts: try again in {secs} s");
-        self.send_error(conn, text);
+        self.send_error(conn, text, ErrorKind::Auth);
         None
     }
 

@@ -28,12 +28,14 @@ use futures::{SinkExt, StreamExt};
 use natter_core::ConnId;
 use natter_proto::codec::encode_message;
 use natter_proto::{Command, DecodeError, Encoding, ServerMessage, json};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Ticket;
 use crate::hub::HubEvent;
 use crate::listener::Shared;
+use crate::metrics::{ErrorKind, Transport as MetricsTransport};
 use crate::peer::{Peer, Transport};
 use crate::rate::FrameGate;
 use crate::supervise::HUB_FAILED_MESSAGE;
@@ -82,7 +84,7 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>, _ti
     let linger = shared.config.close_linger;
     let writing = async {
         tokio::select! {
-            _ = write_frames(sink, outgoing, &queued, &blocked, &cancel, &shared.hub_failed) => {}
+            _ = write_frames(sink, outgoing, &queued, &blocked, &cancel, &shared) => {}
             // Once the hub let go, the rest may take `linger`, no more.
             _ = async { cancel.cancelled().await; tokio::time::sleep(linger).await } => {}
         }
@@ -95,6 +97,7 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>, _ti
             shared.config.rate_burst,
             Instant::now(),
         ),
+        bytes_in: shared.metrics.bytes_in(MetricsTransport::WebSocket),
     };
     let reading = reader.run(stream, &cancel);
     tokio::join!(writing, reading);
@@ -109,8 +112,10 @@ async fn write_frames(
     queued: &AtomicUsize,
     blocked: &AtomicBool,
     cancel: &CancellationToken,
-    hub_failed: &CancellationToken,
+    shared: &Shared,
 ) {
+    let hub_failed = &shared.hub_failed;
+    let bytes_out = shared.metrics.bytes_out(MetricsTransport::WebSocket);
     while let Some(first) = outgoing.recv().await {
         let mut sent_bytes = 0;
         let mut next = Some(first);
@@ -129,6 +134,7 @@ async fn write_frames(
         }
         let flushed = noting_blocked(sink.flush(), blocked).await;
         queued.fetch_sub(sent_bytes, Ordering::Relaxed);
+        bytes_out.inc_by(sent_bytes as u64);
         if flushed.is_err() {
             return;
         }
@@ -205,6 +211,7 @@ struct Reader<'a> {
     conn: ConnId,
     shared: &'a Shared,
     gate: FrameGate,
+    bytes_in: &'a Counter,
 }
 
 impl Reader<'_> {
@@ -239,7 +246,7 @@ impl Reader<'_> {
                 _ = self.shared.shutdown.cancelled() => return Ended::ByServer,
                 _ = idle_deadline(idle) => {
                     let error = format!("idle for {} s: closing the connection", idle.as_secs());
-                    self.reject(error, true).await;
+                    self.reject(error, ErrorKind::Timeout, true).await;
                     return Ended::ByServer;
                 }
                 frame = stream.next() => frame,
@@ -249,7 +256,7 @@ impl Reader<'_> {
                 Some(Err(error)) => match classify(error) {
                     ReadFailure::Gone => return Ended::ByClient,
                     ReadFailure::Fatal(text) => {
-                        self.reject(text, true).await;
+                        self.reject(text, ErrorKind::Protocol, true).await;
                         return Ended::ByServer;
                     }
                 },
@@ -261,8 +268,15 @@ impl Reader<'_> {
                 return Ended::ByServer;
             }
             let keep_going = match frame {
-                Message::Text(text) => self.handle_text(&text).await,
-                Message::Binary(_) => self.reject(BINARY_REFUSED.into(), false).await,
+                Message::Text(text) => {
+                    self.bytes_in.inc_by(text.len() as u64);
+                    self.handle_text(&text).await
+                }
+                Message::Binary(binary) => {
+                    self.bytes_in.inc_by(binary.len() as u64);
+                    self.reject(BINARY_REFUSED.into(), ErrorKind::Invalid, false)
+                        .await
+                }
                 Message::Ping(_) | Message::Pong(_) | Message::Close(_) => true,
             };
             if !keep_going {
@@ -278,7 +292,12 @@ impl Reader<'_> {
             Ok(raw) => raw,
             Err(error) => {
                 let fatal = error.is_fatal();
-                return self.reject(error.to_string(), fatal).await && !fatal;
+                let kind = if fatal {
+                    ErrorKind::Protocol
+                } else {
+                    ErrorKind::Invalid
+                };
+                return self.reject(error.to_string(), kind, fatal).await && !fatal;
             }
         };
         let event = match Command::from_raw(raw, &self.shared.config.limits) {
@@ -289,6 +308,7 @@ impl Reader<'_> {
             Err(error) => HubEvent::Rejected {
                 conn: self.conn,
                 error: error.to_string(),
+                kind: ErrorKind::Invalid,
                 fatal: false,
             },
         };
@@ -307,7 +327,8 @@ impl Reader<'_> {
                 _ = tokio::time::sleep(wait) => true,
             },
             Err(flooding) => {
-                self.reject(flooding.to_string(), true).await;
+                self.reject(flooding.to_string(), ErrorKind::RateLimit, true)
+                    .await;
                 false
             }
         }
@@ -315,10 +336,11 @@ impl Reader<'_> {
 
     /// Has the hub answer ERROR (and close, when `fatal`). False when the
     /// hub is gone.
-    async fn reject(&self, error: String, fatal: bool) -> bool {
+    async fn reject(&self, error: String, kind: ErrorKind, fatal: bool) -> bool {
         let event = HubEvent::Rejected {
             conn: self.conn,
             error,
+            kind,
             fatal,
         };
         self.shared.hub.send(event).await.is_ok()
