@@ -78,6 +78,12 @@ pub async fn serve(
         let tls = tls::serve(conn, stream, buf, addr, shared, cancel, accepted);
         return Box::pin(tls).await;
     }
+    // (The TLS path counts what it decrypts instead.)
+    let first_read = buf.len() as u64;
+    shared
+        .metrics
+        .bytes_in(metrics::Transport::Tcp)
+        .inc_by(first_read);
     let stream = Arc::new(stream);
     let transport = Transport::Tcp(stream.clone());
     converse(

@@ -432,6 +432,11 @@ pub async fn serve(
     if matches!(first, Some(Ok(0) | Err(_))) {
         return;
     }
+    let first_read = buf.len() as u64;
+    shared
+        .metrics
+        .bytes_in(crate::metrics::Transport::Tls)
+        .inc_by(first_read);
     let transport = Transport::Tls(TlsTransport {
         stream: stream.clone(),
         session: session.clone(),
