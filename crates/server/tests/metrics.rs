@@ -614,3 +614,53 @@ fn the_parser_refuses_what_prometheus_would() {
         assert!(parse(bad).is_err(), "accepted {bad:?}");
     }
 }
+
+/// A client over the rate limit for the flood window is cut off, and the
+/// metrics say so (about 5 s: the window).
+#[tokio::test]
+async fn a_flooder_cut_off_is_counted() {
+    let defaults = Config::default();
+    let server = common::start_with(Config {
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
+        rate_limit: defaults.rate_limit,
+        rate_burst: defaults.rate_burst,
+        ..common::test_config()
+    })
+    .await;
+    let metrics = server.metrics_addr().unwrap();
+    let flooder = TestClient::registered(server.local_addr(), Encoding::Framed, "flooder").await;
+    let (mut flooder_in, mut flooder_out) = flooder.split();
+    let flood = tokio::spawn(async move {
+        let mut burst = BytesMut::new();
+        for _ in 0..100 {
+            encode_command(&Command::ListConversations, Encoding::Framed, &mut burst);
+        }
+        // Bounded: far more than the flood window lets in.
+        for _ in 0..10_000 {
+            if flooder_out.write_all(&burst).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut last_error = None;
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match flooder_in.recv().await {
+                common::Received::Closed => break,
+                common::Received::Message(ServerMessage::Error(text)) => last_error = Some(text),
+                common::Received::Message(_) => {}
+            }
+        }
+    })
+    .await;
+    ended.expect("the flooder is cut off within 15 s");
+    flood.abort();
+    assert!(last_error.unwrap().starts_with("flooding"));
+    let scrape = scrape(metrics).await;
+    let rate_limit = [("reason", "rate_limit")];
+    assert_eq!(scrape.value("natter_disconnects_total", &rate_limit), 1.0);
+    let kind = [("kind", "rate_limit")];
+    assert_eq!(scrape.value("natter_errors_sent_total", &kind), 1.0);
+    assert_eq!(scrape.value("natter_users", &[]), 0.0);
+    server.shutdown().await;
+}
