@@ -608,3 +608,101 @@ fn add_all(counters: &[Counter], counts: &mut [u64]) {
 
 /// Shared by the hub, the connection tasks and the listeners.
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use natter_proto::Secret;
+
+    use super::*;
+
+    /// Each command is counted under its own word on the wire.
+    #[test]
+    fn every_command_is_counted_under_its_word() {
+        let s = String::new;
+        let commands = [
+            Command::Caps(vec![]),
+            Command::Register {
+                name: s(),
+                status: s(),
+            },
+            Command::Login {
+                name: s(),
+                status: s(),
+                secret: Secret::new(""),
+            },
+            Command::Signup {
+                name: s(),
+                password: Secret::new(""),
+            },
+            Command::Logout,
+            Command::Password {
+                old: Secret::new(""),
+                new: Secret::new(""),
+            },
+            Command::Status(s()),
+            Command::Goodbye,
+            Command::Invite(vec![]),
+            Command::ListConversations,
+            Command::Join(1),
+            Command::SendMessage {
+                conv: 1,
+                text: s(),
+                nonce: None,
+            },
+            Command::Leave(1),
+            Command::History {
+                conv: 1,
+                before_seq: 0,
+                limit: 1,
+            },
+            Command::Read { conv: 1, seq: 1 },
+            Command::Topic { conv: 1, text: s() },
+            Command::Watch(vec![]),
+            Command::Unwatch(vec![]),
+            Command::ListUsers {
+                prefix: s(),
+                limit: 1,
+            },
+        ];
+        let mut seen = [false; COMMANDS.len()];
+        for command in &commands {
+            let index = command_index(command);
+            assert_eq!(COMMANDS[index], command.word(), "{command:?}");
+            seen[index] = true;
+        }
+        assert!(seen.iter().all(|s| *s), "a word no command uses");
+    }
+
+    /// What the hub tallied reaches the text once, and publishing again
+    /// adds nothing.
+    #[test]
+    fn publishing_adds_the_tally_once() {
+        let metrics = Metrics::new();
+        let mut tally = Tally::default();
+        tally.commands[SEND_MESSAGE] += 3;
+        tally.deliveries += 30;
+        tally.opened(Transport::Tls, Encoding::Classic);
+        tally.error(ErrorKind::Refused);
+        let pass = || Pass {
+            events: Some(3),
+            busy: Duration::from_millis(2),
+            users: 7,
+            conversations: 2,
+        };
+        metrics.publish(&mut tally, pass());
+        metrics.publish(&mut tally, pass());
+        let text = metrics.render();
+        for line in [
+            "natter_deliveries_total 30",
+            "natter_messages_received_total 3",
+            "natter_commands_received_total{command=\"SEND_MESSAGE\"} 3",
+            "natter_connections{transport=\"tls\",encoding=\"classic\"} 1",
+            "natter_connections_opened_total{transport=\"tls\",encoding=\"classic\"} 1",
+            "natter_errors_sent_total{kind=\"refused\"} 1",
+            "natter_users 7",
+            "natter_hub_batch_size_count 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+}
