@@ -10,6 +10,7 @@ committed under bench/results/, which the scripts that measured wrote:
   bench/results/store.jsonl        bench/store.sh (the store's criterion bench)
   bench/results/store_ab.jsonl     bench/store_ab.sh (fan-out, --ephemeral against durable)
   bench/results/metrics_ab.jsonl   bench/metrics_ab.sh (fan-out, without metrics against with)
+  bench/results/identity.jsonl     bench/identity.sh (TLS fan-out, login storm, idle TLS)
 
 A figure lives between <!-- figures:NAME --> and <!-- /figures:NAME -->;
 this script owns what is in between.
@@ -522,6 +523,66 @@ def store_ab(root):
     return "\n".join(out) + "\n"
 
 
+def identity(root):
+    """docs/PERFORMANCE.md: bench/identity.sh (TLS fan-out, login storm, idle TLS)."""
+    lines = read_jsonl(root, "identity.jsonl")
+    rows = [r for r in lines if "mode" in r]
+    out = [provenance(run_record(lines), "bench/results/identity.jsonl"),
+           "| run | mode | delivered | p50 ms | p99 ms | server cores | µs CPU / delivery |",
+           "|---:|---|---:|---:|---:|---:|---:|"]
+    cpu = {"plain": [], "tls": []}
+    fanout = [r for r in rows if r["mode"] in cpu]
+    for n, row in enumerate(fanout, 1):
+        r = row.get("result")
+        if r is None:
+            out.append(f"| {n} | {row['mode']} | run failed | | | | |")
+            continue
+        per = (r.get("server") or {}).get("cpu_us_per_delivery")
+        if per is not None:
+            cpu[row["mode"]].append(per)
+        out.append(f"| {n} | {row['mode']} | {100 * r['delivery_ratio']:.2f}% "
+                   f"| {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
+                   f"| {(r.get('server') or {}).get('cpu_cores', '–')} | {per if per is not None else '–'} |")
+    out.append("")
+    out.append("Targets (issue 12):\n")
+    tls_runs = [r["result"] for r in fanout if r["mode"] == "tls" and r.get("result")]
+    if cpu["plain"] and cpu["tls"]:
+        p = sum(cpu["plain"]) / len(cpu["plain"])
+        t = sum(cpu["tls"]) / len(cpu["tls"])
+        delivered = bool(tls_runs) and min(r["delivery_ratio"] for r in tls_runs) >= 1.0
+        out.append(f"- TLS fan-out (C = 1000, K = 10, R = 10,000): CPU per delivery ≤ 1.5 × plaintext's "
+                   f"(means over the runs): {mark(t <= 1.5 * p)} {t:.2f} vs {p:.2f} µs, ratio {t / p:.2f}; "
+                   f"100% delivered over TLS: {mark(delivered)}")
+    else:
+        out.append("- TLS fan-out: not determined (a run failed or has no CPU figures)")
+    storm = next((r for r in rows if r["mode"] == "storm"), None)
+    s = storm and storm.get("result")
+    if s and s.get("login_storm"):
+        st = s["login_storm"]
+        rss = (st.get("rss_kib_before"), st.get("rss_kib_peak"))
+        out.append(f"- A storm of {st['logins']:,} password logins within 1 s while {s['clients']} clients chat "
+                   f"at R = {s['rate']:,}: chat p99 ≤ 50 ms: {mark(s['latency_us']['p99'] <= 50_000)} "
+                   f"{ms(s['latency_us']['p99'])} ms (p50 {ms(s['latency_us']['p50'])} ms, "
+                   f"{100 * s['delivery_ratio']:.2f}% delivered). Logins: {st['accepted']:,} accepted, "
+                   f"{st['busy']:,} told the server is busy, {st['failed']:,} failed; answer p50 "
+                   f"{ms(st['answer_us']['p50'])} ms, p99 {ms(st['answer_us']['p99'])} ms; all answered "
+                   f"after {st['all_answered_s']:.1f} s. Server RSS {rss[0]:,} KiB before, "
+                   f"peak {rss[1]:,} KiB during the storm.")
+    else:
+        out.append("- Login storm: not determined (the run failed)")
+    idle = {r["mode"]: (r.get("result") or {}).get("server", {}).get("rss_bytes_per_connection")
+            for r in rows if r["mode"].startswith("idle-")}
+    plain, tls = idle.get("idle-plain"), idle.get("idle-tls")
+    n = next((r["result"]["clients"] for r in rows if r["mode"] == "idle-tls" and r.get("result")), None)
+    if plain and tls:
+        out.append(f"- {n:,} idle connections: memory per TLS connection ≤ 3 × plaintext's: "
+                   f"{mark(tls <= 3 * plain)} {tls / 1024:.2f} KiB vs {plain / 1024:.2f} KiB "
+                   f"(ratio {tls / plain:.2f})")
+    else:
+        out.append("- Idle TLS connections: not determined (a run failed)")
+    return "\n".join(out) + "\n"
+
+
 def metrics_ab(root):
     """docs/PERFORMANCE.md: bench/metrics_ab.sh's interleaved runs."""
     source = "bench/results/metrics_ab.jsonl"
@@ -576,6 +637,7 @@ RENDERERS = {
     "store": store,
     "store-ab": store_ab,
     "metrics-ab": metrics_ab,
+    "identity": identity,
 }
 
 # --- the check for figures outside the blocks ------------------------------------

@@ -129,6 +129,44 @@ fn idle_mode_reports_setup_time_and_memory_per_connection() {
     assert_eq!(report["disconnects"].as_u64().unwrap(), 0);
 }
 
+/// The server's resident memory, in KiB.
+fn rss_kib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A login storm during the load: every storm login is answered and
+/// accepted (the accounts are created first), chat goes on meanwhile, the
+/// report says what the storm saw, and the server's memory stays within
+/// what its hashing threads need (argon2id takes 19 MiB per hash; 60
+/// hashes here once grew the server by over 300 MiB).
+#[test]
+fn a_login_storm_is_answered_while_chat_goes_on_and_memory_stays_bounded() {
+    let server = start_server();
+    let pid = server.child.id().to_string();
+    let rss_at_start = rss_kib(&pid);
+    #[rustfmt::skip]
+    let report = bench(
+        &["--addr", &server.addr, "--clients", "10", "--group", "5", "--rate", "50",
+          "--warmup", "0.5", "--duration", "3", "--login-storm", "30", "--json", "--quiet",
+          "--server-pid", &pid],
+        Duration::from_secs(90),
+    );
+    let storm = &report["login_storm"];
+    assert_eq!(storm["logins"].as_u64().unwrap(), 30, "{report}");
+    assert_eq!(storm["accepted"].as_u64().unwrap(), 30, "{report}");
+    let hashing_threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let allowed = hashing_threads * 19 * 1024 + 40 * 1024;
+    let grown = storm["rss_kib_peak"].as_u64().unwrap() - rss_at_start;
+    assert!(grown <= allowed, "grew by {grown} KiB, allowed {allowed}");
+    assert_eq!(storm["failed"].as_u64().unwrap(), 0, "{report}");
+    assert!(storm["answer_us"]["p50"].as_u64().unwrap() > 0);
+    assert!(storm["rss_kib_peak"].as_u64().unwrap() > 0);
+    assert_eq!(report["delivery_ratio"].as_f64().unwrap(), 1.0);
+    assert_eq!(report["server_errors"].as_u64().unwrap(), 0);
+}
+
 /// The same run over TLS (a certificate from `natter cert`, the server
 /// refusing plaintext): every message delivered, none lost to TLS.
 #[test]

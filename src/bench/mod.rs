@@ -25,6 +25,7 @@ mod procfs;
 mod report;
 mod setup;
 mod stats;
+mod storm;
 
 use std::net::SocketAddr;
 
@@ -90,6 +91,11 @@ pub struct BenchArgs {
     /// --ca-file (e.g. the cert.pem of `natter cert --self-signed`).
     #[arg(long, requires = "ca_file")]
     tls: bool,
+    /// During the load, N password logins within one second, starting when
+    /// the measured window opens (natter only; the server must allow
+    /// SIGNUP: the accounts storm0.. are created before the load).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    login_storm: u32,
     /// PEM file of the CA certificates to trust with --tls.
     #[arg(long, value_name = "FILE", requires = "tls")]
     ca_file: Option<std::path::PathBuf>,
@@ -123,6 +129,9 @@ impl BenchArgs {
         }
         if self.tls && self.proto != Proto::Natter {
             bail!("--tls is for natter only");
+        }
+        if self.login_storm > 0 && (self.proto != Proto::Natter || self.idle) {
+            bail!("--login-storm is for natter, under load (not --idle)");
         }
         if self.scope && self.proto != Proto::Natter {
             bail!("--scope is a natter capability");
@@ -187,6 +196,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let outcome = idle::run(&args, &plan).await?;
             report::idle(&args, &outcome);
         } else {
+            let endpoint = args.endpoint()?;
+            if args.login_storm > 0 {
+                storm::prepare(&endpoint, args.login_storm).await?;
+            }
             let (clients, setup_time) = setup::connect_all(&args, &plan).await?;
             if !args.quiet {
                 eprintln!(
@@ -195,8 +208,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     setup_time.as_secs_f64()
                 );
             }
+            let storm = (args.login_storm > 0).then(|| {
+                tokio::task::spawn_local(storm::run(
+                    endpoint,
+                    args.login_storm,
+                    std::time::Duration::from_secs_f64(args.warmup),
+                    args.server_pid.map(procfs::Process::pid),
+                ))
+            });
             let outcome = load::run(&args, &plan, clients).await?;
-            report::load(&args, setup_time, &outcome);
+            let storm = match storm {
+                Some(storm) => Some(storm.await.context("the login storm")?),
+                None => None,
+            };
+            report::load(&args, setup_time, &outcome, storm.as_ref());
         }
         Ok(())
     })

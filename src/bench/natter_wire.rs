@@ -266,3 +266,34 @@ pub fn encode_send(conv: ConvId, text: &mut String, out: &mut BytesMut) {
         *text = lent;
     }
 }
+
+/// How the server answered an account command.
+pub enum Answer {
+    /// `SIGNED_UP`, or the `ONLINE_USERS` that welcomes a `REGISTER`.
+    Accepted,
+    /// `ERROR`, with its text.
+    Refused(String),
+}
+
+/// Sends `command` on `stream` and reads until the server accepts or
+/// refuses it (anything else, such as `SESSION`, is skipped).
+pub async fn account_command(stream: &net::Link, command: &Command) -> anyhow::Result<Answer> {
+    let mut out = BytesMut::new();
+    encode_command(command, Encoding::Framed, &mut out);
+    net::write_all(stream, &out).await?;
+    let mut inbox = Inbox::new();
+    loop {
+        while let Some(frame) = inbox.next_frame()? {
+            match frame {
+                Frame::Presence { full: true } | Frame::Message(ServerMessage::SignedUp(_)) => {
+                    return Ok(Answer::Accepted);
+                }
+                Frame::Message(ServerMessage::Error(text)) => return Ok(Answer::Refused(text)),
+                _ => {}
+            }
+        }
+        if net::read_more(stream, &mut inbox.buf).await? == 0 {
+            bail!("server closed the connection before answering");
+        }
+    }
+}

@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 use super::idle::IdleOutcome;
 use super::load::{Outcome, WindowSamples};
 use super::stats::Percentiles;
+use super::storm::StormOutcome;
 use super::{BenchArgs, Proto};
 
-pub fn load(args: &BenchArgs, setup: Duration, outcome: &Outcome) {
+pub fn load(args: &BenchArgs, setup: Duration, outcome: &Outcome, storm: Option<&StormOutcome>) {
     let r = &outcome.recorder;
     let window = args.duration;
     let ratio = if r.expected == 0 {
@@ -55,6 +56,7 @@ pub fn load(args: &BenchArgs, setup: Duration, outcome: &Outcome) {
         "disconnects": r.disconnects,
         "server": server,
         "generator": generator,
+        "login_storm": storm.map(storm_json),
     });
     if args.json {
         println!("{result}");
@@ -96,6 +98,43 @@ pub fn load(args: &BenchArgs, setup: Duration, outcome: &Outcome) {
         "generator: {} cores; server errors {}, send failures {}, disconnects {}",
         result["generator"]["cpu_cores"], r.server_errors, r.send_failures, r.disconnects
     );
+    if let Some(storm) = storm {
+        let answer = Percentiles::of(&storm.answer_us);
+        println!(
+            "login storm: {} logins in 1 s: {} accepted (answer p50 {:.0} ms, p99 {:.0} ms), {} busy, {} failed{}; all answered after {:.1} s; server RSS {} → peak {} KiB",
+            storm.logins,
+            storm.accepted,
+            ms(answer.p50),
+            ms(answer.p99),
+            storm.busy,
+            storm.failed,
+            storm
+                .first_failure
+                .as_deref()
+                .map_or(String::new(), |f| format!(" (first: {f})")),
+            storm.all_answered.as_secs_f64(),
+            storm
+                .rss_kib_before
+                .map_or("?".to_string(), |k| k.to_string()),
+            storm
+                .rss_kib_peak
+                .map_or("?".to_string(), |k| k.to_string()),
+        );
+    }
+}
+
+fn storm_json(storm: &StormOutcome) -> Value {
+    json!({
+        "logins": storm.logins,
+        "accepted": storm.accepted,
+        "busy": storm.busy,
+        "failed": storm.failed,
+        "first_failure": storm.first_failure,
+        "answer_us": Percentiles::of(&storm.answer_us).to_json(),
+        "all_answered_s": round(storm.all_answered.as_secs_f64(), 3),
+        "rss_kib_before": storm.rss_kib_before,
+        "rss_kib_peak": storm.rss_kib_peak,
+    })
 }
 
 /// CPU and memory of one process over the window.

@@ -167,7 +167,7 @@ impl Hub {
         let rejoin_deadline = chat
             .awaiting_rejoin()
             .then(|| Instant::now() + config.rejoin_grace);
-        let pool = Pool::new(config.auth_threads, events.clone(), tracker.clone());
+        let pool = Pool::new(config.auth_threads, events.clone());
         Hub {
             auth: Auth::new(accounts, pool),
             chat,

@@ -9,10 +9,11 @@
 //! only their SHA-256 (a fast hash is enough for a secret this long: there
 //! is nothing to guess) and compares hashes in constant time.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use natter_core::TokenHash;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -35,26 +36,77 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+thread_local! {
+    /// argon2's working memory (19 MiB), allocated once per hashing thread
+    /// and reused. Left to argon2, each hash allocates and frees it, and
+    /// the allocator keeps freed blocks of that size in whichever arena the
+    /// thread last used: a login storm grew the server by hundreds of MiB.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
 /// The PHC string of `password` with a fresh salt. Slow: pool only.
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt)?;
-    Ok(argon2()
-        .hash_password(password.as_bytes(), &salt)?
-        .to_string())
+    let hasher = argon2();
+    let output = hash(&hasher, password, salt.as_salt())?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(hasher.params())?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
 }
 
 /// Whether `password` matches `phc`. A malformed hash matches nothing.
 /// Slow: pool only.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(phc) else {
+    let Ok(stored) = PasswordHash::new(phc) else {
         return false;
     };
     // The parameters come from the PHC string, so older hashes still verify.
-    Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok()
+    let hasher = || -> argon2::password_hash::Result<Argon2<'static>> {
+        let algorithm = Algorithm::try_from(stored.algorithm)?;
+        let version = stored.version.map(Version::try_from).transpose()?;
+        let params = Params::try_from(&stored)?;
+        Ok(Argon2::new(algorithm, version.unwrap_or_default(), params))
+    };
+    let (Ok(hasher), Some(salt), Some(expected)) = (hasher(), stored.salt, stored.hash) else {
+        return false;
+    };
+    // `Output`'s equality is constant-time.
+    hash(&hasher, password, salt).is_ok_and(|computed| computed == expected)
+}
+
+/// The hash output `PasswordHasher::hash_password` computes, with this
+/// thread's reusable working memory.
+fn hash(
+    hasher: &Argon2<'_>,
+    password: &str,
+    salt: Salt<'_>,
+) -> argon2::password_hash::Result<Output> {
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+    let params = hasher.params();
+    let output_len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let output = MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < params.block_count() {
+            memory.resize(params.block_count(), Block::new());
+        }
+        let memory = &mut memory[..params.block_count()];
+        Output::init_with(output_len, |out| {
+            Ok(hasher.hash_password_into_with_memory(
+                password.as_bytes(),
+                salt_bytes,
+                out,
+                &mut *memory,
+            )?)
+        })
+    })?;
+    Ok(output)
 }
 
 /// A hash to verify against when the account does not exist, so that an
@@ -108,6 +160,38 @@ mod tests {
         assert!(!verify_password("correct horsf", &phc));
         assert!(!verify_password("correct horse", "not a hash"));
         assert_ne!(phc, hash_password("correct horse").unwrap(), "salted");
+    }
+
+    #[test]
+    fn hashes_agree_with_the_argon2_crates_own_hasher_both_ways() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        // Data dirs written before the reusable memory hold hashes made by
+        // the crate's own hasher; the crate must accept ours.
+        let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
+        let theirs = argon2()
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password("correct horse", &theirs));
+        assert!(!verify_password("wrong horse", &theirs));
+        let ours = hash_password("correct horse").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse", &parsed)
+                .is_ok()
+        );
+        // Other parameters (an older or stronger hash) verify too.
+        let stronger = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(32 * 1024, 3, 1, None).unwrap(),
+        )
+        .hash_password(b"correct horse", &salt)
+        .unwrap()
+        .to_string();
+        assert!(verify_password("correct horse", &stronger));
+        assert!(!verify_password("correct hors", &stronger));
     }
 
     #[test]
