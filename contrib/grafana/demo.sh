@@ -86,12 +86,18 @@ for _ in range(100):
     time.sleep(3)
 EOF
 PIDS+=($!)
-for rate in 2000 6000 1000; do
+bench() {
     "$NATTER" bench --addr "127.0.0.1:$PORT" --server-pid "$SERVER" --clients 500 --group 10 \
-        --rate "$rate" --warmup 5 --duration 50 --quiet >/dev/null || true
+        --rate "$1" --warmup 5 --duration 50 --quiet >/dev/null || true
+}
+for rate in 2000 6000; do
+    bench "$rate"
     sleep 5
 done
-sleep 10
+# The picture is taken while the last load runs, so the gauges show it.
+bench 1000 &
+PIDS+=($!)
+sleep 40
 minutes=$(python3 -c "print(($(date +%s) - $started) / 60)")
 python3 contrib/grafana/render.py --prometheus "http://127.0.0.1:$PROM_PORT" \
     --minutes "$minutes" --rate-interval 10s --out "$work/dashboard.html" --png "$PNG"

@@ -101,6 +101,18 @@ def chart(series, unit, w, h, start, end):
     return "".join(out)
 
 
+def sparkline(points, w, h, start, end):
+    lo = min(0.0, min(v for _, v in points))
+    hi = max(v for _, v in points)
+    hi = hi if hi > lo else lo + 1
+    x = lambda t: (t - start) / (end - start) * w
+    y = lambda v: (1 - (v - lo) / (hi - lo)) * (h - 2) + 1
+    line = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
+    area = f"{x(points[0][0]):.1f},{h} {line} {x(points[-1][0]):.1f},{h}"
+    return (f'<svg width="{w}" height="{h}"><polygon points="{area}" fill="#73bf6933"/>'
+            f'<polyline points="{line}" fill="none" stroke="#73bf69" stroke-width="1.5"/></svg>')
+
+
 def render_panel(panel, prometheus, start, end, step, rate_interval):
     grid = panel["gridPos"]
     w, h = grid["w"] * CELL_W - 8, grid["h"] * CELL_H - 8
@@ -110,8 +122,12 @@ def render_panel(panel, prometheus, start, end, step, rate_interval):
              f'width:{w}px;height:{h}px')
     body = [f'<div class="panel" style="{style}"><div class="title">{html.escape(panel["title"])}</div>']
     if panel["type"] == "stat":
+        # The last value over a sparkline of the whole range, as Grafana's
+        # stat panel with graphMode "area" shows it.
         last = series[0][1][-1][1] if series else None
         body.append(f'<div class="stat">{html.escape(human(last, unit))}</div>')
+        if series:
+            body.append(sparkline(series[0][1], w - 8, h - 80, start, end))
     else:
         legend_h = 20 * max(1, math.ceil(len(series) / 4))
         body.append(chart(series, unit, w - 8, h - 28 - legend_h, start, end))
@@ -128,7 +144,7 @@ body {{ background:#111217; color:#ccccdc; font:12px sans-serif; margin:0; paddi
 h1 {{ font-size:16px; margin:0 0 4px; }} .note {{ color:#8e8e9e; margin-bottom:10px; }}
 .board {{ position:relative; width:{width}px; height:{height}px; }}
 .panel {{ position:absolute; background:#181b1f; border:1px solid #2c3235; border-radius:2px; padding:4px; box-sizing:border-box; overflow:hidden; }}
-.title {{ font-weight:bold; margin:0 0 4px 4px; }} .stat {{ font-size:34px; color:#73bf69; text-align:center; margin-top:18px; }}
+.title {{ font-weight:bold; margin:0 0 4px 4px; }} .stat {{ font-size:30px; color:#73bf69; text-align:center; margin-top:2px; }}
 .grid {{ stroke:#2c3235; stroke-width:1; }} .axis {{ fill:#8e8e9e; font-size:10px; }}
 .legend span {{ margin-right:12px; white-space:nowrap; }} .legend i {{ display:inline-block; width:10px; height:3px; margin:0 4px 3px 0; }}
 </style>
