@@ -13,8 +13,13 @@
 //!   per read system call (an uncontended atomic add beside a syscall).
 //! - TLS handshakes and store commits are rare: counted where they happen.
 //!
+//! - The process's CPU time, memory and descriptors are read from
+//!   `/proc` when scraped ([`process`]).
+//!
 //! Every label value exists from the start (at zero), so a dashboard's
 //! queries find every series before the first event of its kind.
+
+mod process;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -509,6 +514,7 @@ impl Metrics {
             Unit::Seconds,
             store_commit.clone(),
         );
+        registry.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             registry,
             connections_opened,

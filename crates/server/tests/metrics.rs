@@ -421,6 +421,12 @@ async fn the_metrics_count_what_clients_did() {
     assert!(change("natter_hub_busy_seconds_total", &[]) > 0.0);
     assert!(after.value("natter_received_bytes_total", &[("transport", "tls")]) > 0.0);
     assert!(after.value("natter_sent_bytes_total", &[("transport", "websocket")]) > 0.0);
+    // The process: the test's own (the server runs in it).
+    assert!(after.value("process_cpu_seconds_total", &[]) > 0.0);
+    assert!(after.value("process_resident_memory_bytes", &[]) > 1e6);
+    let fds = after.value("process_open_fds", &[]);
+    assert!(fds >= 6.0, "six clients' sockets at least, {fds}");
+    assert!(after.value("process_max_fds", &[]) >= fds);
 
     // Bad input, a refused command, a wrong password.
     carol
@@ -582,19 +588,14 @@ fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-/// The metric names in a PromQL expression: every `natter_…` word.
+/// The metric names in a PromQL expression: every `natter_…` and
+/// `process_…` word.
 fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = expr;
-    while let Some(at) = rest.find("natter_") {
-        let name: String = rest[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        rest = &rest[at + name.len()..];
-        names.push(name);
-    }
-    names
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    expr.split(|c: char| !word(c))
+        .filter(|w| w.starts_with("natter_") || w.starts_with("process_"))
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
