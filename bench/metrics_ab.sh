@@ -15,8 +15,8 @@
 #
 # Loopback only; each run stops by itself and its server is stopped after.
 # NATTER_BIN and BASE_BIN pick the two binaries (default: build this tree's
-# and BASE's (in a temporary worktree) release binaries, copied to
-# TARGET/metrics-ab/).
+# release binary, and BASE's in a temporary worktree with its own target
+# dir, TARGET/metrics-ab/base; both are copied to TARGET/metrics-ab/).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WARMUP=${WARMUP:-2}
@@ -31,8 +31,8 @@ cd "$ROOT"
 
 target=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-# Both builds share the target dir (their dependencies are built once);
-# each binary is copied aside before the other build overwrites it.
+# The base gets a target dir of its own: cargo does not tell apart the
+# workspace crates of two trees in one target dir, and would mix them.
 mkdir -p "$target/metrics-ab"
 if [[ -n "${NATTER_BIN:-}" ]]; then
     NATTER=$NATTER_BIN
@@ -47,10 +47,10 @@ if [[ -n "${BASE_BIN:-}" ]]; then
 else
     tree=$(mktemp -d)
     git worktree add --quiet --detach "$tree" "$base_commit"
-    (cd "$tree" && CARGO_TARGET_DIR="$target" cargo build --release --quiet --bin natter)
+    (cd "$tree" && CARGO_TARGET_DIR="$target/metrics-ab/base" cargo build --release --quiet --bin natter)
     git worktree remove --force "$tree"
     BASE_NATTER=$target/metrics-ab/natter-base
-    cp "$target/release/natter" "$BASE_NATTER"
+    cp "$target/metrics-ab/base/release/natter" "$BASE_NATTER"
 fi
 command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; exit 1; }
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
