@@ -2,7 +2,10 @@
 //! two headless Chromium windows driven over WebDriver (chromedriver), and
 //! what a person would check: signing in (and being told a name is taken),
 //! inviting, accepting, chatting, markup shown as text, and recovering from
-//! a dropped connection with name, status and conversation intact.
+//! a dropped connection with name, status and conversation intact; then
+//! an account: signing up, a reload that keeps it signed in (and in its
+//! conversation), signing out (a reload then shows the form), a wrong
+//! password, and signing in again.
 //!
 //! Needs `/usr/bin/chromium` and `chromedriver` (Debian: `chromium`,
 //! `chromium-driver`; `.ci/install-browser.sh` installs them). The harness
@@ -81,6 +84,9 @@ async fn two_browsers_sign_in_invite_chat_and_recover(chromedriver: &Path) {
     }
     if let [alice, bob] = &pages[..] {
         outcome = scenario(&server.web_url, alice, bob).await;
+        if outcome.is_ok() {
+            outcome = account_scenario(&server.chat_addr, alice, bob).await;
+        }
     }
     // Close the windows whatever happened, so no browser outlives the test.
     for page in pages {
@@ -309,6 +315,156 @@ async fn scenario(url: &str, alice: &Page, bob: &Page) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bob's window (phone width, signed in as a guest) signs up as carol;
+/// alice (a guest) starts a chat with her.
+async fn account_scenario(chat_addr: &str, alice: &Page, bob: &Page) -> anyhow::Result<()> {
+    const PASSWORD: &str = "correct horse";
+    let carol = bob;
+    carol.click("#footer-sign-out").await?;
+    carol
+        .wait_for("!document.querySelector('#signin').hidden", "sign-in form")
+        .await?;
+    carol.click("#signup-toggle").await?;
+    carol
+        .wait_for(
+            "document.querySelector('#signin-button').textContent === 'Create account'",
+            "the sign-up form",
+        )
+        .await?;
+    carol.clear("#name").await?;
+    carol.type_into("#name", "carol").await?;
+    carol.type_into("#password", PASSWORD).await?;
+    carol
+        .screenshot(&target_dir().join("browser-signup-phone.png"))
+        .await?;
+    carol.click("#signin-button").await?;
+    carol.wait_signed_in_as("carol").await?;
+    // The session is in a cookie the page's scripts cannot read.
+    let cookies = carol.eval("return document.cookie").await?;
+    ensure!(
+        !cookies
+            .as_str()
+            .unwrap_or_default()
+            .contains("natter_session"),
+        "the session cookie is readable by scripts: {cookies}"
+    );
+
+    // Alice starts a chat with carol, who accepts it.
+    alice.clear("#people-search").await?;
+    alice.type_into("#people-search", "ca").await?;
+    alice
+        .wait_for(
+            r#"document.querySelector('#people input[value="carol"]')"#,
+            "carol online",
+        )
+        .await?;
+    alice.click(r#"#people input[value="carol"]"#).await?;
+    alice.click("#start").await?;
+    carol
+        .wait_for(
+            "document.querySelector('#invites .accept')",
+            "invitation to carol",
+        )
+        .await?;
+    carol.click("#invites .accept").await?;
+    carol
+        .wait_for(
+            "!document.querySelector('#chat-view').hidden",
+            "carol's chat open",
+        )
+        .await?;
+
+    // A reload keeps carol signed in and in her conversation.
+    carol.client.refresh().await?;
+    carol.wait_signed_in_as("carol").await?;
+    carol
+        .wait_for(
+            "document.querySelector('#conn').dataset.state === 'open' && document.querySelectorAll('#convs .conv').length === 1",
+            "carol's conversation back after the reload",
+        )
+        .await?;
+    alice.say("still there, carol?").await?;
+    carol.click("#convs .conv").await?;
+    carol
+        .wait_for_message("alice", "still there, carol?")
+        .await?;
+
+    // Signing out ends the session: a reload shows the form.
+    carol.click("#back").await?;
+    carol.click("#footer-sign-out").await?;
+    carol
+        .wait_for(
+            "!document.querySelector('#signin').hidden",
+            "sign-in form after sign-out",
+        )
+        .await?;
+    alice
+        .wait_for(
+            r#"!document.querySelector('#people input[value="carol"]')"#,
+            "carol gone from alice's list",
+        )
+        .await?;
+    carol.client.refresh().await?;
+    carol
+        .wait_for(
+            "!document.querySelector('#signin').hidden && document.querySelector('#app').hidden && document.querySelector('#conn').dataset.state === 'open'",
+            "still signed out after a reload",
+        )
+        .await?;
+
+    // A wrong password is said in place; the right one signs in again.
+    carol.clear("#name").await?;
+    carol.type_into("#name", "carol").await?;
+    carol.type_into("#password", "wrong horse").await?;
+    carol.click("#signin-button").await?;
+    carol
+        .wait_for(
+            "!document.querySelector('#signin-error').hidden",
+            "wrong-password error",
+        )
+        .await?;
+    let error = carol.text("#signin-error").await?;
+    ensure!(
+        error == "wrong username or password",
+        "error shown: {error:?}"
+    );
+    carol
+        .screenshot(&target_dir().join("browser-signin-phone.png"))
+        .await?;
+    carol.clear("#password").await?;
+    carol.type_into("#password", PASSWORD).await?;
+    carol.click("#signin-button").await?;
+    carol.wait_signed_in_as("carol").await?;
+    carol
+        .wait_for(
+            "document.querySelectorAll('#convs .conv').length === 1",
+            "carol's conversation after signing in again",
+        )
+        .await?;
+
+    // Carol changes her password on another device: the page is signed
+    // out (its session ended with the others) and says so.
+    let (phone, _events) = natter_client::Client::connect(chat_addr).await?;
+    let password = natter_client::Credentials::password(PASSWORD);
+    phone.login("carol", "online", password).await?;
+    phone
+        .send(natter_client::Command::Password {
+            old: natter_client::Secret::new(PASSWORD),
+            new: natter_client::Secret::new("battery staple"),
+        })
+        .await?;
+    carol
+        .wait_for(
+            "!document.querySelector('#signin').hidden && !document.querySelector('#signin-error').hidden",
+            "signed out by the password change",
+        )
+        .await?;
+    let said = carol.text("#signin-error").await?;
+    ensure!(said.contains("signed out"), "the page says {said:?}");
+    phone.goodbye().await?;
+    Ok(())
+}
+
 /// `target/`, found from where cargo put the natter binary.
 fn target_dir() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_natter"));
@@ -355,6 +511,20 @@ impl Page {
         {
             ensure!(shown == name, "signed in as {shown:?}, not {name:?}");
         }
+        Ok(())
+    }
+
+    /// Waits for the chat to show, signed in as `name`.
+    async fn wait_signed_in_as(&self, name: &str) -> anyhow::Result<()> {
+        let check = format!(
+            "!document.querySelector('#app').hidden && document.querySelector('#footer-name').textContent === {}",
+            json!(name)
+        );
+        self.wait_for(&check, &format!("signed in as {name}")).await
+    }
+
+    async fn clear(&self, css: &str) -> anyhow::Result<()> {
+        self.client.find(Locator::Css(css)).await?.clear().await?;
         Ok(())
     }
 
@@ -444,6 +614,8 @@ impl Page {
 struct Natter {
     child: Child,
     web_url: String,
+    /// `HOST:PORT` of the chat port.
+    chat_addr: String,
 }
 
 impl Natter {
@@ -469,16 +641,25 @@ impl Natter {
             }
         });
         let deadline = Instant::now() + PATIENCE;
+        let mut chat_addr = None;
         let web_url = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = lines
                 .recv_timeout(left)
                 .expect("natter serve prints its web address");
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                chat_addr = Some(addr.trim().to_string());
+            }
             if let Some(url) = line.strip_prefix("web on ") {
                 break format!("{url}/");
             }
         };
-        Natter { child, web_url }
+        let chat_addr = chat_addr.expect("natter serve prints its chat address first");
+        Natter {
+            child,
+            web_url,
+            chat_addr,
+        }
     }
 }
 

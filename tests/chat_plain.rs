@@ -2,6 +2,7 @@
 //! started in this test, driven through stdin, checked line by line on
 //! stdout. Every wait is bounded.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -33,8 +34,19 @@ struct Chat {
 
 impl Chat {
     fn start(server: &str, name: &str) -> Chat {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+        Chat::start_with(server, name, &[], None)
+    }
+
+    /// With more arguments, and `XDG_CONFIG_HOME` (where session tokens
+    /// are kept) set to `config`.
+    fn start_with(server: &str, name: &str, more: &[&str], config: Option<&Path>) -> Chat {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_natter"));
+        if let Some(config) = config {
+            command.env("XDG_CONFIG_HOME", config);
+        }
+        let mut child = command
             .args(["chat", "--plain", "--server", server, "--name", name])
+            .args(more)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -302,4 +314,54 @@ async fn plain_mode_needs_a_name() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--plain needs --name NAME"), "{stderr}");
+}
+
+/// `--signup --password-file` creates the account and keeps a session
+/// token (0600, in `$XDG_CONFIG_HOME/natter/sessions/`); the next run signs
+/// in with the token alone; without it the name is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_signs_up_from_a_password_file_then_signs_in_with_its_kept_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = start_server().await;
+    let addr = server.local_addr().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let password_file = home.path().join("password");
+    std::fs::write(&password_file, "correct horse\n").unwrap();
+    let config = home.path().join("config");
+    let file_arg = password_file.to_str().unwrap();
+
+    let mut first = Chat::start_with(
+        &addr,
+        "ann",
+        &["--signup", "--password-file", file_arg],
+        Some(&config),
+    );
+    first.expect("ONLINE ann=online").await;
+    let (status, _) = first.finish().await;
+    assert!(status.success(), "{status}");
+    let sessions = config.join("natter").join("sessions");
+    let kept: Vec<_> = std::fs::read_dir(&sessions)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let token = std::fs::read_to_string(&kept[0]).unwrap();
+    assert!(token.starts_with("nt1."), "the file holds a session token");
+    assert_eq!(
+        std::fs::metadata(&kept[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // No password this time: the kept token signs ann in.
+    let mut second = Chat::start_with(&addr, "ann", &["--status", "away"], Some(&config));
+    second.expect("ONLINE ann=away").await;
+    let (status, _) = second.finish().await;
+    assert!(status.success(), "{status}");
+
+    // Elsewhere (no token), the name needs its password.
+    let elsewhere = home.path().join("elsewhere");
+    let mut guest = Chat::start_with(&addr, "ann", &[], Some(&elsewhere));
+    guest.expect("ERROR wrong username or password").await;
+    let (status, _) = guest.finish().await;
+    assert!(!status.success());
 }

@@ -3,7 +3,10 @@
 //! test knows how to run (an unknown one fails it), in a fresh directory,
 //! against the `natter serve` the block starts (moved to a free loopback
 //! port, without a web listener or data dir). The refusal text quoted in
-//! PROTOCOL.md is compared with what the server sends.
+//! PROTOCOL.md is compared with what the server sends. A `natter chat`
+//! line that asks for a password (`--signup`, `--password`) runs on a
+//! pseudo-terminal (Python's `pty`), where the test types the password at
+//! each prompt, as a person would.
 
 mod common;
 
@@ -16,6 +19,37 @@ use natter_proto::{Encoding, ServerMessage};
 
 const NATTER: &str = env!("CARGO_BIN_EXE_natter");
 const MARKER: &str = "<!-- tls-example -->";
+/// What the test types at a password prompt.
+const PASSWORD: &str = "correct horse battery";
+
+/// Runs `argv[2:]` on a pseudo-terminal, typing `argv[1]` at each password
+/// prompt; once the client is in (`ONLINE`), ends its input with Ctrl-D.
+/// Prints what the terminal showed; exits with the client's status.
+const ON_A_TERMINAL: &str = r#"
+import os, pty, sys
+password = sys.argv[1].encode() + b"\n"
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+seen, answered, ended = b"", 0, False
+while True:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    seen += data
+    while answered < seen.count(b"password for") + seen.count(b"again:"):
+        os.write(fd, password)
+        answered += 1
+    if not ended and b"\nONLINE " in seen:
+        os.write(fd, b"\x04")
+        ended = True
+_, status = os.waitpid(pid, 0)
+getattr(sys.stdout, "buffer", sys.stdout).write(seen)
+sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+"#;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -67,10 +101,17 @@ fn run_block(doc: &str, lines: &[String]) -> usize {
                         }
                     })
                     .collect();
-                let out = run(
-                    Process::new(NATTER).args(["chat", "--plain"]).args(&args),
-                    dir.path(),
-                );
+                let prompts = args.iter().any(|a| ["--signup", "--password"].contains(a));
+                let mut command = if prompts {
+                    let mut on_a_terminal = Process::new("python3");
+                    on_a_terminal.args(["-c", ON_A_TERMINAL, PASSWORD, NATTER]);
+                    on_a_terminal
+                } else {
+                    Process::new(NATTER)
+                };
+                // Session tokens are kept in the scratch directory.
+                command.env("XDG_CONFIG_HOME", dir.path());
+                let out = run(command.args(["chat", "--plain"]).args(&args), dir.path());
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 assert!(out.status.success(), "{doc}: {line}: {out:?}");
                 assert!(

@@ -100,6 +100,18 @@ fn main() {
             &py2,
             client_refuses_a_pickle_that_would_run_code,
         ),
+        trial("python3_account_signup_and_password", || {
+            account_signup_and_password(&python3())
+        }),
+        trial_needing("python2_account_signup_and_password", &py2, |python2| {
+            account_signup_and_password(python2)
+        }),
+        trial("python3_password_prompt_without_echo", || {
+            password_prompt_without_echo(&python3())
+        }),
+        trial_needing("python2_password_prompt_without_echo", &py2, |python2| {
+            password_prompt_without_echo(python2)
+        }),
         trial("python3_tls_conversation", || tls_conversation(&python3())),
         trial_needing("python2_tls_conversation", &py2, |python2| {
             tls_conversation(python2)
@@ -402,6 +414,138 @@ fn tls_conversation(python: &Path) {
     mallory.expect_where("a certificate error", |line| {
         line.starts_with("error: cannot connect") && line.to_lowercase().contains("certificate")
     });
+}
+
+/// `--signup --password-file` creates an account and signs in (framed and
+/// classic); the password file signs in again later; a guest, or a wrong
+/// password, is refused the name with the server's words.
+fn account_signup_and_password(python: &Path) {
+    let server = Server::start();
+    let addr = server.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, password: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{password}\n")).unwrap();
+        path.display().to_string()
+    };
+    let right = file("dan.password", "correct horse ü");
+    let wrong = file("wrong.password", "wrong horse");
+    let host = ["--host".to_string(), addr.ip().to_string()];
+    let with = |more: &[&str]| {
+        let mut args = host.to_vec();
+        args.extend(more.iter().map(|a| a.to_string()));
+        args
+    };
+    for (name, classic) in [("dan", false), ("eve", true)] {
+        let mut args = with(&["--password-file", &right, "--signup"]);
+        if classic {
+            args.push("--classic".into());
+        }
+        let mut first = PyClient::spawn_with(python, addr, &args, name);
+        first.expect(&format!("SIGNED_UP {name}"));
+        first.expect(&format!("ONLINE_USERS {name}=online"));
+        first.type_line("/quit");
+        assert!(first.finish().success(), "{}", first.report());
+        first.assert_clean();
+
+        let mut again =
+            PyClient::spawn_with(python, addr, &with(&["--password-file", &right]), name);
+        again.expect(&format!("ONLINE_USERS {name}=online"));
+        again.type_line("/quit");
+        assert!(again.finish().success(), "{}", again.report());
+        again.assert_clean();
+    }
+    for args in [with(&[]), with(&["--password-file", &wrong])] {
+        let mut refused = PyClient::spawn_with(python, addr, &args, "dan");
+        refused.expect("error: could not register: wrong username or password");
+        assert!(!refused.finish().success());
+    }
+}
+
+/// Runs `argv[2:]` on a pseudo-terminal, typing `argv[1]` at the password
+/// prompt; once it is in (`ONLINE_USERS`), types `/quit`. Prints what the
+/// terminal showed; exits with the client's status.
+const ON_A_TERMINAL: &str = r#"
+import os, pty, sys
+password = sys.argv[1].encode("utf-8") + b"\n"
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+seen, answered, quit = b"", False, False
+while True:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    seen += data
+    if not answered and b"password for" in seen:
+        os.write(fd, password)
+        answered = True
+    if not quit and b"ONLINE_USERS" in seen:
+        os.write(fd, b"/quit\n")
+        quit = True
+_, status = os.waitpid(pid, 0)
+getattr(sys.stdout, "buffer", sys.stdout).write(seen)
+sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+"#;
+
+/// `--password` asks on the terminal (getpass): the password typed there
+/// signs in, and the terminal never shows it.
+fn password_prompt_without_echo(python: &Path) {
+    let server = Server::start();
+    let addr = server.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let password = "correct horse prompt";
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let file = file.display().to_string();
+    let host = addr.ip().to_string();
+    let port = addr.port().to_string();
+    let script = client_script().display().to_string();
+    let python = python.display().to_string();
+    let signup = Command::new(&python)
+        .args([&script, "--host", &host, "--port", &port])
+        .args(["--password-file", &file, "--signup", "fay"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&signup.stdout);
+    assert!(shown.contains("SIGNED_UP fay"), "{shown}");
+
+    let mut on_a_terminal = Command::new(python3())
+        .args(["-c", ON_A_TERMINAL, password, &python, &script])
+        .args(["--host", &host, "--port", &port, "--password", "fay"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let status = loop {
+        if let Some(status) = on_a_terminal.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the prompted client did not finish"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut terminal = String::new();
+    on_a_terminal
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut terminal)
+        .unwrap();
+    assert!(status.success(), "{status}: {terminal}");
+    assert!(terminal.contains("password for fay: "), "{terminal}");
+    assert!(terminal.contains("ONLINE_USERS fay=online"), "{terminal}");
+    assert!(
+        !terminal.contains(password),
+        "the password was echoed: {terminal}"
+    );
 }
 
 fn conversation(python: &Path, classic: bool) {

@@ -15,11 +15,19 @@ Run it (the server must be running, e.g. `cargo run -- serve`):
     python3 natter_client.py alice
     python2.7 natter_client.py --classic --port 6666 bob away
     python3 natter_client.py --tls --ca-file cert.pem --host localhost carol
+    python3 natter_client.py --password-file dan.password --signup dan
 
 (`--tls` encrypts the connection with the standard `ssl` module, Python 3
 or 2.7.9+, and checks the server's certificate against the system's CAs,
 or only against `--ca-file`, e.g. the cert.pem of `natter cert
 --self-signed`. Give the host name the certificate names.)
+
+An account's name needs its password: `--password` asks for it without
+echo (getpass), `--password-file FILE` reads it from the first line of a
+file, and `--signup` creates the account first (SIGNUP). The password is
+never taken from the command line, where anyone on the machine could see
+it (`ps`), and it crosses the network in clear text unless `--tls` is
+given. Without a password the name is registered as a guest's.
 
 then type commands, one per line:
 
@@ -63,6 +71,7 @@ on your machine.
 from __future__ import print_function
 
 import argparse
+import getpass
 import io
 import os
 import pickle
@@ -174,6 +183,8 @@ def describe(word, args):
         return u"CONVERSATIONS {" + u", ".join(entries) + u"}"
     if word == "ERROR":
         return u"ERROR " + one_line(args)
+    if word in ("SIGNED_UP", "PASSWORD_CHANGED"):
+        return u"%s %s" % (word, to_text(args[0]))
     # Messages this client never asks for (PRESENCE, MEMBERS) or newer
     # ones: show them plainly rather than guess.
     return u"%s %r" % (word, args)
@@ -402,11 +413,19 @@ class Session:
             self.exit_code = code
             self.finished.set()
 
-    def register(self, name, status):
+    def register(self, name, status, password=None, signup=False):
         self.name = name
+        if signup:
+            # Answered SIGNED_UP, or ERROR (taken, too short), which then
+            # counts as the answer to REGISTER.
+            self.client.send_command("SIGNUP", [name, password])
         # Extensions are asked for before REGISTER; the answer is CAPS.
         self.client.send_command("CAPS", ["history"])
-        self.client.send_command("REGISTER", [name, status])
+        if password is None:
+            self.client.send_command("REGISTER", [name, status])
+        else:
+            # An account: the third argument is its password.
+            self.client.send_command("REGISTER", [name, status, password])
         self.client.start_listening()
         if not wait_for(self.registered, REPLY_TIMEOUT):
             say(u"error: no answer to REGISTER from %s" % self.client.address)
@@ -525,14 +544,38 @@ def parse_args(argv):
                         help="connect with TLS, checking the server's certificate")
     parser.add_argument("--ca-file", metavar="FILE",
                         help="with --tls: trust only the CA certificates in this PEM file")
+    parser.add_argument("--password", action="store_true",
+                        help="sign in to your account: asks for the password (no echo)")
+    parser.add_argument("--password-file", metavar="FILE",
+                        help="sign in to your account with the password on the first line of FILE")
+    parser.add_argument("--signup", action="store_true",
+                        help="create the account first (needs --password or --password-file)")
     parser.add_argument("name", help="your username")
     parser.add_argument("status", nargs="?", default="online", help="your status (default online)")
     return parser.parse_args(argv)
 
 
+def read_password(args, name):
+    """The password of --password-file or --password, or None (a guest)."""
+    if args.password_file:
+        with io.open(args.password_file, encoding="utf-8") as source:
+            password = source.readline().rstrip(u"\r\n")
+        if not password:
+            raise ValueError("the password file %s is empty" % args.password_file)
+        return password
+    if args.password or args.signup:
+        return to_text(getpass.getpass("password for %s: " % name))
+    return None
+
+
 def main(argv):
     args = parse_args(argv)
     name, status = to_text(args.name), to_text(args.status)
+    try:
+        password = read_password(args, name)
+    except (IOError, OSError, ValueError) as err:
+        say(u"error: %s" % to_text(str(err)))
+        return 1
     tls = None
     if args.tls or args.ca_file:
         # Certificate and host name checks on, as in a browser.
@@ -544,7 +587,7 @@ def main(argv):
         return 1
     session = Session(client)
     try:
-        if not session.register(name, status):
+        if not session.register(name, status, password, args.signup):
             return 1
         return session.run()
     except ConnectionFailed as err:

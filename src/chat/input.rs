@@ -14,6 +14,8 @@ pub enum Input {
     /// `/leave` alone leaves the current conversation.
     Leave(Option<ConvId>),
     Status(String),
+    /// `/topic TEXT`: names the current conversation.
+    Topic(String),
     List,
     /// `/watch NAME...`: see these users' presence too.
     Watch(Vec<String>),
@@ -32,13 +34,16 @@ pub const HELP: &[(&str, &str)] = &[
     ("/join ID", "join conversation ID"),
     ("/leave [ID]", "leave the current (or that) conversation"),
     ("/status TEXT", "set your status"),
+    ("/topic TEXT", "name the current conversation"),
     ("/list", "list the conversations on the server"),
     (
         "/who [PREFIX]",
         "who is online (names starting with PREFIX)",
     ),
-    ("/watch NAME...", "show these users' presence too"),
-    ("/unwatch NAME...", "stop showing their presence"),
+    (
+        "/watch, /unwatch NAME...",
+        "show (or stop showing) their presence",
+    ),
     ("/help", "show this help"),
     ("/quit", "say goodbye and exit"),
     ("text", "send text to the current conversation"),
@@ -70,6 +75,8 @@ pub fn parse(line: &str) -> Result<Input, String> {
         "leave" => conv_id(rest, "/leave [ID]").map(|id| Input::Leave(Some(id))),
         "status" if rest.is_empty() => Err("usage: /status TEXT".into()),
         "status" => Ok(Input::Status(rest.to_string())),
+        "topic" if rest.is_empty() => Err("usage: /topic TEXT".into()),
+        "topic" => Ok(Input::Topic(rest.to_string())),
         "list" => Ok(Input::List),
         "help" => Ok(Input::Help),
         "quit" | "exit" => Ok(Input::Quit),

@@ -5,9 +5,13 @@
 //! - [`tui`]: the terminal and the event loop around them.
 //! - [`plain`]: one line per event on stdout, commands from stdin.
 //! - [`input`]: what a typed line means (shared by both modes).
+//! - [`edit`]: editing the input, recalling earlier inputs.
+//! - [`text`]: text cleaned, measured and wrapped by grapheme.
 
 mod app;
+mod edit;
 mod input;
+mod login;
 mod plain;
 mod text;
 mod tui;
@@ -26,7 +30,12 @@ use natter_client::{Client, ClientConfig, ClientError, ClientTls};
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
     /// The server to talk to.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:6666")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:6666",
+        env = "NATTER_SERVER"
+    )]
     pub server: String,
     /// Your user name (asked for when missing, except with --plain).
     #[arg(long, value_name = "NAME")]
@@ -45,6 +54,25 @@ pub struct ChatArgs {
     /// of `natter cert --self-signed`).
     #[arg(long, value_name = "FILE", requires = "tls")]
     pub ca_file: Option<PathBuf>,
+    /// Sign in to your account with the password on the first line of
+    /// this file. Once signed in, a session token is kept in your config
+    /// directory and later runs need no password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Sign in to your account: asks for the password, without echo.
+    /// (Without it, the password is asked for when the server says the
+    /// name needs one.)
+    #[arg(long, conflicts_with = "password_file")]
+    pub password: bool,
+    /// Create the account NAME first (the password is asked for twice,
+    /// or read from --password-file).
+    #[arg(long)]
+    pub signup: bool,
+    /// When to ring the terminal bell: `all` (mentions of your name,
+    /// messages in conversations you are not looking at, invitations),
+    /// `mentions`, or `off`.
+    #[arg(long, value_enum, default_value = "all")]
+    pub notify: app::Notify,
 }
 
 impl ChatArgs {
@@ -67,8 +95,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             let config = args.client_config()?;
             let name = args
                 .name
+                .clone()
                 .context("--plain needs --name NAME (there is no prompt in plain mode)")?;
-            plain::run(config, name, args.status).await
+            let login = login::Login::from_args(&args, &name, false)?;
+            plain::run(config, name, args.status, login).await
         } else {
             interactive(args).await
         }
@@ -89,17 +119,26 @@ async fn interactive(args: ChatArgs) -> anyhow::Result<()> {
         Some(name) => name,
         None => ask("Your name: ")?,
     };
+    let mut login = login::Login::from_args(&args, &name, true)?;
     for _ in 0..NAME_TRIES {
         let (client, events) = Client::connect_with(args.client_config()?).await?;
-        match client.register(&name, &args.status).await {
+        match login::register(&client, &login, &name, &args.status).await {
             Ok(()) => {
-                let app = app::App::new(&args.server, &name);
+                let mut app = app::App::new(&args.server, &name);
+                app.notify = args.notify;
                 return tui::run(client, events, app).await;
             }
             Err(err @ (ClientError::NameTaken(_) | ClientError::Rejected(_))) => {
                 // Not connected while the next name is typed, either.
                 drop((client, events));
                 name = ask(&format!("{err}. Another name: "))?;
+            }
+            Err(ClientError::AccountNeeded(text)) => {
+                drop((client, events));
+                eprintln!("{text}");
+                if !login.ask_again(&name)? {
+                    bail!("{text}");
+                }
             }
             Err(err) => return Err(err.into()),
         }

@@ -33,10 +33,18 @@ use super::input::{self, HELP, Input};
 /// Longest input line; the rest of a longer line is dropped.
 const MAX_LINE: usize = 16 * 1024;
 
-pub async fn run(server: ClientConfig, name: String, status: String) -> anyhow::Result<()> {
+pub async fn run(
+    server: ClientConfig,
+    name: String,
+    status: String,
+    login: super::login::Login,
+) -> anyhow::Result<()> {
     let (client, events) = Client::connect_with(server).await?;
-    if let Err(err) = client.register(&name, &status).await {
-        if matches!(err, ClientError::NameTaken(_) | ClientError::Rejected(_)) {
+    if let Err(err) = super::login::register(&client, &login, &name, &status).await {
+        if matches!(
+            err,
+            ClientError::NameTaken(_) | ClientError::Rejected(_) | ClientError::AccountNeeded(_)
+        ) {
             print_line(&format!("ERROR {}", one_line(&err.to_string())));
         }
         return Err(err.into());
@@ -133,6 +141,10 @@ async fn read_commands(client: &Client, joined: &Joined) -> anyhow::Result<()> {
                 None => eprintln!("no conversation to leave"),
             },
             Input::Status(status) => client.status(status).await?,
+            Input::Topic(text) => match joined.current() {
+                Some(conv) => client.topic(conv, text).await?,
+                None => eprintln!("no conversation to name"),
+            },
             Input::List => client.list_conversations().await?,
             Input::Watch(names) => client.watch(names).await?,
             Input::Unwatch(names) => client.unwatch(names).await?,

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use natter_client::{Client, Events};
-use ratatui::crossterm::event::{self as term, Event as TermEvent};
+use ratatui::crossterm::event::{
+    self as term, DisableBracketedPaste, EnableBracketedPaste, Event as TermEvent,
+};
 use tokio::sync::mpsc;
 
 use super::app::{Action, App};
@@ -29,6 +31,7 @@ struct TerminalGuard;
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
+        let _ = ratatui::crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
         ratatui::restore();
     }
 }
@@ -36,6 +39,10 @@ impl Drop for TerminalGuard {
 pub async fn run(client: Client, events: Events, app: App) -> anyhow::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let guard = TerminalGuard;
+    super::text::set_joined_wide(joined_emoji_are_wide());
+    // A paste arrives as one piece (so it becomes one message), not as
+    // keys with an Enter after each line.
+    ratatui::crossterm::execute!(std::io::stdout(), EnableBracketedPaste)?;
     let stop_input = Arc::new(AtomicBool::new(false));
     let (key_tx, key_rx) = mpsc::channel(KEY_QUEUE);
     let reader = std::thread::spawn({
@@ -81,10 +88,19 @@ async fn event_loop(
     let mut terminate = terminate_signal()?;
     loop {
         app.now = Instant::now();
+        let size = terminal.size()?;
+        app.screen = (size.width, size.height);
         terminal.draw(|frame| ui::draw(&app, frame))?;
+        if app.take_bell() {
+            ring_bell();
+        }
         let action = tokio::select! {
             key = keys.recv() => match key {
                 Some(TermEvent::Key(key)) => app.on_key(key),
+                Some(TermEvent::Paste(text)) => {
+                    app.on_paste(&text);
+                    None
+                }
                 Some(_) => None, // a resize: the next draw adapts
                 None => Some(Action::Quit),
             },
@@ -102,23 +118,56 @@ async fn event_loop(
                     None
                 }
             },
-            _ = tick.tick() => None,
+            _ = tick.tick() => {
+                app.now = Instant::now();
+                app.on_tick();
+                None
+            }
             _ = tokio::signal::ctrl_c() => Some(Action::Quit),
             _ = terminate.recv() => Some(Action::Quit),
         };
-        match action {
+        let mut commands = match action {
             Some(Action::Quit) => return Ok(()),
-            Some(Action::Send(command)) => {
-                if let Err(err) = client.send(command).await {
-                    app.notice = Some(super::app::Notice {
-                        text: err.to_string(),
-                        is_problem: true,
-                    });
-                }
+            Some(Action::Send(command)) => vec![command],
+            None => Vec::new(),
+        };
+        commands.extend(app.take_commands());
+        for command in commands {
+            if let Err(err) = client.send(command).await {
+                app.notice = Some(super::app::Notice {
+                    text: err.to_string(),
+                    is_problem: true,
+                    at: Instant::now(),
+                });
             }
-            None => {}
         }
     }
+}
+
+/// Asks the terminal how far the cursor moves over 👍🏽: two columns in
+/// most terminals, four in tmux (see [`super::text`]). Drawn on the
+/// alternate screen before anything else and cleared again.
+fn joined_emoji_are_wide() -> bool {
+    use ratatui::crossterm::{cursor, terminal};
+    let probe = || -> std::io::Result<u16> {
+        ratatui::crossterm::execute!(
+            std::io::stdout(),
+            cursor::MoveTo(0, 0),
+            ratatui::crossterm::style::Print("👍🏽")
+        )?;
+        let (column, _) = cursor::position()?;
+        ratatui::crossterm::execute!(std::io::stdout(), terminal::Clear(terminal::ClearType::All))?;
+        Ok(column)
+    };
+    probe().is_ok_and(|column| column >= 4)
+}
+
+/// BEL: the terminal beeps or flags the window, as its user set it up.
+fn ring_bell() {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\x07");
+    let _ = out.flush();
 }
 
 fn terminate_signal() -> std::io::Result<tokio::signal::unix::Signal> {

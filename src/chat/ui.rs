@@ -19,41 +19,81 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Clear, Paragraph};
 
-use natter_client::ConnectionState;
+use natter_client::{ConnectionState, ConvId};
 
-use super::app::App;
+use super::app::{App, Conversation, LineKind, Overlay};
 use super::input::HELP;
-use super::text::{clean, fit, width, wrap};
+use super::text::{clean, fit, mark_reserved, width, wrap};
 
 const SIDEBAR_MAX: u16 = 32;
+/// Most rows the input grows to (a multi-line compose or paste).
+const INPUT_ROWS: usize = 5;
 const KEYS: &[(&str, &str)] = &[
-    ("Tab / Ctrl-N", "next conversation"),
-    ("Shift-Tab / Ctrl-P", "previous conversation"),
-    ("PgUp / PgDn, ↑ / ↓", "scroll messages"),
-    ("Ctrl-Y", "accept the oldest invitation"),
-    ("Ctrl-X", "dismiss it"),
-    ("Esc / Ctrl-U", "clear the input line"),
+    ("Tab / Shift-Tab, ^N / ^P", "next / previous conversation"),
+    (
+        "PgUp / PgDn, Shift-↑ / ↓",
+        "scroll (at the top: older messages)",
+    ),
+    ("Ctrl-G", "first unread message (again: next conversation)"),
+    ("↑ / ↓", "earlier inputs (or lines of the input)"),
+    ("Alt-Enter / Ctrl-J", "line break (multi-line message)"),
+    ("Ctrl-W", "delete the word before the cursor"),
+    ("Home / End, ^A / ^E", "start / end of the line"),
+    ("Ctrl-Y / Ctrl-X", "accept / dismiss the oldest invitation"),
+    ("Esc / Ctrl-U", "clear the input"),
     ("Ctrl-C", "quit"),
 ];
 const ACCENT: Color = Color::Cyan;
+const MARKER: &str = "unread since here";
 
-pub fn draw(app: &App, frame: &mut Frame) {
+/// The screen's parts: sidebar, messages, input, status bar.
+struct Areas {
+    sidebar: Rect,
+    chat: Rect,
+    input: Rect,
+    status: Rect,
+}
+
+fn areas(app: &App, area: Rect) -> Areas {
+    let input_rows = app.input.lines().clamp(1, INPUT_ROWS) as u16;
     let [main, input, status] = Layout::vertical([
         Constraint::Min(6),
-        Constraint::Length(3),
+        Constraint::Length(input_rows + 2),
         Constraint::Length(1),
     ])
-    .areas(frame.area());
+    .areas(area);
     let sidebar_width = SIDEBAR_MAX.min(main.width / 3);
     let [sidebar, chat] =
         Layout::horizontal([Constraint::Length(sidebar_width), Constraint::Min(10)]).areas(main);
-    draw_sidebar(app, frame, sidebar);
-    draw_messages(app, frame, chat);
-    draw_input(app, frame, input);
-    draw_status(app, frame, status);
-    if app.show_help {
-        draw_help(frame);
+    Areas {
+        sidebar,
+        chat,
+        input,
+        status,
     }
+}
+
+/// The width and height of the message text on a screen of `size`.
+pub fn message_area(app: &App, size: (u16, u16)) -> (usize, usize) {
+    let chat = areas(app, Rect::new(0, 0, size.0, size.1)).chat;
+    (
+        chat.width.saturating_sub(2) as usize,
+        chat.height.saturating_sub(2) as usize,
+    )
+}
+
+pub fn draw(app: &App, frame: &mut Frame) {
+    let parts = areas(app, frame.area());
+    draw_sidebar(app, frame, parts.sidebar);
+    draw_messages(app, frame, parts.chat);
+    draw_input(app, frame, parts.input);
+    draw_status(app, frame, parts.status);
+    match &app.overlay {
+        Some(Overlay::Help) => draw_help(frame),
+        Some(Overlay::Conversations(list)) => draw_listing(app, list, frame),
+        None => {}
+    }
+    mark_reserved(frame.buffer_mut());
 }
 
 fn panel(title: impl Into<Line<'static>>) -> Block<'static> {
@@ -64,7 +104,7 @@ fn panel(title: impl Into<Line<'static>>) -> Block<'static> {
 }
 
 fn draw_sidebar(app: &App, frame: &mut Frame, area: Rect) {
-    let conversations = app.conversations.len().clamp(1, 10) as u16 + 2;
+    let conversations = app.joined().len().clamp(1, 10) as u16 + 2;
     let invitations = if app.invitations.is_empty() {
         3
     } else {
@@ -108,7 +148,16 @@ fn status_color(status: &str) -> Color {
     }
 }
 
+/// Lines a long status may take in the Online panel.
+const STATUS_LINES: usize = 5;
+
 fn draw_online(app: &App, frame: &mut Frame, area: Rect) {
+    if !app.connected() {
+        // Who is online is unknown until the reconnect brings a list.
+        let lines = vec![Line::from("not connected".dark_gray())];
+        frame.render_widget(Paragraph::new(lines).block(panel(" Online (–) ")), area);
+        return;
+    }
     let inner_width = area.width.saturating_sub(2) as usize;
     let room = area.height.saturating_sub(2) as usize;
     let name_width = app
@@ -119,26 +168,40 @@ fn draw_online(app: &App, frame: &mut Frame, area: Rect) {
         .unwrap_or(0)
         .min(inner_width / 2);
     let mut lines: Vec<Line> = Vec::new();
-    for (name, status) in &app.online {
-        if lines.len() + 1 == room && app.online.len() > room {
-            let more = app.online.len() - lines.len();
-            lines.push(Line::from(format!("  … and {more} more").dark_gray()));
+    for (shown_users, (name, status)) in app.online.iter().enumerate() {
+        let left = app.online.len() - shown_users;
+        if lines.len() + 1 >= room && left > 1 {
+            lines.push(Line::from(format!("  … and {left} more").dark_gray()));
             break;
         }
         let me = name.eq_ignore_ascii_case(&app.me);
         let shown = format!("{:<name_width$}", fit(&clean(name), name_width));
         let name_style = Style::new().fg(name_color(name));
         let name_style = if me { name_style.bold() } else { name_style };
-        let room_for_status = inner_width.saturating_sub(name_width + 3);
-        lines.push(Line::from(vec![
-            Span::styled("● ", Style::new().fg(status_color(status))),
-            Span::styled(shown, name_style),
-            Span::raw(" "),
-            Span::styled(
-                fit(&clean(status), room_for_status),
-                Style::new().dark_gray(),
-            ),
-        ]));
+        let room_for_status = inner_width.saturating_sub(name_width + 3).max(1);
+        let mut parts = wrap(status, room_for_status);
+        if parts.len() > STATUS_LINES {
+            parts.truncate(STATUS_LINES);
+            let last = parts.pop().unwrap_or_default();
+            parts.push(fit(&format!("{last} …"), room_for_status.saturating_sub(1)));
+        }
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 && lines.len() + 1 >= room {
+                break;
+            }
+            let lead = if i == 0 {
+                vec![
+                    Span::styled("● ", Style::new().fg(status_color(status))),
+                    Span::styled(shown.clone(), name_style),
+                    Span::raw(" "),
+                ]
+            } else {
+                vec![Span::raw(" ".repeat(name_width + 3))]
+            };
+            let mut spans = lead;
+            spans.push(Span::styled(part, Style::new().dark_gray()));
+            lines.push(Line::from(spans));
+        }
     }
     if lines.is_empty() {
         lines.push(Line::from("nobody yet".dark_gray()));
@@ -147,48 +210,66 @@ fn draw_online(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(lines).block(panel(title)), area);
 }
 
+/// How a conversation is named in the sidebar: its topic or the others'
+/// names; when two read the same, its last message tells them apart.
+fn conversation_label(app: &App, id: ConvId, conversation: &Conversation) -> String {
+    let label = clean(&conversation.label(&app.me));
+    let twin = app
+        .conversations
+        .iter()
+        .any(|(other, c)| *other != id && c.label(&app.me) == conversation.label(&app.me));
+    if !twin || conversation.topic.is_some() {
+        return label;
+    }
+    let last = conversation
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.kind == LineKind::Message)
+        .map_or("no messages yet".to_string(), |m| {
+            format!("“{}”", m.text.replace('\n', " "))
+        });
+    format!("{label} · {}", clean(&last))
+}
+
 fn draw_conversations(app: &App, frame: &mut Frame, area: Rect) {
     let inner_width = area.width.saturating_sub(2) as usize;
     let mut lines: Vec<Line> = Vec::new();
-    for (id, conversation) in &app.conversations {
+    for (id, conversation) in app.conversations.iter().filter(|(_, c)| c.joined) {
         let active = app.active == Some(*id);
-        let others: Vec<String> = conversation
-            .members
-            .iter()
-            .filter(|m| !m.eq_ignore_ascii_case(&app.me))
-            .map(|m| clean(m))
-            .collect();
-        let who = if !conversation.joined {
-            format!("not joined · {}", others.join(", "))
-        } else if others.is_empty() {
-            "just you".to_string()
-        } else {
-            others.join(", ")
-        };
+        let who = conversation_label(app, *id, conversation);
         let badge = match conversation.unread {
             0 => String::new(),
             n if n > 99 => " 99+ ".into(),
             n => format!(" {n} "),
         };
-        let label = format!("#{id} ");
-        let room = inner_width.saturating_sub(2 + width(&label) + width(&badge) + 1);
+        let badge = if conversation.mentioned {
+            format!("@{badge}")
+        } else {
+            badge
+        };
+        let id_label = format!("#{id} ");
+        let room = inner_width.saturating_sub(2 + width(&id_label) + width(&badge) + 1);
         let who = format!("{:<room$}", fit(&who, room));
         let mut style = Style::new();
         if active {
             style = style.bg(Color::DarkGray).bold();
-        } else if !conversation.joined {
-            style = style.dark_gray();
+        } else if conversation.unread > 0 {
+            // News: the whole line stands out.
+            style = style.fg(Color::White).bold();
         }
+        let badge_style = if conversation.mentioned {
+            Style::new().bg(Color::Red).fg(Color::White).bold()
+        } else {
+            Style::new().bg(Color::Magenta).fg(Color::White).bold()
+        };
         lines.push(
             Line::from(vec![
                 Span::styled(if active { "▸ " } else { "  " }, style.fg(ACCENT)),
-                Span::styled(label, style.fg(ACCENT)),
+                Span::styled(id_label, style.fg(ACCENT)),
                 Span::styled(who, style),
                 Span::raw(" "),
-                Span::styled(
-                    badge,
-                    Style::new().bg(Color::Magenta).fg(Color::White).bold(),
-                ),
+                Span::styled(badge, badge_style),
             ])
             .style(style),
         );
@@ -209,7 +290,20 @@ fn draw_invitations(app: &App, frame: &mut Frame, area: Rect) {
         block = block.border_style(Style::new().yellow());
         for (i, (conv, inviter)) in app.invitations.iter().take(5).enumerate() {
             let marker = if i == 0 { "▸ " } else { "  " };
-            let text = format!("{marker}#{conv} from {}", clean(inviter));
+            let mut text = format!("{marker}#{conv} from {}", clean(inviter));
+            // Who else is in it, once the listing asked for it came back.
+            if let Some(members) = app.invited_to.get(conv) {
+                let others: Vec<&str> = members
+                    .iter()
+                    .filter(|m| {
+                        !m.eq_ignore_ascii_case(&app.me) && !m.eq_ignore_ascii_case(inviter)
+                    })
+                    .map(|m| m.as_str())
+                    .collect();
+                if !others.is_empty() {
+                    text.push_str(&format!(", with {}", clean(&others.join(", "))));
+                }
+            }
             let style = if i == 0 {
                 Style::new().yellow().bold()
             } else {
@@ -232,23 +326,20 @@ fn draw_messages(app: &App, frame: &mut Frame, area: Rect) {
         draw_welcome(app, frame, area);
         return;
     };
-    let others: Vec<String> = conversation
-        .members
-        .iter()
-        .filter(|m| !m.eq_ignore_ascii_case(&app.me))
-        .map(|m| clean(m))
-        .collect();
-    let title = if others.is_empty() {
-        format!(" #{id} ")
-    } else {
-        format!(" #{id} · {} ", others.join(", "))
-    };
+    let others = conversation.others(&app.me);
+    let mut title = format!(" #{id} ");
+    if let Some(topic) = &conversation.topic {
+        title.push_str(&format!("· {} ", clean(topic)));
+    }
+    if !others.is_empty() {
+        title.push_str(&format!("· {} ", clean(&others.join(", "))));
+    }
     let inner = Rect {
         width: area.width.saturating_sub(2),
         height: area.height.saturating_sub(2),
         ..area
     };
-    let lines = message_lines(app, conversation, inner.width as usize);
+    let (lines, _) = message_lines(app, conversation, inner.width as usize);
     let height = inner.height as usize;
     let scroll = app.scroll.min(lines.len().saturating_sub(height));
     let end = lines.len() - scroll;
@@ -268,16 +359,43 @@ fn draw_messages(app: &App, frame: &mut Frame, area: Rect) {
     } else {
         lines[start..end].to_vec()
     };
+    // At the top of what is shown: more can come from the server.
+    if start == 0 && !lines.is_empty() {
+        let hint = if conversation.loading {
+            Some(" loading older messages… ")
+        } else if app.history && conversation.joined && conversation.has_older() {
+            Some(" PgUp: older messages ")
+        } else {
+            None
+        };
+        if let Some(hint) = hint {
+            block = block.title_bottom(Line::from(hint.dark_gray().italic()).centered());
+        }
+    }
     frame.render_widget(Paragraph::new(body).block(block), area);
 }
 
+/// Every line of the conversation on screen at the current screen size.
+pub fn conversation_lines(app: &App, conversation: &Conversation) -> Vec<Line<'static>> {
+    let (width, _) = message_area(app, app.screen);
+    message_lines(app, conversation, width).0
+}
+
+/// The screen line where message `index` starts (its "unread since here"
+/// line when it has one), at the current screen size.
+pub fn line_of_message(app: &App, conversation: &Conversation, index: usize) -> usize {
+    let (width, _) = message_area(app, app.screen);
+    let (lines, starts) = message_lines(app, conversation, width);
+    starts.get(index).copied().unwrap_or(lines.len())
+}
+
 /// Every message as screen lines: `HH:MM sender  text`, the text wrapped
-/// under its own column.
+/// under its own column; and where each message starts.
 fn message_lines(
     app: &App,
-    conversation: &super::app::Conversation,
+    conversation: &Conversation,
     width_available: usize,
-) -> Vec<Line<'static>> {
+) -> (Vec<Line<'static>>, Vec<usize>) {
     let sender_width = conversation
         .messages
         .iter()
@@ -288,7 +406,32 @@ fn message_lines(
     let indent = 6 + sender_width + 2;
     let text_width = width_available.saturating_sub(indent).max(10);
     let mut lines = Vec::new();
-    for message in &conversation.messages {
+    let mut starts = Vec::with_capacity(conversation.messages.len());
+    for (index, message) in conversation.messages.iter().enumerate() {
+        starts.push(lines.len());
+        if conversation.marker == Some(index) {
+            let rule = "─".repeat(width_available.saturating_sub(width(MARKER) + 2) / 2);
+            lines.push(
+                Line::from(format!("{rule} {MARKER} {rule}"))
+                    .style(Style::new().fg(Color::LightRed)),
+            );
+        }
+        let time = match message.pending {
+            // A message waiting for the connection has no time yet.
+            Some(_) => "--:-- ".to_string(),
+            None => message.at.format("%H:%M ").to_string(),
+        };
+        if message.kind == LineKind::Event {
+            let text = fit(
+                &format!("* {}", clean(&message.text)),
+                width_available.saturating_sub(6),
+            );
+            lines.push(Line::from(vec![
+                Span::styled(time, Style::new().dark_gray()),
+                Span::styled(text, Style::new().dark_gray().italic()),
+            ]));
+            continue;
+        }
         let me = message.sender.eq_ignore_ascii_case(&app.me);
         let mut sender_style = Style::new().fg(name_color(&message.sender)).bold();
         if me {
@@ -298,13 +441,15 @@ fn message_lines(
             "{:<sender_width$}",
             fit(&clean(&message.sender), sender_width)
         );
-        // A message waiting for the connection has no time yet.
-        let time = match message.pending {
-            Some(_) => "--:-- ".to_string(),
-            None => message.at.format("%H:%M ").to_string(),
+        let text_style = if message.pending.is_some() {
+            Style::new().dark_gray()
+        } else if message.mention {
+            Style::new().fg(Color::Black).bg(Color::LightYellow)
+        } else {
+            Style::new()
         };
         for (i, part) in wrap(&message.text, text_width).into_iter().enumerate() {
-            let lead = if i == 0 {
+            let mut spans = if i == 0 {
                 vec![
                     Span::styled(time.clone(), Style::new().dark_gray()),
                     Span::styled(sender.clone(), sender_style),
@@ -313,15 +458,11 @@ fn message_lines(
             } else {
                 vec![Span::raw(" ".repeat(indent))]
             };
-            let mut spans = lead;
-            match message.pending {
-                Some(_) => spans.push(Span::styled(part, Style::new().dark_gray())),
-                None => spans.push(Span::raw(part)),
-            }
+            spans.push(Span::styled(part, text_style));
             lines.push(Line::from(spans));
         }
     }
-    lines
+    (lines, starts)
 }
 
 fn draw_welcome(app: &App, frame: &mut Frame, area: Rect) {
@@ -353,7 +494,11 @@ fn draw_input(app: &App, frame: &mut Frame, area: Rect) {
         None => format!(" {} ", clean(&app.me)),
     };
     let mut block = panel(target).border_style(Style::new().fg(ACCENT));
-    if let Some(notice) = &app.notice {
+    let rows = app.input.lines();
+    if rows > 1 {
+        block = block.title(Line::from(format!(" {rows} lines ")).right_aligned());
+    }
+    if let Some(notice) = app.notice() {
         let style = if notice.is_problem {
             Style::new().red()
         } else {
@@ -365,23 +510,38 @@ fn draw_input(app: &App, frame: &mut Frame, area: Rect) {
         );
         block = block.title_bottom(Line::styled(text, style).right_aligned());
     }
-    // Keep the cursor in view: show the end of long lines.
     let room = area.width.saturating_sub(4).max(1) as usize;
-    let chars: Vec<char> = app.input.text.chars().collect();
-    let cursor = app.input.cursor.min(chars.len());
-    let mut start = 0;
-    while width(&chars[start..cursor].iter().collect::<String>()) >= room {
-        start += 1;
+    let height = area.height.saturating_sub(2).max(1) as usize;
+    let (cursor_row, cursor_column) = app.input.position();
+    let input_lines: Vec<&str> = app.input.text.split('\n').collect();
+    // The rows shown: those around the cursor's.
+    let first = (cursor_row + 1).saturating_sub(height);
+    let mut lines = Vec::new();
+    let mut cursor_x = 0;
+    for (row, text) in input_lines.iter().enumerate().skip(first).take(height) {
+        let chars: Vec<char> = text.chars().collect();
+        let prompt = if row == 0 { "› " } else { "  " };
+        let shown = if row == cursor_row {
+            // Keep the cursor in view: show the end of long lines.
+            let cursor = cursor_column.min(chars.len());
+            let mut start = 0;
+            while width(&chars[start..cursor].iter().collect::<String>()) >= room {
+                start += 1;
+            }
+            cursor_x = width(&clean(&chars[start..cursor].iter().collect::<String>()));
+            clean(&chars[start..].iter().collect::<String>())
+        } else {
+            fit(&clean(text), room)
+        };
+        lines.push(Line::from(vec![
+            Span::styled(prompt, Style::new().fg(ACCENT)),
+            Span::raw(shown),
+        ]));
     }
-    let visible: String = clean(&chars[start..].iter().collect::<String>());
-    let line = Line::from(vec![
-        Span::styled("› ", Style::new().fg(ACCENT)),
-        Span::raw(visible),
-    ]);
-    frame.render_widget(Paragraph::new(line).block(block), area);
-    let before: String = chars[start..cursor].iter().collect();
-    let x = area.x + 3 + width(&before) as u16;
-    frame.set_cursor_position((x.min(area.right().saturating_sub(2)), area.y + 1));
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+    let x = area.x + 3 + cursor_x as u16;
+    let y = area.y + 1 + (cursor_row - first) as u16;
+    frame.set_cursor_position((x.min(area.right().saturating_sub(2)), y));
 }
 
 fn draw_status(app: &App, frame: &mut Frame, area: Rect) {
@@ -408,7 +568,18 @@ fn draw_status(app: &App, frame: &mut Frame, area: Rect) {
         Span::styled(format!(" {symbol} "), Style::new().fg(color)),
         Span::styled(text, Style::new().fg(color)),
     ];
-    if let Some(error) = &app.last_error {
+    let waiting: usize = app
+        .conversations
+        .values()
+        .map(|c| c.messages.iter().filter(|m| m.pending.is_some()).count())
+        .sum();
+    if waiting > 0 {
+        spans.push(Span::styled(
+            format!(" · {waiting} to send"),
+            Style::new().yellow(),
+        ));
+    }
+    if let Some(error) = app.error() {
         spans.push(Span::styled(" · error: ", Style::new().red()));
         spans.push(Span::styled(clean(error), Style::new().red().bold()));
     }
@@ -429,26 +600,10 @@ fn draw_status(app: &App, frame: &mut Frame, area: Rect) {
     );
 }
 
-fn draw_help(frame: &mut Frame) {
-    let mut lines = vec![Line::from("Commands".bold())];
-    for (usage, what) in HELP {
-        lines.push(Line::from(vec![
-            Span::styled(format!("  {usage:<20}"), Style::new().fg(ACCENT)),
-            Span::raw(*what),
-        ]));
-    }
-    lines.push(Line::raw(""));
-    lines.push(Line::from("Keys".bold()));
-    for (keys, what) in KEYS {
-        lines.push(Line::from(vec![
-            Span::styled(format!("  {keys:<20}"), Style::new().fg(ACCENT)),
-            Span::raw(*what),
-        ]));
-    }
-    lines.push(Line::raw(""));
-    lines.push(Line::from("any key closes this".dark_gray()).centered());
+/// A window in the middle of the screen.
+fn popup(frame: &mut Frame, title: &'static str, lines: Vec<Line<'static>>, max_width: u16) {
     let area = frame.area();
-    let width = 66.min(area.width);
+    let width = max_width.min(area.width);
     let height = (lines.len() as u16 + 2).min(area.height);
     let popup = Rect {
         x: area.x + (area.width - width) / 2,
@@ -457,8 +612,65 @@ fn draw_help(frame: &mut Frame) {
         height,
     };
     frame.render_widget(Clear, popup);
-    frame.render_widget(
-        Paragraph::new(lines).block(panel(" Help ").border_style(Style::new().fg(ACCENT))),
-        popup,
-    );
+    let block = panel(title)
+        .border_style(Style::new().fg(ACCENT))
+        .title_bottom(Line::from(" any key closes this ".dark_gray()).centered());
+    frame.render_widget(Paragraph::new(lines).block(block), popup);
+}
+
+fn draw_help(frame: &mut Frame) {
+    // One screen at 80×24: commands, a blank line, keys.
+    let entry = |usage: &str, what: &str| {
+        Line::from(vec![
+            Span::styled(format!(" {usage:<25}"), Style::new().fg(ACCENT)),
+            Span::raw(what.to_string()),
+        ])
+    };
+    let mut lines: Vec<Line> = HELP.iter().map(|(u, w)| entry(u, w)).collect();
+    lines.push(Line::raw(""));
+    lines.extend(KEYS.iter().map(|(k, w)| entry(k, w)));
+    popup(frame, " Help: commands and keys ", lines, 76);
+}
+
+/// `/list`: each conversation, who is in it, whether we are.
+fn draw_listing(app: &App, list: &[(ConvId, Vec<String>)], frame: &mut Frame) {
+    let room = (frame.area().height as usize).saturating_sub(5).max(1);
+    let mut lines = Vec::new();
+    if list.is_empty() {
+        lines.push(Line::from(
+            "no conversations yet: /invite NAME starts one".dark_gray(),
+        ));
+    }
+    for (shown, (id, members)) in list.iter().enumerate() {
+        if shown + 1 == room && list.len() > room {
+            lines.push(Line::from(
+                format!("… and {} more", list.len() - shown).dark_gray(),
+            ));
+            break;
+        }
+        let ours = app.conversations.get(id);
+        let joined = ours.is_some_and(|c| c.joined);
+        let topic = ours
+            .and_then(|c| c.topic.clone())
+            .map(|t| format!("“{}” ", clean(&t)))
+            .unwrap_or_default();
+        let who = if members.is_empty() {
+            "nobody yet".to_string()
+        } else {
+            clean(&members.join(", "))
+        };
+        let mut spans = vec![
+            Span::styled(format!("  #{id:<4}"), Style::new().fg(ACCENT)),
+            Span::styled(topic, Style::new().bold()),
+            Span::raw(who),
+        ];
+        spans.push(if joined {
+            Span::styled("  (joined)", Style::new().green())
+        } else {
+            Span::styled(format!("  /join {id}"), Style::new().dark_gray())
+        });
+        lines.push(Line::from(spans));
+    }
+    let title = " Conversations on the server ";
+    popup(frame, title, lines, 70);
 }

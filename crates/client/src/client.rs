@@ -4,6 +4,7 @@
 use natter_proto::{Command, ConvId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::account::Credentials;
 use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::error::ClientError;
@@ -93,10 +94,37 @@ impl Client {
         name: impl Into<String>,
         status: impl Into<String>,
     ) -> Result<(), ClientError> {
+        self.register_as(name.into(), status.into(), None).await
+    }
+
+    /// Signs in to the account `name` with `credentials` (see
+    /// [`Credentials`]): its kept session token first, the password when
+    /// there is no token or it is refused; with `signup`, `SIGNUP` creates
+    /// the account first. The server's session token is kept for
+    /// reconnects (and in `credentials.tokens` for next time).
+    /// [`ClientError::AccountNeeded`] when the secret is wrong or missing;
+    /// the connection stays usable.
+    pub async fn login(
+        &self,
+        name: impl Into<String>,
+        status: impl Into<String>,
+        credentials: Credentials,
+    ) -> Result<(), ClientError> {
+        self.register_as(name.into(), status.into(), Some(credentials))
+            .await
+    }
+
+    async fn register_as(
+        &self,
+        name: String,
+        status: String,
+        credentials: Option<Credentials>,
+    ) -> Result<(), ClientError> {
         let (reply, answer) = oneshot::channel();
         self.request(Request::Register {
-            name: name.into(),
-            status: status.into(),
+            name,
+            status,
+            credentials,
             reply,
         })
         .await?;

@@ -19,6 +19,11 @@ pub enum ClientError {
     /// too long, ...): the server's own words.
     #[error("{0}")]
     Rejected(String),
+    /// The name is an account's and the secret was wrong or missing (or
+    /// the server takes accounts only): the server's words. The same
+    /// connection may try again with the password.
+    #[error("{0}")]
+    AccountNeeded(String),
     /// `register` was called on a connection that is already registered.
     #[error("already registered as {0}")]
     AlreadyRegistered(String),
@@ -86,6 +91,11 @@ pub(crate) fn taken_name(error_text: &str) -> Option<&str> {
 
 /// Types the server's answer to a refused `REGISTER`.
 pub(crate) fn registration_error(error_text: &str) -> ClientError {
+    if crate::account::bad_credentials(error_text)
+        || error_text.starts_with("this server requires an account")
+    {
+        return ClientError::AccountNeeded(error_text.to_string());
+    }
     match taken_name(error_text) {
         Some(name) => ClientError::NameTaken(name.to_string()),
         None => ClientError::Rejected(error_text.to_string()),

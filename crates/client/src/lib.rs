@@ -47,6 +47,13 @@
 //!   meanwhile and delivers it as [`Event::Message`]s marked `catch_up`,
 //!   in seq order with the live ones. [`Client::history`], [`Client::read`]
 //!   and [`Client::topic`] expose the rest of the extension.
+//! - **Accounts.** [`Client::login`] signs in with [`Credentials`]: a
+//!   password, the session token kept from last time (in a
+//!   [`TokenStore`], by default `~/.config/natter/sessions/`, files
+//!   `0600`), or both: the token first, the password when the token is
+//!   refused. With `signup` it creates the account first. The server's
+//!   `SESSION` token is kept and used for reconnects, so the password is
+//!   sent once per run at most.
 //! - When the connection drops after registering, the client reconnects
 //!   with exponential backoff (1 s doubling to 30 s, jittered; see
 //!   [`Backoff`]), registers again with the same name and status and
@@ -59,6 +66,7 @@
 //! - Every queue is bounded ([`ClientConfig`]), and commands go out no
 //!   faster than the server's default rate limit allows ([`Pace`]).
 
+mod account;
 mod client;
 mod config;
 mod connection;
@@ -70,13 +78,17 @@ mod session;
 mod task;
 mod timeline;
 mod tls;
+mod tokens;
 
+pub use account::Credentials;
 pub use client::{Client, Events};
 pub use config::{Backoff, ClientConfig};
 pub use error::ClientError;
 pub use event::{ConnectionState, Event, MessageInfo, OnlineUsers, Unread};
+pub use natter_proto::Secret;
 pub use natter_proto::{Command, ConvId, HistoryEntry};
 pub use outbox::Nonce;
 pub use pace::Pace;
 pub use session::lost_conversation;
 pub use tls::{ClientTls, TlsConfigError};
+pub use tokens::TokenStore;

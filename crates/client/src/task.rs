@@ -10,10 +10,11 @@
 //! were in, fetches what was said meanwhile ([`crate::timeline`]) and
 //! resends the outbox ([`crate::outbox`]).
 
-use natter_proto::{Command, ConvId, MessageMeta, ServerMessage};
+use natter_proto::{Command, ConvId, MessageMeta, Secret, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant, sleep_until, timeout};
 
+use crate::account::{Account, Credentials, Proof, bad_credentials};
 use crate::config::ClientConfig;
 use crate::connection::{Connection, Incoming};
 use crate::error::{ClientError, registration_error};
@@ -47,6 +48,8 @@ pub(crate) enum Request {
     Register {
         name: String,
         status: String,
+        /// An account's (`None`: a guest).
+        credentials: Option<Credentials>,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     Send(Command),
@@ -68,6 +71,17 @@ struct PendingRegister {
     status: String,
     reply: Option<oneshot::Sender<Result<(), ClientError>>>,
     deadline: Instant,
+    /// Where the opening exchange is.
+    stage: Stage,
+}
+
+/// What a pending registration waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `SIGNED_UP` (then `REGISTER` with the password).
+    SigningUp,
+    /// The answer to `REGISTER`, sent with this secret (`None`: a guest).
+    Registering(Option<Proof>),
 }
 
 /// Where one connection is in its opening exchange.
@@ -98,6 +112,8 @@ pub(crate) struct Task {
     timeline: Timeline,
     /// Whether the current connection has the `history` capability.
     history: bool,
+    /// The account we sign in to, if not a guest.
+    account: Option<Account>,
 }
 
 impl Task {
@@ -116,6 +132,7 @@ impl Task {
             outbox: Outbox::new(slots),
             timeline,
             history: false,
+            account: None,
         }
     }
 
@@ -267,21 +284,30 @@ impl Task {
             Request::Register {
                 name,
                 status,
+                credentials,
                 reply,
             } => {
                 if let Some(identity) = self.session.identity() {
                     let _ = reply.send(Err(ClientError::AlreadyRegistered(identity.name.clone())));
                     return None;
                 }
-                if let Err(reason) = send_register(connection, handshake, &name, &status).await {
-                    let _ = reply.send(Err(ClientError::ConnectionLost(reason.clone())));
-                    return Some(Ending::Lost(reason));
-                }
+                self.account = credentials.map(|c| Account::new(c, &self.config.addr, &name));
+                let opened =
+                    open_registration(connection, handshake, &name, &status, self.account.as_ref())
+                        .await;
+                let stage = match opened {
+                    Ok(stage) => stage,
+                    Err(reason) => {
+                        let _ = reply.send(Err(ClientError::ConnectionLost(reason.clone())));
+                        return Some(Ending::Lost(reason));
+                    }
+                };
                 handshake.register = Some(PendingRegister {
                     name,
                     status,
                     reply: Some(reply),
                     deadline: Instant::now() + self.config.reply_timeout,
+                    stage,
                 });
                 None
             }
@@ -381,14 +407,56 @@ impl Task {
             self.emit(Event::Capabilities(granted)).await;
             return None;
         }
-        if let Some(pending) = handshake.register.take() {
-            match &message {
-                ServerMessage::OnlineUsers(_) => {
+        if let ServerMessage::Session(token) = message {
+            return self.keep_token(token).await;
+        }
+        if let Some(mut pending) = handshake.register.take() {
+            match (&message, pending.stage) {
+                (ServerMessage::SignedUp(_), Stage::SigningUp) => {
+                    // The account exists: now sign in to it.
+                    let proof = self.account.as_ref().and_then(|a| a.password().cloned());
+                    pending.stage = Stage::Registering(Some(Proof::Password));
+                    let sent = send_register(
+                        connection,
+                        handshake,
+                        &pending.name,
+                        &pending.status,
+                        proof.as_ref(),
+                    )
+                    .await;
+                    handshake.register = Some(pending);
+                    return sent.err().map(Ending::Lost);
+                }
+                (ServerMessage::OnlineUsers(_), _) => {
                     if let Some(ending) = self.registered(connection, pending).await {
                         return Some(ending);
                     }
                 }
-                ServerMessage::Error(text) => return self.register_refused(pending, text).await,
+                (ServerMessage::Error(text), Stage::Registering(Some(Proof::Token)))
+                    if bad_credentials(text) =>
+                {
+                    // The kept token ended (a logout, a password change):
+                    // forget it, and try the password if we have one.
+                    let account = self.account.as_mut()?;
+                    account.token_refused();
+                    let Some(password) = account.password().cloned() else {
+                        return self.register_refused(pending, text).await;
+                    };
+                    pending.stage = Stage::Registering(Some(Proof::Password));
+                    let sent = send_register(
+                        connection,
+                        handshake,
+                        &pending.name,
+                        &pending.status,
+                        Some(&password),
+                    )
+                    .await;
+                    handshake.register = Some(pending);
+                    return sent.err().map(Ending::Lost);
+                }
+                (ServerMessage::Error(text), _) => {
+                    return self.register_refused(pending, text).await;
+                }
                 _ => handshake.register = Some(pending),
             }
         }
@@ -562,14 +630,35 @@ impl Task {
     async fn register_refused(&mut self, pending: PendingRegister, text: &str) -> Option<Ending> {
         match pending.reply {
             Some(reply) => {
+                self.account = None;
                 let _ = reply.send(Err(registration_error(text)));
                 None
+            }
+            None if matches!(registration_error(text), ClientError::AccountNeeded(_)) => {
+                // Our secret no longer opens the account: retrying would
+                // only count as failed attempts against us.
+                self.emit(Event::ServerError(text.to_string())).await;
+                self.abandon_outbox(text).await;
+                self.emit(Event::State(ConnectionState::Disconnected {
+                    reason: text.to_string(),
+                }))
+                .await;
+                Some(Ending::Done)
             }
             None => {
                 self.emit(Event::ServerError(text.to_string())).await;
                 Some(Ending::Lost(text.to_string()))
             }
         }
+    }
+
+    /// The server's `SESSION` token: the secret of our next `REGISTER`s.
+    async fn keep_token(&mut self, token: Secret) -> Option<Ending> {
+        let account = self.account.as_mut()?;
+        if let Err(why) = account.keep(token) {
+            self.emit(Event::ServerError(why)).await;
+        }
+        None
     }
 
     /// Sends what the outbox still holds and then `GOODBYE`, and hands over
@@ -648,11 +737,15 @@ impl Task {
             };
             let identity = self.session.identity().cloned()?;
             let mut handshake = Handshake::default();
+            let proof = self.account.as_ref().and_then(|a| a.proof());
+            let stage = Stage::Registering(proof.map(|(kind, _)| kind));
+            let secret = proof.map(|(_, secret)| secret.clone());
             if let Err(why) = send_register(
                 &mut connection,
                 &mut handshake,
                 &identity.name,
                 &identity.status,
+                secret.as_ref(),
             )
             .await
             {
@@ -664,6 +757,7 @@ impl Task {
                 status: identity.status,
                 reply: None,
                 deadline: Instant::now() + self.config.reply_timeout,
+                stage,
             });
             self.session.expect_snapshot();
             return Some((connection, handshake));
@@ -734,25 +828,80 @@ impl Task {
     }
 }
 
-/// Sends `CAPS` (once per connection) and `REGISTER`.
+/// Starts registering as `name`: `SIGNUP` first for a new account,
+/// otherwise `REGISTER` with the account's token or password (or none, a
+/// guest). Returns what the answer will be to.
+async fn open_registration(
+    connection: &mut Connection,
+    handshake: &mut Handshake,
+    name: &str,
+    status: &str,
+    account: Option<&Account>,
+) -> Result<Stage, String> {
+    let Some(account) = account else {
+        send_register(connection, handshake, name, status, None).await?;
+        return Ok(Stage::Registering(None));
+    };
+    if account.signs_up() {
+        let password = account
+            .password()
+            .cloned()
+            .unwrap_or_else(|| Secret::new(""));
+        send_caps(connection, handshake, true).await?;
+        let signup = Command::Signup {
+            name: name.to_string(),
+            password,
+        };
+        connection.send(&signup).await?;
+        return Ok(Stage::SigningUp);
+    }
+    let proof = account.proof();
+    let secret = proof.map(|(_, secret)| secret);
+    send_register(connection, handshake, name, status, secret).await?;
+    Ok(Stage::Registering(proof.map(|(kind, _)| kind)))
+}
+
+/// Sends `CAPS`, once per connection; an account asks for `session` too.
+async fn send_caps(
+    connection: &mut Connection,
+    handshake: &mut Handshake,
+    account: bool,
+) -> Result<(), String> {
+    if handshake.caps_sent {
+        return Ok(());
+    }
+    let mut caps: Vec<String> = CAPABILITIES.iter().map(|cap| cap.to_string()).collect();
+    if account {
+        caps.push("session".into());
+    }
+    connection.send(&Command::Caps(caps)).await?;
+    handshake.caps_sent = true;
+    handshake.caps_pending = true;
+    Ok(())
+}
+
+/// Sends `CAPS` (once per connection) and `REGISTER`, with `secret` for an
+/// account.
 async fn send_register(
     connection: &mut Connection,
     handshake: &mut Handshake,
     name: &str,
     status: &str,
+    secret: Option<&Secret>,
 ) -> Result<(), String> {
-    if !handshake.caps_sent {
-        let caps = CAPABILITIES.iter().map(|cap| cap.to_string()).collect();
-        connection.send(&Command::Caps(caps)).await?;
-        handshake.caps_sent = true;
-        handshake.caps_pending = true;
-    }
-    connection
-        .send(&Command::Register {
+    send_caps(connection, handshake, secret.is_some()).await?;
+    let register = match secret {
+        None => Command::Register {
             name: name.to_string(),
             status: status.to_string(),
-        })
-        .await
+        },
+        Some(secret) => Command::Login {
+            name: name.to_string(),
+            status: status.to_string(),
+            secret: secret.clone(),
+        },
+    };
+    connection.send(&register).await
 }
 
 fn fail_register(handshake: &mut Handshake, error: ClientError) {

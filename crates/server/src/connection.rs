@@ -426,17 +426,33 @@ async fn send_in_turn(
 /// The kernel's bytes land in a stack buffer first and only what arrived is
 /// copied into `buf`: readiness is often spurious, and reserving heap space
 /// before knowing would pin a read buffer to every idle connection.
+///
+/// A read that returns less than it asked for has emptied the socket, so
+/// it also clears the socket's readiness, as a `WouldBlock` would: the
+/// next wait then sleeps until new bytes come, instead of waking at once
+/// for a second `recv` that can only say "nothing" (one wasted system
+/// call per incoming message). tokio clears readiness only if no new
+/// event arrived meanwhile, so bytes that come right after are not missed.
 async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     loop {
         readable(stream).await?;
         let mut chunk = [0u8; READ_CHUNK];
-        match stream.try_read(&mut chunk) {
-            Ok(n) => {
+        let mut drained = None;
+        let read = stream.try_io(tokio::io::Interest::READABLE, || {
+            let n = io::Read::read(&mut &*socket2::SockRef::from(stream), &mut chunk)?;
+            if n > 0 && n < READ_CHUNK {
+                drained = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (read, drained) {
+            (_, Some(n)) | (Ok(n), None) => {
                 buf.extend_from_slice(&chunk[..n]);
                 return Ok(n);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            (Err(e), None) => return Err(e),
         }
     }
 }

@@ -140,6 +140,17 @@ impl Durability {
             if self.lost.contains(&(*conv, meta.seq)))
     }
 
+    /// The ticket whose commit an output made now would wait for (the
+    /// open batch's, if it has facts); done once [`Self::finished`] reaches it.
+    pub fn current_ticket(&self) -> u64 {
+        self.submitted + u64::from(!self.gathering.is_empty())
+    }
+
+    /// Every ticket up to this one is finished (committed or failed).
+    pub fn finished(&self) -> u64 {
+        self.finished
+    }
+
     /// Batches submitted and not finished yet.
     pub fn backlog(&self) -> u64 {
         self.submitted - self.finished

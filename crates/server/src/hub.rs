@@ -77,6 +77,13 @@ pub enum HubEvent {
         conn: ConnId,
         outcome: crate::auth::Outcome,
     },
+    /// The web page signs in, checks or ends a session over HTTP.
+    Web(crate::auth::web::WebRequest),
+    /// The hashing pool finished the job of a web sign-in.
+    WebAuthDone {
+        pending: crate::auth::web::Pending,
+        outcome: crate::auth::Outcome,
+    },
     /// Asks how much state the hub holds (tests, leak checks, `/healthz`).
     Stats { reply: oneshot::Sender<HubStats> },
     /// Test-only: makes the hub panic, to exercise [`crate::supervise`].
@@ -152,6 +159,7 @@ pub struct Hub {
 }
 
 mod identity;
+mod web_identity;
 
 impl Hub {
     pub fn new(
@@ -288,7 +296,8 @@ impl Hub {
             // state; nothing would ever commit them.
             let mut released = Vec::new();
             self.durability.committed(ticket, &mut released);
-            return self.carry_out(released);
+            self.carry_out(released);
+            return self.release_web_answers();
         };
         // The channel holds MAX_UNCOMMITTED_BATCHES; the inbox is not read
         // past that, so this cannot be full. If the store thread is gone,
@@ -345,6 +354,7 @@ impl Hub {
             }
         }
         self.carry_out(released);
+        self.release_web_answers();
     }
 
     fn tell_senders_not_stored(&mut self, lost: &[Arc<StoredMessage>], error: &str) {
@@ -413,6 +423,8 @@ impl Hub {
             }
             HubEvent::Command { conn, command } => self.apply_command(conn, command),
             HubEvent::AuthDone { conn, outcome } => self.auth_done(conn, outcome),
+            HubEvent::Web(request) => self.web_request(request),
+            HubEvent::WebAuthDone { pending, outcome } => self.web_auth_done(pending, outcome),
             HubEvent::Rejected {
                 conn,
                 error,

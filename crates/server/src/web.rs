@@ -8,7 +8,10 @@
 //!
 //! - `/`, `/app.js`, `/style.css`: the page, embedded in the binary
 //!   ([`assets`]).
-//! - `/ws`: the gateway ([`socket`]).
+//! - `/ws`: the gateway ([`socket`]), for pages of this origin only; with
+//!   a session cookie, its account's session.
+//! - `/session`, `/signin`, `/signup`, `/signout`: signing in with an
+//!   account ([`signin`]).
 //! - `/healthz`: `200 ok` while the hub answers, `503` once the server is
 //!   shutting down or the hub failed (for load balancers and supervisors).
 //! - `/metrics`: what the server counts, for Prometheus ([`crate::metrics`]),
@@ -27,16 +30,18 @@
 
 mod assets;
 mod https;
+mod signin;
 mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -197,7 +202,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 pub fn router(shared: Arc<Shared>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/ws", get(upgrade));
+        .route("/ws", get(upgrade))
+        .route("/session", get(signin::session))
+        .route("/signin", post(signin::sign_in))
+        .route("/signup", post(signin::sign_up))
+        .route("/signout", post(signin::sign_out))
+        .layer(DefaultBodyLimit::max(signin::MAX_FORM_BYTES));
     if shared.config.metrics.is_none() {
         router = router.route("/metrics", get(metrics));
     }
@@ -232,17 +242,36 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
 /// Accepts a WebSocket with the server's frame limit: a larger message is
 /// refused by the WebSocket layer before it is buffered whole.
 ///
-/// The browser takes its place among the server's clients first, as a TCP
-/// client does: over a limit it gets `429` (its address) or `503` (the
-/// server) with the reason as text, and no WebSocket.
+/// A page of another origin is refused (403), and a session cookie that no
+/// longer signs in is refused (401) and cleared: the page then shows its
+/// sign-in form. The browser takes its place among the server's clients
+/// first, as a TCP client does: over a limit it gets `429` (its address)
+/// or `503` (the server) with the reason as text, and no WebSocket.
 async fn upgrade(
     ws: WebSocketUpgrade,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
 ) -> Response {
     if shared.shutdown.is_cancelled() || shared.hub_failed.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    let https = shared.config.tls.is_some();
+    if !signin::same_origin(&headers, https) {
+        return signin::cross_origin();
+    }
+    let session = match signin::WebCookie::from_headers(&headers) {
+        Some(cookie) if shared.config.accounts.enabled() => {
+            match signin::check(&shared, &cookie).await {
+                Ok(Some(_)) => Some(cookie),
+                Ok(None) => return session_ended(&headers, https),
+                Err(()) => {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+                }
+            }
+        }
+        _ => None,
+    };
     let ticket = match shared.admission.admit(addr.ip()) {
         Ok(ticket) => ticket,
         Err(refusal) => {
@@ -259,6 +288,18 @@ async fn upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let tracker = shared.tracker.clone();
-            tracker.track_future(socket::serve(socket, addr, shared, ticket))
+            tracker.track_future(socket::serve(socket, addr, shared, ticket, session))
         })
+}
+
+/// The answer to a WebSocket whose session cookie no longer signs in.
+fn session_ended(headers: &HeaderMap, https: bool) -> Response {
+    let mut response = signin::error(
+        StatusCode::UNAUTHORIZED,
+        "your session has ended: sign in again",
+    );
+    response
+        .headers_mut()
+        .insert(SET_COOKIE, signin::clear_cookie(headers, https));
+    response
 }

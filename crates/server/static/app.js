@@ -2,6 +2,12 @@
 // protocol's JSON encoding, one message per text frame
 // ({"command":"JOIN","args":[3]}).
 //
+// Signing in with an account goes over HTTP (POST /signin or /signup),
+// which sets an HttpOnly session cookie; the WebSocket opened after that
+// carries the cookie, and the server adds its token to our REGISTER. So a
+// reload (or a dropped connection) signs the account back in by itself.
+// Guests (no password) sign in with a name only, as before.
+//
 // The page keeps its state in `state`, changes it only in the message
 // handlers and the user's actions, and redraws the part that changed.
 // Everything another user wrote reaches the page as text nodes
@@ -25,6 +31,8 @@ const MAX_KEPT_MESSAGES = 1000;
 /** Re-registering after a reconnect may find the old session not yet gone. */
 const MAX_RESTORE_ATTEMPTS = 4;
 const PRESET_STATUSES = ['online', 'away', 'busy'];
+/** Where the page remembers the status it last set, across reloads. */
+const STATUS_KEY = 'natter.status';
 
 const $ = (id) => document.getElementById(id);
 
@@ -33,6 +41,13 @@ const state = {
    * 'waiting' (signed in, to reconnect after the backoff) */
   conn: 'connecting',
   socket: null,
+  /** What GET /session said about the server: accounts 'off' |
+   * 'optional' | 'required', and whether sign-up is open. */
+  server: { accounts: 'off', signup: false },
+  /** The account this page's cookie signs in, or null (a guest). */
+  account: null,
+  /** What the sign-in form does: 'signin' | 'signup'. */
+  formMode: 'signin',
   backoff: BACKOFF_FIRST_MS,
   retryAt: 0,
   retryTimer: 0,
@@ -88,7 +103,10 @@ function el(tag, props = {}, ...children) {
 }
 
 const sameName = (a, b) => a.toLowerCase() === b.toLowerCase();
-const isMe = (name) => state.me != null && sameName(name, state.me.name);
+const isMe = (name) => {
+  const me = state.me ?? state.pending;
+  return me != null && sameName(name, me.name);
+};
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 
 function statusClass(status) {
@@ -121,7 +139,7 @@ function connect() {
     setConn('open');
     state.caps = new Set();
     send('CAPS', CAPS);
-    const who = state.me ?? state.wanted;
+    const who = state.me ?? state.wanted ?? accountIdentity();
     state.wanted = null;
     if (who) register(who.name, who.status);
   };
@@ -142,6 +160,16 @@ function connect() {
     const signingIn = (state.pending || state.wanted) && !state.me;
     state.pending = null;
     state.wanted = null;
+    if (state.account) {
+      // The session may have ended (signed out elsewhere, password
+      // changed): then the server refuses the socket; ask before retrying.
+      stillSignedIn().then((yes) => {
+        if (!state.account || state.socket) return;
+        if (yes) scheduleReconnect();
+        else sessionEnded('You were signed out. Sign in again.');
+      });
+      return;
+    }
     if (state.me) {
       scheduleReconnect(); // signed in: come back by ourselves
       return;
@@ -150,6 +178,91 @@ function connect() {
     setConn('idle');
     if (signingIn) showSigninError('Could not reach the server. Try again.');
   };
+}
+
+/** Drops the current socket (without its close handler running) and
+ * opens a new one: after signing in, so that it carries the cookie. */
+function reconnectNow() {
+  const old = state.socket;
+  state.socket = null;
+  old?.close();
+  connect();
+}
+
+/** Who the account's page registers as: its name and last status. */
+function accountIdentity() {
+  return state.account ? { name: state.account, status: savedStatus() } : null;
+}
+
+/** Asks the server about this page's session: {accounts, signup, name},
+ * or null when it cannot be reached. */
+async function fetchSession() {
+  try {
+    const response = await fetch('/session', { cache: 'no-store', credentials: 'same-origin' });
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether the cookie still signs us in (yes, when the server cannot say). */
+async function stillSignedIn() {
+  const session = await fetchSession();
+  return session == null || session.name != null;
+}
+
+/** Signs in (or up) over HTTP; on success the server sets the session
+ * cookie and a new socket signs the account in. */
+async function accountSignIn(name, password, status, signup) {
+  let response;
+  try {
+    response = await fetch(signup ? '/signup' : '/signin', {
+      method: 'POST',
+      body: new URLSearchParams({ name, password }),
+      credentials: 'same-origin',
+    });
+  } catch {
+    showSigninError('Could not reach the server. Try again.');
+    return;
+  }
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    showSigninError(answer.error ?? `The server answered ${response.status}.`);
+    return;
+  }
+  $('password').value = '';
+  state.account = answer.name;
+  saveStatus(status);
+  state.wanted = { name: answer.name, status };
+  reconnectNow();
+}
+
+/** The account's session is over: back to the form, saying why. */
+function sessionEnded(text) {
+  clearTimeout(state.retryTimer);
+  state.account = null;
+  state.me = null;
+  state.wanted = null;
+  state.pending = null;
+  resetChatState();
+  setConn('idle');
+  showSignin(null, text);
+}
+
+function savedStatus() {
+  try {
+    return localStorage.getItem(STATUS_KEY) || 'online';
+  } catch {
+    return 'online';
+  }
+}
+
+function saveStatus(status) {
+  try {
+    localStorage.setItem(STATUS_KEY, status);
+  } catch {
+    // Storage may be off; the status is then not kept across reloads.
+  }
 }
 
 /** Tries again after the current backoff, which then doubles (to 30 s). */
@@ -314,6 +427,7 @@ function registrationRefused(text) {
     return;
   }
   state.me = null;
+  state.account = null;
   state.restoreAttempts = 0;
   resetChatState();
   showSignin(wanted, text);
@@ -395,16 +509,31 @@ function open(id) {
 
 function wireSignin() {
   wireStatusPicker($('signin-status'), $('signin-custom'));
+  $('signup-toggle').addEventListener('click', () => {
+    state.formMode = state.formMode === 'signup' ? 'signin' : 'signup';
+    $('signin-error').hidden = true;
+    renderSigninForm();
+  });
   $('signin-form').addEventListener('submit', (event) => {
     event.preventDefault();
     const name = $('name').value.trim();
     const status = pickedStatus($('signin-status'), $('signin-custom'));
+    const password = $('password').value;
+    const signup = state.formMode === 'signup';
     if (!name) {
       showSigninError('Choose a name.');
       return;
     }
+    if (!password && (signup || state.server.accounts === 'required')) {
+      showSigninError(signup ? 'Choose a password.' : 'Enter your password.');
+      return;
+    }
     $('signin-error').hidden = true;
     $('signin-button').disabled = true;
+    if (password && state.server.accounts !== 'off') {
+      accountSignIn(name, password, status, signup);
+      return;
+    }
     if (state.conn === 'open') {
       register(name, status);
     } else {
@@ -431,6 +560,7 @@ function pickedStatus(select, custom) {
 function setStatus(status) {
   if (!state.me) return;
   if (send('STATUS', [status])) state.me.status = status;
+  if (state.account) saveStatus(status);
   renderMe();
 }
 
@@ -445,7 +575,19 @@ function wireApp() {
   });
   $('footer-sign-out').addEventListener('click', () => $('sign-out').click());
   $('sign-out').addEventListener('click', () => {
-    send('GOODBYE'); // the server closes the connection
+    if (state.account) {
+      // The session ends on the server, which closes its sockets, and the
+      // cookie is cleared. Conversations stay ours for the next sign-in.
+      const socket = state.socket;
+      state.socket = null;
+      state.account = null;
+      setConn('idle');
+      fetch('/signout', { method: 'POST', credentials: 'same-origin' })
+        .catch(() => {})
+        .finally(() => socket?.close());
+    } else {
+      send('GOODBYE'); // the server closes the connection
+    }
     state.me = null;
     resetChatState();
     showSignin(null, null);
@@ -579,6 +721,26 @@ function showSignin(wanted, error) {
   else $('signin-error').hidden = true;
   renderTitle();
   $('name').focus();
+}
+
+/** The form as the server allows: a password for accounts (optional
+ * when guests are welcome), and sign-up when it is open. */
+function renderSigninForm() {
+  const { accounts, signup } = state.server;
+  if (!signup) state.formMode = 'signin';
+  const signingUp = state.formMode === 'signup';
+  $('password-field').hidden = accounts === 'off';
+  $('password').autocomplete = signingUp ? 'new-password' : 'current-password';
+  let hint = '';
+  if (signingUp) hint = '(at least 8 characters)';
+  else if (accounts === 'optional') hint = '(only if you have an account)';
+  $('password-hint').textContent = hint;
+  $('signin-title').textContent = signingUp ? 'Create an account' : 'Sign in to chat';
+  $('signin-button').textContent = signingUp ? 'Create account' : 'Sign in';
+  $('signin-form').action = signingUp ? '/signup' : '/signin';
+  $('signup-switch').hidden = !signup;
+  $('switch-text').textContent = signingUp ? 'Have an account?' : 'New here?';
+  $('signup-toggle').textContent = signingUp ? 'Sign in' : 'Create an account';
 }
 
 function showSigninError(text) {
@@ -779,10 +941,23 @@ function renderBrowse(convs) {
 
 // ---------------------------------------------------------------- start
 
+/** Asks the server who we are first: a signed-in account goes straight
+ * back to the chat (the reload case); anyone else gets the form. */
+async function start() {
+  const session = await fetchSession();
+  if (session) {
+    state.server = { accounts: session.accounts, signup: session.signup };
+    state.account = session.name ?? null;
+  }
+  renderSigninForm();
+  if (!state.account) showSignin(null, null);
+  connect();
+}
+
 wireSignin();
 wireApp();
 setInterval(() => { if (state.conn === 'waiting') renderConn(); }, 1000);
-connect();
+start();
 
 // For tests and the curious: drop the connection to watch the page recover.
 window.natter = { dropConnection: () => state.socket?.close() };

@@ -12,6 +12,7 @@
 pub mod limiter;
 pub mod pool;
 pub mod secrets;
+pub mod web;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -62,7 +63,13 @@ pub struct Auth {
     pub held: HashMap<ConnId, VecDeque<Command>>,
     /// The session token each account device came in with or was given.
     pub session_of: HashMap<ConnId, TokenHash>,
+    /// Answers to the web page that wait for the store to commit what
+    /// they reveal (an account, a session), with the ticket they wait for.
+    pub web_replies: VecDeque<(u64, WebReply)>,
 }
+
+/// An answer to the web page, sent once what it reveals is stored.
+pub type WebReply = Box<dyn FnOnce() + Send>;
 
 impl Auth {
     pub fn new(accounts: Vec<StoredAccount>, pool: Pool) -> Self {
@@ -83,6 +90,7 @@ impl Auth {
             pool,
             held: HashMap::new(),
             session_of: HashMap::new(),
+            web_replies: VecDeque::new(),
         }
     }
 

@@ -36,9 +36,11 @@ const NICENESS: i32 = 10;
 pub struct Busy;
 
 type Job = Box<dyn FnOnce() -> Outcome + Send>;
+/// Makes the event that takes a job's outcome back to the hub.
+type Then = Box<dyn FnOnce(Outcome) -> HubEvent + Send>;
 
 pub struct Pool {
-    jobs: SyncSender<(ConnId, Job)>,
+    jobs: SyncSender<(Job, Then)>,
 }
 
 impl Pool {
@@ -67,7 +69,18 @@ impl Pool {
         conn: ConnId,
         job: impl FnOnce() -> Outcome + Send + 'static,
     ) -> Result<(), Busy> {
-        match self.jobs.try_send((conn, Box::new(job))) {
+        self.submit_then(job, move |outcome| HubEvent::AuthDone { conn, outcome })
+    }
+
+    /// Queues `job`; its outcome comes back to the hub as the event `then`
+    /// makes of it (the web page's logins, which have no connection yet,
+    /// come back this way).
+    pub fn submit_then(
+        &self,
+        job: impl FnOnce() -> Outcome + Send + 'static,
+        then: impl FnOnce(Outcome) -> HubEvent + Send + 'static,
+    ) -> Result<(), Busy> {
+        match self.jobs.try_send((Box::new(job), Box::new(then))) {
             Ok(()) => Ok(()),
             // Disconnected only if every thread failed to start: refusing
             // is all that is left to do.
@@ -77,7 +90,7 @@ impl Pool {
 }
 
 /// One hashing thread: takes jobs until the pool is gone.
-fn work(queue: &Mutex<Receiver<(ConnId, Job)>>, events: &HubSender) {
+fn work(queue: &Mutex<Receiver<(Job, Then)>>, events: &HubSender) {
     lower_priority();
     loop {
         // The lock is held only while waiting for the next job, never while
@@ -86,12 +99,9 @@ fn work(queue: &Mutex<Receiver<(ConnId, Job)>>, events: &HubSender) {
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
-        let Ok((conn, job)) = next else { return };
+        let Ok((job, then)) = next else { return };
         let outcome = job();
-        if events
-            .blocking_send(HubEvent::AuthDone { conn, outcome })
-            .is_err()
-        {
+        if events.blocking_send(then(outcome)).is_err() {
             return; // the hub has stopped
         }
     }

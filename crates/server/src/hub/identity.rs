@@ -117,21 +117,7 @@ impl Hub {
                 ErrorKind::Auth,
             );
         }
-        if self.store.is_some() {
-            self.outputs.push(Output::Fact(Fact::AccountCreated {
-                key: key.clone(),
-                display: name.clone(),
-                phc: phc.clone(),
-                ts: unix_ms(),
-            }));
-        }
-        let credential = Credential {
-            display: name.clone(),
-            phc: phc.into(),
-            sessions: Vec::new(),
-        };
-        self.auth.credentials.insert(key.clone(), credential);
-        self.chat.add_account(key);
+        self.create_account(&key, &name, phc);
         tracing::info!(conn = conn.0, name, "signed up");
         self.reply(conn, ServerMessage::SignedUp(name));
     }
@@ -232,7 +218,37 @@ impl Hub {
         self.dispatch();
     }
 
+    /// Stores a new account (its name is known to be free).
+    pub(super) fn create_account(&mut self, key: &str, name: &str, phc: String) {
+        if self.store.is_some() {
+            self.outputs.push(Output::Fact(Fact::AccountCreated {
+                key: key.to_owned(),
+                display: name.to_owned(),
+                phc: phc.clone(),
+                ts: unix_ms(),
+            }));
+        }
+        let credential = Credential {
+            display: name.to_owned(),
+            phc: phc.into(),
+            sessions: Vec::new(),
+        };
+        self.auth.credentials.insert(key.to_owned(), credential);
+        self.chat.add_account(key.to_owned());
+    }
+
     fn issue_session(&mut self, conn: ConnId, key: &str) {
+        let (token, hash) = self.start_session(key);
+        self.auth.session_of.insert(conn, hash);
+        self.outputs.push(Output::Send {
+            to: Recipients::One(conn),
+            message: Arc::new(ServerMessage::Session(Secret::new(token))),
+        });
+    }
+
+    /// A new session token of the account `key` (which exists), stored as
+    /// its hash; past [`MAX_SESSIONS`] the oldest one ends.
+    pub(super) fn start_session(&mut self, key: &str) -> (String, [u8; 32]) {
         let (token, hash) = new_token();
         let durable = self.store.is_some();
         let credential = self
@@ -255,27 +271,31 @@ impl Hub {
                 ts: unix_ms(),
             }));
         }
-        self.auth.session_of.insert(conn, hash);
-        self.outputs.push(Output::Send {
-            to: Recipients::One(conn),
-            message: Arc::new(ServerMessage::Session(Secret::new(token))),
-        });
+        (token, hash)
     }
 
     /// LOGOUT: this connection's token ends, then the connection, as with
     /// GOODBYE.
     fn logout(&mut self, conn: ConnId) {
-        if let Some(hash) = self.auth.session_of.remove(&conn) {
-            for credential in self.auth.credentials.values_mut() {
-                credential.sessions.retain(|h| *h != hash);
-            }
-            if self.store.is_some() {
-                self.outputs
-                    .push(Output::Fact(Fact::SessionEnded { token: hash }));
-            }
+        if let Some(hash) = self.auth.session_of.remove(&conn)
+            && let Some((key, _)) = self.chat.registered_as(conn)
+        {
+            let key = key.to_owned();
+            self.end_session(&key, hash);
         }
         self.chat.handle(conn, Command::Goodbye, &mut self.outputs);
         self.dispatch();
+    }
+
+    /// The session `hash` of the account `key` ends.
+    pub(super) fn end_session(&mut self, key: &str, hash: [u8; 32]) {
+        if let Some(credential) = self.auth.credentials.get_mut(key) {
+            credential.sessions.retain(|h| *h != hash);
+        }
+        if self.store.is_some() {
+            self.outputs
+                .push(Output::Fact(Fact::SessionEnded { token: hash }));
+        }
     }
 
     fn change_password(&mut self, conn: ConnId, old: Secret, new: Secret) {

@@ -15,6 +15,12 @@
 //! is not a valid command gets ERROR and the connection stays; the frame
 //! limit, rate limit (every frame counts, binary and bad ones too),
 //! idle timeout and connection limits are the same.
+//!
+//! A page signed in with an account ([`WebCookie`]) cannot read its
+//! session token (the cookie is HttpOnly), so it sends a plain
+//! `REGISTER [name, status]` and the gateway adds the cookie's token as
+//! the secret when the name is the cookie's account: the hub checks it
+//! like any other session token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +31,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use natter_core::ConnId;
+use natter_core::{ConnId, user_key};
 use natter_proto::codec::encode_message;
 use natter_proto::{Command, DecodeError, Encoding, ServerMessage, json};
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +45,7 @@ use crate::metrics::{ErrorKind, Transport as MetricsTransport};
 use crate::peer::{Peer, Transport};
 use crate::rate::FrameGate;
 use crate::supervise::HUB_FAILED_MESSAGE;
+use crate::web::signin::WebCookie;
 
 /// Most queued messages written before one flush: several small messages
 /// leave in one system call, and a long queue still gets flushed now and
@@ -55,7 +62,13 @@ const BINARY_REFUSED: &str =
 
 /// Serves one upgraded WebSocket until it ends, holding the place it was
 /// admitted to before the upgrade.
-pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>, _ticket: Ticket) {
+pub async fn serve(
+    socket: WebSocket,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    _ticket: Ticket,
+    session: Option<WebCookie>,
+) {
     let conn = shared.next_conn_id();
     let (sink, stream) = socket.split();
     let (sender, outgoing) = mpsc::unbounded_channel();
@@ -92,6 +105,7 @@ pub async fn serve(socket: WebSocket, addr: SocketAddr, shared: Arc<Shared>, _ti
     let reader = Reader {
         conn,
         shared: &shared,
+        session,
         gate: FrameGate::new(
             shared.config.rate_limit,
             shared.config.rate_burst,
@@ -210,6 +224,8 @@ enum ReadFailure {
 struct Reader<'a> {
     conn: ConnId,
     shared: &'a Shared,
+    /// The page's account session, from its cookie.
+    session: Option<WebCookie>,
     gate: FrameGate,
     bytes_in: &'a Counter,
 }
@@ -303,7 +319,7 @@ impl Reader<'_> {
         let event = match Command::from_raw(raw, &self.shared.config.limits) {
             Ok(command) => HubEvent::Command {
                 conn: self.conn,
-                command,
+                command: self.with_session(command),
             },
             Err(error) => HubEvent::Rejected {
                 conn: self.conn,
@@ -313,6 +329,23 @@ impl Reader<'_> {
             },
         };
         self.shared.hub.send(event).await.is_ok()
+    }
+
+    /// The page's `REGISTER` of its cookie's account, with the cookie's
+    /// token as the secret; any other command as it is.
+    fn with_session(&self, command: Command) -> Command {
+        match (command, &self.session) {
+            (Command::Register { name, status }, Some(session))
+                if user_key(&name) == user_key(&session.name) =>
+            {
+                Command::Login {
+                    name,
+                    status,
+                    secret: session.token.clone(),
+                }
+            }
+            (command, _) => command,
+        }
     }
 
     /// Waits for this frame's turn under the rate limit; reads nothing
