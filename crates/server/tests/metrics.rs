@@ -665,3 +665,44 @@ async fn a_flooder_cut_off_is_counted() {
     assert_eq!(scrape.value("natter_users", &[]), 0.0);
     server.shutdown().await;
 }
+
+/// Posts a form to the web listener as the page does (from its origin);
+/// gives the status.
+async fn post_form(web: SocketAddr, path: &str, form: &str) -> u16 {
+    let mut stream = TcpStream::connect(web).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {web}\r\nOrigin: http://{web}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    response.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// The web page's sign-in counts as a login like REGISTER with a password.
+#[tokio::test]
+async fn a_wrong_password_on_the_web_page_is_a_failed_login() {
+    let server = common::start_with(Config {
+        web: Some("127.0.0.1:0".parse().unwrap()),
+        ..common::test_config()
+    })
+    .await;
+    let web = server.web_addr().unwrap();
+    let signup = "name=gail&password=correct+horse+battery";
+    assert_eq!(post_form(web, "/signup", signup).await, 200);
+    let wrong = "name=gail&password=wrong+horse+battery";
+    assert_eq!(post_form(web, "/signin", wrong).await, 401);
+    let right = "name=gail&password=correct+horse+battery";
+    assert_eq!(post_form(web, "/signin", right).await, 200);
+    let scrape = scrape(web).await;
+    assert_eq!(scrape.value("natter_login_attempts_total", &[]), 2.0);
+    let bad = [("reason", "bad_credentials")];
+    assert_eq!(scrape.value("natter_login_failures_total", &bad), 1.0);
+    server.shutdown().await;
+}
