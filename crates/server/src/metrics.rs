@@ -483,7 +483,7 @@ impl Metrics {
         let login_attempts = Counter::default();
         registry.register(
             "natter_login_attempts",
-            "Logins to an account (REGISTER with a password or a session token)",
+            "Logins to an account (REGISTER with a password or a session token, the web page's sign-in)",
             login_attempts.clone(),
         );
         let failures_family = Family::<Labels<1>, Counter>::default();
