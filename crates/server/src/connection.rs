@@ -19,7 +19,6 @@ use natter_proto::{DecodeError, Decoder, Encoding, ServerMessage};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Sleep;
@@ -152,16 +151,15 @@ pub(crate) async fn converse<S: Source>(
     let config = &shared.config;
     let mut reader = Reader {
         conn,
-        hub: &shared.hub,
+        shared,
         decoder: Decoder::new(encoding, Direction::ToServer, config.limits.clone()),
-        config,
         gate: FrameGate::new(config.rate_limit, config.rate_burst, Instant::now()),
         idle: IdleTimer::new(config.idle_timeout),
-        bytes_in: shared.metrics.bytes_in(if encrypted {
+        transport: if encrypted {
             metrics::Transport::Tls
         } else {
             metrics::Transport::Tcp
-        }),
+        },
     };
     let ended = match detected {
         None => {
@@ -286,15 +284,16 @@ impl IdleTimer {
     }
 }
 
+/// (One reference to [`Shared`] rather than one to each part of it: this
+/// lives in every connection's future.)
 struct Reader<'a> {
     conn: ConnId,
-    hub: &'a HubSender,
+    shared: &'a Shared,
     decoder: Decoder,
-    config: &'a Config,
     gate: FrameGate,
     idle: IdleTimer,
-    /// Where this transport's bytes read are counted.
-    bytes_in: &'a Counter,
+    /// Which transport's counter the bytes read go to.
+    transport: metrics::Transport,
 }
 
 impl Reader<'_> {
@@ -318,12 +317,12 @@ impl Reader<'_> {
                 read = source.read_some(&mut buf) => match read {
                     Ok(0) | Err(_) => return Ended::ByClient,
                     Ok(n) => {
-                        self.bytes_in.inc_by(n as u64);
+                        self.shared.metrics.bytes_in(self.transport).inc_by(n as u64);
                         self.idle.restart();
                     }
                 },
                 _ = self.idle.expired() => {
-                    let secs = self.config.idle_timeout.as_secs();
+                    let secs = self.shared.config.idle_timeout.as_secs();
                     let error = format!("idle for {secs} s: closing the connection");
                     self.reject(error, ErrorKind::Timeout).await;
                     return Ended::ByServer;
@@ -343,10 +342,10 @@ impl Reader<'_> {
             };
             let fatal = matches!(event, HubEvent::Rejected { fatal: true, .. });
             let sent = if wait.is_zero() {
-                send_to_hub(self.hub, event).await
+                send_to_hub(&self.shared.hub, event).await
             } else {
                 // Boxed: rare, and kept out of what every connection costs.
-                Box::pin(send_in_turn(self.hub, event, wait, cancel)).await
+                Box::pin(send_in_turn(&self.shared.hub, event, wait, cancel)).await
             };
             if sent.is_err() || fatal {
                 return false;
@@ -398,7 +397,7 @@ impl Reader<'_> {
 
     /// Has the hub answer ERROR and close the connection.
     async fn reject(&self, error: String, kind: ErrorKind) -> bool {
-        send_to_hub(self.hub, self.rejection(error, kind, true))
+        send_to_hub(&self.shared.hub, self.rejection(error, kind, true))
             .await
             .is_ok()
     }
