@@ -10,6 +10,7 @@ committed under bench/results/, which the scripts that measured wrote:
   bench/results/store.jsonl        bench/store.sh (the store's criterion bench)
   bench/results/store_ab.jsonl     bench/store_ab.sh (fan-out, --ephemeral against durable)
   bench/results/cluster.jsonl      bench/cluster.sh (a cluster node against the single server)
+  bench/results/metrics_ab.jsonl   bench/metrics_ab.sh (fan-out, without metrics against with)
   bench/results/identity.jsonl     bench/identity.sh (TLS fan-out, login storm, idle TLS)
 
 A figure lives between <!-- figures:NAME --> and <!-- /figures:NAME -->;
@@ -695,6 +696,47 @@ def identity(root):
     return "\n".join(out) + "\n"
 
 
+def metrics_ab(root):
+    """docs/PERFORMANCE.md: bench/metrics_ab.sh's interleaved runs."""
+    source = "bench/results/metrics_ab.jsonl"
+    if not os.path.exists(os.path.join(root, source)):
+        return (f"*Not measured yet: `{source}` does not exist. `bench/metrics_ab.sh` on a quiet "
+                "machine writes it.*\n")
+    lines = read_jsonl(root, "metrics_ab.jsonl")
+    rows = [r for r in lines if "mode" in r]
+    base = next((r["base"] for r in lines if "base" in r), None)
+    out = [provenance(run_record(lines), source)]
+    if base:
+        out.append(f"Base (without metrics): commit `{base[:10]}`.\n")
+    out += ["| run | build | R msg/s | delivered | p50 ms | p99 ms | server cores | µs CPU / delivery | deliveries counted (whole run) |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    cpu = {"base": [], "metrics": []}
+    for n, row in enumerate(rows, 1):
+        r = row.get("result")
+        name = {"base": "without metrics", "metrics": "with metrics"}[row["mode"]]
+        if r is None:
+            out.append(f"| {n} | {name} | {row['rate']} | run failed | | | | | |")
+            continue
+        per = (r.get("server") or {}).get("cpu_us_per_delivery")
+        if per is not None:
+            cpu[row["mode"]].append(per)
+        counted = row.get("deliveries_counted")
+        counted = f"{counted:.0f}" if isinstance(counted, (int, float)) else "–"
+        out.append(f"| {n} | {name} | {r['rate']} | {100 * r['delivery_ratio']:.2f}% "
+                   f"| {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
+                   f"| {(r.get('server') or {}).get('cpu_cores', '–')} | {per if per is not None else '–'} | {counted} |")
+    out.append("")
+    out.append("Target (issue 16):\n")
+    if cpu["base"] and cpu["metrics"]:
+        b = sum(cpu["base"]) / len(cpu["base"])
+        m = sum(cpu["metrics"]) / len(cpu["metrics"])
+        out.append(f"- CPU per delivery with metrics ≤ 1.02 × without (means over the runs): {mark(m <= 1.02 * b)} "
+                   f"{m:.3f} vs {b:.3f} µs, ratio {m / b:.3f}")
+    else:
+        out.append("- CPU per delivery with metrics ≤ 1.02 × without: not determined (no CPU figures)")
+    return "\n".join(out) + "\n"
+
+
 RENDERERS = {
     "how-fast": how_fast,
     "results": results,
@@ -709,6 +751,7 @@ RENDERERS = {
     "store-ab": store_ab,
     "cluster": cluster,
     "cluster-model": cluster_model,
+    "metrics-ab": metrics_ab,
     "identity": identity,
 }
 

@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Serve no web page (and no WebSocket gateway).
     #[arg(long, conflicts_with = "web")]
     no_web: bool,
+    /// Serve the Prometheus metrics (GET /metrics) on this address alone,
+    /// and not on the web page's (for when the web page is off or public).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Seconds between full ONLINE_USERS snapshots to classic clients (0: never).
     #[arg(long, default_value_t = defaults().presence_interval.as_secs(), value_name = "SECS")]
     presence_interval: u64,
@@ -282,6 +286,7 @@ impl ServeArgs {
         let mut config = natter_server::Config {
             listen: self.listen,
             web: (!self.no_web).then_some(self.web),
+            metrics: self.metrics,
             presence_interval: Duration::from_secs(self.presence_interval),
             presence_coalesce: Duration::from_millis(self.presence_coalesce),
             policy: match self.conversations {
@@ -443,6 +448,9 @@ async fn serve(args: ServeArgs, mut loaded: Loaded) -> anyhow::Result<()> {
             "http"
         };
         println!("web on {scheme}://{web}");
+    }
+    if let Some(metrics) = server.metrics_addr() {
+        println!("metrics on http://{metrics}/metrics");
     }
     // Every listener listens: `systemctl start` may return.
     notify(&[NotifyState::Ready]);

@@ -19,6 +19,10 @@ pub struct Config {
     /// Where to serve the web page and its WebSocket gateway (`None`: no
     /// web listener; the default, so that tests opt in).
     pub web: Option<SocketAddr>,
+    /// Where to serve `GET /metrics` alone (`None`: on the web listener, if
+    /// there is one). When set, the web listener does not serve it, so a
+    /// public web page does not show the server's numbers.
+    pub metrics: Option<SocketAddr>,
     /// How often every classic client gets a full `ONLINE_USERS`; zero turns
     /// the periodic snapshot off.
     pub presence_interval: Duration,
@@ -99,6 +103,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 6666)),
             web: None,
+            metrics: None,
             presence_interval: Duration::from_secs(10),
             presence_coalesce: Duration::from_millis(100),
             policy: Policy::Open,

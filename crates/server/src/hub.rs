@@ -34,6 +34,7 @@ use crate::cluster::entry::Input;
 use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::durability::{Durability, accepted_messages};
+use crate::metrics::{Disconnect, ErrorKind, Metrics, Pass, Tally, command_index};
 use crate::peer::{Flushed, Peer};
 
 /// How many events the hub applies before it flushes what they produced.
@@ -63,9 +64,11 @@ pub enum HubEvent {
     Command { conn: ConnId, command: Command },
     /// A client sent something that could not be used; `fatal` when its
     /// stream can no longer be trusted and the connection must close.
+    /// `kind` says why, for the metrics.
     Rejected {
         conn: ConnId,
         error: String,
+        kind: ErrorKind,
         fatal: bool,
     },
     /// The client's stream ended or failed.
@@ -144,8 +147,8 @@ pub struct Hub {
     outputs: Outputs,
     /// Peers with bytes queued since the last flush.
     dirty: Vec<ConnId>,
-    /// Peers to cut off once the current outputs are dispatched.
-    doomed: Vec<ConnId>,
+    /// Peers to cut off once the current outputs are dispatched, and why.
+    doomed: Vec<(ConnId, Disconnect)>,
     /// End of the current presence coalescing window, if changes wait.
     presence_deadline: Option<Instant>,
     /// Connections with the time by which they must have registered,
@@ -175,6 +178,9 @@ pub struct Hub {
     admin_waiting: Vec<(u64, AdminReply, AdminResult)>,
     /// With `--nats`: the replicated log inputs go through.
     cluster: Option<Clustered>,
+    /// What this pass counted, published to `metrics` at its end.
+    tally: Tally,
+    metrics: Arc<Metrics>,
 }
 
 type AdminResult = Result<AdminAnswer, String>;
@@ -188,6 +194,7 @@ mod web_identity;
 use cluster::{Applied, Clustered};
 
 impl Hub {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         chat: Chat,
         config: Arc<Config>,
@@ -196,6 +203,7 @@ impl Hub {
         store: Option<Worker>,
         accounts: Vec<StoredAccount>,
         address_bans: Arc<AddressBans>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let write_coalesce = config.write_coalesce;
         let rejoin_deadline = chat
@@ -223,6 +231,8 @@ impl Hub {
             address_bans,
             admin_waiting: Vec::new(),
             cluster: None,
+            tally: Tally::default(),
+            metrics,
         }
     }
 
@@ -273,15 +283,19 @@ impl Hub {
             };
             let started = std::time::Instant::now();
             self.chat.set_time(unix_ms());
+            let mut events = None;
             match wake {
                 Wake::Event(event) => {
                     self.apply(event);
-                    for _ in 1..MAX_BATCH {
+                    let mut applied = 1;
+                    while applied < MAX_BATCH {
                         match inbox.try_recv() {
                             Ok(event) => self.apply(event),
                             Err(_) => break,
                         }
+                        applied += 1;
                     }
+                    events = Some(applied);
                 }
                 Wake::DeferredWrites => self.end_write_window(),
                 Wake::PresenceWindow => {
@@ -323,8 +337,9 @@ impl Hub {
             self.schedule_presence();
             self.submit_batch();
             self.flush_dirty();
-            self.coalescer
-                .record_work(started, std::time::Instant::now());
+            let now = std::time::Instant::now();
+            self.coalescer.record_work(started, now);
+            self.publish(events, now - started);
         }
         if let Some(cluster) = &mut self.cluster {
             // The appender publishes it (bounded) after the hub is gone.
@@ -332,10 +347,22 @@ impl Hub {
         }
         self.drain_store(&mut replies).await;
         self.say_goodbye_to_all();
+        self.publish(None, std::time::Duration::ZERO);
         if let Some(store) = self.store.take() {
             // Joining the store threads blocks; they have nothing left to do.
             let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
         }
+    }
+
+    /// Hands what this pass counted to the metrics registry.
+    fn publish(&mut self, events: Option<usize>, busy: std::time::Duration) {
+        let pass = Pass {
+            events,
+            busy,
+            users: self.chat.user_count(),
+            conversations: self.chat.conversation_count(),
+        };
+        self.metrics.publish(&mut self.tally, pass);
     }
 
     /// Sends the facts of this pass to the store as one batch.
@@ -399,6 +426,7 @@ impl Hub {
                             .collect(),
                     },
                     Err(error) => {
+                        self.tally.error(ErrorKind::Store);
                         ServerMessage::Error(format!("history of {conv} not available: {error}"))
                     }
                 };
@@ -439,6 +467,7 @@ impl Hub {
     fn tell_senders_not_stored(&mut self, lost: &[Arc<StoredMessage>], error: &str) {
         for message in lost {
             if let Some(conn) = self.chat.user_conn(&message.sender_key) {
+                self.tally.error(ErrorKind::Store);
                 let text = format!(
                     "message not stored in conversation {} (the server could not write it: {error}); \
                      nobody received it, send it again",
@@ -489,6 +518,7 @@ impl Hub {
         match event {
             HubEvent::Connected { conn, peer } => {
                 tracing::info!(conn = conn.0, peer = %peer.addr, encoding = ?peer.encoding, "connect");
+                self.tally.opened(peer.transport(), peer.encoding);
                 match &mut self.cluster {
                     Some(cluster) => cluster.append_input(Input::Connect(conn)),
                     None => self.chat.connect(conn),
@@ -505,15 +535,20 @@ impl Hub {
             HubEvent::AuthDone { conn, outcome } => self.auth_done(conn, outcome),
             HubEvent::Web(request) => self.web_request(request),
             HubEvent::WebAuthDone { pending, outcome } => self.web_auth_done(pending, outcome),
-            HubEvent::Rejected { conn, error, fatal } => {
-                self.send_error(conn, error);
+            HubEvent::Rejected {
+                conn,
+                error,
+                kind,
+                fatal,
+            } => {
+                self.send_error(conn, error, kind);
                 if fatal {
-                    self.close_after_error(conn);
+                    self.close_after_error(conn, kind.disconnect());
                 }
             }
             HubEvent::Disconnected { conn } => {
                 self.auth.forget(conn);
-                if let Some(peer) = self.peers.remove(&conn) {
+                if let Some(peer) = self.remove_peer(conn, Disconnect::Client) {
                     tracing::info!(conn = conn.0, peer = %peer.addr, "disconnect");
                     peer.abort();
                     self.depart(conn);
@@ -567,6 +602,10 @@ impl Hub {
             return; // already cut off; its reader had this in flight
         };
         let addr = peer.addr;
+        self.tally.commands[command_index(&command)] += 1;
+        if matches!(command, Command::Goodbye) {
+            self.tally.disconnect(Disconnect::Goodbye);
+        }
         let Some(command) = self.identity_command(conn, command) else {
             return;
         };
@@ -574,11 +613,41 @@ impl Hub {
             return self.command_to_log(conn, command);
         }
         let registering = matches!(command, Command::Register { .. });
+        let before = self.outputs.len();
         self.chat.handle(conn, command, &mut self.outputs);
+        self.count_refusals(before);
         if registering && let Some(name) = self.chat.user_name(conn) {
             tracing::info!(conn = conn.0, peer = %addr, name, "register");
         }
         self.dispatch();
+    }
+
+    /// Counts the ERRORs among the chat state's outputs from `from` on: it
+    /// sends them for commands it refuses.
+    fn count_refusals(&mut self, from: usize) {
+        let refusals = self.outputs[from..]
+            .iter()
+            .filter(|output| {
+                matches!(output, Output::Send { message, .. }
+                    if matches!(**message, ServerMessage::Error(_)))
+            })
+            .count();
+        self.tally.errors[ErrorKind::Refused as usize] += refusals as u64;
+    }
+
+    /// Takes a peer out of the hub (the caller closes it), counting why.
+    fn remove_peer(&mut self, conn: ConnId, why: Disconnect) -> Option<Peer> {
+        let mut peer = self.peers.remove(&conn)?;
+        self.tally.disconnect(why);
+        self.peer_gone(&mut peer);
+        Some(peer)
+    }
+
+    /// Counts a peer the hub no longer holds.
+    fn peer_gone(&mut self, peer: &mut Peer) {
+        let transport = peer.transport();
+        self.tally.closed(transport, peer.encoding);
+        self.tally.sent(transport, peer.take_written());
     }
 
     /// Closes connections that did not register in time.
@@ -591,8 +660,8 @@ impl Hub {
             self.registration_deadlines.pop_front();
             if self.peers.contains_key(&conn) && self.chat.user_name(conn).is_none() {
                 let error = crate::connection::not_registered(self.config.register_timeout);
-                self.send_error(conn, error);
-                self.close_after_error(conn);
+                self.send_error(conn, error, ErrorKind::Timeout);
+                self.close_after_error(conn, Disconnect::Timeout);
             }
         }
     }
@@ -600,7 +669,10 @@ impl Hub {
     /// Ends `conn` after the ERROR just sent to it: the close is an output
     /// like any other, so it cannot overtake that ERROR while deliveries
     /// wait for the store.
-    fn close_after_error(&mut self, conn: ConnId) {
+    fn close_after_error(&mut self, conn: ConnId, why: Disconnect) {
+        if self.peers.contains_key(&conn) {
+            self.tally.disconnect(why);
+        }
         match &mut self.cluster {
             Some(cluster) => cluster.append_input(Input::Disconnect(conn)),
             None => self.chat.disconnect(conn, &mut self.outputs),
@@ -632,9 +704,9 @@ impl Hub {
             if self.doomed.is_empty() {
                 break;
             }
-            for conn in std::mem::take(&mut self.doomed) {
+            for (conn, why) in std::mem::take(&mut self.doomed) {
                 self.auth.forget(conn);
-                if let Some(peer) = self.peers.remove(&conn) {
+                if let Some(peer) = self.remove_peer(conn, why) {
                     tracing::warn!(conn = conn.0, peer = %peer.addr, "disconnect: slow consumer or broken connection");
                     peer.abort();
                     match &mut self.cluster {
@@ -684,6 +756,7 @@ impl Hub {
             None => true,
         };
         if refused {
+            self.tally.error(ErrorKind::Store);
             let text = format!("history of {conv} is busy; try again in a moment");
             self.deliver(&Recipients::One(conn), &ServerMessage::Error(text));
         }
@@ -697,6 +770,7 @@ impl Hub {
             Recipients::One(conn) => std::slice::from_ref(conn),
             Recipients::Many(conns) => conns,
         };
+        let mut delivered = 0;
         for &conn in recipients {
             let Some(peer) = self.peers.get_mut(&conn) else {
                 continue;
@@ -707,14 +781,19 @@ impl Hub {
                 .clone();
             let was_dirty = peer.dirty;
             if peer.enqueue(bytes, self.config.send_queue).is_err() {
-                self.doomed.push(conn);
-            } else if !was_dirty && peer.dirty {
-                self.dirty.push(conn);
+                self.doomed.push((conn, Disconnect::SlowConsumer));
+            } else {
+                delivered += 1;
+                if !was_dirty && peer.dirty {
+                    self.dirty.push(conn);
+                }
             }
         }
+        self.tally.deliveries += delivered;
     }
 
-    fn send_error(&mut self, conn: ConnId, text: String) {
+    fn send_error(&mut self, conn: ConnId, text: String, kind: ErrorKind) {
+        self.tally.error(kind);
         if let Some(peer) = self.peers.get_mut(&conn)
             && let Some(unlogged) = peer.bad_input_log.allow(std::time::Instant::now())
         {
@@ -770,12 +849,15 @@ impl Hub {
             return;
         }
         peer.last_write = now;
-        match peer.flush() {
+        let flushed = peer.flush();
+        let written = peer.take_written();
+        self.tally.sent(peer.transport(), written);
+        match flushed {
             Flushed::All => {}
             Flushed::Blocked => self.wait_until_writable(conn),
             Flushed::Failed(error) => {
                 tracing::debug!(conn = conn.0, %error, "write failed");
-                self.doomed.push(conn);
+                self.doomed.push((conn, Disconnect::WriteFailed));
             }
         }
     }
@@ -805,7 +887,9 @@ impl Hub {
     /// Ends a connection after what is queued for it is written.
     fn close_gracefully(&mut self, conn: ConnId) {
         self.auth.forget(conn);
-        if let Some(peer) = self.peers.remove(&conn) {
+        if let Some(mut peer) = self.peers.remove(&conn) {
+            // Counted as a disconnect where the close was decided.
+            self.peer_gone(&mut peer);
             tracing::info!(conn = conn.0, peer = %peer.addr, "disconnect");
             self.tracker
                 .spawn(peer.close_gracefully(self.config.close_linger));
@@ -830,7 +914,11 @@ impl Hub {
         let goodbye = Arc::new(ServerMessage::Error(SHUTDOWN_MESSAGE.to_string()));
         let everyone: Vec<ConnId> = self.peers.keys().copied().collect();
         self.deliver(&Recipients::Many(everyone), &goodbye);
-        for (_, peer) in self.peers.drain() {
+        let count = self.peers.len() as u64;
+        self.tally.errors[ErrorKind::Shutdown as usize] += count;
+        self.tally.disconnects[Disconnect::Shutdown as usize] += count;
+        for (_, mut peer) in std::mem::take(&mut self.peers) {
+            self.peer_gone(&mut peer);
             self.tracker
                 .spawn(peer.close_gracefully(self.config.close_linger));
         }

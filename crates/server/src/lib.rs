@@ -10,6 +10,7 @@
 //! - [`tls`]: TLS on the same port, and how the hub writes through it.
 //! - [`web`]: the chat page and its WebSocket gateway (another transport).
 //! - [`admin`]: the operator's Unix socket (`natter admin`).
+//! - [`metrics`]: what the server counts, for `GET /metrics`.
 //! - this file: starting and stopping the whole thing.
 //!
 //! ```no_run
@@ -37,6 +38,7 @@ pub mod hub;
 pub mod listener;
 pub mod live;
 pub mod log_limit;
+pub mod metrics;
 pub mod peer;
 pub mod rate;
 pub mod supervise;
@@ -50,7 +52,7 @@ use std::time::Duration;
 
 use natter_core::{Ban, BanTarget, Chat, StoredAccount};
 use natter_store::Store;
-use natter_store::worker::{Reply, Worker, WorkerOptions};
+use natter_store::worker::{CommitObserver, Reply, Worker, WorkerOptions};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -69,6 +71,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 pub struct ServerHandle {
     local_addr: SocketAddr,
     web_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     hub: JoinHandle<()>,
     /// Removes the admin socket when the server is dropped.
@@ -85,17 +88,29 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
         None => None,
     };
     let web_addr = web_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let config = Arc::new(config);
+    let metrics = Arc::new(metrics::Metrics::new());
     let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (chat, store, replies, accounts, bans) = open_chat(&config).await?;
-    let shared = Arc::new(Shared::new(
-        config.clone(),
-        hub_tx.clone(),
-        shutdown.clone(),
-        tracker.clone(),
-    ));
+    let (chat, store, replies, accounts, bans) = open_chat(&config, &metrics).await?;
+    let shared = Arc::new(
+        Shared::new(
+            config.clone(),
+            hub_tx.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        )
+        .with_metrics(metrics.clone()),
+    );
     for ban in bans {
         shared.bans.insert(ban);
     }
@@ -124,6 +139,7 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
         store,
         accounts,
         shared.bans.clone(),
+        metrics.clone(),
     );
     let mut caught_up = None;
     if let Some(cluster) = &config.cluster {
@@ -158,9 +174,15 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
             .tracker
             .spawn(web::serve(web_listener, shared.clone()));
     }
+    if let Some(metrics_listener) = metrics_listener {
+        shared
+            .tracker
+            .spawn(web::serve_metrics(metrics_listener, shared.clone()));
+    }
     Ok(ServerHandle {
         local_addr,
         web_addr,
+        metrics_addr,
         shared,
         hub,
         admin_socket,
@@ -180,7 +202,7 @@ type Opened = (
 
 /// The chat state, from the store when there is one, with the store
 /// threads, their replies and the accounts.
-async fn open_chat(config: &Config) -> io::Result<Opened> {
+async fn open_chat(config: &Config, metrics: &Arc<metrics::Metrics>) -> io::Result<Opened> {
     let chat_config = natter_core::Config {
         policy: config.policy,
         limits: config.limits.clone(),
@@ -194,8 +216,10 @@ async fn open_chat(config: &Config) -> io::Result<Opened> {
     if let Some(cluster) = &config.cluster {
         dir = cluster_cache(&dir, &cluster.node)?;
     }
+    let metrics = metrics.clone();
     let options = WorkerOptions {
         history_days: config.history_days,
+        on_commit: CommitObserver::new(move |took| metrics.store_commit(took)),
     };
     // Opening and reading the store touches the disk: off the runtime.
     let opened = tokio::task::spawn_blocking(move || {
@@ -267,6 +291,12 @@ impl ServerHandle {
     /// [`Config::web`] asked for one.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web_addr
+    }
+
+    /// The address of the metrics listener (the real port when bound to
+    /// 0), if [`Config::metrics`] asked for one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// What other transports (the WebSocket gateway) need to join in.

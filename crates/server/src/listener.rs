@@ -23,6 +23,7 @@ use crate::connection;
 use crate::hub::HubSender;
 use crate::live::LiveConfig;
 use crate::log_limit::LogLimiter;
+use crate::metrics::Metrics;
 
 /// Refused connections are told why by at most this many tasks at once;
 /// beyond that they are simply closed, so a connection flood costs little.
@@ -60,6 +61,8 @@ pub struct Shared {
     pub stop_requested: CancellationToken,
     /// When the server started (for uptime).
     pub started: std::time::Instant,
+    /// What the server counts ([`crate::metrics`]).
+    pub metrics: Arc<Metrics>,
     refusals: Arc<Semaphore>,
     /// A flood of refused connections must not flood the log.
     refusal_log: Mutex<LogLimiter>,
@@ -79,11 +82,10 @@ impl Shared {
             config.max_connections_per_ip,
             bans.clone(),
         );
-        let web_admission = Admission::with_bans(
-            config.max_web_connections,
-            config.max_connections_per_ip,
-            bans.clone(),
-        );
+        // No bans here: a banned browser gets its HTTP 403 with the reason
+        // at the upgrade, which a refused TCP connection could not carry.
+        let web_admission =
+            Admission::new(config.max_web_connections, config.max_connections_per_ip);
         Shared {
             config: LiveConfig::new(config),
             hub,
@@ -97,10 +99,17 @@ impl Shared {
             draining: CancellationToken::new(),
             stop_requested: CancellationToken::new(),
             started: std::time::Instant::now(),
+            metrics: Arc::default(),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
             refusal_log: Mutex::new(LogLimiter::new(std::time::Instant::now())),
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// The same, counting into `metrics` (the hub's registry).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Logs a refused connection, within the log limit.

@@ -109,6 +109,9 @@ pub struct Peer {
     pub bad_input_log: LogLimiter,
     /// Where the bytes written so far end.
     pub boundary: Boundary,
+    /// Bytes handed to the socket (or TLS) since the hub last took the
+    /// count ([`Peer::take_written`]).
+    written: u64,
 }
 
 impl Peer {
@@ -131,7 +134,23 @@ impl Peer {
             accepted: tokio::time::Instant::now(),
             bad_input_log: LogLimiter::new(std::time::Instant::now()),
             boundary: Boundary::new(),
+            written: 0,
         }
+    }
+
+    /// How this client reaches the server (a metrics label).
+    pub fn transport(&self) -> crate::metrics::Transport {
+        match self.transport {
+            Transport::Tcp(_) => crate::metrics::Transport::Tcp,
+            Transport::Tls(_) => crate::metrics::Transport::Tls,
+            Transport::Channel { .. } => crate::metrics::Transport::WebSocket,
+        }
+    }
+
+    /// Bytes written to the client since the last call (TCP and TLS; a
+    /// WebSocket's writer counts its own).
+    pub fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
     }
 
     /// Queues one encoded message, or reports that the client has fallen
@@ -178,6 +197,13 @@ impl Peer {
 
     /// Writes as much of the queue as the kernel takes now, without waiting.
     pub fn flush(&mut self) -> Flushed {
+        let before = self.pending_bytes;
+        let flushed = self.flush_queue();
+        self.written += (before - self.pending_bytes) as u64;
+        flushed
+    }
+
+    fn flush_queue(&mut self) -> Flushed {
         self.dirty = false;
         let stream = match &self.transport {
             Transport::Tcp(stream) => stream,

@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{self, Source};
 use crate::listener::Shared;
+use crate::metrics::{Handshake, Listener};
 use crate::peer::{Flushed, Transport};
 
 /// The first byte of every TLS connection: a handshake record.
@@ -292,6 +293,10 @@ pub struct TlsSource<'a> {
 }
 
 impl Source for TlsSource<'_> {
+    fn transport(&self) -> crate::metrics::Transport {
+        crate::metrics::Transport::Tls
+    }
+
     fn socket(&self) -> &TcpStream {
         self.stream
     }
@@ -397,13 +402,18 @@ pub async fn serve(
     let tls = tokio::select! {
         _ = cancel.cancelled() => return,
         done = handshake => match done {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(tls)) => {
+                shared.metrics.tls_handshake(Listener::Chat, Handshake::Ok);
+                tls
+            }
             Ok(Err(error)) => {
                 tracing::debug!(conn = conn.0, peer = %addr, %error, "TLS handshake failed");
+                shared.metrics.tls_handshake(Listener::Chat, Handshake::Failed);
                 return;
             }
             Err(_) => {
                 tracing::debug!(conn = conn.0, peer = %addr, "TLS handshake timed out");
+                shared.metrics.tls_handshake(Listener::Chat, Handshake::TimedOut);
                 return;
             }
         },
@@ -428,6 +438,11 @@ pub async fn serve(
     if matches!(first, Some(Ok(0) | Err(_))) {
         return;
     }
+    let first_read = buf.len() as u64;
+    shared
+        .metrics
+        .bytes_in(crate::metrics::Transport::Tls)
+        .inc_by(first_read);
     let transport = Transport::Tls(TlsTransport {
         stream: stream.clone(),
         session: session.clone(),

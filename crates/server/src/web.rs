@@ -14,6 +14,9 @@
 //!   account ([`signin`]).
 //! - `/healthz`: `200 ok` while the hub answers, `503` once the server is
 //!   shutting down or the hub failed (for load balancers and supervisors).
+//! - `/metrics`: what the server counts, for Prometheus ([`crate::metrics`]),
+//!   unless the server has a metrics listener of its own
+//!   ([`serve_metrics`]), which then serves it alone.
 //!
 //! The listener's own limits come before anything else: at most
 //! [`Config::max_web_connections`] HTTP connections (and
@@ -47,7 +50,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::Config;
-use crate::admission::{Refusal, Ticket};
+use crate::admission::{Admission, Refusal, Ticket};
 use crate::hub::HubEvent;
 use crate::listener::Shared;
 
@@ -120,7 +123,7 @@ async fn serve_admitted(
     };
     // HTTPS: the handshake runs here, in this connection's own task and
     // under its timeout, so a stalled one holds up no one else.
-    let handshake = handshaker.accept(stream, addr);
+    let handshake = handshaker.accept(stream, addr, &shared.metrics);
     let tls = tokio::select! {
         _ = shared.shutdown.cancelled() => return,
         tls = handshake => tls,
@@ -159,6 +162,49 @@ async fn serve_http<Io>(
     }
 }
 
+/// Most HTTP connections to the metrics listener at once: scrapers, not
+/// crowds.
+const MAX_METRICS_CONNECTIONS: usize = 64;
+
+/// Serves `GET /metrics` alone on its own listener (`--metrics ADDR`), for
+/// when the web page is off or public: plain HTTP, at most
+/// [`MAX_METRICS_CONNECTIONS`], the same header timeout as the web page.
+pub async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) {
+    let admission = Admission::new(MAX_METRICS_CONNECTIONS, 0);
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(shared.clone());
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        match admission.admit(addr.ip()) {
+            Ok(ticket) => {
+                let connection = serve_http(stream, addr, app.clone(), shared.clone(), ticket);
+                shared.tracker.spawn(connection);
+            }
+            Err(refusal) => shared.log_refusal(addr, &refusal),
+        }
+    }
+}
+
+/// The metrics in the text format Prometheus scrapes.
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let headers = [(
+        axum::http::header::CONTENT_TYPE,
+        crate::metrics::CONTENT_TYPE,
+    )];
+    (headers, shared.metrics.render()).into_response()
+}
+
 /// Every route of the web listener.
 pub fn router(shared: Arc<Shared>) -> Router {
     let mut router = Router::new()
@@ -169,6 +215,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/signup", post(signin::sign_up))
         .route("/signout", post(signin::sign_out))
         .layer(DefaultBodyLimit::max(signin::MAX_FORM_BYTES));
+    if shared.config.get().metrics.is_none() {
+        router = router.route("/metrics", get(metrics));
+    }
     for asset in assets::ASSETS {
         router = router.route(asset.path, get(move || async move { asset.response() }));
     }

@@ -93,6 +93,35 @@ pub enum Reply {
 pub struct WorkerOptions {
     /// Delete messages older than this many days (0: keep forever).
     pub history_days: u32,
+    /// Told how long each group commit took (the server's metrics).
+    pub on_commit: CommitObserver,
+}
+
+/// Something told the duration of every group commit, succeeded or failed,
+/// on the writer thread: it must be quick.
+#[derive(Clone, Default)]
+pub struct CommitObserver(Option<Arc<dyn Fn(Duration) + Send + Sync>>);
+
+impl CommitObserver {
+    pub fn new(observe: impl Fn(Duration) + Send + Sync + 'static) -> Self {
+        CommitObserver(Some(Arc::new(observe)))
+    }
+
+    fn observe(&self, took: Duration) {
+        if let Some(observe) = &self.0 {
+            observe(took);
+        }
+    }
+}
+
+impl std::fmt::Debug for CommitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "CommitObserver(Some)"
+        } else {
+            "CommitObserver(None)"
+        })
+    }
 }
 
 /// The running store threads and the queues to them.
@@ -162,6 +191,7 @@ struct Writer {
     /// Non-message facts of failed transactions, to go first in the next.
     retry: Vec<Fact>,
     retention: Option<Retention>,
+    on_commit: CommitObserver,
     /// For waiting on the queue with a timeout (the next prune).
     runtime: tokio::runtime::Runtime,
 }
@@ -209,6 +239,7 @@ impl Writer {
             replies,
             retry: Vec::new(),
             retention,
+            on_commit: options.on_commit,
             runtime,
         })
     }
@@ -275,7 +306,10 @@ impl Writer {
             }
         }
         let all = self.retry.iter().chain(group.iter().flat_map(|b| &b.facts));
-        let reply = match self.store.commit_all(all) {
+        let started = Instant::now();
+        let committed = self.store.commit_all(all);
+        self.on_commit.observe(started.elapsed());
+        let reply = match committed {
             Ok(()) => {
                 self.retry.clear();
                 Reply::Committed {

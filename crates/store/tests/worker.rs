@@ -369,7 +369,15 @@ fn retention_runs_at_start() {
     let reader = store.reader().unwrap();
 
     let (tx, _replies) = mpsc::channel(16);
-    let worker = worker::spawn(store, WorkerOptions { history_days: 2 }, tx).unwrap();
+    let worker = worker::spawn(
+        store,
+        WorkerOptions {
+            history_days: 2,
+            ..Default::default()
+        },
+        tx,
+    )
+    .unwrap();
     let deadline = std::time::Instant::now() + WAIT;
     let left = loop {
         let left = reader.history(1, 0, 100_000).unwrap();

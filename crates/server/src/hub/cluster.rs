@@ -17,6 +17,7 @@ use super::Hub;
 use crate::cluster::entry::{Entry, Input, incarnation_of};
 use crate::cluster::log::{ClusterConfig, Joined, Logged};
 use crate::cluster::replica::Replica;
+use crate::metrics::Disconnect;
 
 /// Entries the appender's queue had no room for may wait here up to this
 /// many; past it the hub stops reading its clients until the log catches
@@ -162,7 +163,7 @@ impl Hub {
                 waiting.queries.push_back(command)
             }
             Some(_) => {
-                self.doomed.push(conn);
+                self.doomed.push((conn, Disconnect::RateLimit));
                 self.dispatch();
             }
         }

@@ -20,6 +20,7 @@ use natter_proto::{Command, Secret, ServerMessage};
 use super::{Hub, unix_ms};
 use crate::auth::secrets::{decoy_phc, hash_password, new_token, token_matches, verify_password};
 use crate::auth::{Credential, MAX_HELD_COMMANDS, Outcome, owned};
+use crate::metrics::{Disconnect, ErrorKind, LoginFailure};
 
 /// Most live session tokens per account; the oldest ends past it.
 const MAX_SESSIONS: usize = 64;
@@ -33,7 +34,7 @@ impl Hub {
     pub(super) fn identity_command(&mut self, conn: ConnId, command: Command) -> Option<Command> {
         if let Some(held) = self.auth.held.get_mut(&conn) {
             if held.len() >= MAX_HELD_COMMANDS {
-                self.doomed.push(conn);
+                self.doomed.push((conn, Disconnect::RateLimit));
             } else {
                 held.push_back(command);
             }
@@ -82,19 +83,23 @@ impl Hub {
     fn signup(&mut self, conn: ConnId, name: String, password: Secret) {
         if !self.config.signup_open {
             let text = "sign-up is closed on this server: ask its operator for an account";
-            return self.send_error(conn, text.into());
+            return self.send_error(conn, text.into(), ErrorKind::Auth);
         }
         let Some(ip) = self.blocked_check(conn, None) else {
             return;
         };
         if let Err(banned) = self.chat.check_not_banned(&name) {
-            return self.send_error(conn, banned.to_string());
+            return self.send_error(conn, banned.to_string(), ErrorKind::Refused);
         }
         let key = user_key(&name);
         if self.auth.credentials.contains_key(&key) || self.chat.is_online(&key) {
             // Counts as a failure: probing for names is limited too.
             self.auth.limiter.failed(ip, None, Instant::now());
-            return self.send_error(conn, ChatError::NameTaken(name).to_string());
+            return self.send_error(
+                conn,
+                ChatError::NameTaken(name).to_string(),
+                ErrorKind::Auth,
+            );
         }
         let password = owned(&password);
         self.submit(conn, move || Outcome::Hashed {
@@ -106,10 +111,14 @@ impl Hub {
     fn signed_up(&mut self, conn: ConnId, name: String, phc: Option<String>) {
         let key = user_key(&name);
         let Some(phc) = phc else {
-            return self.send_error(conn, "could not create the account".into());
+            return self.send_error(conn, "could not create the account".into(), ErrorKind::Auth);
         };
         if self.auth.credentials.contains_key(&key) || self.chat.is_online(&key) {
-            return self.send_error(conn, ChatError::NameTaken(name).to_string());
+            return self.send_error(
+                conn,
+                ChatError::NameTaken(name).to_string(),
+                ErrorKind::Auth,
+            );
         }
         self.create_account(&key, &name, phc);
         tracing::info!(conn = conn.0, name, "signed up");
@@ -117,13 +126,14 @@ impl Hub {
     }
 
     fn login(&mut self, conn: ConnId, name: String, status: String, secret: Secret) {
+        self.tally.login_attempts += 1;
         let key = user_key(&name);
         let Some(ip) = self.blocked_check(conn, None) else {
-            return;
+            return self.tally.login_failed(LoginFailure::TooManyAttempts);
         };
         // Before any hashing: a banned account costs the server nothing.
         if let Err(banned) = self.chat.check_not_banned(&name) {
-            return self.send_error(conn, banned.to_string());
+            return self.send_error(conn, banned.to_string(), ErrorKind::Refused);
         }
         // A token: cheap to check, impossible to guess, so it is not held
         // back by the per-account limit (a guesser cannot lock the owner's
@@ -137,7 +147,7 @@ impl Hub {
             return self.logged_in(conn, &key, status, Some(hash));
         }
         if self.blocked_check(conn, Some(&key)).is_none() {
-            return;
+            return self.tally.login_failed(LoginFailure::TooManyAttempts);
         }
         if secret
             .expose()
@@ -145,7 +155,8 @@ impl Hub {
         {
             // A token that is no longer valid: no hashing needed to say so.
             self.auth.limiter.failed(ip, Some(key), Instant::now());
-            return self.send_error(conn, ChatError::BadCredentials.to_string());
+            self.tally.login_failed(LoginFailure::BadCredentials);
+            return self.send_error(conn, ChatError::BadCredentials.to_string(), ErrorKind::Auth);
         }
         let phc = self.auth.credentials.get(&key).map(|c| c.phc.clone());
         let password = owned(&secret);
@@ -176,7 +187,8 @@ impl Hub {
                 self.auth.limiter.failed(ip, Some(key), Instant::now());
             }
             tracing::info!(conn = conn.0, "login refused");
-            return self.send_error(conn, ChatError::BadCredentials.to_string());
+            self.tally.login_failed(LoginFailure::BadCredentials);
+            return self.send_error(conn, ChatError::BadCredentials.to_string(), ErrorKind::Auth);
         }
         self.auth.limiter.succeeded(&key);
         self.logged_in(conn, &key, status, None);
@@ -325,7 +337,11 @@ impl Hub {
             if let Some(ip) = self.peer_ip(conn) {
                 self.auth.limiter.failed(ip, Some(key), Instant::now());
             }
-            return self.send_error(conn, "PASSWORD refused: wrong password".into());
+            return self.send_error(
+                conn,
+                "PASSWORD refused: wrong password".into(),
+                ErrorKind::Auth,
+            );
         };
         let keep = self.auth.session_of.get(&conn).copied();
         credential.phc = new_phc.as_str().into();
@@ -355,6 +371,8 @@ impl Hub {
                 to: Recipients::One(device),
                 message: Arc::new(ServerMessage::Error(SIGNED_OUT.into())),
             });
+            self.tally.error(ErrorKind::Auth);
+            self.tally.disconnect(Disconnect::SignedOut);
             self.chat.disconnect(device, &mut self.outputs);
             self.outputs.push(Output::Close(device));
             self.auth.forget(device);
@@ -368,7 +386,7 @@ impl Hub {
             Ok(()) => {
                 self.auth.held.insert(conn, Default::default());
             }
-            Err(busy) => self.send_error(conn, busy.to_string()),
+            Err(busy) => self.send_error(conn, busy.to_string(), ErrorKind::Auth),
         }
     }
 
@@ -395,7 +413,7 @@ impl Hub {
         };
         let secs = wait.max(Duration::from_secs(1)).as_secs();
         let text = format!("too many failed attempts: try again in {secs} s");
-        self.send_error(conn, text);
+        self.send_error(conn, text, ErrorKind::Auth);
         None
     }
 

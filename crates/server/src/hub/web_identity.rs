@@ -22,6 +22,7 @@ use crate::auth::secrets::{
     TOKEN_PREFIX, decoy_phc, hash_password, token_matches, verify_password,
 };
 use crate::auth::web::{Pending, Refused, WebLogin, WebRequest, WebSession, Why};
+use crate::metrics::LoginFailure;
 
 /// What the connections of a web session are told when it is signed out.
 const SIGNED_OUT: &str = "signed out";
@@ -56,7 +57,13 @@ impl Hub {
             signup,
             reply,
         } = login;
+        if !signup {
+            self.tally.login_attempts += 1;
+        }
         if let Err(refused) = self.web_login_allowed(ip, &name, signup) {
+            if !signup && matches!(refused.why, Why::Blocked) {
+                self.tally.login_failed(LoginFailure::TooManyAttempts);
+            }
             let _ = reply.send(Err(refused));
             return;
         }
@@ -204,6 +211,7 @@ impl Hub {
             }
             _ => {
                 self.auth.limiter.failed(ip, Some(key), Instant::now());
+                self.tally.login_failed(LoginFailure::BadCredentials);
                 Err(Refused::new(
                     Why::BadCredentials,
                     ChatError::BadCredentials.to_string(),

@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::metrics::{Handshake, Listener, Metrics};
+
 /// Runs server-side handshakes for the web listener.
 #[derive(Clone)]
 pub struct Handshaker {
@@ -34,15 +36,25 @@ impl Handshaker {
 
     /// The TLS stream once the handshake is done; `None` (logged) when it
     /// failed or took longer than the timeout.
-    pub async fn accept(&self, tcp: TcpStream, addr: SocketAddr) -> Option<TlsStream<TcpStream>> {
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        metrics: &Metrics,
+    ) -> Option<TlsStream<TcpStream>> {
         match tokio::time::timeout(self.timeout, self.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Some(tls),
+            Ok(Ok(tls)) => {
+                metrics.tls_handshake(Listener::Web, Handshake::Ok);
+                Some(tls)
+            }
             Ok(Err(error)) => {
                 tracing::debug!(peer = %addr, %error, "web TLS handshake failed");
+                metrics.tls_handshake(Listener::Web, Handshake::Failed);
                 None
             }
             Err(_) => {
                 tracing::debug!(peer = %addr, "web TLS handshake timed out");
+                metrics.tls_handshake(Listener::Web, Handshake::TimedOut);
                 None
             }
         }

@@ -34,6 +34,7 @@ use futures::{SinkExt, StreamExt};
 use natter_core::{ConnId, user_key};
 use natter_proto::codec::encode_message;
 use natter_proto::{Command, DecodeError, Encoding, ServerMessage, json};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,7 @@ use crate::admission::Ticket;
 use crate::hub::HubEvent;
 use crate::listener::Shared;
 use crate::live::Tracked;
+use crate::metrics::{ErrorKind, Transport as MetricsTransport};
 use crate::peer::{Peer, Transport};
 use crate::rate::FrameGate;
 use crate::supervise::HUB_FAILED_MESSAGE;
@@ -98,7 +100,7 @@ pub async fn serve(
     let linger = settings.config.close_linger;
     let writing = async {
         tokio::select! {
-            _ = write_frames(sink, outgoing, &queued, &blocked, &cancel, &shared.hub_failed) => {}
+            _ = write_frames(sink, outgoing, &queued, &blocked, &cancel, &shared) => {}
             // Once the hub let go, the rest may take `linger`, no more.
             _ = async { cancel.cancelled().await; tokio::time::sleep(linger).await } => {}
         }
@@ -109,6 +111,7 @@ pub async fn serve(
         session,
         gate: gate(&settings.config),
         settings,
+        bytes_in: shared.metrics.bytes_in(MetricsTransport::WebSocket),
     };
     let reading = reader.run(stream, &cancel);
     tokio::join!(writing, reading);
@@ -123,8 +126,10 @@ async fn write_frames(
     queued: &AtomicUsize,
     blocked: &AtomicBool,
     cancel: &CancellationToken,
-    hub_failed: &CancellationToken,
+    shared: &Shared,
 ) {
+    let hub_failed = &shared.hub_failed;
+    let bytes_out = shared.metrics.bytes_out(MetricsTransport::WebSocket);
     while let Some(first) = outgoing.recv().await {
         let mut sent_bytes = 0;
         let mut next = Some(first);
@@ -143,6 +148,7 @@ async fn write_frames(
         }
         let flushed = noting_blocked(sink.flush(), blocked).await;
         queued.fetch_sub(sent_bytes, Ordering::Relaxed);
+        bytes_out.inc_by(sent_bytes as u64);
         if flushed.is_err() {
             return;
         }
@@ -224,6 +230,7 @@ struct Reader<'a> {
     /// The settings this connection follows, refreshed before each frame
     /// (a reload changes limits for connected browsers too).
     settings: Tracked,
+    bytes_in: &'a Counter,
 }
 
 fn gate(config: &Config) -> FrameGate {
@@ -264,7 +271,7 @@ impl Reader<'_> {
                 _ = self.shared.shutdown.cancelled() => return Ended::ByServer,
                 _ = idle_deadline(idle) => {
                     let error = format!("idle for {} s: closing the connection", idle.as_secs());
-                    self.reject(error, true).await;
+                    self.reject(error, ErrorKind::Timeout, true).await;
                     return Ended::ByServer;
                 }
                 frame = stream.next() => frame,
@@ -274,7 +281,7 @@ impl Reader<'_> {
                 Some(Err(error)) => match classify(error) {
                     ReadFailure::Gone => return Ended::ByClient,
                     ReadFailure::Fatal(text) => {
-                        self.reject(text, true).await;
+                        self.reject(text, ErrorKind::Protocol, true).await;
                         return Ended::ByServer;
                     }
                 },
@@ -288,8 +295,15 @@ impl Reader<'_> {
                 return Ended::ByServer;
             }
             let keep_going = match frame {
-                Message::Text(text) => self.handle_text(&text).await,
-                Message::Binary(_) => self.reject(BINARY_REFUSED.into(), false).await,
+                Message::Text(text) => {
+                    self.bytes_in.inc_by(text.len() as u64);
+                    self.handle_text(&text).await
+                }
+                Message::Binary(binary) => {
+                    self.bytes_in.inc_by(binary.len() as u64);
+                    self.reject(BINARY_REFUSED.into(), ErrorKind::Invalid, false)
+                        .await
+                }
                 Message::Ping(_) | Message::Pong(_) | Message::Close(_) => true,
             };
             if !keep_going {
@@ -314,7 +328,12 @@ impl Reader<'_> {
             Ok(raw) => raw,
             Err(error) => {
                 let fatal = error.is_fatal();
-                return self.reject(error.to_string(), fatal).await && !fatal;
+                let kind = if fatal {
+                    ErrorKind::Protocol
+                } else {
+                    ErrorKind::Invalid
+                };
+                return self.reject(error.to_string(), kind, fatal).await && !fatal;
             }
         };
         let event = match Command::from_raw(raw, limits) {
@@ -325,6 +344,7 @@ impl Reader<'_> {
             Err(error) => HubEvent::Rejected {
                 conn: self.conn,
                 error: error.to_string(),
+                kind: ErrorKind::Invalid,
                 fatal: false,
             },
         };
@@ -360,7 +380,8 @@ impl Reader<'_> {
                 _ = tokio::time::sleep(wait) => true,
             },
             Err(flooding) => {
-                self.reject(flooding.to_string(), true).await;
+                self.reject(flooding.to_string(), ErrorKind::RateLimit, true)
+                    .await;
                 false
             }
         }
@@ -368,10 +389,11 @@ impl Reader<'_> {
 
     /// Has the hub answer ERROR (and close, when `fatal`). False when the
     /// hub is gone.
-    async fn reject(&self, error: String, fatal: bool) -> bool {
+    async fn reject(&self, error: String, kind: ErrorKind, fatal: bool) -> bool {
         let event = HubEvent::Rejected {
             conn: self.conn,
             error,
+            kind,
             fatal,
         };
         self.shared.hub.send(event).await.is_ok()
