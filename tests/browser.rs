@@ -502,8 +502,13 @@ async fn restart_steps(
 ) -> anyhow::Result<()> {
     const PASSWORD: &str = "eve's password";
     let url = server.web_url.clone();
+    let target = target_dir();
+    dan.open(&url).await?;
+    dan.screenshot(&target.join("browser-form.png")).await?;
     dan.sign_in(&url, "dan").await?;
     eve.open(&url).await?;
+    eve.screenshot(&target.join("browser-form-phone.png"))
+        .await?;
     eve.click("#signup-toggle").await?;
     eve.clear("#name").await?;
     eve.type_into("#name", "eve").await?;
@@ -523,6 +528,8 @@ async fn restart_steps(
         fits == json!(true),
         "eve's name clipped in the phone's top bar"
     );
+    let width = eve.eval("return innerWidth").await?;
+    ensure!(width == json!(390), "the phone window is {width} px wide");
 
     // Eve's long status is cut in dan's list, but readable whole.
     let status = "writing the quarterly report, back after lunch, call me if the build breaks";
@@ -631,38 +638,6 @@ async fn restart_steps(
         grouped == json!([false, true]),
         "eve's two lines grouped: {grouped}"
     );
-
-    // Toasts never cover the text box, on either window.
-    for page in [dan, eve] {
-        page.eval(
-            "document.querySelector('#text').value = 'x'.repeat(9000); \
-             document.querySelector('#composer').requestSubmit(); return true",
-        )
-        .await?;
-        page.wait_for(
-            "document.querySelector('#toasts .toast')?.textContent.includes('too long')",
-            "the too-long toast",
-        )
-        .await?;
-        let covered = page
-            .eval(
-                "const t = document.querySelector('#composer').getBoundingClientRect(); \
-                 return [...document.querySelectorAll('#toasts .toast')].some(n => { \
-                 const r = n.getBoundingClientRect(); \
-                 return r.left < t.right && t.left < r.right && r.top < t.bottom && t.top < r.bottom; })",
-            )
-            .await?;
-        ensure!(
-            covered == json!(false),
-            "{}: a toast covers the text box",
-            page.name
-        );
-        page.eval(
-            "const t = document.querySelector('#text'); t.value = ''; \
-             t.dispatchEvent(new Event('input')); return true",
-        )
-        .await?;
-    }
 
     // A draft per conversation.
     dan.type_into("#text", "draft for the first").await?;
@@ -828,6 +803,51 @@ async fn restart_steps(
     }
     eve.wait_for_message("eve", "dan, the menu: https://example.com/menu?day=fri.")
         .await?;
+    // What she missed starts under the unread line (UNREAD's read marker).
+    eve.wait_for(
+        "document.querySelector('#unread-line')?.nextElementSibling?.textContent.includes('bot line 1')",
+        "eve's unread line above the bot's first line",
+    )
+    .await?;
+    eve.eval(
+        "document.querySelector('#unread-line').scrollIntoView({ block: 'center' }); return true",
+    )
+    .await?;
+    eve.screenshot(&target.join("browser-unread-phone.png"))
+        .await?;
+
+    // Toasts never cover the text box, on either window.
+    for page in [dan, eve] {
+        page.eval(
+            "document.querySelector('#text').value = 'x'.repeat(9000); \
+             document.querySelector('#composer').requestSubmit(); return true",
+        )
+        .await?;
+        page.wait_for(
+            "document.querySelector('#toasts .toast')?.textContent.includes('too long')",
+            "the too-long toast",
+        )
+        .await?;
+        let covered = page
+            .eval(
+                "const t = document.querySelector('#composer').getBoundingClientRect(); \
+                 return [...document.querySelectorAll('#toasts .toast')].some(n => { \
+                 const r = n.getBoundingClientRect(); \
+                 return r.left < t.right && t.left < r.right && r.top < t.bottom && t.top < r.bottom; })",
+            )
+            .await?;
+        ensure!(
+            covered == json!(false),
+            "{}: a toast covers the text box",
+            page.name
+        );
+        page.eval(
+            "const t = document.querySelector('#text'); t.value = ''; \
+             t.dispatchEvent(new Event('input')); return true",
+        )
+        .await?;
+    }
+
     bot.goodbye().await?;
     drain.abort();
     Ok(())
@@ -1129,10 +1149,14 @@ impl ChromeDriver {
         ])
         .collect::<Vec<_>>();
         let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({ "binary": CHROMIUM, "args": args }),
-        );
+        let mut options = json!({ "binary": CHROMIUM, "args": args });
+        if width < 500 {
+            // Chromium's windows are at least 500 px wide: a phone's width
+            // needs its device emulation.
+            options["mobileEmulation"] =
+                json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0 } });
+        }
+        capabilities.insert("goog:chromeOptions".into(), options);
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&self.url)
