@@ -598,7 +598,7 @@ async fn restart_steps(
     dan.say("/topic friday lunch").await?;
     eve.wait_for(
         &format!(
-            "document.querySelector('{}').textContent.includes('friday lunch')",
+            "document.querySelector('{} .conv-title').textContent === 'friday lunch #{second}'",
             conv(second)
         ),
         "the topic in eve's list",
