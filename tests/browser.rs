@@ -816,6 +816,18 @@ async fn restart_steps(
     eve.screenshot(&target.join("browser-unread-phone.png"))
         .await?;
 
+    // The compact layout: no bubbles, one line per message; and back.
+    dan.click("#layout").await?;
+    let compact = "document.body.dataset.layout === 'compact' && \
+                   getComputedStyle(document.querySelector('#messages .msg .text')).borderTopStyle === 'none'";
+    dan.wait_for(compact, "the compact layout").await?;
+    dan.click("#layout").await?;
+    dan.wait_for(
+        "document.body.dataset.layout === 'bubbles'",
+        "the bubbles again",
+    )
+    .await?;
+
     // Toasts never cover the text box, on either window.
     for page in [dan, eve] {
         page.eval(
