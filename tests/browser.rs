@@ -90,6 +90,9 @@ async fn two_browsers_sign_in_invite_chat_and_recover(chromedriver: &Path) {
         if outcome.is_ok() {
             outcome = restart_scenario(alice, bob).await;
         }
+        if outcome.is_ok() {
+            outcome = restart_without_store(alice).await;
+        }
     }
     // Close the windows whatever happened, so no browser outlives the test.
     for page in pages {
@@ -865,6 +868,55 @@ async fn restart_steps(
     Ok(())
 }
 
+/// A server without a store forgets its conversations when it restarts:
+/// the page, told "server shutting down" before it went, says the server
+/// restarted, rather than that the conversation ended.
+async fn restart_without_store(fay: &Page) -> anyhow::Result<()> {
+    let ephemeral = |ports: (u16, u16)| {
+        let listen = format!("127.0.0.1:{}", ports.0);
+        let web = format!("127.0.0.1:{}", ports.1);
+        Natter::spawn(&["--ephemeral", "--listen", &listen, "--web", &web])
+    };
+    let mut server = ephemeral((free_port(), free_port()));
+    fay.sign_in(&server.web_url, "fay").await?;
+    let (gus, mut events) = natter_client::Client::connect(server.chat_addr.clone()).await?;
+    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+    gus.register("gus", "online").await?;
+    fay.type_into("#people-search", "gu").await?;
+    fay.click(r#"#people input[value="gus"]"#).await?;
+    fay.click("#start").await?;
+    fay.wait_for(
+        "document.querySelectorAll('#convs .conv').length === 1",
+        "fay's conversation",
+    )
+    .await?;
+    drain.abort();
+    server.terminate();
+    fay.wait_for(
+        "document.querySelector('#conn').dataset.state === 'waiting'",
+        "fay offline",
+    )
+    .await?;
+    let ports = server.ports;
+    drop(server);
+    let _server = ephemeral(ports);
+    fay.wait_for(
+        "document.querySelector('#conn').dataset.state === 'open' && document.querySelectorAll('#convs .conv').length === 0",
+        "the forgotten conversation removed",
+    )
+    .await?;
+    let toasts = fay
+        .eval("return [...document.querySelectorAll('#toasts .toast')].map(t => t.textContent).join(' | ')")
+        .await?;
+    let toasts = toasts.as_str().unwrap_or_default();
+    ensure!(
+        toasts.contains("The server restarted and no longer has conversation #1")
+            && !toasts.contains("ended"),
+        "the restart said as {toasts:?}"
+    );
+    Ok(())
+}
+
 /// `target/`, found from where cargo put the natter binary.
 fn target_dir() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_natter"));
@@ -1048,6 +1100,15 @@ impl Natter {
             "--rate-limit",
             "1000",
         ])
+    }
+
+    /// Stops the server as an operator would (SIGTERM): it tells its
+    /// clients it is shutting down.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 
     /// Stops the server as a crash would (the store keeps everything).
