@@ -454,6 +454,11 @@ const handlers = {
     if ($('browse-dialog').open) renderBrowse(convs);
   },
   MESSAGE([id, sender, text, meta]) {
+    // Conversation 0 is never a real one: a notice from the operator.
+    if (id === 0) {
+      toast(`Notice from the server: ${text}`);
+      return;
+    }
     const conv = conversation(id);
     conv.joined = true;
     const line = { sender, text, time: meta?.ts ? new Date(meta.ts) : new Date(), seq: meta?.seq };
