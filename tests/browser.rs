@@ -75,7 +75,7 @@ async fn two_browsers_sign_in_invite_chat_and_recover(chromedriver: &Path) {
     let driver = ChromeDriver::start(chromedriver);
     let mut pages = Vec::new();
     let mut outcome = Ok(());
-    for (name, size) in [("alice", (1100, 760)), ("bob", (400, 820))] {
+    for (name, size) in [("alice", (1280, 800)), ("bob", (390, 820))] {
         match driver.session(name, size).await {
             Ok(page) => pages.push(page),
             Err(error) => {
@@ -88,6 +88,12 @@ async fn two_browsers_sign_in_invite_chat_and_recover(chromedriver: &Path) {
         outcome = scenario(&server.web_url, &server.admin_socket, alice, bob).await;
         if outcome.is_ok() {
             outcome = account_scenario(&server.chat_addr, alice, bob).await;
+        }
+        if outcome.is_ok() {
+            outcome = restart_scenario(alice, bob).await;
+        }
+        if outcome.is_ok() {
+            outcome = restart_without_store(alice).await;
         }
     }
     // Close the windows whatever happened, so no browser outlives the test.
@@ -184,8 +190,8 @@ async fn scenario(url: &str, admin_socket: &Path, alice: &Page, bob: &Page) -> a
     for page in [alice, bob] {
         page.wait_for(
             &format!(
-                "!document.querySelector('#toast').hidden && \
-                 document.querySelector('#toast').textContent === 'Notice from the server: {notice}'"
+                "[...document.querySelectorAll('#toasts .toast')].some(t => \
+                 t.textContent === 'Notice from the server: {notice}')"
             ),
             "the notice's toast",
         )
@@ -243,7 +249,7 @@ async fn scenario(url: &str, admin_socket: &Path, alice: &Page, bob: &Page) -> a
     .await?;
     alice
         .wait_for(
-            "!document.querySelector('#send').disabled",
+            "document.body.dataset.online === 'true'",
             "composer usable again",
         )
         .await?;
@@ -335,8 +341,17 @@ async fn scenario(url: &str, admin_socket: &Path, alice: &Page, bob: &Page) -> a
             "ended conversations removed after the reconnect",
         )
         .await?;
-    let toast = alice.text("#toast").await?;
-    ensure!(toast.contains("ended"), "toast {toast:?}");
+    // One toast per conversation: both are said, neither overwritten.
+    let toasts = alice
+        .eval("return [...document.querySelectorAll('#toasts .toast')].map(t => t.textContent)")
+        .await?;
+    let toasts: Vec<String> = serde_json::from_value(toasts)?;
+    ensure!(
+        toasts.iter().filter(|t| t.contains("ended")).count() == 2
+            && toasts.iter().any(|t| t.contains("#1"))
+            && toasts.iter().any(|t| t.contains("#2")),
+        "toasts {toasts:?}"
+    );
     bob.sign_in(url, "bob").await?;
     alice
         .wait_for(
@@ -497,6 +512,443 @@ async fn account_scenario(chat_addr: &str, alice: &Page, bob: &Page) -> anyhow::
     Ok(())
 }
 
+/// A server with a store, restarted under the page's feet: the desktop
+/// window is dan (a guest), the phone-width one eve (an account). What a
+/// person would check: drafts kept per conversation, text typed offline
+/// shown as pending and delivered once, nobody shown online while the
+/// server is down, a restart not called an end, conversations named with
+/// a topic, links, mentions, an unread line, older messages loaded by
+/// scrolling up, toasts clear of the text box, the phone's top bar.
+async fn restart_scenario(dan: &Page, eve: &Page) -> anyhow::Result<()> {
+    let data = std::env::temp_dir().join(format!("natter-browser-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let mut server = Natter::durable(&data, None);
+    let outcome = restart_steps(&mut server, &data, dan, eve).await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    outcome
+}
+
+async fn restart_steps(
+    server: &mut Natter,
+    data: &Path,
+    dan: &Page,
+    eve: &Page,
+) -> anyhow::Result<()> {
+    const PASSWORD: &str = "eve's password";
+    let url = server.web_url.clone();
+    let target = target_dir();
+    dan.open(&url).await?;
+    dan.screenshot(&target.join("browser-form.png")).await?;
+    dan.sign_in(&url, "dan").await?;
+    eve.open(&url).await?;
+    eve.screenshot(&target.join("browser-form-phone.png"))
+        .await?;
+    eve.click("#signup-toggle").await?;
+    eve.clear("#name").await?;
+    eve.type_into("#name", "eve").await?;
+    eve.type_into("#password", PASSWORD).await?;
+    eve.click("#signin-button").await?;
+    eve.wait_signed_in_as("eve").await?;
+
+    // At 390 px the top bar still shows eve's own name, whole.
+    let fits = eve
+        .eval(
+            "const n = document.querySelector('#me-name'); const r = n.getBoundingClientRect(); \
+             return r.width > 0 && r.right <= innerWidth && n.scrollWidth <= n.clientWidth \
+             && document.querySelector('.topbar').scrollWidth <= innerWidth",
+        )
+        .await?;
+    ensure!(
+        fits == json!(true),
+        "eve's name clipped in the phone's top bar"
+    );
+    let width = eve.eval("return innerWidth").await?;
+    ensure!(width == json!(390), "the phone window is {width} px wide");
+
+    // Eve's long status is cut in dan's list, but readable whole.
+    let status = "writing the quarterly report, back after lunch, call me if the build breaks";
+    eve.click("#status-select option[value=custom]").await?;
+    eve.type_into("#status-custom", &format!("{status}\u{E007}"))
+        .await?;
+    dan.type_into("#people-search", "ev").await?;
+    dan.wait_for(
+        r#"document.querySelector('#people input[value="eve"]')"#,
+        "eve found",
+    )
+    .await?;
+    dan.wait_for(
+        &format!(
+            "[...document.querySelectorAll('#people .person-status')].some(s => s.title === {})",
+            json!(status)
+        ),
+        "eve's whole status in a tooltip",
+    )
+    .await?;
+
+    // Two conversations; the invitation says which and who is in it.
+    for n in 1..=2 {
+        dan.click(r#"#people input[value="eve"]"#).await?;
+        dan.click("#start").await?;
+        eve.wait_for(
+            "document.querySelector('#invites .invite-members')?.textContent.includes('dan')",
+            "an invitation that says who is in",
+        )
+        .await?;
+        let invite = eve.text("#invites .invite-text").await?;
+        ensure!(
+            invite.contains("dan invited you to #") && invite.contains("with dan"),
+            "invitation {n} says {invite:?}"
+        );
+        eve.click("#invites .accept").await?;
+        eve.wait_for(
+            &format!("document.querySelectorAll('#convs .conv').length === {n}"),
+            "eve in the conversation",
+        )
+        .await?;
+        eve.click("#back").await?;
+    }
+    // "ONLINE N" counts the people listed.
+    dan.eval(
+        "const s = document.querySelector('#people-search'); s.value = ''; \
+         s.dispatchEvent(new Event('input')); return true",
+    )
+    .await?;
+    dan.wait_for(
+        "document.querySelectorAll('#people .person').length === 1 && document.querySelector('#online-count').textContent === '1'",
+        "one person listed, counted 1",
+    )
+    .await?;
+
+    let ids = dan
+        .eval("return [...document.querySelectorAll('#convs .conv')].map(c => Number(c.dataset.conv))")
+        .await?;
+    let ids: Vec<u64> = serde_json::from_value(ids)?;
+    ensure!(ids.len() == 2, "dan's conversations {ids:?}");
+    let (first, second) = (ids[0], ids[1]);
+    let conv = |id: u64| format!(r#"#convs .conv[data-conv="{id}"]"#);
+
+    // A name for the second conversation, shown to both.
+    dan.click(&conv(second)).await?;
+    dan.say("/topic friday lunch").await?;
+    eve.wait_for(
+        &format!(
+            "document.querySelector('{} .conv-title').textContent === 'friday lunch #{second}'",
+            conv(second)
+        ),
+        "the topic in eve's list",
+    )
+    .await?;
+
+    // A link, a mention and right-to-left text, as eve writes them.
+    eve.click(&conv(first)).await?;
+    eve.say("dan, the menu: https://example.com/menu?day=fri.")
+        .await?;
+    eve.say("שלום dan!").await?;
+    dan.click(&conv(first)).await?;
+    dan.wait_for_message("eve", "שלום dan!").await?;
+    let link = dan
+        .eval(
+            "const a = document.querySelector('#messages .text a'); \
+             return a && [a.getAttribute('href'), a.rel, a.textContent, a.parentElement.dir, \
+             a.closest('.msg').classList.contains('mention'), \
+             document.querySelectorAll('#messages .text > :not(a)').length]",
+        )
+        .await?;
+    ensure!(
+        link == json!([
+            "https://example.com/menu?day=fri",
+            "noopener noreferrer",
+            "https://example.com/menu?day=fri",
+            "auto",
+            true,
+            0
+        ]),
+        "the link as dan sees it: {link}"
+    );
+    let grouped = dan
+        .eval("return [...document.querySelectorAll('#messages .msg')].slice(-2).map(m => m.classList.contains('cont'))")
+        .await?;
+    ensure!(
+        grouped == json!([false, true]),
+        "eve's two lines grouped: {grouped}"
+    );
+
+    // A draft per conversation.
+    dan.type_into("#text", "draft for the first").await?;
+    dan.click(&conv(second)).await?;
+    dan.wait_for(
+        "document.querySelector('#text').value === ''",
+        "an empty box in the second",
+    )
+    .await?;
+    dan.type_into("#text", "draft for lunch").await?;
+    dan.click(&conv(first)).await?;
+    dan.wait_for(
+        "document.querySelector('#text').value === 'draft for the first'",
+        "the first conversation's draft back",
+    )
+    .await?;
+
+    // The server goes down: nobody is shown online, and what dan sends
+    // waits, shown as pending.
+    server.stop();
+    dan.wait_for(
+        "document.querySelector('#conn').dataset.state === 'waiting'",
+        "dan offline",
+    )
+    .await?;
+    dan.wait_for(
+        "document.querySelectorAll('#people .person').length === 0 && document.querySelector('#online-count').textContent === ''",
+        "nobody shown online while offline",
+    )
+    .await?;
+    dan.clear("#text").await?;
+    dan.say("typed while offline").await?;
+    dan.wait_for(
+        "[...document.querySelectorAll('#messages .msg.pending')].some(m => m.textContent.includes('typed while offline'))",
+        "the offline message shown as pending",
+    )
+    .await?;
+    dan.screenshot(&target_dir().join("browser-offline.png"))
+        .await?;
+
+    // Back, with its store: the conversations were not ended, the pending
+    // message goes once, and each draft is where it was typed.
+    *server = Natter::durable(data, Some(server.ports));
+    dan.wait_for(
+        "document.body.dataset.online === 'true' && !document.querySelector('#messages .msg.pending')",
+        "the pending message sent after the restart",
+    )
+    .await?;
+    eve.wait_for(
+        "document.body.dataset.online === 'true'",
+        "eve back after the restart",
+    )
+    .await?;
+    eve.wait_for_message("dan", "typed while offline").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let count = "return [...document.querySelectorAll('#messages .msg .text')].filter(t => t.textContent === 'typed while offline').length";
+    ensure!(eve.eval(count).await? == json!(1), "eve sees it once");
+    ensure!(dan.eval(count).await? == json!(1), "dan sees it once");
+    let toasts = dan
+        .eval("return [...document.querySelectorAll('#toasts .toast')].map(t => t.textContent).join(' | ')")
+        .await?;
+    ensure!(
+        !toasts.as_str().unwrap_or_default().contains("ended"),
+        "a restart called an end: {toasts}"
+    );
+    ensure!(
+        dan.eval("return document.querySelectorAll('#convs .conv').length")
+            .await?
+            == json!(2),
+        "dan's conversations after the restart"
+    );
+    dan.click(&conv(second)).await?;
+    dan.wait_for(
+        "document.querySelector('#text').value === 'draft for lunch'",
+        "the lunch draft still in its conversation",
+    )
+    .await?;
+
+    // While dan looks at lunch, eve writes in the first: an unread line.
+    eve.say("are you there?").await?;
+    eve.say("the table is booked for 12:30").await?;
+    dan.wait_for(
+        &format!(
+            "document.querySelector('{} .badge')?.textContent === '2'",
+            conv(first)
+        ),
+        "two unread",
+    )
+    .await?;
+    ensure!(
+        dan.eval("return document.title").await? == json!("(2) natter"),
+        "the title badge"
+    );
+    dan.click(&conv(first)).await?;
+    dan.wait_for(
+        "document.querySelector('#unread-line')?.nextElementSibling?.textContent.includes('are you there?')",
+        "the unread line above eve's first new message",
+    )
+    .await?;
+    dan.screenshot(&target_dir().join("browser-unread.png"))
+        .await?;
+
+    // Scrollback: eve signs out, a bot fills the conversation, eve signs
+    // in again and scrolls up to the oldest message.
+    eve.click("#back").await?;
+    eve.click("#footer-sign-out").await?;
+    eve.wait_for(
+        "!document.querySelector('#signin').hidden",
+        "eve signed out",
+    )
+    .await?;
+    let (bot, mut events) = natter_client::Client::connect(server.chat_addr.clone()).await?;
+    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+    bot.register("bot", "online").await?;
+    bot.join(first).await?;
+    for n in 1..=60 {
+        bot.send_message(first, format!("bot line {n}")).await?;
+    }
+    dan.wait_for_message("bot", "bot line 60").await?;
+    // A resize keeps the newest message in view.
+    let at_bottom = "(() => { const m = document.querySelector('#messages'); \
+                     return m.scrollHeight - m.scrollTop - m.clientHeight < 4; })()";
+    dan.wait_for(at_bottom, "the list at the bottom").await?;
+    dan.client.set_window_size(1280, 520).await?;
+    dan.wait_for(at_bottom, "the list at the bottom after a resize")
+        .await?;
+    dan.client.set_window_size(1280, 800).await?;
+    // The form still offers sign-up, as she last used it: back to sign-in.
+    eve.click("#signup-toggle").await?;
+    eve.wait_for(
+        "document.querySelector('#signin-button').textContent === 'Sign in'",
+        "the sign-in form",
+    )
+    .await?;
+    eve.clear("#name").await?;
+    eve.type_into("#name", "eve").await?;
+    eve.type_into("#password", PASSWORD).await?;
+    eve.click("#signin-button").await?;
+    eve.wait_signed_in_as("eve").await?;
+    eve.wait_for(
+        &format!("document.querySelector('{} .badge')", conv(first)),
+        "eve's unread count from UNREAD",
+    )
+    .await?;
+    let unread = eve.text(&format!("{} .badge", conv(first))).await?;
+    ensure!(unread == "60", "eve's unread count {unread:?}");
+    eve.click(&conv(first)).await?;
+    eve.wait_for_message("bot", "bot line 60").await?;
+    let top = "const m = document.querySelector('#messages'); m.scrollTop = 0; \
+               m.dispatchEvent(new Event('scroll')); return true";
+    let deadline = Instant::now() + PATIENCE;
+    while eve
+        .eval("return Boolean(document.querySelector('#messages .history-start'))")
+        .await?
+        != json!(true)
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "eve never reached the first message"
+        );
+        eve.eval(top).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eve.wait_for_message("eve", "dan, the menu: https://example.com/menu?day=fri.")
+        .await?;
+    // What she missed starts under the unread line (UNREAD's read marker).
+    eve.wait_for(
+        "document.querySelector('#unread-line')?.nextElementSibling?.textContent.includes('bot line 1')",
+        "eve's unread line above the bot's first line",
+    )
+    .await?;
+    eve.eval(
+        "document.querySelector('#unread-line').scrollIntoView({ block: 'center' }); return true",
+    )
+    .await?;
+    eve.screenshot(&target.join("browser-unread-phone.png"))
+        .await?;
+
+    // The compact layout: no bubbles, one line per message; and back.
+    dan.click("#layout").await?;
+    let compact = "document.body.dataset.layout === 'compact' && \
+                   getComputedStyle(document.querySelector('#messages .msg .text')).borderTopStyle === 'none'";
+    dan.wait_for(compact, "the compact layout").await?;
+    dan.click("#layout").await?;
+    dan.wait_for(
+        "document.body.dataset.layout === 'bubbles'",
+        "the bubbles again",
+    )
+    .await?;
+
+    // Toasts never cover the text box, on either window.
+    for page in [dan, eve] {
+        page.eval(
+            "document.querySelector('#text').value = 'x'.repeat(9000); \
+             document.querySelector('#composer').requestSubmit(); return true",
+        )
+        .await?;
+        page.wait_for(
+            "document.querySelector('#toasts .toast')?.textContent.includes('too long')",
+            "the too-long toast",
+        )
+        .await?;
+        let covered = page
+            .eval(
+                "const t = document.querySelector('#composer').getBoundingClientRect(); \
+                 return [...document.querySelectorAll('#toasts .toast')].some(n => { \
+                 const r = n.getBoundingClientRect(); \
+                 return r.left < t.right && t.left < r.right && r.top < t.bottom && t.top < r.bottom; })",
+            )
+            .await?;
+        ensure!(
+            covered == json!(false),
+            "{}: a toast covers the text box",
+            page.name
+        );
+        page.eval(
+            "const t = document.querySelector('#text'); t.value = ''; \
+             t.dispatchEvent(new Event('input')); return true",
+        )
+        .await?;
+    }
+
+    bot.goodbye().await?;
+    drain.abort();
+    Ok(())
+}
+
+/// A server without a store forgets its conversations when it restarts:
+/// the page, told "server shutting down" before it went, says the server
+/// restarted, rather than that the conversation ended.
+async fn restart_without_store(fay: &Page) -> anyhow::Result<()> {
+    let ephemeral = |ports: (u16, u16)| {
+        let listen = format!("127.0.0.1:{}", ports.0);
+        let web = format!("127.0.0.1:{}", ports.1);
+        Natter::spawn(&["--ephemeral", "--listen", &listen, "--web", &web])
+    };
+    let mut server = ephemeral((free_port(), free_port()));
+    fay.sign_in(&server.web_url, "fay").await?;
+    let (gus, mut events) = natter_client::Client::connect(server.chat_addr.clone()).await?;
+    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+    gus.register("gus", "online").await?;
+    fay.type_into("#people-search", "gu").await?;
+    fay.click(r#"#people input[value="gus"]"#).await?;
+    fay.click("#start").await?;
+    fay.wait_for(
+        "document.querySelectorAll('#convs .conv').length === 1",
+        "fay's conversation",
+    )
+    .await?;
+    drain.abort();
+    server.terminate();
+    fay.wait_for(
+        "document.querySelector('#conn').dataset.state === 'waiting'",
+        "fay offline",
+    )
+    .await?;
+    let ports = server.ports;
+    drop(server);
+    let _server = ephemeral(ports);
+    fay.wait_for(
+        "document.querySelector('#conn').dataset.state === 'open' && document.querySelectorAll('#convs .conv').length === 0",
+        "the forgotten conversation removed",
+    )
+    .await?;
+    let toasts = fay
+        .eval("return [...document.querySelectorAll('#toasts .toast')].map(t => t.textContent).join(' | ')")
+        .await?;
+    let toasts = toasts.as_str().unwrap_or_default();
+    ensure!(
+        toasts.contains("The server restarted and no longer has conversation #1")
+            && !toasts.contains("ended"),
+        "the restart said as {toasts:?}"
+    );
+    Ok(())
+}
+
 /// `target/`, found from where cargo put the natter binary.
 fn target_dir() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_natter"));
@@ -648,6 +1100,8 @@ struct Natter {
     web_url: String,
     /// `HOST:PORT` of the chat port.
     chat_addr: String,
+    /// The chat and web ports, to start again on the same ones.
+    ports: (u16, u16),
     /// The server's admin socket (`natter admin --admin-socket`), in a
     /// directory removed when this is dropped.
     admin_socket: PathBuf,
@@ -656,18 +1110,56 @@ struct Natter {
 
 impl Natter {
     fn start() -> Natter {
+        Natter::spawn(&[
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--web",
+            "127.0.0.1:0",
+        ])
+    }
+
+    /// A server with a store in `data`, on `ports` (or free ones): the
+    /// same ports again make a restart the page can reconnect to.
+    fn durable(data: &Path, ports: Option<(u16, u16)>) -> Natter {
+        let (chat, web) = ports.unwrap_or_else(|| (free_port(), free_port()));
+        let data = data.display().to_string();
+        let listen = format!("127.0.0.1:{chat}");
+        let web = format!("127.0.0.1:{web}");
+        Natter::spawn(&[
+            "--data-dir",
+            &data,
+            "--listen",
+            &listen,
+            "--web",
+            &web,
+            "--rate-limit",
+            "1000",
+        ])
+    }
+
+    /// Stops the server as an operator would (SIGTERM): it tells its
+    /// clients it is shutting down.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the server as a crash would (the store keeps everything).
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(args: &[&str]) -> Natter {
         let admin_dir = tempfile::tempdir().expect("a temporary dir");
         let admin_socket = admin_dir.path().join("admin.sock");
         let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
-            .args([
-                "serve",
-                "--ephemeral",
-                "--listen",
-                "127.0.0.1:0",
-                "--web",
-                "127.0.0.1:0",
-                "--admin-socket",
-            ])
+            .arg("serve")
+            .args(args)
+            .arg("--admin-socket")
             .arg(&admin_socket)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -695,10 +1187,16 @@ impl Natter {
             }
         };
         let chat_addr = chat_addr.expect("natter serve prints its chat address first");
+        let port = |addr: &str| addr.trim_end_matches('/').rsplit(':').next()?.parse().ok();
+        let ports = (
+            port(&chat_addr).expect("a chat port"),
+            port(&web_url).expect("a web port"),
+        );
         Natter {
             child,
             web_url,
             chat_addr,
+            ports,
             admin_socket,
             _admin_dir: admin_dir,
         }
@@ -766,10 +1264,14 @@ impl ChromeDriver {
         ])
         .collect::<Vec<_>>();
         let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({ "binary": CHROMIUM, "args": args }),
-        );
+        let mut options = json!({ "binary": CHROMIUM, "args": args });
+        if width < 500 {
+            // Chromium's windows are at least 500 px wide: a phone's width
+            // needs its device emulation.
+            options["mobileEmulation"] =
+                json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0 } });
+        }
+        capabilities.insert("goog:chromeOptions".into(), options);
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&self.url)

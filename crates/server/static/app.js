@@ -15,7 +15,19 @@
 
 // presence-scope: the server tells us only about people we share a
 // conversation with and those we WATCH, so the page scales to a company.
-const CAPS = ['presence-scope', 'presence-delta', 'members'];
+// history and topics are offered only by a server with a store; the page
+// works without them (no scrollback, no names for conversations).
+const CAPS = ['presence-scope', 'presence-delta', 'members', 'history', 'topics'];
+/** Messages one HISTORY asks for (scrollback, catching up). */
+const HISTORY_PAGE = 50;
+/** At most one READ per conversation this often: a busy conversation must
+ * not spend the rate limit. */
+const READ_EVERY_MS = 2000;
+/** How long a toast stays, and how many may show at once. */
+const TOAST_MS = 8000;
+const MAX_TOASTS = 5;
+/** Where the page remembers the layout (bubbles or compact). */
+const LAYOUT_KEY = 'natter.layout';
 /** Most people one search shows (and watches). */
 const SEARCH_LIMIT = 20;
 /** Longest search: a username's limit. */
@@ -69,7 +81,10 @@ const state = {
   /** Names the search found, WATCHed so their presence stays live (and
    * so they drop off the list when they leave). */
   found: new Set(),
-  /** id -> {id, members: [], messages: [], unread, label} */
+  /** id -> {id, members: [], messages: [], unread, label, topic, draft,
+   * ready, lastSeq, firstUnread, readSent, ...}: `messages` holds the
+   * lines shown, our own unsent ones among them (`pending`, with the
+   * nonce they are sent under). */
   convs: new Map(),
   /** id -> inviter: invitations not yet accepted or dismissed. */
   invites: new Map(),
@@ -83,6 +98,14 @@ const state = {
   /** Conversations re-joined after a reconnect, in the order of their JOINs,
    * until the server answers each (MEMBERS, or ERROR if it has ended). */
   rejoining: [],
+  /** Counts connections: a conversation is `ready` for sending when the
+   * server confirmed our membership on the current one. */
+  epoch: 0,
+  /** The server said it was shutting down before the connection went:
+   * conversations missing afterwards went with the restart. */
+  serverWentDown: false,
+  /** The message list was at the bottom: keep it there when it resizes. */
+  stuck: true,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -113,13 +136,44 @@ function statusClass(status) {
   return PRESET_STATUSES.includes(status) ? `dot-${status}` : 'dot-custom';
 }
 
-let toastTimer = 0;
+/** Shows a note for a while. Each note is its own toast, stacked, so
+ * several at once (two conversations gone in one reconnect) are all read. */
 function toast(text) {
-  const node = $('toast');
-  node.textContent = text;
-  node.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { node.hidden = true; }, 5000);
+  const box = $('toasts');
+  const node = el('div', { class: 'toast', dir: 'auto' }, text);
+  box.append(node);
+  while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
+  setTimeout(() => node.remove(), TOAST_MS);
+}
+
+/** A random nonce for SEND_MESSAGE: the server stores a message once per
+ * nonce, so an outbox can resend after a reconnect without doubling. */
+function newNonce() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return `w${[...bytes].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+/** `text` as nodes: links become `a` elements, everything else text
+ * nodes (never HTML, so markup in a message stays text). */
+function linkified(text) {
+  const nodes = [];
+  let at = 0;
+  for (const match of text.matchAll(/\bhttps?:\/\/[^\s<>"]+/g)) {
+    // Trailing punctuation is the sentence's, not the link's.
+    const url = match[0].replace(/[.,;:!?)\]'"]+$/, '');
+    if (match.index > at) nodes.push(text.slice(at, match.index));
+    nodes.push(el('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, url));
+    at = match.index + url.length;
+  }
+  if (at < text.length) nodes.push(text.slice(at));
+  return nodes;
+}
+
+/** Whether `text` names us as a word ("alice: look", "hi @Alice"). */
+function mentionsMe(text) {
+  if (!state.me) return false;
+  const name = state.me.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`(^|[^\\p{L}\\p{N}_])@?${name}($|[^\\p{L}\\p{N}_])`, 'iu').test(text);
 }
 
 // ---------------------------------------------------------------- connection
@@ -137,6 +191,7 @@ function connect() {
   socket.onopen = () => {
     if (socket !== state.socket) return;
     setConn('open');
+    state.epoch += 1;
     state.caps = new Set();
     send('CAPS', CAPS);
     const who = state.me ?? state.wanted ?? accountIdentity();
@@ -157,6 +212,12 @@ function connect() {
     if (socket !== state.socket) return;
     state.socket = null;
     state.registered = false;
+    // Offline we know nothing of anyone's presence: show nobody online
+    // rather than a list that is no longer true.
+    state.online.clear();
+    renderPeople();
+    renderConvs();
+    if (state.active != null) renderMessages({ keepPosition: true });
     const signingIn = (state.pending || state.wanted) && !state.me;
     state.pending = null;
     state.wanted = null;
@@ -185,6 +246,7 @@ function connect() {
 function reconnectNow() {
   const old = state.socket;
   state.socket = null;
+  state.registered = false;
   old?.close();
   connect();
 }
@@ -346,8 +408,10 @@ const handlers = {
       return;
     }
     if (state.convs.get(id)?.joined) return;
-    state.invites.set(id, inviter);
+    state.invites.set(id, { inviter, members: null, asked: 1 });
     renderInvites();
+    // Which conversation, and who is in it: the listing says.
+    send('LIST_CONVERSATIONS');
   },
   MEMBERS([id, members]) {
     const waiting = state.rejoining.indexOf(id);
@@ -360,6 +424,10 @@ const handlers = {
     noteMembershipChanges(conv, members);
     conv.members = members;
     conv.joined = true;
+    const catchUp = conv.ready !== state.epoch && state.caps.has('history');
+    conv.ready = state.epoch;
+    flushOutbox(conv);
+    if (catchUp) send('HISTORY', [id, 0, HISTORY_PAGE]);
     state.invites.delete(id);
     if (state.openOnJoin.delete(id)) open(id);
     renderInvites();
@@ -367,9 +435,25 @@ const handlers = {
     if (state.active === id) renderChatHead();
   },
   CONVERSATIONS(args) {
-    renderBrowse(Object.entries(args).map(([id, members]) => [Number(id), members]));
+    const convs = Object.entries(args).map(([id, members]) => [Number(id), members]);
+    let invited = false;
+    for (const [id, members] of convs) {
+      const invite = state.invites.get(id);
+      if (invite) {
+        invite.members = members;
+        invited = true;
+        // The inviter usually joins a moment after inviting: ask again
+        // (a few times) rather than say nobody is in it.
+        if (!members.some((name) => sameName(name, invite.inviter)) && invite.asked < 4) {
+          invite.asked += 1;
+          setTimeout(() => { if (state.invites.has(id)) send('LIST_CONVERSATIONS'); }, 500 * invite.asked);
+        }
+      }
+    }
+    if (invited) renderInvites();
+    if ($('browse-dialog').open) renderBrowse(convs);
   },
-  MESSAGE([id, sender, text]) {
+  MESSAGE([id, sender, text, meta]) {
     // Conversation 0 is never a real one: a notice from the operator.
     if (id === 0) {
       toast(`Notice from the server: ${text}`);
@@ -377,13 +461,67 @@ const handlers = {
     }
     const conv = conversation(id);
     conv.joined = true;
-    addLine(conv, { sender, text, time: new Date() });
+    const line = { sender, text, time: meta?.ts ? new Date(meta.ts) : new Date(), seq: meta?.seq };
+    if (line.seq != null && conv.messages.some((old) => old.seq === line.seq)) return;
+    if (isMe(sender) && settlePending(conv, line, meta?.nonce)) return;
+    if (line.seq != null) conv.lastSeq = Math.max(conv.lastSeq, line.seq);
     const seen = state.active === id && !document.hidden;
-    if (!seen) conv.unread += 1;
+    if (!seen && !isMe(sender)) {
+      if (conv.unread === 0 && conv.firstUnread == null) conv.firstUnread = line.seq ?? line;
+      conv.unread += 1;
+    }
+    line.mention = !isMe(sender) && mentionsMe(text);
+    addLine(conv, line);
+    if (!isMe(sender)) notify(conv, line, seen);
+    if (seen) markRead(conv);
     renderConvs();
     renderTitle();
   },
+  HISTORY([id, rows]) {
+    const conv = state.convs.get(id);
+    if (!conv) return;
+    conv.loadingHistory = false;
+    const have = new Set(conv.messages.map((line) => line.seq).filter((seq) => seq != null));
+    const lines = rows.filter(([seq]) => !have.has(seq))
+      .map(([seq, ts, sender, text]) => ({ seq, sender, text, time: new Date(ts), mention: !isMe(sender) && mentionsMe(text) }));
+    // Fewer than asked, or down to the first message: nothing older.
+    if (rows.length < HISTORY_PAGE || rows[0][0] <= 1) conv.historyDone = true;
+    for (const [seq] of rows) conv.lastSeq = Math.max(conv.lastSeq, seq);
+    if (lines.length === 0) return;
+    // Each in seq order among the numbered lines; newer than all of them
+    // (caught up after a reconnect), before our own pending ones.
+    for (const line of lines.sort((x, y) => x.seq - y.seq)) {
+      let at = conv.messages.findIndex((old) => old.seq != null && old.seq > line.seq);
+      if (at < 0) at = conv.messages.findIndex((old) => old.pending);
+      if (at < 0) at = conv.messages.length;
+      conv.messages.splice(at, 0, line);
+    }
+    if (state.active === id) renderMessages({ keepPosition: true });
+    renderConvs();
+  },
+  UNREAD(args) {
+    for (const [id, [last, read]] of Object.entries(args)) {
+      // Shown once MEMBERS confirms we are in it.
+      const conv = conversation(Number(id));
+      conv.lastSeq = Math.max(conv.lastSeq, last);
+      conv.unread = Math.max(0, last - read);
+      conv.readSent = Math.max(conv.readSent, read);
+      conv.firstUnread = conv.unread > 0 ? read + 1 : null;
+    }
+    renderConvs();
+    renderTitle();
+  },
+  TOPIC([id, text, setter]) {
+    const conv = conversation(id);
+    if (conv.topic === text) return;
+    const known = conv.topic != null || conv.joined;
+    conv.topic = text;
+    if (known && conv.joined) addLine(conv, { system: `${setter} named the conversation “${text}”` });
+    renderConvs();
+    if (state.active === id) renderChatHead();
+  },
   ERROR(text) {
+    if (/^server (shutting down|failure)/.test(text)) state.serverWentDown = true;
     if (!state.registered && state.pending) {
       registrationRefused(text);
     } else if (rejoinFailed(text)) {
@@ -404,6 +542,8 @@ function registered() {
   state.me = state.pending;
   state.pending = null;
   state.registered = true;
+  state.restarted = state.serverWentDown;
+  state.serverWentDown = false;
   state.backoff = BACKOFF_FIRST_MS;
   state.restoreAttempts = 0;
   if (restoring) {
@@ -445,8 +585,15 @@ function rejoinFailed(text) {
   const at = named ? state.rejoining.indexOf(Number(named[1])) : -1;
   if (at < 0) return false;
   const [id] = state.rejoining.splice(at, 1);
+  const unsent = state.convs.get(id)?.messages.filter((line) => line.pending).length ?? 0;
   leftConversation(id);
-  toast(`Conversation #${id} ended while you were offline.`);
+  // A restart is not an end: a server without a store forgets its
+  // conversations when it restarts, and says so before it goes.
+  let why = state.restarted
+    ? `The server restarted and no longer has conversation #${id}.`
+    : `Conversation #${id} ended while you were offline.`;
+  if (unsent > 0) why += ` ${unsent} unsent message${unsent === 1 ? ' was' : 's were'} not sent.`;
+  toast(why);
   return true;
 }
 
@@ -461,7 +608,11 @@ function join(id) {
 function conversation(id) {
   let conv = state.convs.get(id);
   if (!conv) {
-    conv = { id, members: [], messages: [], unread: 0, joined: false, label: null };
+    conv = {
+      id, members: [], messages: [], unread: 0, joined: false, label: null, topic: null,
+      draft: '', ready: 0, lastSeq: 0, readSent: 0, firstUnread: null,
+      historyDone: false, loadingHistory: false, readTimer: 0,
+    };
     state.convs.set(id, conv);
   }
   return conv;
@@ -478,15 +629,88 @@ function noteMembershipChanges(conv, members) {
 }
 
 function leftConversation(id) {
+  // Its draft and unsent messages go with it: an id a server without a
+  // store hands out again is another conversation, with other people.
+  clearTimeout(state.convs.get(id)?.readTimer);
   state.convs.delete(id);
   state.openOnJoin.delete(id);
   if (state.active === id) {
     state.active = null;
+    $('text').value = '';
     document.body.dataset.view = 'list';
     renderChat();
   }
   renderConvs();
   renderTitle();
+}
+
+/** Our own message came back from the server: its pending line (same
+ * nonce, or else the oldest pending one with the same text) becomes the
+ * delivered one. Whether it was pending or not, true when handled. */
+function settlePending(conv, line, nonce) {
+  const at = conv.messages.findIndex((old) => old.pending
+    && (nonce ? old.nonce === nonce : old.text === line.text));
+  if (at < 0) return false;
+  Object.assign(conv.messages[at], line, { pending: false });
+  if (line.seq != null) conv.lastSeq = Math.max(conv.lastSeq, line.seq);
+  // Writing in a conversation is reading it.
+  if (state.active === conv.id && !document.hidden) markRead(conv);
+  if (state.active === conv.id) renderMessages({ keepPosition: true });
+  renderConvs();
+  return true;
+}
+
+/** Sends what waits in the conversation's outbox, once the server has
+ * confirmed we are in it on this connection. A server with `history`
+ * drops a resent nonce, so everything unconfirmed goes again; without it
+ * only what never left is sent, so nothing is doubled. */
+function flushOutbox(conv) {
+  if (!state.registered || conv.ready !== state.epoch) return;
+  const dedup = state.caps.has('history');
+  for (const line of conv.messages) {
+    if (!line.pending || (line.sentOn === state.epoch) || (line.sentOn && !dedup)) continue;
+    if (send('SEND_MESSAGE', [conv.id, line.text, line.nonce])) line.sentOn = state.epoch;
+  }
+}
+
+/** A browser notification for a message we have not seen, when the page
+ * is hidden and the user allowed them. */
+function notify(conv, line, seen) {
+  if (seen || !document.hidden || !('Notification' in window)) return;
+  if (Notification.permission !== 'granted') return;
+  try {
+    const note = new Notification(`${line.sender} · ${title(conv)}`, { body: line.text, tag: `natter-${conv.id}` });
+    note.onclick = () => {
+      window.focus();
+      open(conv.id);
+    };
+  } catch {
+    // Some browsers allow notifications only from a service worker.
+  }
+}
+
+/** Tells the server (at most every READ_EVERY_MS) that we read `conv`
+ * up to its newest message, for our other devices and the next visit. */
+function markRead(conv) {
+  if (!state.caps.has('history') || conv.lastSeq <= conv.readSent || conv.readTimer) return;
+  const due = Math.max(0, (conv.readAt ?? 0) + READ_EVERY_MS - Date.now());
+  conv.readTimer = setTimeout(() => {
+    conv.readTimer = 0;
+    if (conv.lastSeq > conv.readSent && send('READ', [conv.id, conv.lastSeq])) {
+      conv.readSent = conv.lastSeq;
+      conv.readAt = Date.now();
+    }
+  }, due);
+}
+
+/** Sends the READs still held back by the throttle (before signing out). */
+function flushReads() {
+  for (const conv of state.convs.values()) {
+    if (!conv.readTimer) continue;
+    clearTimeout(conv.readTimer);
+    conv.readTimer = 0;
+    if (conv.lastSeq > conv.readSent && send('READ', [conv.id, conv.lastSeq])) conv.readSent = conv.lastSeq;
+  }
 }
 
 function addLine(conv, line) {
@@ -502,13 +726,23 @@ function addLine(conv, line) {
 // ---------------------------------------------------------------- user actions
 
 function open(id) {
-  state.active = id;
   const conv = state.convs.get(id);
-  if (conv) conv.unread = 0;
+  if (state.active !== id) {
+    // Each conversation keeps its own draft.
+    $('text').value = conv?.draft ?? '';
+    if (conv) conv.shownUnread = conv.unread > 0 ? conv.firstUnread : null;
+  }
+  state.active = id;
+  if (conv) {
+    conv.unread = 0;
+    conv.firstUnread = null;
+    markRead(conv);
+  }
   document.body.dataset.view = 'chat';
   renderConvs();
   renderChat();
   renderTitle();
+  autosize();
   $('text').focus();
 }
 
@@ -535,6 +769,11 @@ function wireSignin() {
     }
     $('signin-error').hidden = true;
     $('signin-button').disabled = true;
+    // Asked on a click, as browsers require: notifications for messages
+    // that arrive while the page is hidden.
+    if ('Notification' in window && Notification.permission === 'default') {
+      Notification.requestPermission().catch(() => {});
+    }
     if (password && state.server.accounts !== 'off') {
       accountSignIn(name, password, status, signup);
       return;
@@ -580,6 +819,10 @@ function wireApp() {
   });
   $('footer-sign-out').addEventListener('click', () => $('sign-out').click());
   $('sign-out').addEventListener('click', () => {
+    flushReads();
+    // The old socket's close handler will not run (it is no longer ours):
+    // the next connection must register afresh.
+    state.registered = false;
     if (state.account) {
       // The session ends on the server, which closes its sockets, and the
       // cookie is cleared. Conversations stay ours for the next sign-in.
@@ -654,7 +897,11 @@ function wireApp() {
       $('composer').requestSubmit();
     }
   });
-  text.addEventListener('input', autosize);
+  text.addEventListener('input', () => {
+    const conv = state.convs.get(state.active);
+    if (conv) conv.draft = text.value;
+    autosize();
+  });
   $('composer').addEventListener('submit', (event) => {
     event.preventDefault();
     sendDraft();
@@ -662,35 +909,85 @@ function wireApp() {
 
   const messages = $('messages');
   messages.addEventListener('scroll', () => {
-    if (nearBottom(messages)) $('jump').hidden = true;
+    state.stuck = nearBottom(messages);
+    if (state.stuck) $('jump').hidden = true;
+    if (messages.scrollTop < 40) loadOlder();
+  });
+  // A resize (a phone turned, a window narrowed, the keyboard opening)
+  // keeps the newest message in view if it was.
+  new ResizeObserver(() => {
+    if (state.stuck) scrollToBottom();
+  }).observe(messages);
+  $('layout').addEventListener('click', () => setLayout(document.body.dataset.layout === 'compact' ? 'bubbles' : 'compact'));
+  $('rename').addEventListener('click', () => {
+    const box = $('text');
+    box.value = '/topic ';
+    box.focus();
   });
   $('jump').addEventListener('click', () => scrollToBottom());
 
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden && state.active != null) {
       const conv = state.convs.get(state.active);
-      if (conv) conv.unread = 0;
+      if (conv) {
+        conv.unread = 0;
+        conv.firstUnread = null;
+        markRead(conv);
+      }
       renderConvs();
       renderTitle();
     }
   });
 }
 
+/** Sends the box's text, or keeps it in the conversation's outbox
+ * (shown as pending) until the connection and the conversation are back. */
 function sendDraft() {
   const box = $('text');
   const text = box.value;
-  const id = state.active;
-  if (!text.trim() || id == null) return;
-  if (new TextEncoder().encode(text).length > MAX_MESSAGE_BYTES) {
-    toast(`Message too long (at most ${MAX_MESSAGE_BYTES} bytes).`);
-    return;
-  }
-  if (!send('SEND_MESSAGE', [id, text])) {
-    toast('Not connected: your message is kept until the connection is back.');
-    return;
+  const conv = state.convs.get(state.active);
+  if (!text.trim() || !conv) return;
+  const topic = /^\/topic\s+([^]*)$/.exec(text);
+  if (topic) {
+    if (!state.caps.has('topics')) {
+      toast('This server does not name conversations.');
+      return;
+    }
+    if (!send('TOPIC', [conv.id, topic[1].trim()])) {
+      toast('Not connected: try again when the connection is back.');
+      return;
+    }
+  } else {
+    if (new TextEncoder().encode(text).length > MAX_MESSAGE_BYTES) {
+      toast(`Message too long (at most ${MAX_MESSAGE_BYTES} bytes).`);
+      return;
+    }
+    addLine(conv, { sender: state.me.name, text, time: new Date(), pending: true, nonce: newNonce() });
+    flushOutbox(conv);
   }
   box.value = '';
+  conv.draft = '';
   autosize();
+}
+
+/** Asks for the page of messages before the oldest one shown. */
+function loadOlder() {
+  const conv = state.convs.get(state.active);
+  if (!conv || conv.historyDone || conv.loadingHistory || !state.caps.has('history')) return;
+  const oldest = conv.messages.find((line) => line.seq != null)?.seq;
+  if (oldest == null && conv.lastSeq === 0) return;
+  conv.loadingHistory = send('HISTORY', [conv.id, oldest ?? 0, HISTORY_PAGE]);
+}
+
+function setLayout(layout) {
+  document.body.dataset.layout = layout;
+  $('layout').textContent = layout === 'compact' ? 'Bubbles' : 'Compact';
+  $('layout').setAttribute('aria-pressed', String(layout === 'compact'));
+  try {
+    localStorage.setItem(LAYOUT_KEY, layout);
+  } catch {
+    // Without storage the layout lasts until the page is closed.
+  }
 }
 
 function autosize() {
@@ -712,6 +1009,7 @@ function resetChatState() {
   state.openOnJoin.clear();
   state.rejoining = [];
   state.active = null;
+  $('text').value = '';
 }
 
 // ---------------------------------------------------------------- drawing
@@ -779,8 +1077,8 @@ function renderConn() {
   }
   node.title = state.conn === 'waiting' ? 'Click to retry now' : 'Connection to the server';
   const usable = state.conn === 'open' && state.registered;
-  $('send').disabled = !usable;
-  $('text').placeholder = usable ? 'Message' : 'Offline: reconnecting…';
+  document.body.dataset.online = String(usable);
+  $('text').placeholder = usable ? 'Message' : 'Offline: what you send waits for the connection';
 }
 
 function renderMe() {
@@ -804,22 +1102,38 @@ function renderPeople() {
   for (const name of state.selected) {
     if (!state.online.has(name)) state.selected.delete(name);
   }
+  // A long status is cut to fit; its title shows it whole (hover), and
+  // a tap on it shows it whole in place.
   $('people').replaceChildren(...others.map(([name, status]) =>
     el('li', { class: state.found.has(name) ? 'person found' : 'person' },
-      el('label', {},
+      el('label', { title: `${name}: ${status}` },
         el('input', { type: 'checkbox', value: name, checked: state.selected.has(name) }),
         el('span', { class: `dot ${statusClass(status)}` }),
-        el('span', { class: 'person-name' }, name),
-        el('span', { class: 'person-status' }, status)))));
+        el('span', { class: 'person-name', dir: 'auto' }, name),
+        el('span', {
+          class: 'person-status', dir: 'auto', title: status,
+          onclick: (event) => {
+            event.preventDefault();
+            event.currentTarget.classList.toggle('expanded');
+          },
+        }, status)))));
+  const offline = !state.registered && state.me != null;
   $('people-empty').hidden = others.length > 0;
-  $('online-count').textContent = String(others.length + (state.registered ? 1 : 0));
+  $('people-empty').textContent = offline
+    ? 'Offline: who is online shows again when the connection is back.'
+    : 'Nobody you talk with is online. Search to find people.';
+  // The people listed, so the number always matches the list.
+  $('online-count').textContent = offline ? '' : String(others.length);
   $('start').disabled = state.selected.size === 0;
 }
 
 function renderInvites() {
-  const items = [...state.invites.entries()].map(([id, inviter]) =>
+  const items = [...state.invites.entries()].map(([id, { inviter, members }]) =>
     el('li', { class: 'invite' },
-      el('span', { class: 'invite-text' }, el('strong', {}, inviter), ' invited you'),
+      el('span', { class: 'invite-text' },
+        el('strong', { dir: 'auto' }, inviter), ` invited you to #${id} `,
+        members == null ? null : el('span', { class: 'invite-members', dir: 'auto' },
+          members.length > 0 ? `with ${members.join(', ')}` : 'nobody in it yet')),
       el('span', { class: 'actions' },
         el('button', {
           type: 'button', class: 'small primary accept', onclick: () => {
@@ -838,6 +1152,7 @@ function renderInvites() {
 }
 
 function title(conv) {
+  if (conv.topic) return conv.topic;
   const others = conv.members.filter((name) => !isMe(name));
   if (others.length > 0) return others.join(', ');
   if (conv.label) return conv.label;
@@ -848,6 +1163,7 @@ function renderConvs() {
   const convs = [...state.convs.values()].filter((conv) => conv.joined);
   $('convs').replaceChildren(...convs.map((conv) => {
     const last = [...conv.messages].reverse().find((line) => !line.system);
+    // Presence is unknown offline, and a member's dot would claim it.
     return el('li', {},
       el('button', {
         type: 'button',
@@ -855,9 +1171,9 @@ function renderConvs() {
         'data-conv': conv.id,
         onclick: () => open(conv.id),
       },
-      el('span', { class: 'conv-title' }, title(conv), el('span', { class: 'conv-id' }, ` #${conv.id}`)),
+      el('span', { class: 'conv-title' }, el('bdi', {}, title(conv)), el('span', { class: 'conv-id' }, ` #${conv.id}`)),
       conv.unread > 0 ? el('span', { class: 'badge', 'aria-label': `${conv.unread} unread` }, String(conv.unread)) : null,
-      el('span', { class: 'conv-last' }, last ? `${last.sender}: ${last.text}` : 'No messages yet')));
+      el('span', { class: 'conv-last', dir: 'auto' }, last ? `${last.sender}: ${last.text}` : 'No messages yet')));
   }));
   $('convs-empty').hidden = convs.length > 0;
 }
@@ -881,19 +1197,39 @@ function renderChatHead() {
   const conv = state.convs.get(state.active);
   if (!conv) return;
   $('chat-title').textContent = title(conv);
+  $('chat-title').title = title(conv);
   $('chat-members').textContent = `#${conv.id} · ${conv.members.length} member${conv.members.length === 1 ? '' : 's'}: ${conv.members.join(', ')}`;
 }
 
-function renderMessages() {
+/** Redraws the open conversation. `keepPosition`: older messages came in
+ * above (or a line changed), so what the reader sees stays put. */
+function renderMessages({ keepPosition = false } = {}) {
   const conv = state.convs.get(state.active);
   const list = $('messages');
+  const fromBottom = list.scrollHeight - list.scrollTop;
+  const stuck = nearBottom(list);
   list.replaceChildren();
+  if (conv.historyDone && conv.messages.length > 0 && state.caps.has('history')) {
+    list.append(el('li', { class: 'sys history-start' }, 'The beginning of the conversation'));
+  }
   let previous = null;
+  const marker = conv.shownUnread;
   for (const line of conv.messages) {
+    if (marker != null && !line.system && (typeof marker === 'number' ? line.seq === marker : line === marker)) {
+      list.append(el('li', { class: 'unread-line', id: 'unread-line' }, 'Unread since here'));
+      previous = null;
+    }
     list.append(lineNode(line, previous));
     previous = line;
   }
-  scrollToBottom();
+  if (keepPosition && !stuck) {
+    list.scrollTop = list.scrollHeight - fromBottom;
+  } else if (!keepPosition && marker != null && $('unread-line')) {
+    $('unread-line').scrollIntoView({ block: 'center' });
+    state.stuck = nearBottom(list);
+  } else {
+    scrollToBottom();
+  }
 }
 
 function appendLine(conv, line) {
@@ -907,15 +1243,17 @@ function appendLine(conv, line) {
 /** One message, or a note such as "bob joined". Messages from the same
  * sender within five minutes share one heading. */
 function lineNode(line, previous) {
-  if (line.system) return el('li', { class: 'sys' }, line.system);
+  if (line.system) return el('li', { class: 'sys', dir: 'auto' }, line.system);
   const continued = previous && !previous.system && previous.sender === line.sender
     && line.time - previous.time < 5 * 60 * 1000;
-  const kind = `msg${isMe(line.sender) ? ' mine' : ''}${continued ? ' cont' : ''}`;
+  const kind = `msg${isMe(line.sender) ? ' mine' : ''}${continued ? ' cont' : ''}`
+    + `${line.pending ? ' pending' : ''}${line.mention ? ' mention' : ''}`;
   return el('li', { class: kind, 'data-sender': line.sender },
     continued ? null : el('div', { class: 'meta' },
-      el('span', { class: 'sender' }, line.sender),
+      el('span', { class: 'sender', dir: 'auto' }, line.sender),
       el('time', { datetime: line.time.toISOString() }, timeFormat.format(line.time))),
-    el('div', { class: 'text' }, line.text));
+    el('div', { class: 'text', dir: 'auto' }, linkified(line.text)),
+    line.pending ? el('div', { class: 'pending-note' }, state.registered ? 'Sending…' : 'Not sent yet: waiting for the connection') : null);
 }
 
 function nearBottom(list) {
@@ -925,6 +1263,7 @@ function nearBottom(list) {
 function scrollToBottom() {
   const list = $('messages');
   list.scrollTop = list.scrollHeight;
+  state.stuck = true;
   $('jump').hidden = true;
 }
 
@@ -955,6 +1294,13 @@ async function start() {
     state.account = session.name ?? null;
   }
   renderSigninForm();
+  let layout = 'bubbles';
+  try {
+    layout = localStorage.getItem(LAYOUT_KEY) || layout;
+  } catch {
+    // No storage: the default layout.
+  }
+  setLayout(layout);
   if (!state.account) showSignin(null, null);
   connect();
 }
