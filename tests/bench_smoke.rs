@@ -124,9 +124,73 @@ fn idle_mode_reports_setup_time_and_memory_per_connection() {
         Duration::from_secs(60),
     );
     assert_eq!(report["mode"], "idle");
-    assert!(report["setup_s"].as_f64().unwrap() > 0.0);
+    let setup = report["setup_s"].as_f64().unwrap();
+    assert!(setup > 0.0);
     assert!(report["server"]["rss_bytes_per_connection"].is_number());
     assert_eq!(report["disconnects"].as_u64().unwrap(), 0);
+    // The setup time splits into connect, register and join: consecutive
+    // spans up to the moment the last client finished each, which together
+    // make the whole setup, each with the server's CPU time in it and each
+    // client's own time in the phase.
+    let phases = &report["setup_phases"];
+    let mut total = 0.0;
+    let mut last = 0.0;
+    for phase in ["connect", "register", "join"] {
+        let p = &phases[phase];
+        let done = p["all_done_s"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{phase}: {p}"));
+        assert!(
+            done >= last,
+            "{phase} ended before the phase before it: {phases}"
+        );
+        last = done;
+        total += p["span_s"].as_f64().unwrap();
+        assert!(p["server_cpu_s"].as_f64().unwrap() >= 0.0, "{phases}");
+        assert!(p["per_client_us"]["max"].as_u64().unwrap() > 0, "{phases}");
+    }
+    assert!(
+        (total - last).abs() < 0.005,
+        "spans add up to the last milestone: {phases}"
+    );
+    assert!(last <= setup + 0.005, "{phases} within setup {setup}");
+    assert!(
+        phases["register"]["per_client_us"]["p50"].as_u64().unwrap() > 0,
+        "{phases}"
+    );
+}
+
+/// Without --json, the human summary says where the setup time went.
+#[test]
+fn idle_mode_tells_a_person_where_setup_time_went() {
+    let server = start_server();
+    let pid = server.child.id().to_string();
+    let output = Command::new(NATTER)
+        .args([
+            "bench",
+            "--addr",
+            &server.addr,
+            "--clients",
+            "20",
+            "--group",
+            "5",
+        ])
+        .args([
+            "--idle",
+            "--duration",
+            "0.2",
+            "--quiet",
+            "--server-pid",
+            &pid,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for phase in ["connect", "register", "join"] {
+        assert!(text.contains(&format!("{phase} ")), "{text}");
+    }
+    assert!(text.contains("server CPU"), "{text}");
 }
 
 /// The server's resident memory, in KiB.
