@@ -1,14 +1,16 @@
 //! The `natter` command: the server (`serve`), the terminal client (`chat`),
 //! the load generator (`bench`), the online backup (`backup`), the
-//! operator's account tool (`account`) and a certificate for trying TLS
-//! out (`cert`).
+//! operator's account tool (`account`), a certificate for trying TLS
+//! out (`cert`), and the server's config file (`config`).
 
 mod account;
 mod backup;
 mod bench;
 mod cert;
 mod chat;
+mod config;
 mod serve;
+mod settings;
 
 use clap::{Parser, Subcommand};
 
@@ -25,8 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// Run the chat server.
-    Serve(serve::ServeArgs),
+    /// Run the chat server (`natter serve --help` lists its settings).
+    Serve(RawArgs),
     /// Chat from the terminal (or, with --plain, from scripts).
     Chat(chat::ChatArgs),
     /// Measure a running server (natter or IRC) under load.
@@ -37,16 +39,29 @@ enum Commands {
     Account(account::AccountArgs),
     /// Make a certificate for trying TLS out (--self-signed).
     Cert(cert::CertArgs),
+    /// The server's config file (--print-defaults).
+    Config(config::ConfigArgs),
+}
+
+/// `natter serve`'s arguments as given: its settings come from the flags,
+/// the environment and a config file together, which `serve` puts together
+/// itself (and again on SIGHUP).
+#[derive(clap::Args)]
+#[command(disable_help_flag = true)]
+struct RawArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    args: Vec<std::ffi::OsString>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Commands::Serve(args) => serve::run(args),
+        Commands::Serve(raw) => serve::main(raw.args),
         Commands::Chat(args) => chat::run(args),
         Commands::Bench(args) => bench::run(args),
         Commands::Backup(args) => backup::run(args),
         Commands::Account(args) => account::run(args),
         Commands::Cert(args) => cert::run(args),
+        Commands::Config(args) => config::run(args),
     }
 }

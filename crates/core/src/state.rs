@@ -255,6 +255,15 @@ impl Chat {
         &self.config
     }
 
+    /// Changes the settings an operator may change while the server runs
+    /// (a reload): the policy applies to the next invitation or join, the
+    /// limits to the next command. What the chat state was built around
+    /// (durability, accounts) stays as it started.
+    pub fn reconfigure(&mut self, policy: Policy, limits: Limits) {
+        self.config.policy = policy;
+        self.config.limits = limits;
+    }
+
     /// A new connection arrived (not yet registered). A second call for a
     /// live connection changes nothing.
     pub fn connect(&mut self, conn: ConnId) {

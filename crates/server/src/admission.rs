@@ -20,16 +20,18 @@ pub enum Refusal {
     AddressFull(usize),
 }
 
+/// The limits live with the counts, under one lock, so that a reload
+/// changes them between two admissions, never during one.
 #[derive(Default)]
 struct Counts {
+    max_total: usize,
+    max_per_address: usize,
     total: usize,
     per_address: HashMap<IpAddr, usize>,
 }
 
 /// Connection limits; zero means "no limit".
 pub struct Admission {
-    max_total: usize,
-    max_per_address: usize,
     counts: Mutex<Counts>,
 }
 
@@ -42,22 +44,32 @@ pub struct Ticket {
 impl Admission {
     pub fn new(max_total: usize, max_per_address: usize) -> Arc<Admission> {
         Arc::new(Admission {
-            max_total,
-            max_per_address,
-            counts: Mutex::new(Counts::default()),
+            counts: Mutex::new(Counts {
+                max_total,
+                max_per_address,
+                ..Counts::default()
+            }),
         })
+    }
+
+    /// New limits (a reload). Connections already admitted stay, even
+    /// above them; new ones wait until there is room under them.
+    pub fn set_limits(&self, max_total: usize, max_per_address: usize) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.max_total = max_total;
+        counts.max_per_address = max_per_address;
     }
 
     /// Takes a place for a connection from `address`, if one is free.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Refusal> {
         let address = counted_as(address);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if self.max_total > 0 && counts.total >= self.max_total {
-            return Err(Refusal::ServerFull(self.max_total));
+        if counts.max_total > 0 && counts.total >= counts.max_total {
+            return Err(Refusal::ServerFull(counts.max_total));
         }
         let from_address = counts.per_address.get(&address).copied().unwrap_or(0);
-        if self.max_per_address > 0 && from_address >= self.max_per_address {
-            return Err(Refusal::AddressFull(self.max_per_address));
+        if counts.max_per_address > 0 && from_address >= counts.max_per_address {
+            return Err(Refusal::AddressFull(counts.max_per_address));
         }
         counts.total += 1;
         *counts.per_address.entry(address).or_insert(0) += 1;
@@ -124,6 +136,20 @@ mod tests {
         assert_eq!(admission.admit(A).err(), Some(Refusal::AddressFull(1)));
         assert!(admission.admit(B).is_ok());
         drop(first);
+        assert!(admission.admit(A).is_ok());
+    }
+
+    #[test]
+    fn new_limits_apply_to_the_next_admission_and_keep_who_is_in() {
+        let admission = Admission::new(3, 0);
+        let a = admission.admit(A).unwrap();
+        let _b = admission.admit(B).unwrap();
+        admission.set_limits(1, 0);
+        assert_eq!(admission.admit(A).err(), Some(Refusal::ServerFull(1)));
+        assert_eq!(admission.connections(), 2, "nobody already in is dropped");
+        admission.set_limits(0, 1);
+        assert_eq!(admission.admit(A).err(), Some(Refusal::AddressFull(1)));
+        drop(a);
         assert!(admission.admit(A).is_ok());
     }
 

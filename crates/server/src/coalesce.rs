@@ -45,6 +45,11 @@ impl Coalescer {
         self.window
     }
 
+    /// A new window (a reload); zero turns coalescing off.
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
     /// Records that the hub worked from `start` to `end`.
     pub fn record_work(&mut self, start: Instant, end: Instant) {
         self.worked += end.saturating_duration_since(start);

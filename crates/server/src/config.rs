@@ -120,3 +120,51 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// What the server runs with after a reload asked for `new`: the
+    /// settings that can change live come from `new`, the rest (addresses,
+    /// the data dir and what the store and chat state were built around)
+    /// stay as the server started, since only a restart changes them.
+    ///
+    /// Live: presence timing, the policy, the limits, queue bounds, write
+    /// coalescing, timeouts, rate limits, connection limits, signup, and
+    /// the TLS certificate (a new one for new handshakes; turning TLS on or
+    /// off takes a restart, since the web listener's scheme follows it).
+    pub fn reloaded(&self, new: &Config) -> Config {
+        let tls = if self.tls.is_some() == new.tls.is_some() {
+            new.tls.clone()
+        } else {
+            self.tls.clone()
+        };
+        // --require-tls means nothing without a certificate.
+        let plaintext = if tls.is_some() {
+            new.plaintext
+        } else {
+            self.plaintext
+        };
+        Config {
+            presence_interval: new.presence_interval,
+            presence_coalesce: new.presence_coalesce,
+            policy: new.policy,
+            limits: new.limits.clone(),
+            send_queue: new.send_queue,
+            write_coalesce: new.write_coalesce,
+            close_linger: new.close_linger,
+            register_timeout: new.register_timeout,
+            tcp_keepalive: new.tcp_keepalive,
+            idle_timeout: new.idle_timeout,
+            rate_limit: new.rate_limit,
+            rate_burst: new.rate_burst,
+            max_connections: new.max_connections,
+            max_connections_per_ip: new.max_connections_per_ip,
+            max_web_connections: new.max_web_connections,
+            web_header_timeout: new.web_header_timeout,
+            signup_open: new.signup_open,
+            tls,
+            tls_handshake_timeout: new.tls_handshake_timeout,
+            plaintext,
+            ..self.clone()
+        }
+    }
+}

@@ -81,6 +81,12 @@ pub enum HubEvent {
         pending: crate::auth::web::Pending,
         outcome: crate::auth::Outcome,
     },
+    /// Reloaded settings ([`Config::reloaded`]): the hub takes them
+    /// between two events, and says so on `applied`.
+    Reload {
+        config: Arc<Config>,
+        applied: oneshot::Sender<()>,
+    },
     /// Asks how much state the hub holds (tests, leak checks, `/healthz`).
     Stats { reply: oneshot::Sender<HubStats> },
     /// Test-only: makes the hub panic, to exercise [`crate::supervise`].
@@ -202,6 +208,7 @@ impl Hub {
         shutdown: CancellationToken,
     ) {
         let mut snapshot = presence_timer(&self.config);
+        let mut snapshot_period = self.config.presence_interval;
         loop {
             let presence = self.presence_deadline;
             let registration = self.registration_deadlines.front().map(|(at, _)| *at);
@@ -248,6 +255,11 @@ impl Hub {
                     self.chat.end_rejoin_grace(&mut self.outputs);
                     self.dispatch();
                 }
+            }
+            if self.config.presence_interval != snapshot_period {
+                // A reload changed it: the next snapshot is a new period away.
+                snapshot = presence_timer(&self.config);
+                snapshot_period = self.config.presence_interval;
             }
             self.schedule_presence();
             self.submit_batch();
@@ -422,6 +434,10 @@ impl Hub {
                     peers: self.peers.len(),
                 });
             }
+            HubEvent::Reload { config, applied } => {
+                self.reconfigure(config);
+                let _ = applied.send(());
+            }
             HubEvent::PanicForTest => panic!("the hub was told to panic (a test hook)"),
             HubEvent::Writable { conn } => {
                 if let Some(peer) = self.peers.get_mut(&conn) {
@@ -433,6 +449,15 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Takes reloaded settings. Most are read where they are used (queue
+    /// bounds, timeouts, presence timing); the chat state and the write
+    /// coalescer keep copies, updated here.
+    fn reconfigure(&mut self, config: Arc<Config>) {
+        self.chat.reconfigure(config.policy, config.limits.clone());
+        self.coalescer.set_window(config.write_coalesce);
+        self.config = config;
     }
 
     fn apply_command(&mut self, conn: ConnId, command: Command) {

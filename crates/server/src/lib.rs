@@ -32,6 +32,7 @@ pub mod connection;
 pub mod durability;
 pub mod hub;
 pub mod listener;
+pub mod live;
 pub mod log_limit;
 pub mod peer;
 pub mod rate;
@@ -193,6 +194,29 @@ impl ServerHandle {
         answer.await.ok()
     }
 
+    /// The settings the server runs with now.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config.get()
+    }
+
+    /// Applies reloaded settings (SIGHUP): what can change live
+    /// ([`Config::reloaded`]) takes effect for the hub at once, for new
+    /// connections and for every connected client's next read; the rest
+    /// stays as the server started. Returns what the server runs with now,
+    /// or `None` when the hub is gone.
+    pub async fn reload(&self, new: Config) -> Option<Arc<Config>> {
+        let config = Arc::new(self.shared.config.get().reloaded(&new));
+        let (applied, done) = tokio::sync::oneshot::channel();
+        let event = hub::HubEvent::Reload {
+            config: config.clone(),
+            applied,
+        };
+        self.shared.hub.send(event).await.ok()?;
+        done.await.ok()?;
+        self.shared.publish(config.clone());
+        Some(config)
+    }
+
     /// Resolves if the hub fails ([`supervise`]): the server then serves
     /// no one, and should be shut down and restarted.
     pub async fn failed(&self) {
@@ -215,7 +239,7 @@ impl ServerHandle {
         let deadline = if self.shared.hub_failed.is_cancelled() {
             SHUTDOWN_GRACE
         } else {
-            self.shared.config.close_linger + SHUTDOWN_GRACE
+            self.shared.config.get().close_linger + SHUTDOWN_GRACE
         };
         if tokio::time::timeout(deadline, self.shared.tracker.wait())
             .await

@@ -21,6 +21,7 @@ use crate::admission::{Admission, Refusal};
 use crate::config::Config;
 use crate::connection;
 use crate::hub::HubSender;
+use crate::live::LiveConfig;
 use crate::log_limit::LogLimiter;
 
 /// Refused connections are told why by at most this many tasks at once;
@@ -37,7 +38,8 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// Shared by every source of connections (TCP here, WebSocket elsewhere):
 /// numbers them and knows where to send their events.
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// The settings as they are now (a reload changes them).
+    pub config: LiveConfig,
     pub hub: HubSender,
     pub shutdown: CancellationToken,
     /// Parent of every connection's own token: cancelled on shutdown, and
@@ -47,6 +49,8 @@ pub struct Shared {
     pub hub_failed: CancellationToken,
     pub tracker: TaskTracker,
     pub admission: Arc<Admission>,
+    /// The web listener's own limit on HTTP connections.
+    pub web_admission: Arc<Admission>,
     refusals: Arc<Semaphore>,
     /// A flood of refused connections must not flood the log.
     refusal_log: Mutex<LogLimiter>,
@@ -61,14 +65,17 @@ impl Shared {
         tracker: TaskTracker,
     ) -> Self {
         let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
+        let web_admission =
+            Admission::new(config.max_web_connections, config.max_connections_per_ip);
         Shared {
-            config,
+            config: LiveConfig::new(config),
             hub,
             connections: shutdown.child_token(),
             hub_failed: CancellationToken::new(),
             shutdown,
             tracker,
             admission,
+            web_admission,
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
             refusal_log: Mutex::new(LogLimiter::new(std::time::Instant::now())),
             next_conn: AtomicU64::new(1),
@@ -81,6 +88,17 @@ impl Shared {
         if let Some(unlogged) = log.allow(std::time::Instant::now()) {
             tracing::warn!(%peer, %refusal, unlogged, "connection refused");
         }
+    }
+
+    /// Publishes reloaded settings to everything but the hub (which
+    /// hears of them as a message): new connections and readers use them,
+    /// and the connection limits apply from the next admission.
+    pub fn publish(&self, config: Arc<Config>) {
+        self.admission
+            .set_limits(config.max_connections, config.max_connections_per_ip);
+        self.web_admission
+            .set_limits(config.max_web_connections, config.max_connections_per_ip);
+        self.config.set(config);
     }
 
     /// A connection id never used before in this server's life.
@@ -110,7 +128,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                         continue;
                     }
                 };
-                set_keepalive(&stream, shared.config.tcp_keepalive);
+                set_keepalive(&stream, shared.config.get().tcp_keepalive);
                 let conn = shared.next_conn_id();
                 shared.tracker.spawn(connection::serve(
                     conn,

@@ -306,17 +306,17 @@ impl Source for TlsSource<'_> {
                 Taken::Closed => return Ok(0),
             }
             connection::readable(self.stream).await?;
-            let mut chunk = [0u8; READ_CHUNK];
-            let n = match self.stream.try_read(&mut chunk) {
-                Ok(0) => return Ok(0),
-                Ok(n) => n,
+            let fed = connection::with_scratch(|chunk| match self.stream.try_read(chunk) {
+                Ok(0) => Ok(Taken::Closed),
+                Ok(n) => self.feed(&chunk[..n], buf),
+                Err(e) => Err(e),
+            });
+            match fed {
+                Ok(Taken::Bytes(0)) => {}
+                Ok(Taken::Bytes(n)) => return Ok(n),
+                Ok(Taken::Closed) => return Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
-            };
-            match self.feed(&chunk[..n], buf)? {
-                Taken::Bytes(0) => {}
-                Taken::Bytes(n) => return Ok(n),
-                Taken::Closed => return Ok(0),
             }
         }
     }
@@ -386,11 +386,13 @@ pub async fn serve(
     cancel: CancellationToken,
     accepted: tokio::time::Instant,
 ) {
-    let Some(config) = shared.config.tls.clone() else {
+    // The settings now: a reloaded certificate serves new handshakes.
+    let settings = shared.config.get();
+    let Some(config) = settings.tls.clone() else {
         return;
     };
     let acceptor = TlsAcceptor::from(config);
-    let timeout = shared.config.tls_handshake_timeout;
+    let timeout = settings.tls_handshake_timeout;
     let handshake = tokio::time::timeout(timeout, acceptor.accept(Prefixed::new(first, stream)));
     let tls = tokio::select! {
         _ = cancel.cancelled() => return,
@@ -417,7 +419,7 @@ pub async fn serve(
     let mut buf = BytesMut::new();
     // The registration deadline runs from the accept here too: a client
     // that finishes the handshake and then says nothing is closed in time.
-    let register_timeout = shared.config.register_timeout;
+    let register_timeout = settings.register_timeout;
     let first = tokio::select! {
         _ = cancel.cancelled() => return,
         read = source.read_some(&mut buf) => Some(read),

@@ -46,7 +46,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::admission::{Admission, Refusal, Ticket};
+use crate::Config;
+use crate::admission::{Refusal, Ticket};
 use crate::hub::HubEvent;
 use crate::listener::Shared;
 
@@ -57,13 +58,10 @@ const HEALTH_PROBE_WAIT: Duration = Duration::from_secs(2);
 /// per admitted HTTP connection, over HTTPS when the server has a
 /// certificate ([`https`]).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let config = &shared.config;
-    let admission = Admission::new(config.max_web_connections, config.max_connections_per_ip);
     let app = router(shared.clone());
-    let handshaker = shared.config.tls.clone().map(|tls| {
-        let timeout = shared.config.tls_handshake_timeout;
-        https::Handshaker::new(tls, timeout)
-    });
+    // Rebuilt when a reload changes the settings (a new certificate).
+    let mut settings = shared.config.track();
+    let mut handshaker = handshaker(&settings.config);
     loop {
         let (stream, addr) = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -77,7 +75,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 }
             },
         };
-        match admission.admit(addr.ip()) {
+        if settings.refresh(&shared.config) {
+            handshaker = self::handshaker(&settings.config);
+        }
+        match shared.web_admission.admit(addr.ip()) {
             Ok(ticket) => {
                 let handshaker = handshaker.clone();
                 let connection = serve_admitted(
@@ -94,6 +95,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             Err(refusal) => shared.log_refusal(addr, refusal),
         }
     }
+}
+
+/// HTTPS handshakes with the server's certificate, if it has one.
+fn handshaker(config: &Config) -> Option<https::Handshaker> {
+    let tls = config.tls.clone()?;
+    Some(https::Handshaker::new(tls, config.tls_handshake_timeout))
 }
 
 /// Serves one HTTP connection (requests, or one WebSocket handshake),
@@ -136,7 +143,7 @@ async fn serve_http<Io>(
     let service = TowerToHyperService::new(app.layer(Extension(ConnectInfo(addr))));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.web_header_timeout)
+        .header_read_timeout(shared.config.get().web_header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
@@ -207,12 +214,12 @@ async fn upgrade(
     if shared.shutdown.is_cancelled() || shared.hub_failed.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    let https = shared.config.tls.is_some();
+    let https = shared.config.get().tls.is_some();
     if !signin::same_origin(&headers, https) {
         return signin::cross_origin();
     }
     let session = match signin::WebCookie::from_headers(&headers) {
-        Some(cookie) if shared.config.accounts.enabled() => {
+        Some(cookie) if shared.config.get().accounts.enabled() => {
             match signin::check(&shared, &cookie).await {
                 Ok(Some(_)) => Some(cookie),
                 Ok(None) => return session_ended(&headers, https),
@@ -234,7 +241,7 @@ async fn upgrade(
             return (status, format!("{refusal}\n")).into_response();
         }
     };
-    let max = shared.config.limits.max_frame;
+    let max = shared.config.get().limits.max_frame;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {

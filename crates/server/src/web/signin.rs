@@ -187,7 +187,7 @@ pub async fn check(shared: &Shared, cookie: &WebCookie) -> Result<Option<String>
 
 /// `GET /session`.
 pub async fn session(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let config = &shared.config;
+    let config = shared.config.get();
     let https = config.tls.is_some();
     let cookie = WebCookie::from_headers(&headers);
     let name = match &cookie {
@@ -244,11 +244,11 @@ async fn login(
     body: &[u8],
     signup: bool,
 ) -> Response {
-    let https = shared.config.tls.is_some();
+    let https = shared.config.get().tls.is_some();
     if !same_origin(headers, https) {
         return cross_origin();
     }
-    let (name, password) = match read_form(body, &shared.config.limits, signup) {
+    let (name, password) = match read_form(body, &shared.config.get().limits, signup) {
         Ok(form) => form,
         Err(text) => return error(StatusCode::BAD_REQUEST, &text),
     };
@@ -316,7 +316,7 @@ fn read_form(
 
 /// `POST /signout`: the session ends on the server, then the cookie.
 pub async fn sign_out(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let https = shared.config.tls.is_some();
+    let https = shared.config.get().tls.is_some();
     if !same_origin(&headers, https) {
         return cross_origin();
     }

@@ -37,9 +37,11 @@ use natter_proto::{Command, DecodeError, Encoding, ServerMessage, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::Config;
 use crate::admission::Ticket;
 use crate::hub::HubEvent;
 use crate::listener::Shared;
+use crate::live::Tracked;
 use crate::peer::{Peer, Transport};
 use crate::rate::FrameGate;
 use crate::supervise::HUB_FAILED_MESSAGE;
@@ -92,7 +94,8 @@ pub async fn serve(
     {
         return; // the server is stopping
     }
-    let linger = shared.config.close_linger;
+    let settings = shared.config.track();
+    let linger = settings.config.close_linger;
     let writing = async {
         tokio::select! {
             _ = write_frames(sink, outgoing, &queued, &blocked, &cancel, &shared.hub_failed) => {}
@@ -104,11 +107,8 @@ pub async fn serve(
         conn,
         shared: &shared,
         session,
-        gate: FrameGate::new(
-            shared.config.rate_limit,
-            shared.config.rate_burst,
-            Instant::now(),
-        ),
+        gate: gate(&settings.config),
+        settings,
     };
     let reading = reader.run(stream, &cancel);
     tokio::join!(writing, reading);
@@ -221,6 +221,13 @@ struct Reader<'a> {
     /// The page's account session, from its cookie.
     session: Option<WebCookie>,
     gate: FrameGate,
+    /// The settings this connection follows, refreshed before each frame
+    /// (a reload changes limits for connected browsers too).
+    settings: Tracked,
+}
+
+fn gate(config: &Config) -> FrameGate {
+    FrameGate::new(config.rate_limit, config.rate_burst, Instant::now())
 }
 
 impl Reader<'_> {
@@ -238,7 +245,8 @@ impl Reader<'_> {
             }
             Ended::ByServer => {
                 let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-                let _ = tokio::time::timeout(self.shared.config.close_linger, drain).await;
+                let linger = self.settings.config.close_linger;
+                let _ = tokio::time::timeout(linger, drain).await;
             }
         }
     }
@@ -248,8 +256,9 @@ impl Reader<'_> {
         stream: &mut SplitStream<WebSocket>,
         cancel: &CancellationToken,
     ) -> Ended {
-        let idle = self.shared.config.idle_timeout;
         loop {
+            self.follow_settings();
+            let idle = self.settings.config.idle_timeout;
             let frame = tokio::select! {
                 _ = cancel.cancelled() => return Ended::ByServer,
                 _ = self.shared.shutdown.cancelled() => return Ended::ByServer,
@@ -271,6 +280,8 @@ impl Reader<'_> {
                 },
                 Some(Ok(frame)) => frame,
             };
+            // A reload while we waited applies to this frame already.
+            self.follow_settings();
             // Every frame counts against the rate limit, whatever it holds:
             // each costs an answer (the WebSocket layer answers pings).
             if !self.take_turn(cancel).await {
@@ -287,17 +298,26 @@ impl Reader<'_> {
         }
     }
 
+    /// Takes reloaded settings, if any (one atomic load when there are
+    /// none). A new rate limit starts with a full burst.
+    fn follow_settings(&mut self) {
+        if self.settings.refresh(&self.shared.config) {
+            self.gate = gate(&self.settings.config);
+        }
+    }
+
     /// Forwards one message to the hub. False when the connection must
     /// close (or the hub is gone).
     async fn handle_text(&mut self, text: &str) -> bool {
-        let raw = match json::parse_line(text.as_bytes(), &self.shared.config.limits) {
+        let limits = &self.settings.config.limits;
+        let raw = match json::parse_line(text.as_bytes(), limits) {
             Ok(raw) => raw,
             Err(error) => {
                 let fatal = error.is_fatal();
                 return self.reject(error.to_string(), fatal).await && !fatal;
             }
         };
-        let event = match Command::from_raw(raw, &self.shared.config.limits) {
+        let event = match Command::from_raw(raw, limits) {
             Ok(command) => HubEvent::Command {
                 conn: self.conn,
                 command: self.with_session(command),

@@ -1,0 +1,188 @@
+//! `natter serve` under a service manager: the sd_notify messages systemd
+//! waits for (told to a datagram socket the test binds, as systemd's
+//! NOTIFY_SOCKET), JSON logs for collectors, and contrib/natter.service
+//! checked by `systemd-analyze verify` where Debian's systemd is installed.
+
+mod process;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use process::{JsonClient, NATTER, PATIENCE, Serve};
+
+/// What the fake service manager heard, in order.
+struct Manager {
+    socket: UnixDatagram,
+    heard: Vec<String>,
+}
+
+impl Manager {
+    fn bind(path: &std::path::Path) -> Manager {
+        let socket = UnixDatagram::bind(path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Manager {
+            socket,
+            heard: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a notification containing `wanted`; returns it.
+    /// Everything heard before it stays in `heard`.
+    fn expect(&mut self, wanted: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut buf = [0u8; 4096];
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no {wanted:?} notification; heard {:?}",
+                self.heard
+            );
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.heard.push(message.clone());
+                if message.lines().any(|line| line == wanted) {
+                    return message;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn readiness_watchdog_reload_and_stopping_reach_the_service_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let mut manager = Manager::bind(&notify);
+    let env = [
+        ("NOTIFY_SOCKET", notify.to_str().unwrap()),
+        // Half a second: a keep-alive every quarter second.
+        ("WATCHDOG_USEC", "500000"),
+    ];
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--ephemeral",
+    ];
+    let mut server = Serve::start(&args, &env, dir.path());
+    manager.expect("READY=1");
+    // Ready means listening: a client gets in at once.
+    JsonClient::connect(server.addr).register("early");
+    for _ in 0..3 {
+        manager.expect("WATCHDOG=1");
+    }
+    server.signal("HUP");
+    let reloading = manager.expect("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    manager.expect("READY=1");
+    server.signal("TERM");
+    manager.expect("STOPPING=1");
+    assert!(server.wait_for_exit().success());
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--no-web",
+        "--ephemeral",
+        "--log-format",
+        "json",
+    ];
+    let server = Serve::start(&args, &[], dir.path());
+    let mut client = JsonClient::connect(server.addr);
+    client.register("jason");
+    client.send(r#"{"command":"GOODBYE"}"#);
+    server.await_log("disconnect");
+    let log = server.log();
+    // Whole lines only: the last may still be on its way.
+    let whole = &log[..log.rfind('\n').map_or(0, |end| end + 1)];
+    let mut registered = false;
+    for line in whole.lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        assert!(entry["timestamp"].is_string(), "{line}");
+        assert!(entry["level"].is_string(), "{line}");
+        if entry["fields"]["message"] == "register" {
+            assert_eq!(entry["fields"]["name"], "jason", "{line}");
+            registered = true;
+        }
+    }
+    assert!(registered, "no register event in:\n{log}");
+}
+
+fn unit_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contrib/natter.service")
+}
+
+/// The settings the unit must keep: readiness, reload and the sandbox.
+#[test]
+fn the_unit_waits_for_readiness_reloads_with_sighup_and_is_sandboxed() {
+    let unit = std::fs::read_to_string(unit_file()).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=natter",
+        "NoNewPrivileges=yes",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no `{line}` in the unit");
+    }
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("WatchdogSec=") && l != "WatchdogSec=0"),
+        "no watchdog"
+    );
+    // The only writable path is the state dir, which the data dir is.
+    assert!(
+        !unit.contains("ReadWritePaths"),
+        "more than the data dir writable"
+    );
+    assert!(unit.contains("--data-dir /var/lib/natter"));
+}
+
+#[test]
+fn systemd_analyze_verifies_the_unit() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is missing (bash .ci/install-systemd.sh)"
+        );
+        eprintln!("skipped: no systemd-analyze");
+        return;
+    }
+    // The unit as installed, but with this build's binary (verify checks
+    // that it exists and is executable).
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(unit_file())
+        .unwrap()
+        .replace("/usr/local/bin/natter", NATTER);
+    let path = dir.path().join("natter.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze complains:\n{stderr}"
+    );
+}
