@@ -160,6 +160,32 @@ fn idle_mode_reports_setup_time_and_memory_per_connection() {
     );
 }
 
+/// An idle registered `presence-scope` connection in a conversation of 10
+/// costs the server no more memory than the idle-memory work of issue 14
+/// left it, with a wide margin: a release build holds about 6 KiB of RSS
+/// per connection in this run (`bench/idle.sh` has the 15,000-client
+/// figure), and this bound leaves room for a debug build and a busy
+/// machine. 900 clients keep both processes under the usual limit of
+/// 1,024 open files. It fails if per-connection memory grows by half or
+/// more: a read buffer, a timer or a second task kept while idle.
+#[test]
+fn an_idle_scoped_connection_costs_a_bounded_amount_of_server_memory() {
+    let server = start_server_with(&["--max-connections", "2000"]);
+    let pid = server.child.id().to_string();
+    #[rustfmt::skip]
+    let report = bench(
+        &["--addr", &server.addr, "--clients", "900", "--group", "10", "--idle", "--scope",
+          "--duration", "0.5", "--json", "--quiet", "--server-pid", &pid],
+        Duration::from_secs(120),
+    );
+    assert_eq!(report["disconnects"].as_u64().unwrap(), 0);
+    let per = report["server"]["rss_bytes_per_connection"]
+        .as_f64()
+        .unwrap();
+    println!("server RSS per idle scoped connection: {per} bytes");
+    assert!(per <= 10.0 * 1024.0, "{per} bytes per idle connection");
+}
+
 /// Without --json, the human summary says where the setup time went.
 #[test]
 fn idle_mode_tells_a_person_where_setup_time_went() {
