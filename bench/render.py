@@ -9,6 +9,7 @@ committed under bench/results/, which the scripts that measured wrote:
   bench/results/fuzz-ci.jsonl      FUZZ_RESULTS=... bash .ci/fuzz.sh (fuzz smoke runs)
   bench/results/store.jsonl        bench/store.sh (the store's criterion bench)
   bench/results/store_ab.jsonl     bench/store_ab.sh (fan-out, --ephemeral against durable)
+  bench/results/cluster.jsonl      bench/cluster.sh (a cluster node against the single server)
   bench/results/identity.jsonl     bench/identity.sh (TLS fan-out, login storm, idle TLS)
   bench/results/idle.jsonl         bench/idle.sh (idle connections, with and without presence-scope)
 
@@ -523,6 +524,118 @@ def store_ab(root):
     return "\n".join(out) + "\n"
 
 
+# --- the cluster ----------------------------------------------------------------------
+
+def cluster_rows(root):
+    lines = read_jsonl(root, "cluster.jsonl")
+    return lines, [r for r in lines if "mode" in r]
+
+
+def per_message_us(result):
+    """A server's CPU per message sent, over the measured window."""
+    server = (result or {}).get("server") or {}
+    if not result or server.get("cpu_s") is None or not result.get("sent"):
+        return None
+    return server["cpu_s"] * 1e6 / result["sent"]
+
+
+def mean_of(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def cluster_costs(rows, rate=None):
+    """Means over the runs (at `rate`, or all): S (single server, CPU per
+    message), A (cluster node with the clients, per message), a (the
+    follower, per log entry), n (the three nats-servers, per entry)."""
+    pick = lambda mode: [r for r in rows if r["mode"] == mode and (rate is None or r["rate"] == rate)]
+    return {
+        "S": mean_of([per_message_us(r.get("result")) for r in pick("single")]),
+        "A": mean_of([per_message_us(r.get("result")) for r in pick("cluster")]),
+        "a": mean_of([(r.get("log") or {}).get("follower_cpu_us_per_entry") for r in pick("cluster")]),
+        "n": mean_of([(r.get("log") or {}).get("nats_cpu_us_per_entry") for r in pick("cluster")]),
+    }
+
+
+def cluster(root):
+    """docs/CLUSTER.md: bench/cluster.sh's runs, and what the log adds."""
+    lines, rows = cluster_rows(root)
+    out = [provenance(run_record(lines), "bench/results/cluster.jsonl"),
+           "| mode | R msg/s | delivered | p50 ms | p99 ms | µs CPU / delivery (node with the clients) "
+           "| µs CPU / message | follower µs CPU / log entry | nats-servers µs CPU / log entry |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        r = row.get("result")
+        if r is None:
+            out.append(f"| {row['mode']} | {row['rate']} | run failed | | | | | | |")
+            continue
+        log = row.get("log") or {}
+        per_msg = per_message_us(r)
+        cell = lambda v, fmt="{:.2f}": "–" if v is None else fmt.format(v)
+        out.append(f"| {row['mode']} | {r['rate']} | {100 * r['delivery_ratio']:.2f}% "
+                   f"| {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
+                   f"| {cell((r.get('server') or {}).get('cpu_us_per_delivery'))} | {cell(per_msg)} "
+                   f"| {cell(log.get('follower_cpu_us_per_entry'))} | {cell(log.get('nats_cpu_us_per_entry'))} |")
+    out.append("")
+    for rate in sorted({r["rate"] for r in rows}):
+        single = [r["result"] for r in rows if r["mode"] == "single" and r["rate"] == rate and r.get("result")]
+        node = [r["result"] for r in rows if r["mode"] == "cluster" and r["rate"] == rate and r.get("result")]
+        if not single or not node:
+            out.append(f"- R = {num(rate)}: not both modes measured")
+            continue
+        added = lambda key: (mean_of([r["latency_us"][key] for r in node]) -
+                             mean_of([r["latency_us"][key] for r in single]))
+        p50 = added("p50")
+        verdict = f" (goal ≤ 2 ms at p50: {mark(p50 <= 2000)})"
+        out.append(f"- R = {num(rate)}: the log adds {ms(p50)} ms at p50 and {ms(added('p99'))} ms at p99"
+                   f"{verdict}")
+    return "\n".join(out) + "\n"
+
+
+def cluster_model(root):
+    """docs/CLUSTER.md: throughput of 1 to 8 nodes, from the measured costs."""
+    lines, rows = cluster_rows(root)
+    # CPU per message only means something where everything was delivered:
+    # the highest rate at which both modes delivered at least 99%.
+    def kept_up(rate):
+        runs = [r.get("result") for r in rows if r["rate"] == rate]
+        return runs and all(r and r["delivery_ratio"] >= 0.99 for r in runs)
+
+    rates = sorted({r["rate"] for r in rows if kept_up(r["rate"])})
+    if not rates:
+        return "Not determined: no rate at which both modes delivered at least 99%.\n"
+    rate = max(rates)
+    c = cluster_costs(rows, rate)
+    if None in (c["A"], c["a"]):
+        return f"Not determined: the runs at R = {num(rate)} lack CPU figures.\n"
+    A, a, n = c["A"], c["a"], c["n"]
+    out = [provenance(run_record(lines), "bench/results/cluster.jsonl"),
+           f"From the runs at R = {num(rate)} (the highest rate at which both modes delivered "
+           f"at least 99%): a node with the clients spends A = {A:.2f} µs of CPU per "
+           f"message (applying it, appending it, delivering it to the members), a node without clients "
+           f"a = {a:.2f} µs per log entry (applying it, and keeping it in its own history store)"
+           + (f"; the single server S = {c['S']:.2f} µs per message" if c["S"] is not None else "")
+           + (f"; the three nats-servers together n = {n:.2f} µs per entry" if n is not None else "")
+           + ".\n",
+           "| nodes | CPU per message on each node, µs | most messages/s (one core a node) | of linear |",
+           "|---:|---:|---:|---:|"]
+    for nodes in range(1, 9):
+        per_node = a + (A - a) / nodes
+        most = 1e6 / per_node
+        linear = nodes * 1e6 / A
+        out.append(f"| {nodes} | {per_node:.2f} | {num(int(round(most, -2)))} | {most / linear:.2f} |")
+    four = (1e6 / (a + (A - a) / 4)) / (4 * 1e6 / A)
+    out.append("")
+    out.append(f"- Goal: at least 0.8 of linear up to 4 nodes: {mark(four >= 0.8)} {four:.2f} at 4.")
+    out.append(f"- However many nodes, every one applies every entry: no more than "
+               f"{num(int(round(1e6 / a, -2)))} messages/s in all (1 / a).")
+    if n is not None:
+        out.append(f"- The log itself, at the CPU the three nats-servers used here, is another ceiling: "
+                   f"{num(int(round(1e6 / n, -2)))} entries/s if one core did all of their work, "
+                   f"{num(int(round(3e6 / n, -2)))} if each server has a core and the work splits evenly.")
+    return "\n".join(out) + "\n"
+
+
 def identity(root):
     """docs/PERFORMANCE.md: bench/identity.sh (TLS fan-out, login storm, idle TLS)."""
     lines = read_jsonl(root, "identity.jsonl")
@@ -628,6 +741,8 @@ RENDERERS = {
     "fuzz-ci": fuzz_ci,
     "store": store,
     "store-ab": store_ab,
+    "cluster": cluster,
+    "cluster-model": cluster_model,
     "identity": identity,
     "idle": idle,
 }

@@ -1,9 +1,11 @@
 //! The `natter` command: the server (`serve`), the terminal client (`chat`),
 //! the load generator (`bench`), the online backup (`backup`), the
-//! operator's account tool (`account`), a certificate for trying TLS
-//! out (`cert`), and the server's config file (`config`).
+//! operator's account tool (`account`), the operator's tool for a running
+//! server (`admin`), a certificate for trying TLS out (`cert`), and the
+//! server's config file (`config`).
 
 mod account;
+mod admin;
 mod backup;
 mod bench;
 mod cert;
@@ -39,6 +41,8 @@ enum Commands {
     Account(account::AccountArgs),
     /// Make a certificate for trying TLS out (--self-signed).
     Cert(cert::CertArgs),
+    /// Operate a running server: stats, users, kick, ban, broadcast, drain.
+    Admin(admin::AdminArgs),
     /// The server's config file (--print-defaults).
     Config(config::ConfigArgs),
 }
@@ -63,5 +67,6 @@ fn main() -> anyhow::Result<()> {
         Commands::Account(args) => account::run(args),
         Commands::Cert(args) => cert::run(args),
         Commands::Config(args) => config::run(args),
+        Commands::Admin(args) => admin::run(args),
     }
 }

@@ -11,9 +11,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::ArgPredicate;
 use clap::{Args as _, FromArgMatches as _, ValueEnum};
 use natter_core::{AccountsMode, Policy};
 use natter_proto::limits::MAX_FRAME_CEILING;
+use natter_server::cluster::ClusterConfig;
 use natter_server::tls::Plaintext;
 use sd_notify::NotifyState;
 
@@ -100,6 +102,10 @@ pub struct ServeArgs {
     /// Keep nothing on disk: conversations and messages live only in memory.
     #[arg(long, conflicts_with = "data_dir")]
     ephemeral: bool,
+    /// The operator's socket for `natter admin` (owner-only). Default:
+    /// DATA_DIR/admin.sock; with --ephemeral there is none unless given.
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
     /// Days of messages to keep (0: forever).
     #[arg(long, default_value_t = defaults().history_days, value_name = "DAYS")]
     history_days: u32,
@@ -110,7 +116,9 @@ pub struct ServeArgs {
     /// off: names are first come, first served; optional: an account's name
     /// needs its password, other names are free for guests; required: no
     /// guests.
-    #[arg(long, value_enum, default_value_t = AccountsArg::Optional)]
+    /// (With --nats, off: a cluster does not replicate accounts yet.)
+    #[arg(long, value_enum, default_value_t = AccountsArg::Optional,
+          default_value_if("nats", ArgPredicate::IsPresent, "off"))]
     accounts: AccountsArg,
     /// Whether clients may create accounts with SIGNUP.
     #[arg(long, value_enum, default_value_t = SignupArg::Open)]
@@ -139,6 +147,24 @@ pub struct ServeArgs {
     /// reads it again. `natter config --print-defaults` writes one.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Run as one node of a cluster: the NATS servers (comma-separated
+    /// URLs) whose JetStream keeps the log every node applies
+    /// (docs/CLUSTER.md).
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        requires = "node"
+    )]
+    nats: Vec<String>,
+    /// This node's name in the cluster (for logs and operators).
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    node: Option<String>,
+    /// Copies JetStream keeps of the log (3 survives losing one NATS
+    /// server; used with --nats).
+    #[arg(long, default_value_t = 3, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=5))]
+    nats_replicas: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -221,8 +247,34 @@ const LIVE_KEYS: &[&str] = &[
 const TLS_KEYS: &[&str] = &["tls-cert", "tls-key", "require-tls"];
 
 impl ServeArgs {
+    /// The admin socket's name in the data dir: a cluster node's has the
+    /// node's name in it, since several nodes may share a data dir (each
+    /// keeps its store apart, under `cluster-cache/NODE`).
+    fn admin_socket_name(&self) -> String {
+        match &self.node {
+            None => natter_server::admin::SOCKET_NAME.to_string(),
+            Some(node) => {
+                let safe: String = node
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                format!("admin-{safe}.sock")
+            }
+        }
+    }
+
     fn config(&self) -> anyhow::Result<natter_server::Config> {
-        Ok(self.config_with(self.tls()?))
+        let config = self.config_with(self.tls()?);
+        if config.cluster.is_some() && config.accounts.enabled() {
+            anyhow::bail!("--nats: a cluster does not replicate accounts yet; use --accounts off");
+        }
+        Ok(config)
     }
 
     /// The server's settings, with the TLS settings already loaded.
@@ -248,6 +300,9 @@ impl ServeArgs {
             max_web_connections: self.max_web_connections,
             web_header_timeout: Duration::from_secs(self.web_header_timeout),
             data_dir: (!self.ephemeral).then(|| self.data_dir.clone()),
+            admin_socket: self.admin_socket.clone().or_else(|| {
+                (!self.ephemeral).then(|| self.data_dir.join(self.admin_socket_name()))
+            }),
             history_days: self.history_days,
             rejoin_grace: Duration::from_secs(self.rejoin_grace),
             accounts: match self.accounts {
@@ -267,6 +322,11 @@ impl ServeArgs {
         };
         config.limits.max_frame = self.max_frame as usize;
         config.limits.max_message = self.max_message;
+        if let Some(node) = &self.node {
+            let mut cluster = ClusterConfig::new(self.nats.clone(), node.clone());
+            cluster.replicas = self.nats_replicas.into();
+            config.cluster = Some(cluster);
+        }
         config
     }
 
@@ -359,6 +419,12 @@ async fn serve(args: ServeArgs, mut loaded: Loaded) -> anyhow::Result<()> {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let config = args.config()?;
     let server = natter_server::spawn(config).await.with_context(|| {
+        if let Some(node) = &args.node {
+            return format!(
+                "cannot start node {node} of the cluster at {}",
+                args.nats.join(",")
+            );
+        }
         let listen = if args.no_web {
             format!("listen on {}", args.listen)
         } else {
@@ -382,10 +448,12 @@ async fn serve(args: ServeArgs, mut loaded: Loaded) -> anyhow::Result<()> {
     notify(&[NotifyState::Ready]);
     let mut watchdog = Watchdog::from_env();
     // A failed hub serves no one: stop, and exit non-zero so that systemd
-    // (or whatever supervises us) starts a fresh server.
+    // (or whatever supervises us) starts a fresh server. A finished drain
+    // (`natter admin drain`) is a clean stop.
     let failed = loop {
         tokio::select! {
             _ = signals.stop() => break false,
+            _ = server.stop_requested() => break false,
             _ = server.failed() => break true,
             _ = hangup.recv() => reload(&server, &mut loaded).await,
             _ = watchdog.tick() => watchdog.pet(&server).await,
@@ -563,6 +631,7 @@ mod tests {
         natter_server::Config {
             web: Some("127.0.0.1:8080".parse().unwrap()),
             data_dir: Some("natter-data".into()),
+            admin_socket: Some("natter-data/admin.sock".into()),
             ..natter_server::Config::default()
         }
     }

@@ -12,8 +12,10 @@
 //! is libtest-mimic (see `crates/proto/tests/support/external.rs`): without
 //! them the test is listed as ignored, which nextest counts as skipped in
 //! its summary, except under CI, where it runs and fails; with them, any
-//! failure fails. Screenshots go to `target/browser-chat.png` (desktop
-//! width) and `target/browser-chat-phone.png` (phone width).
+//! failure fails. An operator's notice (`natter admin broadcast`) must show
+//! on both pages as a toast (`target/browser-notice.png`). Screenshots go
+//! to `target/browser-chat.png` (desktop width) and
+//! `target/browser-chat-phone.png` (phone width).
 
 #[path = "../crates/proto/tests/support/external.rs"]
 mod external;
@@ -83,7 +85,7 @@ async fn two_browsers_sign_in_invite_chat_and_recover(chromedriver: &Path) {
         }
     }
     if let [alice, bob] = &pages[..] {
-        outcome = scenario(&server.web_url, alice, bob).await;
+        outcome = scenario(&server.web_url, &server.admin_socket, alice, bob).await;
         if outcome.is_ok() {
             outcome = account_scenario(&server.chat_addr, alice, bob).await;
         }
@@ -98,7 +100,7 @@ async fn two_browsers_sign_in_invite_chat_and_recover(chromedriver: &Path) {
     outcome.expect("browser scenario");
 }
 
-async fn scenario(url: &str, alice: &Page, bob: &Page) -> anyhow::Result<()> {
+async fn scenario(url: &str, admin_socket: &Path, alice: &Page, bob: &Page) -> anyhow::Result<()> {
     alice.sign_in(url, "alice").await?;
 
     // A taken name is reported in place, and the form stays usable.
@@ -168,6 +170,36 @@ async fn scenario(url: &str, alice: &Page, bob: &Page) -> anyhow::Result<()> {
     ensure!(
         alice.client.get_alert_text().await.is_err(),
         "an alert is open"
+    );
+
+    // An operator's notice (`natter admin broadcast`) shows on every page
+    // as a toast, not as a conversation.
+    let notice = "maintenance at 22:00 UTC, back by 22:15";
+    let out = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["admin", "--admin-socket"])
+        .arg(admin_socket)
+        .args(["broadcast", notice])
+        .output()?;
+    ensure!(out.status.success(), "natter admin broadcast: {out:?}");
+    for page in [alice, bob] {
+        page.wait_for(
+            &format!(
+                "!document.querySelector('#toast').hidden && \
+                 document.querySelector('#toast').textContent === 'Notice from the server: {notice}'"
+            ),
+            "the notice's toast",
+        )
+        .await?;
+    }
+    alice
+        .screenshot(&target_dir().join("browser-notice.png"))
+        .await?;
+    let convs = alice
+        .eval("return document.querySelectorAll('#convs .conv').length")
+        .await?;
+    ensure!(
+        convs == json!(1),
+        "a conversation made for the notice: {convs}"
     );
 
     // Alice goes busy, loses her connection, and comes back on her own.
@@ -616,10 +648,16 @@ struct Natter {
     web_url: String,
     /// `HOST:PORT` of the chat port.
     chat_addr: String,
+    /// The server's admin socket (`natter admin --admin-socket`), in a
+    /// directory removed when this is dropped.
+    admin_socket: PathBuf,
+    _admin_dir: tempfile::TempDir,
 }
 
 impl Natter {
     fn start() -> Natter {
+        let admin_dir = tempfile::tempdir().expect("a temporary dir");
+        let admin_socket = admin_dir.path().join("admin.sock");
         let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
             .args([
                 "serve",
@@ -628,7 +666,9 @@ impl Natter {
                 "127.0.0.1:0",
                 "--web",
                 "127.0.0.1:0",
+                "--admin-socket",
             ])
+            .arg(&admin_socket)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -659,6 +699,8 @@ impl Natter {
             child,
             web_url,
             chat_addr,
+            admin_socket,
+            _admin_dir: admin_dir,
         }
     }
 }

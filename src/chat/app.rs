@@ -349,6 +349,9 @@ impl App {
             Event::Invitation { conv, inviter } => return self.on_invitation(conv, inviter),
             Event::Conversations(list) => self.on_listing(list),
             Event::Users(found) => self.info(format_users(&found)),
+            // Conversation 0 is never a real one: a notice from the
+            // operator (`natter admin broadcast`), shown like our own.
+            Event::Message { conv: 0, text, .. } => self.info(format!("server notice: {text}")),
             Event::Message {
                 conv,
                 sender,

@@ -1159,3 +1159,15 @@ fn what_the_library_could_not_catch_up_is_fetched_page_by_page() {
         "every message once, in order"
     );
 }
+
+/// An operator's broadcast (a MESSAGE in conversation 0 from `*server*`)
+/// is shown as a notice, not as a conversation one could write to.
+#[test]
+fn an_operator_notice_is_shown_as_a_notice_not_a_conversation() {
+    let mut app = scripted_session();
+    app.on_event(message(0, "*server*", "maintenance at 22:00"));
+    let rows = screen(&app, 110, 30);
+    assert_shows(&rows, "server notice: maintenance at 22:00");
+    assert!(!shows(&rows, "#0"), "no conversation #0: {rows:#?}");
+    assert_eq!(app.active, Some(3), "the open conversation stays open");
+}

@@ -83,6 +83,23 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Waits (bounded by `patience`) for the process to exit on its own.
+    pub fn wait_exit(mut self, patience: Duration) -> ExitStatus {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "natter serve did not exit within {patience:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -52,6 +52,9 @@ pub enum ChatError {
     AccountOnly(&'static str),
     #[error("{0} needs the presence-scope capability (CAPS [\"presence-scope\"] before REGISTER)")]
     NeedsScope(&'static str),
+    /// An operator banned this name; `how` says for how long and why.
+    #[error("{name} is banned from this server {how}")]
+    Banned { name: String, how: String },
     #[error("cannot watch more than {0} users: UNWATCH some first (nothing was added)")]
     WatchLimit(usize),
 }

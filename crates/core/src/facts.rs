@@ -95,6 +95,11 @@ pub enum Fact {
     },
     /// LOGOUT ended this session.
     SessionEnded { token: TokenHash },
+    /// An operator banned a user or an address (replacing an earlier ban
+    /// on the same target).
+    Banned(crate::bans::Ban),
+    /// An operator lifted the ban on this target.
+    Unbanned(crate::bans::BanTarget),
 }
 
 /// The SHA-256 of a session token: what a store keeps instead of it.

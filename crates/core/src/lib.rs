@@ -11,6 +11,7 @@
 //! source of inputs.
 
 pub mod audit;
+pub mod bans;
 pub mod caps;
 pub mod conversations;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod scope;
 pub mod state;
 mod users;
 
+pub use bans::{Ban, BanTarget};
 pub use error::ChatError;
 pub use facts::{Fact, Snapshot, StoredAccount, StoredMessage, TokenHash, UnixMs};
 pub use identity::AccountsMode;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use natter_proto::{Command, ConvId, HistoryEntry, Limits, MessageMeta, ServerMessage};
 
+use crate::bans::Bans;
 use crate::caps::Caps;
 use crate::conversations::{Conversation, Conversations, Member};
 use crate::error::ChatError;
@@ -22,6 +23,9 @@ use crate::presence::Presence;
 use crate::users::{Away, Connection, Device, User, user_key};
 
 mod invariants;
+mod moderation;
+
+pub use moderation::{NOTICE_CONV, NOTICE_SENDER, OnlineUser};
 
 /// A connection, as the server shell numbers them. Never reused while the
 /// server runs.
@@ -131,6 +135,10 @@ pub struct Chat {
     accounts: HashSet<String>,
     /// The time the shell last fed in: message timestamps.
     now: UnixMs,
+    /// Users an operator banned (see [`crate::bans`]).
+    bans: Bans,
+    /// Messages accepted since this state was made (for operators).
+    messages_accepted: u64,
 }
 
 impl Chat {
@@ -144,6 +152,8 @@ impl Chat {
             away: HashMap::new(),
             accounts: HashSet::new(),
             now: 0,
+            bans: Bans::default(),
+            messages_accepted: 0,
         }
     }
 
@@ -295,10 +305,14 @@ impl Chat {
                     now: self.now,
                     durable: self.config.durable,
                 };
-                match self.conversations.get_mut(conv) {
+                let accepted = match self.conversations.get_mut(conv) {
                     Some(conversation) => sending.send(conversation, conv, text, nonce, out),
-                    None => error(out, conn, ChatError::NoConversation(conv)),
-                }
+                    None => {
+                        error(out, conn, ChatError::NoConversation(conv));
+                        false
+                    }
+                };
+                self.messages_accepted += u64::from(accepted);
             }
             Command::ListConversations => self.list_conversations(conn, key, out),
             cmd => {
@@ -314,6 +328,19 @@ impl Chat {
     /// recorded and its invitations lapse; a guest leaves every
     /// conversation, an account stays a member.
     pub fn disconnect(&mut self, conn: ConnId, out: &mut Outputs) {
+        self.drop_connection(conn, false, out);
+    }
+
+    /// `conn` was lost with the server that held it (another node of a
+    /// cluster died), not closed by its user. As after a restart, its user
+    /// stays a member of its conversations, even a guest, until it
+    /// registers again or [`Chat::end_rejoin_grace`]; its invitations lapse
+    /// as on any departure.
+    pub fn connection_lost(&mut self, conn: ConnId, out: &mut Outputs) {
+        self.drop_connection(conn, true, out);
+    }
+
+    fn drop_connection(&mut self, conn: ConnId, keep_memberships: bool, out: &mut Outputs) {
         let Some(Connection::Registered { key }) = self.connections.remove(&conn) else {
             return;
         };
@@ -329,7 +356,7 @@ impl Chat {
         self.presence.note_change(&key, self.users.get(&key));
         self.note_contacts_leaving(&key);
         let user = self.users.remove(&key).expect("looked up above");
-        if user.account {
+        if user.account || keep_memberships {
             self.away.insert(
                 key.clone(),
                 Away {
@@ -441,6 +468,9 @@ impl Chat {
     /// server that lets guests in.
     fn register(&mut self, conn: ConnId, name: String, status: String, out: &mut Outputs) {
         let key = user_key(&name);
+        if let Err(banned) = self.check_not_banned(&name) {
+            return error(out, conn, banned);
+        }
         if self.config.accounts == AccountsMode::Required {
             return error(out, conn, ChatError::AccountRequired);
         }
@@ -468,6 +498,10 @@ impl Chat {
             return false;
         };
         let caps = *caps;
+        if let Err(banned) = self.check_not_banned(&display) {
+            error(out, conn, banned);
+            return false;
+        }
         self.accounts.insert(key.clone());
         let Some(user) = self.users.get_mut(&key) else {
             self.arrive(conn, key, display, status, true, out);
@@ -963,12 +997,14 @@ impl Sending<'_> {
         text: String,
         nonce: Option<String>,
         out: &mut Outputs,
-    ) {
+    ) -> bool {
         if !conversation.members.contains_key(self.key) {
-            return error(out, self.conn, ChatError::NotMember(conv));
+            error(out, self.conn, ChatError::NotMember(conv));
+            return false;
         }
         if text.is_empty() {
-            return error(out, self.conn, ChatError::EmptyMessage);
+            error(out, self.conn, ChatError::EmptyMessage);
+            return false;
         }
         if !self.durable {
             let message = ServerMessage::Message {
@@ -977,7 +1013,8 @@ impl Sending<'_> {
                 text,
                 meta: None,
             };
-            return send_many(out, online_conns(conversation, self.users), message);
+            send_many(out, online_conns(conversation, self.users), message);
+            return true;
         }
         if let Some(nonce) = &nonce
             && let Some(original) = conversation.nonces.find(self.key, nonce)
@@ -985,7 +1022,8 @@ impl Sending<'_> {
             // A resend: the sender gets the original back, nobody else
             // anything, and nothing is stored twice.
             let message = with_meta(original, original.nonce.clone());
-            return send_one(out, self.conn, message);
+            send_one(out, self.conn, message);
+            return false;
         }
         conversation.last_seq += 1;
         let stored = Arc::new(StoredMessage {
@@ -1002,6 +1040,7 @@ impl Sending<'_> {
         }
         out.push(Output::Fact(Fact::MessageAccepted(stored.clone())));
         self.deliver(conversation, &stored, out);
+        true
     }
 
     /// MESSAGE to every device of every online member: with metadata to
@@ -1089,6 +1128,11 @@ impl Chat {
     /// Live connections, registered or not.
     pub fn connection_count(&self) -> usize {
         self.connections.len()
+    }
+
+    /// Every live connection, registered or not, in no particular order.
+    pub fn connection_ids(&self) -> Vec<ConnId> {
+        self.connections.keys().copied().collect()
     }
 
     pub fn conversation_count(&self) -> usize {

@@ -224,3 +224,36 @@ fn errors_go_to_the_sender_only() {
         );
     }
 }
+
+/// A connection lost with its server (a cluster node that died) is not a
+/// departure: the guest stays a member until it registers again, or until
+/// the rejoin grace ends; a plain disconnect still leaves.
+#[test]
+fn a_lost_connection_keeps_a_guests_memberships_until_the_grace_ends() {
+    let mut h = Harness::new();
+    let alice = h.user("alice");
+    let bob = h.user("bob");
+    let carol = h.user("carol");
+    let id = h.conversation(alice, &[("bob", bob), ("carol", carol)]);
+    let mut out = Vec::new();
+    h.chat.connection_lost(bob, &mut out);
+    h.chat.check_invariants().expect("invariants hold");
+    assert!(!h.chat.is_connected(bob));
+    assert_eq!(h.chat.user_count(), 2, "bob is offline");
+    assert_eq!(
+        h.chat.members(id).unwrap(),
+        ["alice", "bob", "carol"],
+        "and still a member"
+    );
+    // Back on another connection: a member again, at once.
+    let again = h.user("bob");
+    assert!(h.chat.member_conns(id).unwrap().contains(&again));
+    // Lost again, and never back: the grace ends, he leaves.
+    h.chat.connection_lost(again, &mut out);
+    h.chat.end_rejoin_grace(&mut out);
+    h.chat.check_invariants().expect("invariants hold");
+    assert_eq!(h.chat.members(id).unwrap(), ["alice", "carol"]);
+    // A plain disconnect is a departure, as always.
+    h.disconnect(carol);
+    assert_eq!(h.chat.members(id).unwrap(), ["alice"]);
+}

@@ -5,19 +5,68 @@
 //!
 //! The per-address limit counts an IPv6 client by its /64: a host is
 //! usually given a whole /64 and may use any of its 2^64 addresses, so
-//! counting full addresses would be no limit at all.
+//! counting full addresses would be no limit at all. Address bans
+//! ([`AddressBans`], set by an operator) count the same way.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use natter_core::bans::{Ban, BanTarget, Bans, address_key};
+
 /// Why a connection was refused. `Display` is the ERROR text it gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("server full: {0} connections already, try again later")]
     ServerFull(usize),
     #[error("too many connections from your address (limit {0})")]
     AddressFull(usize),
+    /// `how` says for how long and why ([`Ban::describe`]).
+    #[error("your address is banned from this server {how}")]
+    Banned { how: String },
+}
+
+/// The addresses an operator banned: checked by every admission (TCP and
+/// WebSocket clients), changed by the hub when an operator bans or
+/// unbans, loaded from the store at start-up.
+#[derive(Default)]
+pub struct AddressBans {
+    bans: Mutex<Bans>,
+}
+
+impl AddressBans {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bans> {
+        self.bans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses `address` while a ban on it (or its /64) holds.
+    pub fn check(&self, address: IpAddr) -> Result<(), Refusal> {
+        let now = crate::hub::unix_ms();
+        let target = BanTarget::Address(address_key(address));
+        match self.lock().get(&target, now) {
+            None => Ok(()),
+            Some(ban) => Err(Refusal::Banned {
+                how: ban.describe(now),
+            }),
+        }
+    }
+
+    /// Adds (or replaces) an address ban; other targets are ignored.
+    pub fn insert(&self, ban: Ban) {
+        if matches!(ban.target, BanTarget::Address(_)) {
+            self.lock().insert(ban);
+        }
+    }
+
+    /// Lifts a ban; gives it back if one held.
+    pub fn remove(&self, target: &BanTarget) -> Option<Ban> {
+        self.lock().remove(target, crate::hub::unix_ms())
+    }
+
+    /// The address bans that hold now.
+    pub fn list(&self) -> Vec<Ban> {
+        self.lock().list(crate::hub::unix_ms())
+    }
 }
 
 /// The limits live with the counts, under one lock, so that a reload
@@ -33,6 +82,7 @@ struct Counts {
 /// Connection limits; zero means "no limit".
 pub struct Admission {
     counts: Mutex<Counts>,
+    bans: Arc<AddressBans>,
 }
 
 /// One admitted connection's place.
@@ -43,12 +93,22 @@ pub struct Ticket {
 
 impl Admission {
     pub fn new(max_total: usize, max_per_address: usize) -> Arc<Admission> {
+        Self::with_bans(max_total, max_per_address, Arc::default())
+    }
+
+    /// Limits that also refuse the addresses in `bans`.
+    pub fn with_bans(
+        max_total: usize,
+        max_per_address: usize,
+        bans: Arc<AddressBans>,
+    ) -> Arc<Admission> {
         Arc::new(Admission {
             counts: Mutex::new(Counts {
                 max_total,
                 max_per_address,
                 ..Counts::default()
             }),
+            bans,
         })
     }
 
@@ -60,8 +120,10 @@ impl Admission {
         counts.max_per_address = max_per_address;
     }
 
-    /// Takes a place for a connection from `address`, if one is free.
+    /// Takes a place for a connection from `address`, if one is free and
+    /// the address is not banned.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Refusal> {
+        self.bans.check(address)?;
         let address = counted_as(address);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.max_total > 0 && counts.total >= counts.max_total {
@@ -88,13 +150,7 @@ impl Admission {
 /// What the per-address limit counts `address` as: an IPv4 address (also
 /// when it comes IPv4-mapped, `::ffff:a.b.c.d`), or an IPv6 /64.
 pub fn counted_as(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
-    }
+    address_key(address)
 }
 
 impl Drop for Ticket {
@@ -185,6 +241,28 @@ mod tests {
             v6("::ffff:10.1.2.3").to_canonical()
         );
         assert_eq!(counted_as(v6("fe80::1:2:3:4")), v6("fe80::"));
+    }
+
+    #[test]
+    fn a_banned_address_and_its_64_are_refused_until_unbanned() {
+        let bans = Arc::new(AddressBans::default());
+        let admission = Admission::with_bans(0, 0, bans.clone());
+        let target = BanTarget::Address(address_key(v6("2001:db8:1:2::1")));
+        bans.insert(Ban {
+            target: target.clone(),
+            until: None,
+            reason: "spam".into(),
+            created: 0,
+        });
+        let refused = admission.admit(v6("2001:db8:1:2:aaaa::9")).err();
+        assert_eq!(
+            refused.map(|r| r.to_string()).as_deref(),
+            Some("your address is banned from this server permanently: spam")
+        );
+        assert!(admission.admit(v6("2001:db8:1:3::1")).is_ok());
+        assert!(admission.admit(A).is_ok());
+        assert!(bans.remove(&target).is_some());
+        assert!(admission.admit(v6("2001:db8:1:2::1")).is_ok());
     }
 
     #[test]

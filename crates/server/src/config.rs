@@ -85,6 +85,13 @@ pub struct Config {
     pub tls_handshake_timeout: Duration,
     /// Who may speak plaintext (`--require-tls`: loopback only).
     pub plaintext: Plaintext,
+    /// Where the operator's admin socket is made ([`crate::admin`];
+    /// `None`: no admin socket, the library's default, so that tests opt
+    /// in; `natter serve` puts it in the data dir).
+    pub admin_socket: Option<PathBuf>,
+    /// With `--nats`: this server is one node of a cluster whose chat state
+    /// is replicated through NATS JetStream (`None`: a single server).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -117,6 +124,8 @@ impl Default for Config {
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
             plaintext: Plaintext::Anywhere,
+            admin_socket: None,
+            cluster: None,
         }
     }
 }

@@ -26,8 +26,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{AdminAnswer, AdminRequest};
+use crate::admission::AddressBans;
 use crate::auth::Auth;
 use crate::auth::pool::Pool;
+use crate::cluster::entry::Input;
 use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::durability::{Durability, accepted_messages};
@@ -89,6 +92,11 @@ pub enum HubEvent {
     },
     /// Asks how much state the hub holds (tests, leak checks, `/healthz`).
     Stats { reply: oneshot::Sender<HubStats> },
+    /// An operator's request from the admin socket ([`crate::admin`]).
+    Admin {
+        request: AdminRequest,
+        reply: oneshot::Sender<Result<AdminAnswer, String>>,
+    },
     /// Test-only: makes the hub panic, to exercise [`crate::supervise`].
     #[doc(hidden)]
     PanicForTest,
@@ -119,6 +127,10 @@ enum Wake {
     PresenceSnapshot,
     Store(Reply),
     RejoinGraceOver,
+    /// Time for this cluster node's heartbeat.
+    Heartbeat,
+    /// An entry of the cluster log came back.
+    Logged(crate::cluster::log::Logged),
 }
 
 /// The text every client gets when the server stops.
@@ -159,10 +171,24 @@ pub struct Hub {
     rejoin_deadline: Option<Instant>,
     /// Accounts, sessions, failed attempts and the hashing pool.
     auth: Auth,
+    /// Addresses an operator banned (shared with admission).
+    address_bans: Arc<AddressBans>,
+    /// Operators' answers waiting for the store to commit what their
+    /// request changed (a ban is "done" once it is kept), by ticket.
+    admin_waiting: Vec<(u64, AdminReply, AdminResult)>,
+    /// With `--nats`: the replicated log inputs go through.
+    cluster: Option<Clustered>,
 }
 
+type AdminResult = Result<AdminAnswer, String>;
+type AdminReply = oneshot::Sender<AdminResult>;
+
+mod cluster;
 mod identity;
+mod moderation;
 mod web_identity;
+
+use cluster::{Applied, Clustered};
 
 impl Hub {
     pub fn new(
@@ -172,6 +198,7 @@ impl Hub {
         tracker: TaskTracker,
         store: Option<Worker>,
         accounts: Vec<StoredAccount>,
+        address_bans: Arc<AddressBans>,
     ) -> Self {
         let write_coalesce = config.write_coalesce;
         let rejoin_deadline = chat
@@ -196,7 +223,23 @@ impl Hub {
             durability: Durability::default(),
             store,
             rejoin_deadline,
+            address_bans,
+            admin_waiting: Vec::new(),
+            cluster: None,
         }
+    }
+
+    /// Makes this hub a cluster node's: inputs go through the log of
+    /// `joined`; `ready` is told once the copy has caught up with the log.
+    pub fn clustered(
+        mut self,
+        joined: crate::cluster::log::Joined,
+        config: &crate::cluster::ClusterConfig,
+        ready: oneshot::Sender<()>,
+    ) -> Self {
+        let grace = self.config.rejoin_grace.as_millis() as natter_core::UnixMs;
+        self.cluster = Some(Clustered::new(joined, config, grace, ready));
+        self
     }
 
     /// Runs until `shutdown` fires, then says goodbye to every client.
@@ -209,16 +252,21 @@ impl Hub {
     ) {
         let mut snapshot = presence_timer(&self.config);
         let mut snapshot_period = self.config.presence_interval;
+        let mut entries = self.cluster.as_mut().and_then(|c| c.entries.take());
+        let mut heartbeat = heartbeat_timer(self.cluster.as_ref().map(|c| c.heartbeat));
         loop {
             let presence = self.presence_deadline;
             let registration = self.registration_deadlines.front().map(|(at, _)| *at);
             let deferred = self.deferred_deadline;
             let rejoin = self.rejoin_deadline;
-            let keeping_up = self.durability.backlog() < MAX_UNCOMMITTED_BATCHES;
+            let keeping_up = self.durability.backlog() < MAX_UNCOMMITTED_BATCHES
+                && self.cluster.as_ref().is_none_or(Clustered::keeping_up);
             let wake = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(reply) = recv_opt(&mut replies) => Wake::Store(reply),
+                _ = heartbeat.tick() => Wake::Heartbeat,
+                Some(logged) = recv_opt(&mut entries), if keeping_up => Wake::Logged(logged),
                 Some(event) = inbox.recv(), if keeping_up => Wake::Event(event),
                 _ = sleep_until_opt(deferred), if deferred.is_some() => Wake::DeferredWrites,
                 _ = sleep_until_opt(presence), if presence.is_some() => Wake::PresenceWindow,
@@ -250,6 +298,17 @@ impl Hub {
                     self.dispatch();
                 }
                 Wake::Store(reply) => self.store_replied(reply),
+                Wake::Heartbeat => {
+                    if let Some(cluster) = &mut self.cluster {
+                        cluster.append_heartbeat();
+                    }
+                }
+                Wake::Logged(logged) => {
+                    if let Applied::LostCluster = self.apply_log_batch(logged, &mut entries) {
+                        tracing::error!("the cluster declared this node down; it stops serving");
+                        break;
+                    }
+                }
                 Wake::RejoinGraceOver => {
                     self.rejoin_deadline = None;
                     self.chat.end_rejoin_grace(&mut self.outputs);
@@ -261,11 +320,18 @@ impl Hub {
                 snapshot = presence_timer(&self.config);
                 snapshot_period = self.config.presence_interval;
             }
+            if let Some(cluster) = &mut self.cluster {
+                cluster.drain_overflow();
+            }
             self.schedule_presence();
             self.submit_batch();
             self.flush_dirty();
             self.coalescer
                 .record_work(started, std::time::Instant::now());
+        }
+        if let Some(cluster) = &mut self.cluster {
+            // The appender publishes it (bounded) after the hub is gone.
+            cluster.append_leaving();
         }
         self.drain_store(&mut replies).await;
         self.say_goodbye_to_all();
@@ -306,7 +372,10 @@ impl Hub {
     fn store_replied(&mut self, reply: Reply) {
         let mut released = Vec::new();
         match reply {
-            Reply::Committed { up_to } => self.durability.committed(up_to, &mut released),
+            Reply::Committed { up_to } => {
+                self.durability.committed(up_to, &mut released);
+                self.answer_operators(up_to, None);
+            }
             Reply::Failed {
                 first,
                 last,
@@ -314,6 +383,7 @@ impl Hub {
                 lost,
             } => {
                 tracing::error!(first, last, %error, lost = lost.len(), "store commit failed");
+                self.answer_operators(last, Some((first, error.as_str())));
                 // Nothing made from now on can copy a lost message (its
                 // nonce is forgotten); copies made before are dropped.
                 for message in &lost {
@@ -343,6 +413,30 @@ impl Hub {
         }
         self.carry_out(released);
         self.release_web_answers();
+    }
+
+    /// Answers the operators whose changes are now committed (tickets up
+    /// to `up_to`); those in a failed range (from `first`) learn that the
+    /// change holds only until a restart.
+    fn answer_operators(&mut self, up_to: u64, failed: Option<(u64, &str)>) {
+        if self.admin_waiting.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.admin_waiting);
+        for (ticket, reply, answer) in waiting {
+            if ticket > up_to {
+                self.admin_waiting.push((ticket, reply, answer));
+                continue;
+            }
+            let answer = match failed {
+                Some((first, error)) if ticket >= first => Err(format!(
+                    "done, but the store could not keep it ({error}): \
+                     it lasts only until the server restarts"
+                )),
+                _ => answer,
+            };
+            let _ = reply.send(answer);
+        }
     }
 
     fn tell_senders_not_stored(&mut self, lost: &[Arc<StoredMessage>], error: &str) {
@@ -398,7 +492,10 @@ impl Hub {
         match event {
             HubEvent::Connected { conn, peer } => {
                 tracing::info!(conn = conn.0, peer = %peer.addr, encoding = ?peer.encoding, "connect");
-                self.chat.connect(conn);
+                match &mut self.cluster {
+                    Some(cluster) => cluster.append_input(Input::Connect(conn)),
+                    None => self.chat.connect(conn),
+                }
                 let deadline = peer.accepted + self.config.register_timeout;
                 self.peers.insert(conn, peer);
                 if !self.config.register_timeout.is_zero() {
@@ -422,8 +519,7 @@ impl Hub {
                 if let Some(peer) = self.peers.remove(&conn) {
                     tracing::info!(conn = conn.0, peer = %peer.addr, "disconnect");
                     peer.abort();
-                    self.chat.disconnect(conn, &mut self.outputs);
-                    self.dispatch();
+                    self.depart(conn);
                 }
             }
             HubEvent::Stats { reply } => {
@@ -437,6 +533,15 @@ impl Hub {
             HubEvent::Reload { config, applied } => {
                 self.reconfigure(config);
                 let _ = applied.send(());
+            }
+            HubEvent::Admin { request, reply } => {
+                let answer = self.admin(request);
+                let ticket = self.durability.current_ticket();
+                if ticket <= self.durability.finished() {
+                    let _ = reply.send(answer);
+                } else {
+                    self.admin_waiting.push((ticket, reply, answer));
+                }
             }
             HubEvent::PanicForTest => panic!("the hub was told to panic (a test hook)"),
             HubEvent::Writable { conn } => {
@@ -468,6 +573,9 @@ impl Hub {
         let Some(command) = self.identity_command(conn, command) else {
             return;
         };
+        if self.cluster.is_some() {
+            return self.command_to_log(conn, command);
+        }
         let registering = matches!(command, Command::Register { .. });
         self.chat.handle(conn, command, &mut self.outputs);
         if registering && let Some(name) = self.chat.user_name(conn) {
@@ -496,8 +604,21 @@ impl Hub {
     /// like any other, so it cannot overtake that ERROR while deliveries
     /// wait for the store.
     fn close_after_error(&mut self, conn: ConnId) {
-        self.chat.disconnect(conn, &mut self.outputs);
+        match &mut self.cluster {
+            Some(cluster) => cluster.append_input(Input::Disconnect(conn)),
+            None => self.chat.disconnect(conn, &mut self.outputs),
+        }
         self.outputs.push(Output::Close(conn));
+        self.dispatch();
+    }
+
+    /// `conn` is gone: from the chat state at once, or (in a cluster) once
+    /// its departure comes back from the log.
+    fn depart(&mut self, conn: ConnId) {
+        match &mut self.cluster {
+            Some(cluster) => cluster.append_input(Input::Disconnect(conn)),
+            None => self.chat.disconnect(conn, &mut self.outputs),
+        }
         self.dispatch();
     }
 
@@ -519,7 +640,10 @@ impl Hub {
                 if let Some(peer) = self.peers.remove(&conn) {
                     tracing::warn!(conn = conn.0, peer = %peer.addr, "disconnect: slow consumer or broken connection");
                     peer.abort();
-                    self.chat.disconnect(conn, &mut outputs);
+                    match &mut self.cluster {
+                        Some(cluster) => cluster.append_input(Input::Disconnect(conn)),
+                        None => self.chat.disconnect(conn, &mut outputs),
+                    }
                 }
             }
         }
@@ -722,6 +846,14 @@ fn encoding_index(encoding: Encoding) -> usize {
         Encoding::Classic => 1,
         Encoding::Json => 2,
     }
+}
+
+/// Ticks every `period`, or (no cluster) never.
+fn heartbeat_timer(period: Option<std::time::Duration>) -> tokio::time::Interval {
+    let period = period.unwrap_or(std::time::Duration::from_secs(365 * 24 * 3600));
+    let mut timer = tokio::time::interval_at(Instant::now() + period, period);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    timer
 }
 
 fn presence_timer(config: &Config) -> tokio::time::Interval {

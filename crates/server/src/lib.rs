@@ -9,6 +9,7 @@
 //! - [`peer`]: a client as the hub sees it, with its bounded outgoing queue.
 //! - [`tls`]: TLS on the same port, and how the hub writes through it.
 //! - [`web`]: the chat page and its WebSocket gateway (another transport).
+//! - [`admin`]: the operator's Unix socket (`natter admin`).
 //! - this file: starting and stopping the whole thing.
 //!
 //! ```no_run
@@ -23,9 +24,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod certs;
+pub mod cluster;
 pub mod coalesce;
 pub mod config;
 pub mod connection;
@@ -45,7 +48,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use natter_core::{Chat, StoredAccount};
+use natter_core::{Ban, BanTarget, Chat, StoredAccount};
 use natter_store::Store;
 use natter_store::worker::{Reply, Worker, WorkerOptions};
 use tokio::net::TcpListener;
@@ -68,6 +71,8 @@ pub struct ServerHandle {
     web_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     hub: JoinHandle<()>,
+    /// Removes the admin socket when the server is dropped.
+    admin_socket: Option<admin::AdminSocket>,
 }
 
 /// Binds `config.listen` and starts serving in the background.
@@ -84,19 +89,67 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (chat, store, replies, accounts) = open_chat(&config).await?;
-    let hub = hub::Hub::new(
-        chat,
+    let (chat, store, replies, accounts, bans) = open_chat(&config).await?;
+    let shared = Arc::new(Shared::new(
         config.clone(),
         hub_tx.clone(),
+        shutdown.clone(),
         tracker.clone(),
+    ));
+    for ban in bans {
+        shared.bans.insert(ban);
+    }
+    let admin_socket = match &config.admin_socket {
+        Some(path) => {
+            let (listener, socket) = admin::AdminSocket::bind(path).map_err(|e| {
+                let hint = match e.kind() {
+                    io::ErrorKind::InvalidInput => " (give a shorter path with --admin-socket)",
+                    _ => "",
+                };
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot make the admin socket {}: {e}{hint}", path.display()),
+                )
+            })?;
+            shared.tracker.spawn(admin::serve(listener, shared.clone()));
+            Some(socket)
+        }
+        None => None,
+    };
+    let mut hub = hub::Hub::new(
+        chat,
+        config.clone(),
+        hub_tx,
+        tracker,
         store,
         accounts,
+        shared.bans.clone(),
     );
-    let hub = tokio::spawn(hub.run(hub_rx, replies, shutdown.clone()));
-    let shared = Arc::new(Shared::new(config, hub_tx, shutdown, tracker));
+    let mut caught_up = None;
+    if let Some(cluster) = &config.cluster {
+        let joined = cluster::log::join(
+            cluster,
+            config.limits.clone(),
+            &shared.tracker,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(io::Error::other)?;
+        shared.first_conn_id(cluster::entry::first_conn_id(joined.incarnation));
+        let (ready, ready_rx) = tokio::sync::oneshot::channel();
+        caught_up = Some(ready_rx);
+        hub = hub.clustered(joined, cluster, ready);
+    }
+    let hub = tokio::spawn(hub.run(hub_rx, replies, shutdown));
     let hub = tokio::spawn(supervise::watch(hub, shared.clone()));
     supervise::install_test_hook(&shared);
+    if let Some(caught_up) = caught_up {
+        // Clients come in once this node's copy has applied the log up to
+        // its own start: before that it would answer from an old state.
+        caught_up.await.map_err(|_| {
+            io::Error::other("the hub stopped before catching up with the cluster log")
+        })?;
+    }
     shared
         .tracker
         .spawn(listener::accept_loop(listener, shared.clone()));
@@ -110,16 +163,19 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
         web_addr,
         shared,
         hub,
+        admin_socket,
     })
 }
 
 /// What the server starts from: the chat state, the store threads and
-/// their replies (with a store), and the accounts.
+/// their replies (with a store), the accounts, and the address bans (the
+/// user bans are in the chat state).
 type Opened = (
     Chat,
     Option<Worker>,
     Option<mpsc::Receiver<Reply>>,
     Vec<StoredAccount>,
+    Vec<Ban>,
 );
 
 /// The chat state, from the store when there is one, with the store
@@ -132,22 +188,26 @@ async fn open_chat(config: &Config) -> io::Result<Opened> {
         accounts: config.accounts,
         ..natter_core::Config::default()
     };
-    let Some(dir) = config.data_dir.clone() else {
-        return Ok((Chat::new(chat_config), None, None, Vec::new()));
+    let Some(mut dir) = config.data_dir.clone() else {
+        return Ok((Chat::new(chat_config), None, None, Vec::new(), Vec::new()));
     };
+    if let Some(cluster) = &config.cluster {
+        dir = cluster_cache(&dir, &cluster.node)?;
+    }
     let options = WorkerOptions {
         history_days: config.history_days,
     };
     // Opening and reading the store touches the disk: off the runtime.
     let opened = tokio::task::spawn_blocking(move || {
-        let store = Store::open(&dir)?;
+        let mut store = Store::open(&dir)?;
         let snapshot = store.load_snapshot(hub::unix_ms())?;
         let accounts = store.load_accounts()?;
-        Ok::<_, natter_store::StoreError>((store, snapshot, accounts))
+        let bans = store.load_bans(hub::unix_ms())?;
+        Ok::<_, natter_store::StoreError>((store, snapshot, accounts, bans))
     })
     .await
     .map_err(io::Error::other)?;
-    let (store, snapshot, accounts) = opened.map_err(io::Error::other)?;
+    let (store, snapshot, accounts, bans) = opened.map_err(io::Error::other)?;
     tracing::info!(
         conversations = snapshot.conversations.len(),
         next_conversation = snapshot.next_conv_id,
@@ -159,7 +219,38 @@ async fn open_chat(config: &Config) -> io::Result<Opened> {
     for account in &accounts {
         chat.add_account(account.key.clone());
     }
-    Ok((chat, Some(worker), Some(reply_rx), accounts))
+    chat.set_time(hub::unix_ms());
+    let (user_bans, address_bans) = bans
+        .into_iter()
+        .partition(|ban| matches!(ban.target, BanTarget::User(_)));
+    for ban in user_bans {
+        chat.restore_ban(ban);
+    }
+    Ok((chat, Some(worker), Some(reply_rx), accounts, address_bans))
+}
+
+/// A cluster node's store is a cache of what the log holds (history for
+/// HISTORY): every start rebuilds it from the log, in a directory of its
+/// own under the data directory.
+fn cluster_cache(data_dir: &std::path::Path, node: &str) -> io::Result<std::path::PathBuf> {
+    let safe: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dir = data_dir.join("cluster-cache").join(safe);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Room for store replies: commits are bounded by the hub's batch limit,
@@ -215,6 +306,17 @@ impl ServerHandle {
         done.await.ok()?;
         self.shared.publish(config.clone());
         Some(config)
+    }
+
+    /// Resolves when an operator's drain is over (every client left, or
+    /// its timeout passed): the server should now be shut down.
+    pub async fn stop_requested(&self) {
+        self.shared.stop_requested.cancelled().await
+    }
+
+    /// Where the admin socket is, if there is one.
+    pub fn admin_socket(&self) -> Option<&std::path::Path> {
+        self.admin_socket.as_ref().map(|s| s.path())
     }
 
     /// Resolves if the hub fails ([`supervise`]): the server then serves

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::{Admission, Refusal};
+use crate::admission::{AddressBans, Admission, Refusal};
 use crate::config::Config;
 use crate::connection;
 use crate::hub::HubSender;
@@ -51,6 +51,15 @@ pub struct Shared {
     pub admission: Arc<Admission>,
     /// The web listener's own limit on HTTP connections.
     pub web_admission: Arc<Admission>,
+    /// Addresses an operator banned; `admission` refuses them.
+    pub bans: Arc<AddressBans>,
+    /// Cancelled when an operator drains the server: no new clients.
+    pub draining: CancellationToken,
+    /// Cancelled when a drain is over: whoever runs the server should now
+    /// shut it down ([`crate::ServerHandle::stop_requested`]).
+    pub stop_requested: CancellationToken,
+    /// When the server started (for uptime).
+    pub started: std::time::Instant,
     refusals: Arc<Semaphore>,
     /// A flood of refused connections must not flood the log.
     refusal_log: Mutex<LogLimiter>,
@@ -64,9 +73,17 @@ impl Shared {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
-        let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
-        let web_admission =
-            Admission::new(config.max_web_connections, config.max_connections_per_ip);
+        let bans = Arc::new(AddressBans::default());
+        let admission = Admission::with_bans(
+            config.max_connections,
+            config.max_connections_per_ip,
+            bans.clone(),
+        );
+        let web_admission = Admission::with_bans(
+            config.max_web_connections,
+            config.max_connections_per_ip,
+            bans.clone(),
+        );
         Shared {
             config: LiveConfig::new(config),
             hub,
@@ -76,6 +93,10 @@ impl Shared {
             tracker,
             admission,
             web_admission,
+            bans,
+            draining: CancellationToken::new(),
+            stop_requested: CancellationToken::new(),
+            started: std::time::Instant::now(),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
             refusal_log: Mutex::new(LogLimiter::new(std::time::Instant::now())),
             next_conn: AtomicU64::new(1),
@@ -83,7 +104,7 @@ impl Shared {
     }
 
     /// Logs a refused connection, within the log limit.
-    pub fn log_refusal(&self, peer: SocketAddr, refusal: Refusal) {
+    pub fn log_refusal(&self, peer: SocketAddr, refusal: &Refusal) {
         let mut log = self.refusal_log.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(unlogged) = log.allow(std::time::Instant::now()) {
             tracing::warn!(%peer, %refusal, unlogged, "connection refused");
@@ -101,6 +122,12 @@ impl Shared {
         self.config.set(config);
     }
 
+    /// Numbers connections from `first` on (a cluster node's ids are unique
+    /// in the cluster: see `cluster::entry`). Called before any connection.
+    pub fn first_conn_id(&self, first: u64) {
+        self.next_conn.store(first, Ordering::Relaxed);
+    }
+
     /// A connection id never used before in this server's life.
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
@@ -115,6 +142,12 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let accepted = tokio::select! {
             _ = shared.connections.cancelled() => return,
+            // Draining: the listening socket closes, so new clients are
+            // refused by the kernel (or go to another server on the port).
+            _ = shared.draining.cancelled() => {
+                tracing::info!("draining: no longer accepting clients");
+                return;
+            }
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -123,7 +156,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let ticket = match shared.admission.admit(addr.ip()) {
                     Ok(ticket) => ticket,
                     Err(refusal) => {
-                        shared.log_refusal(addr, refusal);
+                        shared.log_refusal(addr, &refusal);
                         refuse(&shared, stream, refusal);
                         continue;
                     }

@@ -202,6 +202,15 @@ impl Peer {
         Flushed::All
     }
 
+    /// How the client is connected, as an operator reads it.
+    pub fn transport_name(&self) -> &'static str {
+        match &self.transport {
+            Transport::Tcp(_) => "tcp",
+            Transport::Tls(_) => "tls",
+            Transport::Channel { .. } => "websocket",
+        }
+    }
+
     /// The TCP socket, for the task that waits for writability.
     pub fn tcp_stream(&self) -> Option<&Arc<TcpStream>> {
         match &self.transport {

@@ -92,7 +92,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 shared.tracker.spawn(connection);
             }
             // Closed without a word: answering would cost what the limit saves.
-            Err(refusal) => shared.log_refusal(addr, refusal),
+            Err(refusal) => shared.log_refusal(addr, &refusal),
         }
     }
 }
@@ -214,6 +214,10 @@ async fn upgrade(
     if shared.shutdown.is_cancelled() || shared.hub_failed.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    if shared.draining.is_cancelled() {
+        let text = "the server is draining for maintenance: try again later\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
+    }
     let https = shared.config.get().tls.is_some();
     if !signin::same_origin(&headers, https) {
         return signin::cross_origin();
@@ -233,12 +237,14 @@ async fn upgrade(
     let ticket = match shared.admission.admit(addr.ip()) {
         Ok(ticket) => ticket,
         Err(refusal) => {
-            shared.log_refusal(addr, refusal);
             let status = match refusal {
                 Refusal::AddressFull(_) => StatusCode::TOO_MANY_REQUESTS,
                 Refusal::ServerFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::Banned { .. } => StatusCode::FORBIDDEN,
             };
-            return (status, format!("{refusal}\n")).into_response();
+            let text = format!("{refusal}\n");
+            shared.log_refusal(addr, &refusal);
+            return (status, text).into_response();
         }
     };
     let max = shared.config.get().limits.max_frame;

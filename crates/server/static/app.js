@@ -370,6 +370,11 @@ const handlers = {
     renderBrowse(Object.entries(args).map(([id, members]) => [Number(id), members]));
   },
   MESSAGE([id, sender, text]) {
+    // Conversation 0 is never a real one: a notice from the operator.
+    if (id === 0) {
+      toast(`Notice from the server: ${text}`);
+      return;
+    }
     const conv = conversation(id);
     conv.joined = true;
     addLine(conv, { sender, text, time: new Date() });

@@ -666,3 +666,81 @@ async fn a_browser_that_reads_is_not_cut_off_by_a_burst_of_large_messages() {
     assert_eq!(echoes.await.unwrap(), 640);
     server.shutdown().await;
 }
+
+// ---------- what an operator does to browsers ----------
+
+/// One request on the admin socket ([`natter_server::admin`]); the answer.
+async fn admin(server: &ServerHandle, request: Value) -> Value {
+    use tokio::io::AsyncBufReadExt;
+    let path = server.admin_socket().expect("an admin socket");
+    let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stream);
+    tokio::time::timeout(PATIENCE, reader.read_line(&mut line))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    answer["result"].clone()
+}
+
+/// The status and body of a refused WebSocket handshake.
+async fn refused_upgrade(web: SocketAddr) -> (u16, String) {
+    match tokio_tungstenite::connect_async(format!("ws://{web}/ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default());
+            (response.status().as_u16(), body.into_owned())
+        }
+        Err(other) => panic!("refused without an HTTP answer: {other}"),
+        Ok((_, response)) => panic!("upgraded: {}", response.status()),
+    }
+}
+
+/// A banned address loses its browsers at once and gets HTTP 403 with the
+/// reason instead of a new WebSocket; a draining server answers 503. A
+/// notice reaches a browser as a MESSAGE in conversation 0.
+#[tokio::test]
+async fn browsers_get_notices_bans_and_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = web_config();
+    config.admin_socket = Some(dir.path().join("admin.sock"));
+    let (server, web) = start_web(config).await;
+    let mut browser = Browser::signed_in(web, "browser").await;
+
+    let sent = admin(&server, json!({"command": "broadcast", "text": "hello"})).await;
+    assert_eq!(sent["sent"], 1);
+    let notice = browser.expect_command("MESSAGE").await;
+    assert_eq!(notice, json!([0, "*server*", "hello"]));
+
+    let ban = json!({"command": "ban", "target": "127.0.0.1", "reason": "abuse"});
+    assert_eq!(admin(&server, ban).await["closed"], 1);
+    assert_eq!(
+        browser.expect_error().await,
+        "your address is banned from this server permanently: abuse"
+    );
+    browser.expect_closed().await;
+    let (status, body) = refused_upgrade(web).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body,
+        "your address is banned from this server permanently: abuse\n"
+    );
+
+    admin(&server, json!({"command": "unban", "target": "127.0.0.1"})).await;
+    let _back = Browser::signed_in(web, "back").await;
+    admin(&server, json!({"command": "drain", "timeout_secs": 60})).await;
+    let (status, body) = refused_upgrade(web).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            503,
+            "the server is draining for maintenance: try again later\n"
+        )
+    );
+    server.shutdown().await;
+}

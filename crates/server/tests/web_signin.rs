@@ -528,3 +528,50 @@ async fn over_https_the_cookie_is_secure_and_the_origin_is_https() {
     .await;
     assert_eq!(refused.status, 403);
 }
+
+/// A banned account cannot sign in from the page either (403 with the
+/// ban's words, no cookie, no hashing); unbanned, it can.
+#[tokio::test]
+async fn a_banned_account_cannot_sign_in_from_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = web_config();
+    config.admin_socket = Some(dir.path().join("admin.sock"));
+    let (server, web) = start_web(config).await;
+    assert_eq!(
+        post_form(web, "/signup", "erin", PASSWORD).await.status,
+        200
+    );
+    let admin = |request: Value| {
+        let path = server.admin_socket().unwrap().to_path_buf();
+        async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
+            stream
+                .write_all(format!("{request}\n").as_bytes())
+                .await
+                .unwrap();
+            let mut line = String::new();
+            tokio::io::BufReader::new(stream)
+                .read_line(&mut line)
+                .await
+                .unwrap();
+            let answer: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(answer["ok"], true, "{answer}");
+        }
+    };
+    admin(json!({"command": "ban", "target": "erin", "reason": "spam"})).await;
+    for path in ["/signin", "/signup"] {
+        let answer = post_form(web, path, "Erin", PASSWORD).await;
+        assert_eq!(answer.status, 403, "{path}: {}", answer.body);
+        assert_eq!(
+            answer.json(),
+            json!({"error": "Erin is banned from this server permanently: spam"})
+        );
+        assert_eq!(answer.header("set-cookie"), None);
+    }
+    admin(json!({"command": "unban", "target": "erin"})).await;
+    assert_eq!(
+        post_form(web, "/signin", "erin", PASSWORD).await.status,
+        200
+    );
+}

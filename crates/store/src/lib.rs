@@ -37,6 +37,7 @@
 
 mod accounts;
 mod backup;
+mod bans;
 mod error;
 mod reader;
 pub mod schema;

@@ -104,7 +104,22 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_user ON sessions (user_key);
 ";
 
-const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
+/// Version 4: bans an operator set with `natter admin ban`.
+///
+/// - `bans`: one row per target, `user:KEY` or `ip:ADDR` (an IPv6 /64 as
+///   its first address), as `BanTarget::stored` writes it; `until_ms` NULL
+///   for a permanent ban. A lapsed ban is simply ignored when loaded (and
+///   deleted then), so nothing has to run when it ends.
+const V4: &str = "
+CREATE TABLE bans (
+    target      TEXT PRIMARY KEY,
+    until_ms    INTEGER,
+    reason      TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4)];
 
 /// The schema version this build writes.
 pub const VERSION: usize = MIGRATIONS.len();

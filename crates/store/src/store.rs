@@ -318,6 +318,23 @@ fn apply(
             tx.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
                 .execute(params![&token[..]])?;
         }
+        Fact::Banned(ban) => {
+            tx.prepare_cached(
+                "INSERT INTO bans (target, until_ms, reason, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (target) DO UPDATE SET until_ms = excluded.until_ms,
+                     reason = excluded.reason, created_ms = excluded.created_ms",
+            )?
+            .execute(params![
+                ban.target.stored(),
+                ban.until,
+                ban.reason,
+                ban.created
+            ])?;
+        }
+        Fact::Unbanned(target) => {
+            tx.prepare_cached("DELETE FROM bans WHERE target = ?1")?
+                .execute(params![target.stored()])?;
+        }
         Fact::ReadUpTo { key, conv, seq } => {
             tx.prepare_cached(
                 "INSERT INTO reads (conv, user_key, seq) VALUES (?1, ?2, ?3)

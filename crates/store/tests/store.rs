@@ -395,3 +395,46 @@ fn a_failed_commit_stores_nothing() {
         1
     );
 }
+
+/// Bans of names and addresses (an IPv6 one as its /64) survive a reopen;
+/// a lifted one and a lapsed one do not come back.
+#[test]
+fn bans_survive_a_reopen_until_lifted_or_lapsed() {
+    use natter_core::bans::{Ban, BanTarget};
+    let dir = tempfile::tempdir().unwrap();
+    let ban = |target: &str, until: Option<i64>, reason: &str| Ban {
+        target: BanTarget::parse(target).unwrap(),
+        until,
+        reason: reason.into(),
+        created: 1_000,
+    };
+    let kept = [
+        ban("2001:db8:1:2::77", None, "flood"),
+        ban("10.0.0.9", Some(90_000), ""),
+        ban("Bob", Some(50_000), "spam"),
+    ];
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut facts: Vec<Fact> = kept.iter().cloned().map(Fact::Banned).collect();
+        facts.push(Fact::Banned(ban("carol", None, "lifted below")));
+        facts.push(Fact::Banned(ban("lapsed", Some(2_000), "")));
+        facts.push(Fact::Unbanned(BanTarget::parse("CAROL").unwrap()));
+        store.commit(&facts).unwrap();
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut loaded = store.load_bans(10_000).unwrap();
+    loaded.sort_by(|a, b| a.target.cmp(&b.target));
+    let mut expected = kept.to_vec();
+    expected.sort_by(|a, b| a.target.cmp(&b.target));
+    assert_eq!(loaded, expected);
+    assert_eq!(
+        expected[0].target,
+        BanTarget::User("bob".into()),
+        "names by key"
+    );
+    assert!(
+        loaded
+            .iter()
+            .any(|b| b.target.to_string() == "ip:2001:db8:1:2::/64")
+    );
+}

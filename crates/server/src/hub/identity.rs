@@ -87,6 +87,9 @@ impl Hub {
         let Some(ip) = self.blocked_check(conn, None) else {
             return;
         };
+        if let Err(banned) = self.chat.check_not_banned(&name) {
+            return self.send_error(conn, banned.to_string());
+        }
         let key = user_key(&name);
         if self.auth.credentials.contains_key(&key) || self.chat.is_online(&key) {
             // Counts as a failure: probing for names is limited too.
@@ -118,6 +121,10 @@ impl Hub {
         let Some(ip) = self.blocked_check(conn, None) else {
             return;
         };
+        // Before any hashing: a banned account costs the server nothing.
+        if let Err(banned) = self.chat.check_not_banned(&name) {
+            return self.send_error(conn, banned.to_string());
+        }
         // A token: cheap to check, impossible to guess, so it is not held
         // back by the per-account limit (a guesser cannot lock the owner's
         // devices out).

@@ -120,6 +120,10 @@ impl Hub {
                 "sign-up is closed on this server: ask its operator for an account",
             ));
         }
+        // Before any hashing, as for REGISTER: an operator's ban.
+        if let Err(banned) = self.chat.check_not_banned(name) {
+            return Err(Refused::new(Why::NotAllowed, banned.to_string()));
+        }
         let key = user_key(name);
         let per_account = (!signup).then_some(&key);
         if let Some(wait) = self

@@ -1,0 +1,227 @@
+//! One entry of the replicated log, as bytes.
+//!
+//! The layout is ours and small: a kind byte, the fields in big-endian,
+//! and a client command in the framed encoding (which every node already
+//! decodes). Every node decodes every entry, so a malformed one (a foreign
+//! publisher on the subject, a newer node) is skipped by every node alike,
+//! and the copies stay the same.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use natter_core::ConnId;
+use natter_proto::codec::{Decoder, encode_command};
+use natter_proto::wire::Direction;
+use natter_proto::{Command, Encoding, Limits};
+
+/// What a node appended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// A node started. Its *incarnation* is this entry's stream sequence:
+    /// unique in the cluster's life, and the high half of its connection
+    /// ids.
+    NodeUp { name: String },
+    /// The node of this incarnation is alive.
+    Heartbeat { incarnation: u64 },
+    /// The node of this incarnation is stopping (SIGTERM): the others need
+    /// not wait for its heartbeats to stop.
+    NodeDown { incarnation: u64 },
+    /// Input from a client of the node (`seq` counts the node's inputs
+    /// from 1, so that a retried publish is applied once and in order).
+    Input { seq: u64, input: Input },
+}
+
+/// A client's input, as the chat state takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Connect(ConnId),
+    Command(ConnId, Command),
+    Disconnect(ConnId),
+}
+
+impl Input {
+    pub fn conn(&self) -> ConnId {
+        match self {
+            Input::Connect(conn) | Input::Command(conn, _) | Input::Disconnect(conn) => *conn,
+        }
+    }
+}
+
+/// Why bytes from the log are not an entry.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryError {
+    #[error("empty entry")]
+    Empty,
+    #[error("unknown entry kind {0}")]
+    UnknownKind(u8),
+    #[error("entry cut short")]
+    Short,
+    #[error("node name is not UTF-8")]
+    BadName,
+    #[error("command does not decode: {0}")]
+    BadCommand(String),
+}
+
+const NODE_UP: u8 = 1;
+const HEARTBEAT: u8 = 2;
+const CONNECT: u8 = 3;
+const COMMAND: u8 = 4;
+const DISCONNECT: u8 = 5;
+const NODE_DOWN: u8 = 6;
+
+/// The incarnation (node life) a connection belongs to.
+pub fn incarnation_of(conn: ConnId) -> u64 {
+    conn.0 >> 32
+}
+
+/// The first connection id of an incarnation: its ids are `base + n`.
+pub fn first_conn_id(incarnation: u64) -> u64 {
+    (incarnation << 32) + 1
+}
+
+impl Entry {
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(32);
+        match self {
+            Entry::NodeUp { name } => {
+                out.put_u8(NODE_UP);
+                out.put_slice(name.as_bytes());
+            }
+            Entry::Heartbeat { incarnation } => {
+                out.put_u8(HEARTBEAT);
+                out.put_u64(*incarnation);
+            }
+            Entry::NodeDown { incarnation } => {
+                out.put_u8(NODE_DOWN);
+                out.put_u64(*incarnation);
+            }
+            Entry::Input { seq, input } => {
+                let kind = match input {
+                    Input::Connect(_) => CONNECT,
+                    Input::Command(..) => COMMAND,
+                    Input::Disconnect(_) => DISCONNECT,
+                };
+                out.put_u8(kind);
+                out.put_u64(*seq);
+                out.put_u64(input.conn().0);
+                if let Input::Command(_, command) = input {
+                    encode_command(command, Encoding::Framed, &mut out);
+                }
+            }
+        }
+        out.freeze()
+    }
+
+    /// Decodes an entry; a command is validated against `limits` (every
+    /// node must run with the same ones, as with any other setting that
+    /// changes what the chat state decides).
+    pub fn decode(mut bytes: &[u8], limits: &Limits) -> Result<Entry, EntryError> {
+        if bytes.is_empty() {
+            return Err(EntryError::Empty);
+        }
+        let kind = bytes.get_u8();
+        match kind {
+            NODE_UP => {
+                let name = std::str::from_utf8(bytes).map_err(|_| EntryError::BadName)?;
+                Ok(Entry::NodeUp { name: name.into() })
+            }
+            HEARTBEAT => Ok(Entry::Heartbeat {
+                incarnation: take_u64(&mut bytes)?,
+            }),
+            NODE_DOWN => Ok(Entry::NodeDown {
+                incarnation: take_u64(&mut bytes)?,
+            }),
+            CONNECT | COMMAND | DISCONNECT => {
+                let seq = take_u64(&mut bytes)?;
+                let conn = ConnId(take_u64(&mut bytes)?);
+                let input = match kind {
+                    CONNECT => Input::Connect(conn),
+                    DISCONNECT => Input::Disconnect(conn),
+                    _ => Input::Command(conn, decode_command(bytes, limits)?),
+                };
+                Ok(Entry::Input { seq, input })
+            }
+            other => Err(EntryError::UnknownKind(other)),
+        }
+    }
+}
+
+fn take_u64(bytes: &mut &[u8]) -> Result<u64, EntryError> {
+    if bytes.len() < 8 {
+        return Err(EntryError::Short);
+    }
+    Ok(bytes.get_u64())
+}
+
+fn decode_command(bytes: &[u8], limits: &Limits) -> Result<Command, EntryError> {
+    let mut decoder = Decoder::new(Encoding::Framed, Direction::ToServer, limits.clone());
+    let mut buf = BytesMut::from(bytes);
+    match decoder.decode_command(&mut buf) {
+        Ok(Some(Ok(command))) if buf.is_empty() => Ok(command),
+        Ok(Some(Ok(_))) => Err(EntryError::BadCommand("trailing bytes".into())),
+        Ok(Some(Err(error))) => Err(EntryError::BadCommand(error.to_string())),
+        Ok(None) => Err(EntryError::Short),
+        Err(error) => Err(EntryError::BadCommand(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(entry: Entry) {
+        let limits = Limits::server_default();
+        assert_eq!(Entry::decode(&entry.encode(), &limits), Ok(entry));
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        round_trip(Entry::NodeUp { name: "n1".into() });
+        round_trip(Entry::Heartbeat { incarnation: 7 });
+        round_trip(Entry::NodeDown { incarnation: 7 });
+        let conn = ConnId(first_conn_id(9));
+        round_trip(Entry::Input {
+            seq: 1,
+            input: Input::Connect(conn),
+        });
+        round_trip(Entry::Input {
+            seq: 2,
+            input: Input::Command(
+                conn,
+                Command::Register {
+                    name: "alice".into(),
+                    status: "here".into(),
+                },
+            ),
+        });
+        round_trip(Entry::Input {
+            seq: 3,
+            input: Input::Command(
+                conn,
+                Command::SendMessage {
+                    conv: 4,
+                    text: "héllo".into(),
+                    nonce: None,
+                },
+            ),
+        });
+        round_trip(Entry::Input {
+            seq: 4,
+            input: Input::Disconnect(conn),
+        });
+        assert_eq!(incarnation_of(conn), 9);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let limits = Limits::server_default();
+        assert_eq!(Entry::decode(&[], &limits), Err(EntryError::Empty));
+        assert_eq!(
+            Entry::decode(&[9], &limits),
+            Err(EntryError::UnknownKind(9))
+        );
+        assert_eq!(Entry::decode(&[2, 1, 2], &limits), Err(EntryError::Short));
+        let mut command = vec![COMMAND];
+        command.extend_from_slice(&[0; 16]);
+        command.extend_from_slice(b"\x00\x00\x00\x03abc");
+        assert!(Entry::decode(&command, &limits).is_err());
+    }
+}

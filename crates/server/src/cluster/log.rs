@@ -1,0 +1,384 @@
+//! The replicated log itself: a JetStream stream on a NATS cluster, and
+//! the two tasks that talk to it.
+//!
+//! The *appender* publishes what the hub hands it, in order, keeping many
+//! publishes in flight; when an acknowledgment fails (a NATS server died,
+//! the stream is electing a leader) it publishes everything not yet
+//! acknowledged again, with the same message ids, so the stream drops the
+//! copies it already has and [`super::replica`] drops any that slip
+//! through. The *reader* follows the stream from its first entry with an
+//! ordered consumer (which re-creates itself after a gap or a failover) and
+//! hands every entry, decoded, to the hub.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::ServerAddr;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::context::{Context, PublishAckFuture};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{self, StorageType};
+use futures::StreamExt;
+use natter_core::UnixMs;
+use natter_proto::Limits;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::entry::{Entry, EntryError};
+
+/// The stream every node appends to and reads.
+pub const STREAM: &str = "NATTER_LOG";
+/// Its one subject.
+pub const SUBJECT: &str = "natter.log";
+
+/// Publishes in flight at once, unacknowledged.
+const WINDOW: usize = 512;
+/// Entries from the hub waiting for the appender.
+pub const APPEND_QUEUE: usize = 8192;
+/// Entries read and waiting for the hub.
+const READ_QUEUE: usize = 4096;
+/// How long to keep trying while JetStream elects its leaders at start.
+const START_PATIENCE: Duration = Duration::from_secs(30);
+/// Pause before publishing again after a failure.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long the appender may go on publishing once the hub has stopped
+/// (its last entry says the node is stopping).
+const CLOSING_PATIENCE: Duration = Duration::from_secs(2);
+/// The reader re-creates its consumer after this long without an entry:
+/// every node appends a heartbeat each second, so silence means the
+/// consumer was lost with its NATS server (the client's own check of an
+/// ordered consumer takes several times longer).
+const READ_SILENCE: Duration = Duration::from_secs(3);
+/// How long a publish waits for the stream's acknowledgment.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the log is and who this node is (`natter serve --nats --node`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URLs (any of them; the client learns the rest).
+    pub nats: Vec<String>,
+    /// This node's name (for logs and people; ids come from the log).
+    pub node: String,
+    /// Copies JetStream keeps of each entry (3 survives one server lost).
+    pub replicas: usize,
+    /// How often the node appends a heartbeat.
+    pub heartbeat: Duration,
+    /// A node with no entry this long (by the log's clock) is down.
+    pub node_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(nats: Vec<String>, node: String) -> Self {
+        ClusterConfig {
+            nats,
+            node,
+            replicas: 3,
+            heartbeat: Duration::from_secs(1),
+            node_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("bad NATS URL {url:?}: {error}")]
+    BadUrl { url: String, error: String },
+    #[error("cannot connect to NATS at {urls}: {error}")]
+    Connect { urls: String, error: String },
+    #[error("JetStream stream {STREAM} not available: {0}")]
+    Stream(String),
+    #[error("cannot join the cluster (publishing to {STREAM}): {0}")]
+    Join(String),
+}
+
+/// An entry as read back: its place and time in the stream.
+#[derive(Debug)]
+pub struct Logged {
+    pub seq: u64,
+    /// When the stream stored it: the same on every node.
+    pub time: UnixMs,
+    pub entry: Result<Entry, EntryError>,
+}
+
+/// A node that has joined: its incarnation, where to append, what to read.
+pub struct Joined {
+    pub incarnation: u64,
+    pub appender: mpsc::Sender<Entry>,
+    pub entries: mpsc::Receiver<Logged>,
+}
+
+/// Connects, makes sure the stream exists, announces this node and starts
+/// the appender (which stops once the hub dropped its sender and what it
+/// left is published, or after [`CLOSING_PATIENCE`]) and the reader (which
+/// stops with `shutdown`).
+pub async fn join(
+    config: &ClusterConfig,
+    limits: Limits,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<Joined, LogError> {
+    let js = connect(config).await?;
+    ensure_stream(&js, config.replicas).await?;
+    let incarnation = announce(&js, &config.node).await?;
+    tracing::info!(incarnation, node = config.node, "joined the cluster");
+    let (appender, to_append) = mpsc::channel(APPEND_QUEUE);
+    let (read_tx, entries) = mpsc::channel(READ_QUEUE);
+    tracker.spawn(append_loop(js.clone(), incarnation, to_append));
+    tracker.spawn(read_loop(js, limits, read_tx, shutdown));
+    Ok(Joined {
+        incarnation,
+        appender,
+        entries,
+    })
+}
+
+async fn connect(config: &ClusterConfig) -> Result<Context, LogError> {
+    let addrs = config
+        .nats
+        .iter()
+        .map(|url| {
+            url.parse::<ServerAddr>().map_err(|e| LogError::BadUrl {
+                url: url.clone(),
+                error: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // The NATS servers may be starting too (a whole cluster brought up at
+    // once): keep trying for a while.
+    let give_up = tokio::time::Instant::now() + START_PATIENCE;
+    let client = loop {
+        let connected = async_nats::ConnectOptions::new()
+            .name(format!("natter node {}", config.node))
+            .connect(addrs.clone())
+            .await;
+        match connected {
+            Ok(client) => break client,
+            Err(error) if tokio::time::Instant::now() < give_up => {
+                tracing::debug!(%error, "NATS not reachable yet");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(error) => {
+                return Err(LogError::Connect {
+                    urls: config.nats.join(","),
+                    error: error.to_string(),
+                });
+            }
+        }
+    };
+    Ok(async_nats::jetstream::ContextBuilder::new()
+        .timeout(ACK_TIMEOUT)
+        .ack_timeout(ACK_TIMEOUT)
+        .max_ack_inflight(WINDOW * 2)
+        .build(client))
+}
+
+async fn ensure_stream(js: &Context, replicas: usize) -> Result<(), LogError> {
+    let config = stream::Config {
+        name: STREAM.into(),
+        subjects: vec![SUBJECT.into()],
+        num_replicas: replicas,
+        storage: StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let give_up = tokio::time::Instant::now() + START_PATIENCE;
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() < give_up => {
+                tracing::debug!(%error, "stream not ready yet");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(error) => return Err(LogError::Stream(error.to_string())),
+        }
+    }
+}
+
+/// Appends this node's NodeUp: its stream sequence is the incarnation.
+async fn announce(js: &Context, node: &str) -> Result<u64, LogError> {
+    let id = format!("up-{node}-{:016x}", rand::random::<u64>());
+    let message = PublishMessage::build()
+        .payload(Entry::NodeUp { name: node.into() }.encode())
+        .message_id(&id);
+    let give_up = tokio::time::Instant::now() + START_PATIENCE;
+    loop {
+        let acked = match js.send_publish(SUBJECT, message.clone()).await {
+            Ok(ack) => ack.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match acked {
+            Ok(ack) => return Ok(ack.sequence),
+            Err(error) if tokio::time::Instant::now() < give_up => {
+                tracing::debug!(%error, "announcing the node");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(error) => return Err(LogError::Join(error)),
+        }
+    }
+}
+
+/// One publish not yet acknowledged.
+struct Pending {
+    message: PublishMessage,
+    ack: Option<PublishAckFuture>,
+}
+
+async fn append_loop(js: Context, incarnation: u64, mut entries: mpsc::Receiver<Entry>) {
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    // Set once the hub is gone (its sender dropped): what is left gets
+    // this long to be published, then the appender stops.
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        if pending.is_empty() {
+            if closing.is_some() {
+                return;
+            }
+            match entries.recv().await {
+                Some(entry) => pending.push_back(to_publish(incarnation, &entry)),
+                None => return,
+            }
+        }
+        while pending.len() < WINDOW {
+            match entries.try_recv() {
+                Ok(entry) => pending.push_back(to_publish(incarnation, &entry)),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closing.get_or_insert_with(|| tokio::time::Instant::now() + CLOSING_PATIENCE);
+                    break;
+                }
+            }
+        }
+        let mut sent_all = true;
+        for item in pending.iter_mut().filter(|p| p.ack.is_none()) {
+            match js.send_publish(SUBJECT, item.message.clone()).await {
+                Ok(ack) => item.ack = Some(ack),
+                Err(error) => {
+                    tracing::warn!(%error, "publishing to the cluster log");
+                    sent_all = false;
+                    break;
+                }
+            }
+        }
+        let front = pending.front_mut().and_then(|p| p.ack.take());
+        let acked = match (front, closing) {
+            (Some(ack), None) => ack.await.map_err(|e| e.to_string()),
+            (Some(ack), Some(deadline)) => match tokio::time::timeout_at(deadline, ack).await {
+                Ok(acked) => acked.map_err(|e| e.to_string()),
+                Err(_) => return,
+            },
+            (None, _) => Err("not sent".to_string()),
+        };
+        match acked {
+            Ok(_) => {
+                pending.pop_front();
+            }
+            Err(error) => {
+                if closing.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
+                    tracing::warn!(%error, left = pending.len(), "stopping with entries unpublished");
+                    return;
+                }
+                if sent_all {
+                    tracing::warn!(%error, "cluster log did not acknowledge; publishing again");
+                }
+                // Everything after the failure goes again, in order: the
+                // stream and the replicas drop what they already have.
+                for item in &mut pending {
+                    item.ack = None;
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+fn to_publish(incarnation: u64, entry: &Entry) -> Pending {
+    let mut message = PublishMessage::build().payload(entry.encode());
+    if let Entry::Input { seq, .. } = entry {
+        message = message.message_id(format!("{incarnation}-{seq}"));
+    }
+    Pending { message, ack: None }
+}
+
+async fn read_loop(
+    js: Context,
+    limits: Limits,
+    to_hub: mpsc::Sender<Logged>,
+    shutdown: CancellationToken,
+) {
+    let mut next = 1;
+    loop {
+        let read = read_from(&js, next, &limits, &to_hub, &shutdown).await;
+        match read {
+            Ok(Some(after)) => next = after,
+            Ok(None) => return,
+            Err((after, error)) => {
+                next = after;
+                tracing::warn!(%error, next, "reading the cluster log; starting again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Reads from stream sequence `start` on: `Ok(None)` when told to stop,
+/// otherwise the sequence to go on from (and the error, if one ended it).
+async fn read_from(
+    js: &Context,
+    start: u64,
+    limits: &Limits,
+    to_hub: &mpsc::Sender<Logged>,
+    shutdown: &CancellationToken,
+) -> Result<Option<u64>, (u64, String)> {
+    let fail = |e: &dyn std::fmt::Display| (start, e.to_string());
+    let follow = async {
+        let stream = js.get_stream(STREAM).await.map_err(|e| fail(&e))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail(&e))?;
+        consumer.messages().await.map_err(|e| fail(&e))
+    };
+    // While the stream elects a leader, these requests may hang: bounded.
+    let mut messages = match tokio::time::timeout(READ_SILENCE, follow).await {
+        Ok(messages) => messages?,
+        Err(_) => return Err(fail(&format!("no consumer after {READ_SILENCE:?}"))),
+    };
+    let mut next = start;
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            message = tokio::time::timeout(READ_SILENCE, messages.next()) => message,
+        };
+        let message = match message {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(error))) => return Err((next, error.to_string())),
+            Ok(None) => return Ok(Some(next)),
+            Err(_) => {
+                let error = format!("no entry for {READ_SILENCE:?}, though every node heartbeats");
+                return Err((next, error));
+            }
+        };
+        let Ok(info) = message.info() else {
+            continue;
+        };
+        let seq = info.stream_sequence;
+        if seq < next {
+            continue;
+        }
+        let time = (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as UnixMs;
+        let entry = Entry::decode(&message.payload, limits);
+        next = seq + 1;
+        if to_hub.send(Logged { seq, time, entry }).await.is_err() {
+            return Ok(None);
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! What every copy decides from the log alone: which nodes are alive,
+//! which of their inputs to apply and in what order, and when the rejoin
+//! grace of a dead node's users ends.
+//!
+//! Nothing here reads a clock or a socket. The time is the log's: each
+//! entry carries the time the stream stored it, and every copy sees the
+//! same entries with the same times, so every copy declares the same node
+//! dead at the same entry. That is the whole liveness protocol: a node
+//! appends a heartbeat every `heartbeat`, and a node none of whose entries
+//! is younger than `timeout` (by the time of the entry being applied) is
+//! down. Its connections are dropped in every copy at that entry. A gap in
+//! the log longer than half the timeout is an outage of the log itself,
+//! which blames nobody: silences count from the entry after it.
+
+use std::collections::{BTreeMap, btree_map};
+
+use natter_core::UnixMs;
+
+use super::entry::Input;
+
+/// Most inputs of one node held while an earlier one is missing (a publish
+/// being retried). Past it the node's later inputs are dropped: it is
+/// broken, and will be declared down when its heartbeats stop.
+const MAX_WAITING: usize = 4096;
+
+/// The live nodes, as every copy sees them.
+#[derive(Debug)]
+pub struct Replica {
+    nodes: BTreeMap<u64, Node>,
+    /// The log's time: the latest entry time seen (entry times can step
+    /// back a little when the stream's leader changes).
+    clock: UnixMs,
+    timeout: UnixMs,
+    rejoin_grace: UnixMs,
+    /// When the users of dead nodes stop being waited for.
+    grace_until: Option<UnixMs>,
+}
+
+#[derive(Debug)]
+struct Node {
+    name: String,
+    last_seen: UnixMs,
+    /// The seq of the node's next input to apply.
+    next_seq: u64,
+    /// Inputs that came before an earlier one (retried publishes).
+    waiting: BTreeMap<u64, Input>,
+}
+
+impl Replica {
+    /// `timeout` and `rejoin_grace` in milliseconds: every node of a
+    /// cluster must use the same.
+    pub fn new(timeout: UnixMs, rejoin_grace: UnixMs) -> Self {
+        Replica {
+            nodes: BTreeMap::new(),
+            clock: 0,
+            timeout,
+            rejoin_grace,
+            grace_until: None,
+        }
+    }
+
+    pub fn clock(&self) -> UnixMs {
+        self.clock
+    }
+
+    /// Moves the log clock to an entry's time; returns the incarnations now
+    /// down (ascending), whose connections every copy drops.
+    pub fn advance(&mut self, time: UnixMs) -> Vec<u64> {
+        if time - self.clock > self.timeout / 2 {
+            // Nobody appended for that long, though every live node
+            // heartbeats: the log itself was out (a NATS failover, or the
+            // whole cluster was down). Nobody could speak, so nobody is
+            // blamed: every node's silence counts from now.
+            for node in self.nodes.values_mut() {
+                node.last_seen = time;
+            }
+        }
+        self.clock = self.clock.max(time);
+        let deadline = self.clock.saturating_sub(self.timeout);
+        let down: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.last_seen < deadline)
+            .map(|(&incarnation, _)| incarnation)
+            .collect();
+        for incarnation in &down {
+            if let Some(node) = self.nodes.remove(incarnation) {
+                tracing::warn!(incarnation, node = node.name, "cluster node down");
+            }
+        }
+        if !down.is_empty() {
+            self.grace_until = Some(self.clock + self.rejoin_grace);
+        }
+        down
+    }
+
+    /// Whether the rejoin grace of dead nodes' users just ended (once).
+    pub fn grace_over(&mut self) -> bool {
+        match self.grace_until {
+            Some(until) if self.clock >= until => {
+                self.grace_until = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn node_up(&mut self, incarnation: u64, name: String) {
+        tracing::info!(incarnation, node = name, "cluster node up");
+        self.nodes.insert(
+            incarnation,
+            Node {
+                name,
+                last_seen: self.clock,
+                next_seq: 1,
+                waiting: BTreeMap::new(),
+            },
+        );
+    }
+
+    pub fn is_live(&self, incarnation: u64) -> bool {
+        self.nodes.contains_key(&incarnation)
+    }
+
+    /// The node of `incarnation` said it stops; whether it was live.
+    pub fn leave(&mut self, incarnation: u64) -> bool {
+        let Some(node) = self.nodes.remove(&incarnation) else {
+            return false;
+        };
+        tracing::info!(incarnation, node = node.name, "cluster node stopped");
+        self.grace_until = Some(self.clock + self.rejoin_grace);
+        true
+    }
+
+    pub fn heartbeat(&mut self, incarnation: u64) {
+        let clock = self.clock;
+        if let Some(node) = self.nodes.get_mut(&incarnation) {
+            node.last_seen = clock;
+        }
+    }
+
+    /// Input number `seq` of `incarnation`: appends to `ready` what can be
+    /// applied now, in the node's order. Inputs of dead or unknown nodes and
+    /// duplicates are dropped.
+    pub fn input(&mut self, incarnation: u64, seq: u64, input: Input, ready: &mut Vec<Input>) {
+        let clock = self.clock;
+        let Some(node) = self.nodes.get_mut(&incarnation) else {
+            return;
+        };
+        node.last_seen = clock;
+        if seq < node.next_seq {
+            return;
+        }
+        if seq > node.next_seq {
+            if node.waiting.len() < MAX_WAITING
+                && let btree_map::Entry::Vacant(slot) = node.waiting.entry(seq)
+            {
+                slot.insert(input);
+            }
+            return;
+        }
+        ready.push(input);
+        node.next_seq += 1;
+        while let Some(next) = node.waiting.remove(&node.next_seq) {
+            ready.push(next);
+            node.next_seq += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use natter_core::ConnId;
+
+    use super::*;
+
+    fn connect(n: u64) -> Input {
+        Input::Connect(ConnId(n))
+    }
+
+    #[test]
+    fn an_outage_of_the_log_blames_nobody() {
+        let mut r = Replica::new(4_000, 60_000);
+        r.advance(1_000);
+        r.node_up(1, "a".into());
+        r.node_up(2, "b".into());
+        // Nothing for ten seconds, then a's heartbeat: b is not down yet...
+        assert!(r.advance(11_000).is_empty());
+        r.heartbeat(1);
+        // ...only once it stays silent for the timeout after the outage.
+        for t in [12_000, 13_000, 14_000, 15_000] {
+            assert!(r.advance(t).is_empty());
+            r.heartbeat(1);
+        }
+        assert_eq!(r.advance(15_001), [2]);
+    }
+
+    #[test]
+    fn a_node_that_leaves_is_down_at_once() {
+        let mut r = Replica::new(4_000, 60_000);
+        r.advance(1_000);
+        r.node_up(1, "a".into());
+        assert!(r.leave(1));
+        assert!(!r.is_live(1) && !r.leave(1));
+        r.advance(61_000);
+        assert!(r.grace_over());
+    }
+
+    #[test]
+    fn inputs_apply_once_in_the_nodes_order() {
+        let mut r = Replica::new(5_000, 60_000);
+        r.advance(1_000);
+        r.node_up(7, "a".into());
+        let mut ready = Vec::new();
+        r.input(7, 2, connect(2), &mut ready);
+        assert!(ready.is_empty(), "2 waits for 1");
+        r.input(7, 1, connect(1), &mut ready);
+        r.input(7, 1, connect(1), &mut ready);
+        r.input(7, 2, connect(2), &mut ready);
+        assert_eq!(ready, [connect(1), connect(2)]);
+        r.input(8, 1, connect(3), &mut ready);
+        assert_eq!(ready.len(), 2, "an unknown node's input is dropped");
+    }
+
+    #[test]
+    fn a_silent_node_is_down_by_the_logs_clock_and_its_grace_ends() {
+        let mut r = Replica::new(5_000, 60_000);
+        r.advance(1_000);
+        r.node_up(1, "a".into());
+        r.node_up(2, "b".into());
+        for t in (2_000..=6_000).step_by(1_000) {
+            assert!(r.advance(t).is_empty());
+            r.heartbeat(1);
+        }
+        assert_eq!(r.advance(6_001), [2]);
+        assert!(r.is_live(1) && !r.is_live(2));
+        let mut ready = Vec::new();
+        r.input(2, 1, connect(1), &mut ready);
+        assert!(ready.is_empty(), "a dead node's late input is dropped");
+        // The clock only moves forward, even if an entry's time steps back.
+        r.advance(3_000);
+        assert_eq!(r.clock(), 6_001);
+        for t in (10_000..=66_000).step_by(4_000) {
+            assert!(r.advance(t).is_empty());
+            r.heartbeat(1);
+            assert!(!r.grace_over());
+        }
+        r.advance(66_001);
+        assert!(r.grace_over());
+        assert!(!r.grace_over());
+    }
+}

@@ -1,0 +1,293 @@
+//! The hub's side of a cluster: inputs go to the log instead of the chat
+//! state, and entries read back from the log are applied to it.
+//!
+//! A local client's commands take a round trip through the stream before
+//! they change anything, here or on any other node. Its queries (LIST,
+//! LIST_USERS, HISTORY) change nothing and are answered here, but only once
+//! its earlier inputs have come back, so it still sees its own effects in
+//! the order it sent them.
+
+use std::collections::{HashMap, VecDeque};
+
+use natter_core::ConnId;
+use natter_proto::Command;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Hub;
+use crate::cluster::entry::{Entry, Input, incarnation_of};
+use crate::cluster::log::{ClusterConfig, Joined, Logged};
+use crate::cluster::replica::Replica;
+
+/// Entries the appender's queue had no room for may wait here up to this
+/// many; past it the hub stops reading its clients until the log catches
+/// up.
+pub(super) const MAX_OVERFLOW: usize = 1024;
+
+/// Queries one connection may have waiting for its earlier inputs; past it
+/// the connection is cut off like a slow consumer.
+const MAX_HELD_QUERIES: usize = 64;
+
+pub(super) struct Clustered {
+    incarnation: u64,
+    appender: mpsc::Sender<Entry>,
+    /// Entries waiting for room in the appender's queue, in order.
+    overflow: VecDeque<Entry>,
+    /// The seq of this node's next input.
+    next_seq: u64,
+    replica: Replica,
+    /// Local connections with inputs not yet back from the log, and the
+    /// queries waiting for them.
+    in_flight: HashMap<ConnId, InFlight>,
+    /// Told once the hub has applied the log up to this node's NodeUp:
+    /// from then on its copy is current, and clients may come in.
+    ready: Option<oneshot::Sender<()>>,
+    pub(super) heartbeat: std::time::Duration,
+    pub(super) entries: Option<mpsc::Receiver<Logged>>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    inputs: u32,
+    queries: VecDeque<Command>,
+}
+
+impl Clustered {
+    pub(super) fn new(
+        joined: Joined,
+        config: &ClusterConfig,
+        rejoin_grace: natter_core::UnixMs,
+        ready: oneshot::Sender<()>,
+    ) -> Self {
+        Clustered {
+            incarnation: joined.incarnation,
+            appender: joined.appender,
+            overflow: VecDeque::new(),
+            next_seq: 1,
+            replica: Replica::new(
+                config.node_timeout.as_millis() as natter_core::UnixMs,
+                rejoin_grace,
+            ),
+            in_flight: HashMap::new(),
+            ready: Some(ready),
+            heartbeat: config.heartbeat,
+            entries: Some(joined.entries),
+        }
+    }
+
+    /// Whether the hub may read more from its clients.
+    pub(super) fn keeping_up(&self) -> bool {
+        self.overflow.len() < MAX_OVERFLOW
+    }
+
+    /// Hands `input` of a local connection to the appender.
+    pub(super) fn append_input(&mut self, input: Input) {
+        self.in_flight.entry(input.conn()).or_default().inputs += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.append(Entry::Input { seq, input });
+    }
+
+    /// At shutdown: tells the others this node stops, so that its users
+    /// are offline everywhere at once rather than after the timeout.
+    pub(super) fn append_leaving(&mut self) {
+        let incarnation = self.incarnation;
+        self.append(Entry::NodeDown { incarnation });
+    }
+
+    pub(super) fn append_heartbeat(&mut self) {
+        let incarnation = self.incarnation;
+        self.append(Entry::Heartbeat { incarnation });
+    }
+
+    fn append(&mut self, entry: Entry) {
+        self.overflow.push_back(entry);
+        self.drain_overflow();
+    }
+
+    /// Moves waiting entries into the appender's queue while it has room.
+    pub(super) fn drain_overflow(&mut self) {
+        while let Some(entry) = self.overflow.pop_front() {
+            match self.appender.try_send(entry) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(entry)) => {
+                    self.overflow.push_front(entry);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    // Stopping: nothing will be appended any more.
+                    self.overflow.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    fn is_local(&self, conn: ConnId) -> bool {
+        incarnation_of(conn) == self.incarnation
+    }
+}
+
+/// Whether a command only reads the chat state.
+fn is_query(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::ListConversations | Command::ListUsers { .. } | Command::History { .. }
+    )
+}
+
+/// What applying the log decided about this node.
+pub(super) enum Applied {
+    Fine,
+    /// The others declared this node down: its clients are gone from every
+    /// copy, so it must stop serving them.
+    LostCluster,
+}
+
+impl Hub {
+    /// A local client's command: to the log, or (a query) answered here
+    /// once its earlier inputs are applied.
+    pub(super) fn command_to_log(&mut self, conn: ConnId, command: Command) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if !is_query(&command) {
+            return cluster.append_input(Input::Command(conn, command));
+        }
+        match cluster.in_flight.get_mut(&conn) {
+            None => {
+                self.chat.handle(conn, command, &mut self.outputs);
+                self.dispatch();
+            }
+            Some(waiting) if waiting.queries.len() < MAX_HELD_QUERIES => {
+                waiting.queries.push_back(command)
+            }
+            Some(_) => {
+                self.doomed.push(conn);
+                self.dispatch();
+            }
+        }
+    }
+
+    /// Applies `first` and what else the reader has ready, up to a batch.
+    pub(super) fn apply_log_batch(
+        &mut self,
+        first: Logged,
+        entries: &mut Option<mpsc::Receiver<Logged>>,
+    ) -> Applied {
+        if let Applied::LostCluster = self.apply_logged(first) {
+            return Applied::LostCluster;
+        }
+        for _ in 1..super::MAX_BATCH {
+            let Some(logged) = entries.as_mut().and_then(|e| e.try_recv().ok()) else {
+                break;
+            };
+            if let Applied::LostCluster = self.apply_logged(logged) {
+                return Applied::LostCluster;
+            }
+        }
+        Applied::Fine
+    }
+
+    /// Applies one entry read back from the log.
+    fn apply_logged(&mut self, logged: Logged) -> Applied {
+        let Some(cluster) = &mut self.cluster else {
+            return Applied::Fine;
+        };
+        let entry = match logged.entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::warn!(seq = logged.seq, %error, "skipping a cluster log entry");
+                return Applied::Fine;
+            }
+        };
+        let mut down = cluster.replica.advance(logged.time);
+        if down.contains(&cluster.incarnation) {
+            return Applied::LostCluster;
+        }
+        if let Entry::NodeDown { incarnation } = entry
+            && incarnation != cluster.incarnation
+            && cluster.replica.leave(incarnation)
+        {
+            down.push(incarnation);
+        }
+        let grace_over = cluster.replica.grace_over();
+        self.chat.set_time(cluster.replica.clock());
+        if !down.is_empty() {
+            for conn in self.chat.connection_ids() {
+                if down.contains(&incarnation_of(conn)) {
+                    self.chat.connection_lost(conn, &mut self.outputs);
+                }
+            }
+        }
+        if grace_over {
+            self.chat.end_rejoin_grace(&mut self.outputs);
+        }
+        let mut ready = Vec::new();
+        match entry {
+            Entry::NodeUp { name } => cluster.replica.node_up(logged.seq, name),
+            Entry::Heartbeat { incarnation } => cluster.replica.heartbeat(incarnation),
+            Entry::NodeDown { .. } => {} // taken above
+            Entry::Input { seq, input } => {
+                let incarnation = incarnation_of(input.conn());
+                cluster.replica.input(incarnation, seq, input, &mut ready);
+            }
+        }
+        if logged.seq >= cluster.incarnation
+            && let Some(ready) = cluster.ready.take()
+        {
+            let _ = ready.send(());
+        }
+        for input in ready {
+            self.apply_input(input);
+        }
+        self.dispatch();
+        Applied::Fine
+    }
+
+    fn apply_input(&mut self, input: Input) {
+        let conn = input.conn();
+        match input {
+            Input::Connect(conn) => self.chat.connect(conn),
+            Input::Command(conn, command) => {
+                let registering = matches!(command, Command::Register { .. });
+                self.chat.handle(conn, command, &mut self.outputs);
+                if registering
+                    && let Some(peer) = self.peers.get(&conn)
+                    && let Some(name) = self.chat.user_name(conn)
+                {
+                    tracing::info!(conn = conn.0, peer = %peer.addr, name, "register");
+                }
+            }
+            Input::Disconnect(conn) => self.chat.disconnect(conn, &mut self.outputs),
+        }
+        self.input_applied(conn);
+    }
+
+    /// One of `conn`'s inputs is applied: its waiting queries go once none
+    /// is left in flight.
+    fn input_applied(&mut self, conn: ConnId) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if !cluster.is_local(conn) {
+            return;
+        }
+        let Some(waiting) = cluster.in_flight.get_mut(&conn) else {
+            return;
+        };
+        waiting.inputs = waiting.inputs.saturating_sub(1);
+        if waiting.inputs > 0 {
+            return;
+        }
+        let queries = cluster
+            .in_flight
+            .remove(&conn)
+            .map(|w| w.queries)
+            .unwrap_or_default();
+        for query in queries {
+            if self.peers.contains_key(&conn) {
+                self.chat.handle(conn, query, &mut self.outputs);
+            }
+        }
+    }
+}

@@ -1,0 +1,713 @@
+//! Several natter nodes on one NATS JetStream cluster, all real processes
+//! on loopback: three `nats-server`s clustered with JetStream (the
+//! `nats` module), `natter serve --nats ... --node ...` processes, and
+//! clients over real sockets in every encoding.
+//!
+//! What is checked is what a user would notice: a name is claimed once in
+//! the whole cluster; presence, invitations and messages cross nodes; 50
+//! members spread over three nodes see the same order; history is served
+//! by any node; a natter node killed with SIGKILL makes its users offline
+//! everywhere within a stated bound, and they come back on another node
+//! (one started after the traffic, so it catches up from the log) without
+//! losing a message; one nats-server of three killed, chat goes on; the
+//! whole cluster restarted, conversations and history are intact.
+//!
+//! The harness is libtest-mimic (see `crates/proto/tests/support/external.rs`):
+//! without a `nats-server` on PATH the tests are listed as ignored (nextest
+//! shows them as skipped); under CI (`.ci/install-nats.sh` installs one) they
+//! run and fail.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../../crates/proto/tests/support/external.rs"]
+mod external;
+mod nats;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Client, PATIENCE};
+use external::trial_needing;
+use nats::NatsCluster;
+use natter_proto::{Command, Encoding, ServerMessage};
+
+/// How long a node may take to join (stream creation while JetStream
+/// elects leaders, then the replay of the log).
+const JOIN_PATIENCE: Duration = Duration::from_secs(40);
+
+/// The bound promised for a killed node's users to be offline everywhere:
+/// the node timeout (4 s by the log's clock) plus a heartbeat period, with
+/// room for a loaded machine.
+const OFFLINE_BOUND: Duration = Duration::from_secs(10);
+
+/// For a node stopped with SIGTERM, from the signal: its last heartbeat
+/// was at most 1 s before, so the timeout (4 s) could tell no sooner than
+/// 3 s after it; only the node's own "stopping" entry can meet this.
+const LEAVE_BOUND: Duration = Duration::from_millis(2500);
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let nats = nats::nats_server();
+    let trials = vec![
+        trial_needing("contract_across_three_nodes", &nats, |program| {
+            runtime().block_on(contract_across_three_nodes(program))
+        }),
+        trial_needing(
+            "fifty_members_on_three_nodes_see_one_order",
+            &nats,
+            |program| runtime().block_on(fifty_members_see_one_order(program)),
+        ),
+        trial_needing(
+            "killed_node_users_go_offline_and_come_back",
+            &nats,
+            |program| runtime().block_on(killed_node(program)),
+        ),
+        trial_needing("the_documented_cluster_commands_run", &nats, |program| {
+            runtime().block_on(documented_commands(program))
+        }),
+        trial_needing(
+            "nats_server_lost_then_whole_cluster_restarted",
+            &nats,
+            |program| runtime().block_on(nats_lost_then_restart(program)),
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A `natter serve --nats` process; killed if the test ends while it runs.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    _stdout: mpsc::Receiver<String>,
+}
+
+impl Node {
+    fn start(nats: &NatsCluster, name: &str, dir: &Path) -> Node {
+        let data = dir.join(format!("natter-{name}"));
+        let data = data.to_str().expect("a UTF-8 path");
+        let urls = nats.urls();
+        Node::spawn(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--no-web",
+                "--data-dir",
+                data,
+                "--nats",
+                &urls,
+                "--node",
+                name,
+            ],
+            dir,
+        )
+    }
+
+    /// `natter serve ARGS` (plus test settings) in `cwd`, once it listens.
+    fn spawn(args: &[&str], cwd: &Path) -> Node {
+        let mut child = Process::new(env!("CARGO_BIN_EXE_natter"))
+            .arg("serve")
+            .args(args)
+            .args(["--presence-coalesce", "0", "--rate-limit", "0"])
+            .current_dir(cwd)
+            .env(
+                "RUST_LOG",
+                std::env::var("NATTER_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("natter serve starts");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + JOIN_PATIENCE;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        break addr.trim().parse().expect("an address");
+                    }
+                }
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten();
+                    panic!("natter serve {args:?} printed no address (exit status: {status:?})");
+                }
+            }
+        };
+        Node {
+            child,
+            addr,
+            _stdout: lines,
+        }
+    }
+
+    /// SIGTERM, and waits (bounded) for a clean exit.
+    fn terminate(mut self) {
+        let status = Process::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                assert!(status.success(), "the node exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the node ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three nats-servers and three nodes, in a temporary directory.
+fn cluster(program: &Path, dir: &Path) -> (NatsCluster, Vec<Node>) {
+    let nats = NatsCluster::start(program, dir);
+    let nodes = ["a", "b", "c"]
+        .iter()
+        .map(|name| Node::start(&nats, name, dir))
+        .collect();
+    (nats, nodes)
+}
+
+/// Waits for an ONLINE_USERS that `accept`s the set of names online.
+async fn until_online(client: &mut Client, accept: impl Fn(&[String]) -> bool) {
+    client
+        .reader
+        .expect(|m| match m {
+            ServerMessage::OnlineUsers(users) => {
+                let names: Vec<String> = users.iter().map(|(n, _)| n.clone()).collect();
+                accept(&names).then_some(())
+            }
+            _ => None,
+        })
+        .await
+}
+
+fn has(names: &[String], name: &str) -> bool {
+    names.iter().any(|n| n == name)
+}
+
+/// Registers `name`, answering whether the server took it (ONLINE_USERS)
+/// or refused it (ERROR).
+async fn try_register(client: &mut Client, name: &str) -> Result<(), String> {
+    client
+        .send(Command::Register {
+            name: name.into(),
+            status: "online".into(),
+        })
+        .await;
+    client
+        .reader
+        .expect(|m| match m {
+            ServerMessage::OnlineUsers(_) => Some(Ok(())),
+            ServerMessage::Error(text) => Some(Err(text.clone())),
+            _ => None,
+        })
+        .await
+}
+
+/// Connects with `history` and registers as `name`, again while the name
+/// is still held by a connection of a node not yet declared down.
+async fn rejoin(addr: SocketAddr, encoding: Encoding, name: &str) -> Client {
+    let deadline = Instant::now() + OFFLINE_BOUND;
+    loop {
+        let mut client = Client::connect(addr, encoding, name).await;
+        client.send(Command::Caps(vec!["history".into()])).await;
+        client
+            .reader
+            .expect(|m| matches!(m, ServerMessage::Caps(_)).then_some(()))
+            .await;
+        match try_register(&mut client, name).await {
+            Ok(()) => return client,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{name} cannot register: {error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+async fn contract_across_three_nodes(program: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nats, nodes) = cluster(program, dir.path());
+    let (a, b, c) = (nodes[0].addr, nodes[1].addr, nodes[2].addr);
+
+    // Every encoding, one node each.
+    let mut alice = Client::with_history(a, Encoding::Framed, "alice").await;
+    let mut bob = Client::course(b, Encoding::Classic, "bob").await;
+    let mut carol = Client::with_history(c, Encoding::Json, "carol").await;
+
+    // Presence crosses nodes.
+    until_online(&mut alice, |n| has(n, "bob") && has(n, "carol")).await;
+    until_online(&mut bob, |n| has(n, "alice") && has(n, "carol")).await;
+
+    // A name is claimed once in the whole cluster: taken on another node...
+    let mut impostor = Client::connect(c, Encoding::Classic, "impostor").await;
+    let refused = try_register(&mut impostor, "Alice").await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("taken")),
+        "a second alice on another node: {refused:?}"
+    );
+    // ...and when two nodes race for a free one, exactly one wins.
+    let mut racers = Vec::new();
+    for addr in [a, b, c] {
+        racers.push(Client::connect(addr, Encoding::Framed, "dave?").await);
+    }
+    let mut writes = Vec::new();
+    for racer in &mut racers {
+        racer.writer.queue(&Command::Register {
+            name: "dave".into(),
+            status: "racing".into(),
+        });
+    }
+    for racer in &mut racers {
+        writes.push(racer.writer.flush().await);
+    }
+    assert!(writes.iter().all(|w| w.is_ok()));
+    let mut won = 0;
+    for racer in &mut racers {
+        let answer = racer
+            .reader
+            .expect(|m| match m {
+                ServerMessage::OnlineUsers(_) => Some(true),
+                ServerMessage::Error(text) if text.contains("taken") => Some(false),
+                _ => None,
+            })
+            .await;
+        won += usize::from(answer);
+    }
+    assert_eq!(
+        won, 1,
+        "three nodes raced for \"dave\": exactly one must win"
+    );
+
+    // An invitation from node a reaches b and c; they join; messages go
+    // both ways, in the same order for everyone.
+    let names = vec!["bob".to_string(), "carol".to_string()];
+    alice.send(Command::Invite(names)).await;
+    let conv = alice.expect_invitation().await;
+    assert_eq!(bob.expect_invitation().await, conv);
+    assert_eq!(carol.expect_invitation().await, conv);
+    for client in [&mut alice, &mut bob, &mut carol] {
+        client.join(conv).await;
+    }
+    let members = alice
+        .conversations()
+        .await
+        .into_iter()
+        .find(|(id, _)| *id == conv)
+        .map(|(_, m)| m);
+    assert_eq!(
+        members.as_deref(),
+        Some(&["alice".to_string(), "bob".into(), "carol".into()][..])
+    );
+    alice.say(conv, "hello from a").await;
+    bob.say(conv, "hello from b").await;
+    carol.say(conv, "hello from c").await;
+    let mut seen = Vec::new();
+    for client in [&mut alice, &mut bob, &mut carol] {
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let (id, sender, text, _) = client.expect_message().await;
+            assert_eq!(id, conv);
+            got.push(format!("{sender}: {text}"));
+        }
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1], "alice and bob saw different orders");
+    assert_eq!(seen[0], seen[2], "alice and carol saw different orders");
+
+    // History is served by any node: carol asks hers, alice hers.
+    let on_c = carol.history_after(conv, 0).await;
+    let on_a = alice.history_after(conv, 0).await;
+    let texts = |h: &[natter_proto::HistoryEntry]| -> Vec<String> {
+        h.iter()
+            .map(|e| format!("{}: {}", e.sender, e.text))
+            .collect()
+    };
+    assert_eq!(texts(&on_c), seen[0], "history on node c");
+    assert_eq!(texts(&on_a), seen[0], "history on node a");
+
+    // A departure crosses nodes too: bob leaves (his own listing, answered
+    // after his LEAVE came back, no longer has him), and alice's node
+    // applies it as well.
+    bob.send(Command::Leave(conv)).await;
+    let members_of = |listed: Vec<(u64, Vec<String>)>| {
+        listed
+            .into_iter()
+            .find(|(id, _)| *id == conv)
+            .map(|(_, m)| m)
+    };
+    let at_bob = members_of(bob.conversations().await);
+    assert_eq!(
+        at_bob.as_deref(),
+        Some(&["alice".to_string(), "carol".into()][..])
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while members_of(alice.conversations().await) != at_bob {
+        assert!(
+            Instant::now() < deadline,
+            "alice's node never applied bob's LEAVE"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn fifty_members_see_one_order(program: &Path) {
+    const MEMBERS: usize = 50;
+    const SENDERS: usize = 6;
+    const EACH: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let (_nats, nodes) = cluster(program, dir.path());
+    let mut clients = Vec::new();
+    for i in 0..MEMBERS {
+        let addr = nodes[i % nodes.len()].addr;
+        let encoding = [Encoding::Framed, Encoding::Classic, Encoding::Json][i % 3];
+        clients.push(Client::course(addr, encoding, &format!("m{i:02}")).await);
+    }
+    // m00 opens a conversation; everyone joins it (open policy).
+    let conv = clients[0].invite(&["m01"]).await;
+    for client in &mut clients {
+        client.join(conv).await;
+    }
+    let listed = clients[0].conversations().await;
+    let members = &listed.iter().find(|(id, _)| *id == conv).unwrap().1;
+    assert_eq!(members.len(), MEMBERS);
+    // Senders on every node at once.
+    for round in 0..EACH {
+        for (s, sender) in clients.iter_mut().take(SENDERS).enumerate() {
+            sender.writer.queue(&Command::SendMessage {
+                conv,
+                text: format!("s{s} #{round}"),
+                nonce: None,
+            });
+        }
+        for sender in clients.iter_mut().take(SENDERS) {
+            sender.writer.flush().await.expect("write");
+        }
+    }
+    let total = SENDERS * EACH;
+    let mut orders = Vec::new();
+    for client in clients.into_iter() {
+        orders.push(tokio::spawn(async move {
+            let mut client = client;
+            let mut order = Vec::with_capacity(total);
+            while order.len() < total {
+                let (id, _, text, _) = client.expect_message().await;
+                if id == conv {
+                    order.push(text);
+                }
+            }
+            order
+        }));
+    }
+    let mut first: Option<Vec<String>> = None;
+    for (i, order) in orders.into_iter().enumerate() {
+        let order = order.await.expect("a member's reader");
+        // Each sender's own messages keep the order they were sent in.
+        for s in 0..SENDERS {
+            let own: Vec<&String> = order
+                .iter()
+                .filter(|t| t.starts_with(&format!("s{s} ")))
+                .collect();
+            let sent: Vec<String> = (0..EACH).map(|r| format!("s{s} #{r}")).collect();
+            assert_eq!(
+                own,
+                sent.iter().collect::<Vec<_>>(),
+                "member {i}, sender {s}"
+            );
+        }
+        match &first {
+            None => first = Some(order),
+            Some(first) => assert_eq!(&order, first, "member m{i:02} saw another order"),
+        }
+    }
+}
+
+async fn killed_node(program: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, mut nodes) = cluster(program, dir.path());
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let mut alice = Client::with_history(a, Encoding::Framed, "alice").await;
+    let mut bob = Client::with_history(b, Encoding::Classic, "bob").await;
+    let carol = Client::course(nodes[2].addr, Encoding::Json, "carol").await;
+    let conv = alice.invite(&["bob"]).await;
+    assert_eq!(bob.expect_invitation().await, conv);
+    alice.join(conv).await;
+    bob.join(conv).await;
+    alice.say(conv, "before the crash").await;
+    assert_eq!(bob.expect_message().await.2, "before the crash");
+
+    // SIGKILL bob's node: within the bound, alice sees him offline.
+    let killed = nodes.remove(1);
+    tokio::task::block_in_place(|| killed.kill_9());
+    let started = Instant::now();
+    let offline = async {
+        until_online(&mut alice, |n| !has(n, "bob")).await;
+    };
+    // `expect` gives up after PATIENCE; the bound is checked on the clock.
+    tokio::time::timeout(OFFLINE_BOUND.max(PATIENCE), offline)
+        .await
+        .expect("bob never went offline");
+    let took = started.elapsed();
+    assert!(took <= OFFLINE_BOUND, "bob went offline after {took:?}");
+    eprintln!("killed node's user offline everywhere after {took:?}");
+
+    // Meanwhile the conversation goes on.
+    alice.say(conv, "while bob was away").await;
+
+    // A node started now catches up from the log; bob reconnects there,
+    // is a member again, and loses nothing.
+    let d = tokio::task::block_in_place(|| Node::start(&nats, "d", dir.path()));
+    let mut bob = Client::with_history(d.addr, Encoding::Classic, "bob").await;
+    let listed = bob.conversations().await;
+    assert!(
+        listed.iter().any(|(id, _)| *id == conv),
+        "bob is a member again: {listed:?}"
+    );
+    let history: Vec<String> = bob
+        .history_after(conv, 0)
+        .await
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert_eq!(history, ["before the crash", "while bob was away"]);
+    alice.say(conv, "welcome back").await;
+    assert_eq!(bob.expect_message().await.2, "welcome back");
+    bob.say(conv, "thanks").await;
+    let (_, sender, text, _) = loop {
+        let message = alice.expect_message().await;
+        if message.1 == "bob" {
+            break message;
+        }
+    };
+    assert_eq!((sender.as_str(), text.as_str()), ("bob", "thanks"));
+
+    // A node stopped cleanly (SIGTERM) says so in the log: its users are
+    // offline everywhere at once, well before the timeout would tell.
+    let c = nodes.remove(1);
+    let started = Instant::now();
+    // The node takes a while to close its connections and exit: watch
+    // alice meanwhile.
+    let stopping = tokio::task::spawn_blocking(move || c.terminate());
+    until_online(&mut alice, |n| !has(n, "carol")).await;
+    let took = started.elapsed();
+    stopping.await.expect("the node stopped cleanly");
+    eprintln!("a stopped node's user offline everywhere after {took:?}");
+    assert!(took < LEAVE_BOUND, "carol went offline after {took:?}");
+    drop(carol);
+}
+
+async fn nats_lost_then_restart(program: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nats, nodes) = cluster(program, dir.path());
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let mut alice = Client::with_history(a, Encoding::Json, "alice").await;
+    let mut bob = Client::with_history(b, Encoding::Framed, "bob").await;
+    let conv = alice.invite(&["bob"]).await;
+    assert_eq!(bob.expect_invitation().await, conv);
+    alice.join(conv).await;
+    bob.join(conv).await;
+    alice.say(conv, "one").await;
+    assert_eq!(bob.expect_message().await.2, "one");
+    assert_eq!(alice.expect_message().await.2, "one");
+
+    // One nats-server of three killed (the first URL, which the nodes
+    // connected to): chat goes on.
+    tokio::task::block_in_place(|| nats.kill(0));
+    alice.say(conv, "two").await;
+    bob.say(conv, "three").await;
+    let mut at_bob = Vec::new();
+    let mut at_alice = Vec::new();
+    for _ in 0..2 {
+        at_bob.push(bob.expect_message().await.2);
+        at_alice.push(alice.expect_message().await.2);
+    }
+    // Sent at once from two nodes: either order, the same for both.
+    assert_eq!(at_alice, at_bob);
+    at_bob.sort();
+    assert_eq!(at_bob, ["three", "two"]);
+
+    // Everything stops (natter nodes killed under their clients,
+    // nats-servers killed) and starts again on the same stores.
+    tokio::task::block_in_place(|| {
+        for node in nodes {
+            node.kill_9();
+        }
+        nats.kill_all();
+        nats.start_all();
+    });
+    drop(alice);
+    drop(bob);
+    let nodes: Vec<Node> = tokio::task::block_in_place(|| {
+        ["a", "b", "c"]
+            .iter()
+            .map(|name| Node::start(&nats, name, dir.path()))
+            .collect()
+    });
+    // The conversation is there, with its history, for both of them (on
+    // other nodes than before). Their names are free once the old nodes
+    // are declared down, by the log's clock.
+    let mut bob = rejoin(nodes[2].addr, Encoding::Framed, "bob").await;
+    let listed = bob.conversations().await;
+    assert!(listed.iter().any(|(id, _)| *id == conv), "{listed:?}");
+    let history: Vec<String> = bob
+        .history_after(conv, 0)
+        .await
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[0], "one");
+    assert_eq!(
+        history[1..],
+        at_alice[..],
+        "history has the order everyone saw"
+    );
+    let mut alice = rejoin(nodes[0].addr, Encoding::Classic, "alice").await;
+    alice.say(conv, "after the restart").await;
+    assert_eq!(bob.expect_message().await.2, "after the restart");
+}
+
+/// The marked ```sh block after `marker` in `doc`, line by line.
+fn documented(doc: &str, marker: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
+    let text = std::fs::read_to_string(path).expect("the doc");
+    let after = text
+        .split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{doc} has no {marker}"));
+    let body = after
+        .trim_start()
+        .strip_prefix("```sh\n")
+        .unwrap_or_else(|| panic!("{doc}: {marker} must precede a ```sh block"));
+    let end = body.find("```").expect("a closed block");
+    body[..end].lines().map(str::to_string).collect()
+}
+
+/// Every `127.0.0.1:PORT` and `0.0.0.0:PORT` in `word`, moved to a free
+/// loopback port (the same one for the same documented port).
+fn relocate(word: &str, ports: &mut HashMap<u16, u16>) -> String {
+    let mut out = String::new();
+    for (i, part) in word.split(',').enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let (prefix, host_port) = match part.rsplit_once("//") {
+            Some((scheme, rest)) => (format!("{scheme}//"), rest),
+            None => (String::new(), part),
+        };
+        match host_port.rsplit_once(':') {
+            Some((host @ ("127.0.0.1" | "0.0.0.0"), port)) if port.parse::<u16>().is_ok() => {
+                let _ = host;
+                let port: u16 = port.parse().unwrap();
+                let free = *ports.entry(port).or_insert_with(free_port);
+                out.push_str(&format!("{prefix}127.0.0.1:{free}"));
+            }
+            _ => out.push_str(part),
+        }
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("an address").port()
+}
+
+/// A documented `nats-server` process; killed when dropped.
+struct Documented(Child);
+
+impl Drop for Documented {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// docs/CLUSTER.md's nats-servers and the README's natter nodes, run as
+/// written; a message crosses from node a to node c.
+async fn documented_commands(program: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ports = HashMap::new();
+    let mut servers = Vec::new();
+    for line in documented("docs/CLUSTER.md", "<!-- nats-example -->") {
+        let mut words: Vec<String> = Vec::new();
+        for word in line.split_whitespace() {
+            // `-p PORT` is the client port, bare.
+            let word = match (words.last().map(String::as_str), word.parse::<u16>()) {
+                (Some("-p"), Ok(port)) => ports.entry(port).or_insert_with(free_port).to_string(),
+                _ => relocate(word, &mut ports),
+            };
+            words.push(word);
+        }
+        assert_eq!(words[0], "nats-server", "docs/CLUSTER.md: {line}");
+        let child = Process::new(program)
+            .args(&words[1..])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        servers.push(Documented(child));
+    }
+    assert_eq!(servers.len(), 3);
+    let mut nodes = Vec::new();
+    tokio::task::block_in_place(|| {
+        for line in documented("README.md", "<!-- cluster-example -->") {
+            let words: Vec<String> = line
+                .split_whitespace()
+                .map(|w| relocate(w, &mut ports))
+                .collect();
+            assert_eq!(words[..2], ["natter", "serve"], "README.md: {line}");
+            let args: Vec<&str> = words[2..].iter().map(String::as_str).collect();
+            nodes.push(Node::spawn(&args, dir.path()));
+        }
+    });
+    assert_eq!(nodes.len(), 3);
+    let mut alice = Client::course(nodes[0].addr, Encoding::Classic, "alice").await;
+    let mut carol = Client::course(nodes[2].addr, Encoding::Framed, "carol").await;
+    let conv = alice.invite(&["carol"]).await;
+    assert_eq!(carol.expect_invitation().await, conv);
+    alice.join(conv).await;
+    carol.join(conv).await;
+    alice.say(conv, "from node a").await;
+    assert_eq!(
+        carol.expect_message().await,
+        (conv, "alice".into(), "from node a".into(), None)
+    );
+}
