@@ -12,6 +12,7 @@ committed under bench/results/, which the scripts that measured wrote:
   bench/results/cluster.jsonl      bench/cluster.sh (a cluster node against the single server)
   bench/results/metrics_ab.jsonl   bench/metrics_ab.sh (fan-out, without metrics against with)
   bench/results/identity.jsonl     bench/identity.sh (TLS fan-out, login storm, idle TLS)
+  bench/results/idle.jsonl         bench/idle.sh (idle connections, with and without presence-scope)
 
 A figure lives between <!-- figures:NAME --> and <!-- /figures:NAME -->;
 this script owns what is in between.
@@ -737,6 +738,39 @@ def metrics_ab(root):
     return "\n".join(out) + "\n"
 
 
+def idle(root):
+    """docs/PERFORMANCE.md: bench/idle.sh (idle connections, setup split into phases)."""
+    lines = read_jsonl(root, "idle.jsonl")
+    rows = [r for r in lines if "mode" in r]
+    out = [provenance(run_record(lines), "bench/results/idle.jsonl"),
+           "| presence | clients | RSS per connection | setup s | connect s | register s | join s "
+           "| server CPU s: connect / register / join |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        r = row.get("result")
+        if r is None:
+            out.append(f"| {row['mode']} | run failed | | | | | | |")
+            continue
+        per = r["server"].get("rss_bytes_per_connection")
+        phases = r.get("setup_phases") or {}
+        span = lambda p: (phases.get(p) or {}).get("span_s")
+        cpu = " / ".join(str((phases.get(p) or {}).get("server_cpu_s", "–"))
+                         for p in ("connect", "register", "join"))
+        out.append(f"| {row['mode']} | {r['clients']} | {per / 1024:.2f} KiB | {r['setup_s']} "
+                   f"| {span('connect')} | {span('register')} | {span('join')} | {cpu} |"
+                   if per is not None else f"| {row['mode']} | {r['clients']} | – | {r['setup_s']} | | | | |")
+    out.append("")
+    out.append("Targets (issue 14), with `presence-scope`:\n")
+    scoped = next((r["result"] for r in rows if r["mode"] == "scope" and r.get("result")), None)
+    if scoped and scoped["server"].get("rss_bytes_per_connection") is not None:
+        per = scoped["server"]["rss_bytes_per_connection"]
+        out.append(f"- {scoped['clients']:,} idle clients: ≤ 1.5 KiB each {mark(per <= 1536)} {per / 1024:.2f} KiB; "
+                   f"set up in ≤ 3 s {mark(scoped['setup_s'] <= 3)} {scoped['setup_s']} s")
+    else:
+        out.append("- not determined (the scoped run failed)")
+    return "\n".join(out) + "\n"
+
+
 RENDERERS = {
     "how-fast": how_fast,
     "results": results,
@@ -753,6 +787,7 @@ RENDERERS = {
     "cluster-model": cluster_model,
     "metrics-ab": metrics_ab,
     "identity": identity,
+    "idle": idle,
 }
 
 # --- the check for figures outside the blocks ------------------------------------

@@ -11,11 +11,11 @@ use super::BenchArgs;
 use super::load::read_deliveries;
 use super::plan::Plan;
 use super::procfs::{Process, Sample};
-use super::setup;
+use super::setup::{self, SetupTime};
 use super::stats::{Recorder, Window};
 
 pub struct IdleOutcome {
-    pub setup: Duration,
+    pub setup: SetupTime,
     pub before: Option<Sample>,
     pub after_setup: Option<Sample>,
     /// After holding for `--duration`: what an idle connection keeps.
@@ -33,7 +33,7 @@ pub async fn run(args: &BenchArgs, plan: &Plan) -> anyhow::Result<IdleOutcome> {
         eprintln!(
             "setup of {} clients took {:.2} s; holding for {} s",
             clients.len(),
-            setup.as_secs_f64(),
+            setup.total.as_secs_f64(),
             args.duration
         );
     }

@@ -8,11 +8,13 @@
 //! message back.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::{Buf, BytesMut};
 
 use super::net;
+use super::phases::{Phases, Step};
 use super::plan::Plan;
 
 /// Longest line a server may send (RFC 1459 says 512; servers with message
@@ -167,9 +169,13 @@ pub async fn setup(
     plan: &Plan,
     index: u32,
     connecting: &tokio::sync::Semaphore,
+    phases: &Phases,
 ) -> anyhow::Result<Joined> {
     let permit = connecting.acquire().await?;
+    let began = Instant::now();
     let stream = net::connect(endpoint).await?;
+    phases.finished(Step::Connect, began);
+    let began = Instant::now();
     let mut inbox = Inbox {
         buf: BytesMut::new(),
     };
@@ -181,13 +187,16 @@ pub async fn setup(
         .wait_for(&stream, &[RPL_ENDOFMOTD, ERR_NOMOTD])
         .await
         .with_context(|| format!("registering {nick}"))?;
+    phases.finished(Step::Register, began);
     drop(permit);
+    let began = Instant::now();
     let channel = plan.channel(index);
     net::write_all(&stream, format!("JOIN {channel}\r\n").as_bytes()).await?;
     inbox
         .wait_for(&stream, &[RPL_ENDOFNAMES])
         .await
         .with_context(|| format!("{nick} joining {channel}"))?;
+    phases.finished(Step::Join, began);
     Ok(Joined {
         stream: Rc::new(stream),
         channel,

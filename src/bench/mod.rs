@@ -11,7 +11,7 @@
 //!
 //! Modules: [`plan`] (names and groups), [`natter_wire`] and [`irc_wire`]
 //! (each protocol's setup, send and receive), [`setup`] (bringing clients
-//! online), [`load`] (the schedule, readers, progress), [`idle`], [`stats`]
+//! online; [`phases`] says where its time goes), [`load`] (the schedule, readers, progress), [`idle`], [`stats`]
 //! (counters, histograms), [`procfs`] (server CPU/RSS), [`report`].
 
 mod idle;
@@ -20,6 +20,7 @@ mod load;
 mod natter_wire;
 mod net;
 mod payload;
+mod phases;
 mod plan;
 mod procfs;
 mod report;
@@ -203,9 +204,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let (clients, setup_time) = setup::connect_all(&args, &plan).await?;
             if !args.quiet {
                 eprintln!(
-                    "setup of {} clients took {:.2} s",
+                    "setup of {} clients took {:.2} s; {}",
                     clients.len(),
-                    setup_time.as_secs_f64()
+                    setup_time.total.as_secs_f64(),
+                    setup_time.phases.summary()
                 );
             }
             let storm = (args.login_storm > 0).then(|| {
@@ -221,7 +223,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Some(storm) => Some(storm.await.context("the login storm")?),
                 None => None,
             };
-            report::load(&args, setup_time, &outcome, storm.as_ref());
+            report::load(&args, &setup_time, &outcome, storm.as_ref());
         }
         Ok(())
     })

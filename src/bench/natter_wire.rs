@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::{Buf, BytesMut};
@@ -20,6 +21,7 @@ use natter_proto::{Command, ConvId, Decoder, Encoding, Limits, ServerMessage};
 use tokio::sync::Barrier;
 
 use super::net;
+use super::phases::{Phases, Step};
 use super::plan::Plan;
 
 /// The capabilities every benchmark client asks for.
@@ -187,9 +189,12 @@ pub async fn setup(
     scope: bool,
     connecting: &tokio::sync::Semaphore,
     registered: &Barrier,
+    phases: &Phases,
 ) -> anyhow::Result<Joined> {
     let permit = connecting.acquire().await?;
+    let began = Instant::now();
     let stream = net::connect(endpoint).await?;
+    phases.finished(Step::Connect, began);
     let mut inbox = Inbox::new();
     let mut out = BytesMut::new();
     let name = plan.name(index);
@@ -204,6 +209,7 @@ pub async fn setup(
         status: "bench".to_string(),
     };
     encode_command(&register, Encoding::Framed, &mut out);
+    let began = Instant::now();
     net::write_all(&stream, &out).await?;
     inbox
         .wait_for(&stream, |frame| {
@@ -211,6 +217,7 @@ pub async fn setup(
         })
         .await
         .with_context(|| format!("registering {name}"))?;
+    phases.finished(Step::Register, began);
     drop(permit);
 
     inbox
@@ -219,6 +226,7 @@ pub async fn setup(
         })
         .await
         .with_context(|| format!("{name} waiting for the others to register"))?;
+    let began = Instant::now();
     let members = plan.members(index);
     if plan.is_leader(index) {
         let invited = members.clone().skip(1).map(|i| plan.name(i)).collect();
@@ -246,6 +254,7 @@ pub async fn setup(
         })
         .await
         .with_context(|| format!("{name} waiting for its group to join"))?;
+    phases.finished(Step::Join, began);
     Ok(Joined {
         stream: Rc::new(stream),
         conv,

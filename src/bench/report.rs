@@ -7,17 +7,16 @@
 //! natter's echo to the sender is reported apart so that natter and IRC
 //! (which does not echo) are compared on the same work.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use super::idle::IdleOutcome;
 use super::load::{Outcome, WindowSamples};
+use super::setup::SetupTime;
 use super::stats::Percentiles;
 use super::storm::StormOutcome;
 use super::{BenchArgs, Proto};
 
-pub fn load(args: &BenchArgs, setup: Duration, outcome: &Outcome, storm: Option<&StormOutcome>) {
+pub fn load(args: &BenchArgs, setup: &SetupTime, outcome: &Outcome, storm: Option<&StormOutcome>) {
     let r = &outcome.recorder;
     let window = args.duration;
     let ratio = if r.expected == 0 {
@@ -42,7 +41,8 @@ pub fn load(args: &BenchArgs, setup: Duration, outcome: &Outcome, storm: Option<
         "payload": args.payload,
         "warmup_s": args.warmup,
         "duration_s": window,
-        "setup_s": round(setup.as_secs_f64(), 3),
+        "setup_s": round(setup.total.as_secs_f64(), 3),
+        "setup_phases": setup.phases.to_json(),
         "sent": r.sent,
         "expected": r.expected,
         "delivered": r.delivered,
@@ -175,7 +175,9 @@ pub fn idle(args: &BenchArgs, outcome: &IdleOutcome) {
         "scope": args.scope,
         "clients": args.clients,
         "group": args.group,
-        "setup_s": round(outcome.setup.as_secs_f64(), 3),
+        "setup_s": round(outcome.setup.total.as_secs_f64(), 3),
+        // Where the setup time went: see `phases.rs`.
+        "setup_phases": outcome.setup.phases.to_json(),
         "held_s": args.duration,
         "disconnects": outcome.disconnects,
         "server": {
@@ -194,12 +196,13 @@ pub fn idle(args: &BenchArgs, outcome: &IdleOutcome) {
         "{} idle: {} clients set up in {:.2} s; server RSS per connection: {}",
         proto_name(args.proto),
         args.clients,
-        outcome.setup.as_secs_f64(),
+        outcome.setup.total.as_secs_f64(),
         per_connection.map_or("unknown (no --server-pid)".to_string(), |b| format!(
             "{:.2} KiB",
             b / 1024.0
         ))
     );
+    println!("setup, {}", outcome.setup.phases.summary());
 }
 
 fn proto_name(proto: Proto) -> &'static str {

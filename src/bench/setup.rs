@@ -11,7 +11,9 @@ use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinSet;
 
 use super::net;
+use super::phases::Phases;
 use super::plan::Plan;
+use super::procfs::Process;
 use super::{BenchArgs, Proto, irc_wire, natter_wire};
 
 /// A client ready for the workload.
@@ -58,15 +60,28 @@ impl Inbox {
     }
 }
 
+/// How long setup took, and where the time went.
+pub struct SetupTime {
+    pub total: Duration,
+    pub phases: Phases,
+}
+
 /// Connects every client of `plan`; fails if any one fails or the whole
 /// setup takes longer than `--setup-timeout`.
-pub async fn connect_all(args: &BenchArgs, plan: &Plan) -> anyhow::Result<(Vec<Client>, Duration)> {
+pub async fn connect_all(
+    args: &BenchArgs,
+    plan: &Plan,
+) -> anyhow::Result<(Vec<Client>, SetupTime)> {
     let started = Instant::now();
+    let phases = Rc::new(Phases::start(
+        plan.clients,
+        args.server_pid.map(Process::pid),
+    ));
     let ready = Rc::new(Cell::new(0u32));
     let progress = (!args.quiet)
         .then(|| tokio::task::spawn_local(report_progress(ready.clone(), plan.clients)));
     let limit = Duration::from_secs_f64(args.setup_timeout);
-    let result = tokio::time::timeout(limit, spawn_and_collect(args, plan, &ready))
+    let result = tokio::time::timeout(limit, spawn_and_collect(args, plan, &ready, &phases))
         .await
         .map_err(|_| {
             anyhow!(
@@ -79,13 +94,17 @@ pub async fn connect_all(args: &BenchArgs, plan: &Plan) -> anyhow::Result<(Vec<C
     if let Some(progress) = progress {
         progress.abort();
     }
-    Ok((result?, started.elapsed()))
+    let total = started.elapsed();
+    let clients = result?;
+    let phases = Rc::try_unwrap(phases).map_err(|_| anyhow!("a setup task outlived setup"))?;
+    Ok((clients, SetupTime { total, phases }))
 }
 
 async fn spawn_and_collect(
     args: &BenchArgs,
     plan: &Plan,
     ready: &Rc<Cell<u32>>,
+    phases: &Rc<Phases>,
 ) -> anyhow::Result<Vec<Client>> {
     let connecting = Rc::new(Semaphore::new(args.connect_concurrency));
     let registered = Rc::new(Barrier::new(plan.clients as usize));
@@ -94,8 +113,12 @@ async fn spawn_and_collect(
     for index in 0..plan.clients {
         let (endpoint, plan, proto, scope) =
             (endpoint.clone(), plan.clone(), args.proto, args.scope);
-        let (connecting, registered, ready) =
-            (connecting.clone(), registered.clone(), ready.clone());
+        let (connecting, registered, ready, phases) = (
+            connecting.clone(),
+            registered.clone(),
+            ready.clone(),
+            phases.clone(),
+        );
         tasks.spawn_local(async move {
             let client = match proto {
                 Proto::Natter => {
@@ -106,6 +129,7 @@ async fn spawn_and_collect(
                         scope,
                         &connecting,
                         &registered,
+                        &phases,
                     )
                     .await?;
                     Client {
@@ -116,7 +140,8 @@ async fn spawn_and_collect(
                     }
                 }
                 Proto::Irc => {
-                    let joined = irc_wire::setup(&endpoint, &plan, index, &connecting).await?;
+                    let joined =
+                        irc_wire::setup(&endpoint, &plan, index, &connecting, &phases).await?;
                     Client {
                         index,
                         stream: joined.stream,

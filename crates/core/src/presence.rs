@@ -160,6 +160,12 @@ impl Presence {
         {
             return self.publish(users, conversations, true, out);
         }
+        // Without classic clients nobody gets it: no list of every user is
+        // built (and kept) for nothing.
+        let classic = |u: &User| u.devices.iter().any(|d| !d.caps.presence_delta);
+        if self.cached.is_none() && !users.values().any(classic) {
+            return;
+        }
         // The usual case, nothing pending: everything comes from the cache.
         let snapshot = self.snapshot(users);
         if !snapshot.classic_conns.is_empty() {

@@ -17,8 +17,9 @@
 //! marks it, so no reverse index of `seen` is needed (it cost about a
 //! kilobyte per idle connection). What a device was last shown about a
 //! user is the same for every device (the global baseline of
-//! [`crate::presence`]), so `seen` needs only keys. Devices that end up
-//! with the same delta share one message.
+//! [`crate::presence`]), so `seen` needs only keys, and it holds them
+//! packed in one allocation ([`KeyList`]): every idle scoped connection
+//! keeps one. Devices that end up with the same delta share one message.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -47,7 +48,40 @@ struct ScopedDevice {
     /// Keys this device watches (bounded).
     watched: BTreeSet<String>,
     /// Keys its last presence message showed online.
-    seen: BTreeSet<String>,
+    seen: KeyList,
+}
+
+/// A sorted list of keys in one allocation, each preceded by its length
+/// (two bytes, little-endian). A scoped device holds the keys it was last
+/// shown for as long as it is connected, and reads them only at a flush
+/// that concerns it; as a `BTreeSet<String>` ten names cost some 600 bytes
+/// (a tree node and a heap string each), packed they cost their bytes and
+/// two more each.
+#[derive(Debug, Default)]
+struct KeyList(Box<[u8]>);
+
+impl KeyList {
+    /// Packs `keys`, which must be sorted and distinct.
+    fn from_sorted<'a>(keys: impl IntoIterator<Item = &'a str>) -> KeyList {
+        let mut bytes = Vec::new();
+        for key in keys {
+            let len = u16::try_from(key.len()).expect("a key is far shorter than 64 KiB");
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(key.as_bytes());
+        }
+        KeyList(bytes.into_boxed_slice())
+    }
+
+    /// The keys, in order.
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut rest = &self.0[..];
+        std::iter::from_fn(move || {
+            let (len, after) = rest.split_first_chunk::<2>()?;
+            let (key, after) = after.split_at(usize::from(u16::from_le_bytes(*len)));
+            rest = after;
+            Some(std::str::from_utf8(key).expect("packed from a str"))
+        })
+    }
 }
 
 /// Every scoped device, with the indexes a flush needs.
@@ -100,7 +134,7 @@ impl Scopes {
         let device = ScopedDevice {
             key: key.to_owned(),
             watched: BTreeSet::new(),
-            seen: BTreeSet::new(),
+            seen: KeyList::default(),
         };
         self.devices.insert(conn, device);
     }
@@ -203,7 +237,7 @@ impl Scopes {
                     deltas.entry(delta).or_default().push(conn);
                 }
             }
-            device.seen = view.into_iter().map(str::to_owned).collect();
+            device.seen = KeyList::from_sorted(view);
         }
         for (full, to) in fulls {
             send(out, to, ServerMessage::OnlineUsers(full));
@@ -301,28 +335,34 @@ pub(crate) fn view_of<'a>(
 }
 
 /// The `PRESENCE` entries that take a device from `seen` to `view`, in
-/// key order.
-fn delta(seen: &BTreeSet<String>, view: &BTreeSet<&str>, input: &FlushInput<'_>) -> Vec<Change> {
+/// key order: both are sorted, so one merge finds who left the view, who
+/// came into it, and who stayed (and may have changed).
+fn delta(seen: &KeyList, view: &BTreeSet<&str>, input: &FlushInput<'_>) -> Vec<Change> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
     let mut changes = Vec::new();
-    let keys: BTreeSet<&str> = seen
-        .iter()
-        .map(String::as_str)
-        .chain(view.iter().copied())
-        .collect();
-    for key in keys {
-        let before = if seen.contains(key) {
-            input.published(key)
-        } else {
-            None
+    let mut seen = seen.iter().peekable();
+    let mut view = view.iter().copied().peekable();
+    loop {
+        let next = match (seen.peek(), view.peek()) {
+            (None, None) => return changes,
+            (Some(_), None) => Less,
+            (None, Some(_)) => Greater,
+            (Some(old), Some(new)) => old.cmp(new),
         };
-        let after = if view.contains(key) {
-            input.users.get(key)
-        } else {
-            None
+        let (before, after) = match next {
+            // Shown before, out of the view now.
+            Less => (input.published(seen.next().expect("peeked")), None),
+            // New in the view.
+            Greater => (None, input.users.get(view.next().expect("peeked"))),
+            // In both: shown again only if it changed.
+            Equal => {
+                view.next();
+                let key = seen.next().expect("peeked");
+                (input.published(key), input.users.get(key))
+            }
         };
         push_change(before, after, &mut changes);
     }
-    changes
 }
 
 /// The entries that take a client from `before` to `after` about one user.

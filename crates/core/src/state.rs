@@ -698,13 +698,13 @@ impl Chat {
             .users
             .get_mut(&key)
             .expect("a registered key has a user");
-        conversation.pending.remove(&key);
+        remove_freeing(&mut conversation.pending, &key);
         let member = Member {
             display: user.display.clone(),
             read_seq: 0,
         };
         conversation.members.insert(key.clone(), member);
-        user.pending_in.remove(&id);
+        remove_freeing(&mut user.pending_in, &id);
         user.member_of.insert(id);
         let topics = caps.topics;
         if self.config.durable {
@@ -759,7 +759,7 @@ impl Chat {
         let Some(conversation) = self.conversations.get_mut(id) else {
             return;
         };
-        if conversation.pending.remove(key) && self.config.durable {
+        if remove_freeing(&mut conversation.pending, key) && self.config.durable {
             let key = key.to_owned();
             out.push(Output::Fact(Fact::InvitationLapsed { conv: id, key }));
         }
@@ -1279,4 +1279,20 @@ fn send_many(out: &mut Outputs, conns: Vec<ConnId>, message: ServerMessage) {
 
 fn error(out: &mut Outputs, conn: ConnId, err: ChatError) {
     send_one(out, conn, ServerMessage::Error(err.to_string()));
+}
+
+/// Removes `item` from `set`; a set left empty gives its node back. (A
+/// `BTreeSet` keeps its last node allocated when emptied: every idle user
+/// whose invitations were all accepted would carry one, and so would every
+/// conversation whose invitees have all joined.)
+fn remove_freeing<T, Q>(set: &mut BTreeSet<T>, item: &Q) -> bool
+where
+    T: Ord + std::borrow::Borrow<Q>,
+    Q: Ord + ?Sized,
+{
+    let removed = set.remove(item);
+    if set.is_empty() {
+        *set = BTreeSet::new();
+    }
+    removed
 }

@@ -141,7 +141,10 @@ pub const SHUTDOWN_MESSAGE: &str = "server shutting down";
 
 pub struct Hub {
     chat: Chat,
-    peers: HashMap<ConnId, Peer>,
+    /// Boxed: a map keeps up to twice its length in slots, and a peer is
+    /// some 200 bytes; a slot holding a pointer costs 16 (the peer arrives
+    /// boxed anyway, in [`HubEvent::Connected`]).
+    peers: HashMap<ConnId, Box<Peer>>,
     config: Arc<Config>,
     /// Reused for every input, so applying one allocates nothing here.
     outputs: Outputs,
@@ -524,7 +527,7 @@ impl Hub {
                     None => self.chat.connect(conn),
                 }
                 let deadline = peer.accepted + self.config.register_timeout;
-                self.peers.insert(conn, *peer);
+                self.peers.insert(conn, peer);
                 if !self.config.register_timeout.is_zero() {
                     let deadlines = &mut self.registration_deadlines;
                     let at = deadlines.partition_point(|(d, _)| *d <= deadline);
