@@ -639,7 +639,7 @@ impl Hub {
     }
 
     /// Takes a peer out of the hub (the caller closes it), counting why.
-    fn remove_peer(&mut self, conn: ConnId, why: Disconnect) -> Option<Peer> {
+    fn remove_peer(&mut self, conn: ConnId, why: Disconnect) -> Option<Box<Peer>> {
         let mut peer = self.peers.remove(&conn)?;
         self.tally.disconnect(why);
         self.peer_gone(&mut peer);
