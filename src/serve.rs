@@ -257,19 +257,7 @@ impl ServeArgs {
     fn admin_socket_name(&self) -> String {
         match &self.node {
             None => natter_server::admin::SOCKET_NAME.to_string(),
-            Some(node) => {
-                let safe: String = node
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                format!("admin-{safe}.sock")
-            }
+            Some(node) => format!("admin-{}.sock", natter_server::node_file_name(node)),
         }
     }
 

@@ -257,17 +257,7 @@ async fn open_chat(config: &Config, metrics: &Arc<metrics::Metrics>) -> io::Resu
 /// HISTORY): every start rebuilds it from the log, in a directory of its
 /// own under the data directory.
 fn cluster_cache(data_dir: &std::path::Path, node: &str) -> io::Result<std::path::PathBuf> {
-    let safe: String = node
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let dir = data_dir.join("cluster-cache").join(safe);
+    let dir = data_dir.join("cluster-cache").join(node_file_name(node));
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -275,6 +265,20 @@ fn cluster_cache(data_dir: &std::path::Path, node: &str) -> io::Result<std::path
     }
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// A node's name as it may appear in a file name (its cache directory, its
+/// admin socket): anything but ASCII letters, digits, `-` and `_` becomes `_`.
+pub fn node_file_name(node: &str) -> String {
+    node.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Room for store replies: commits are bounded by the hub's batch limit,
