@@ -22,7 +22,9 @@ use crate::facts::UnixMs;
 use crate::users::user_key;
 
 /// What a ban shuts out.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum BanTarget {
     /// A user key (see [`user_key`]).
     User(String),
@@ -100,7 +102,7 @@ pub fn address_key(address: IpAddr) -> IpAddr {
 }
 
 /// One ban.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ban {
     pub target: BanTarget,
     /// When it lapses (`None`: never).

@@ -21,7 +21,7 @@ pub const TOPICS: &str = "topics";
 pub const SESSION: &str = "session";
 
 /// The capabilities one connection enabled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Caps {
     pub presence_delta: bool,
     /// Implies `presence_delta`.

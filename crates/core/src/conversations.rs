@@ -76,6 +76,11 @@ impl Nonces {
             .get(&(sender_key.to_owned(), nonce.to_owned()))
     }
 
+    /// The remembered messages, oldest first.
+    pub fn messages(&self) -> impl Iterator<Item = &Arc<StoredMessage>> {
+        self.order.iter()
+    }
+
     /// Forgets `message`'s nonce (it was never stored).
     pub fn forget(&mut self, message: &StoredMessage) {
         let Some(nonce) = &message.nonce else { return };
@@ -158,6 +163,11 @@ impl Conversations {
     /// included).
     pub fn reserve_below(&mut self, next: ConvId) {
         self.next_id = self.next_id.max(next);
+    }
+
+    /// The id the next conversation will get.
+    pub fn next_id(&self) -> ConvId {
+        self.next_id
     }
 
     pub fn get(&self, id: ConvId) -> Option<&Conversation> {

@@ -24,7 +24,7 @@ use natter_proto::ConvId;
 pub type UnixMs = i64;
 
 /// A message the chat state accepted, with everything history needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredMessage {
     pub conv: ConvId,
     /// Per-conversation sequence number: 1, 2, 3, ... never reused.

@@ -82,6 +82,12 @@ impl Presence {
         }
     }
 
+    /// Scoped device `conn` of `key`, from another copy of the state: it
+    /// needs no first snapshot here (see `state/live.rs`).
+    pub fn scopes_add_device(&mut self, conn: ConnId, key: &str) {
+        self.scopes.add_device(conn, key);
+    }
+
     /// `conn` went away; it no longer needs anything.
     pub fn note_departed(&mut self, conn: ConnId) {
         self.awaiting_snapshot.remove(&conn);

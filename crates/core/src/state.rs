@@ -23,13 +23,17 @@ use crate::presence::Presence;
 use crate::users::{Away, Connection, Device, User, user_key};
 
 mod invariants;
+mod live;
 mod moderation;
 
+pub use live::{LiveAway, LiveConnection, LiveConversation, LiveMember, LiveState, LiveUser};
 pub use moderation::{NOTICE_CONV, NOTICE_SENDER, OnlineUser};
 
 /// A connection, as the server shell numbers them. Never reused while the
 /// server runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ConnId(pub u64);
 
 /// Settings of the chat state.
