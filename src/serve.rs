@@ -169,6 +169,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 3, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=5))]
     nats_replicas: u16,
+    /// With --nats: the oldest node writes a snapshot of the chat state
+    /// every N log entries; a starting node loads the newest and replays
+    /// only the log after it (docs/CLUSTER.md).
+    #[arg(long, default_value_t = natter_server::cluster::snapshot::DEFAULT_EVERY,
+          value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -318,6 +324,7 @@ impl ServeArgs {
         if let Some(node) = &self.node {
             let mut cluster = ClusterConfig::new(self.nats.clone(), node.clone());
             cluster.replicas = self.nats_replicas.into();
+            cluster.snapshot_every = self.snapshot_every;
             config.cluster = Some(cluster);
         }
         config
@@ -428,6 +435,18 @@ async fn serve(args: ServeArgs, mut loaded: Loaded) -> anyhow::Result<()> {
             (false, dir) => format!("cannot {listen} with data dir {}", dir.display()),
         }
     })?;
+    if let Some(catch_up) = server.catch_up() {
+        match catch_up.snapshot {
+            Some(seq) => println!(
+                "caught up from the snapshot at log entry {seq}, then {} entries",
+                catch_up.replayed
+            ),
+            None => println!(
+                "caught up from the log's start: {} entries",
+                catch_up.replayed
+            ),
+        }
+    }
     println!("listening on {}", server.local_addr());
     if let Some(web) = server.web_addr() {
         let scheme = if args.tls_cert.is_some() {

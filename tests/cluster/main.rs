@@ -70,6 +70,9 @@ fn main() {
         trial_needing("the_documented_cluster_commands_run", &nats, |program| {
             runtime().block_on(documented_commands(program))
         }),
+        trial_needing("a_late_node_catches_up_from_a_snapshot", &nats, |program| {
+            runtime().block_on(late_node_from_snapshot(program))
+        }),
         trial_needing(
             "nats_server_lost_then_whole_cluster_restarted",
             &nats,
@@ -91,28 +94,34 @@ fn runtime() -> tokio::runtime::Runtime {
 struct Node {
     child: Child,
     addr: SocketAddr,
+    /// What it printed before its address (how it caught up).
+    said: Vec<String>,
     _stdout: mpsc::Receiver<String>,
 }
 
 impl Node {
     fn start(nats: &NatsCluster, name: &str, dir: &Path) -> Node {
+        Node::start_with(nats, name, dir, &[])
+    }
+
+    /// [`Node::start`] with `extra` arguments.
+    fn start_with(nats: &NatsCluster, name: &str, dir: &Path, extra: &[&str]) -> Node {
         let data = dir.join(format!("natter-{name}"));
         let data = data.to_str().expect("a UTF-8 path");
         let urls = nats.urls();
-        Node::spawn(
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--no-web",
-                "--data-dir",
-                data,
-                "--nats",
-                &urls,
-                "--node",
-                name,
-            ],
-            dir,
-        )
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--no-web",
+            "--data-dir",
+            data,
+            "--nats",
+            &urls,
+            "--node",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        Node::spawn(&args, dir)
     }
 
     /// `natter serve ARGS` (plus test settings) in `cwd`, once it listens.
@@ -140,6 +149,7 @@ impl Node {
             }
         });
         let deadline = Instant::now() + JOIN_PATIENCE;
+        let mut said = Vec::new();
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(left) {
@@ -147,6 +157,7 @@ impl Node {
                     if let Some(addr) = line.strip_prefix("listening on ") {
                         break addr.trim().parse().expect("an address");
                     }
+                    said.push(line);
                 }
                 Err(_) => {
                     let status = child.try_wait().ok().flatten();
@@ -157,6 +168,7 @@ impl Node {
         Node {
             child,
             addr,
+            said,
             _stdout: lines,
         }
     }
@@ -529,6 +541,126 @@ async fn killed_node(program: &Path) {
     eprintln!("a stopped node's user offline everywhere after {took:?}");
     assert!(took < LEAVE_BOUND, "carol went offline after {took:?}");
     drop(carol);
+}
+
+/// `(snapshot entry, entries replayed after it)` from what a node said,
+/// if it caught up from a snapshot.
+fn caught_up_from_snapshot(node: &Node) -> Option<(u64, u64)> {
+    node.said.iter().find_map(|line| {
+        let rest = line.strip_prefix("caught up from the snapshot at log entry ")?;
+        let (seq, rest) = rest.split_once(", then ")?;
+        let replayed = rest.strip_suffix(" entries")?;
+        Some((seq.parse().ok()?, replayed.parse().ok()?))
+    })
+}
+
+/// With a snapshot every 40 entries, a node started after ~70 inputs
+/// starts from a snapshot, replays only the entries after it, and then
+/// serves the same chat: who is online (through the other nodes), the
+/// conversation and its members, its history, and messages both ways.
+async fn late_node_from_snapshot(program: &Path) {
+    const EVERY: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(program, dir.path());
+    let every = EVERY.to_string();
+    let extra = ["--snapshot-every", every.as_str()];
+    let start = |name: &str| {
+        tokio::task::block_in_place(|| Node::start_with(&nats, name, dir.path(), &extra))
+    };
+    let a = start("a");
+    let b = start("b");
+    let mut alice = Client::with_history(a.addr, Encoding::Framed, "alice").await;
+    let mut bob = Client::with_history(b.addr, Encoding::Json, "bob").await;
+    let _carol = Client::course(a.addr, Encoding::Classic, "carol").await;
+    let conv = alice.invite(&["bob", "carol"]).await;
+    assert_eq!(bob.expect_invitation().await, conv);
+    alice.join(conv).await;
+    bob.join(conv).await;
+    for i in 0..30 {
+        alice.say(conv, &format!("a{i}")).await;
+        bob.say(conv, &format!("b{i}")).await;
+    }
+    let mut order = Vec::new();
+    for _ in 0..60 {
+        let (id, sender, text, _) = bob.expect_message().await;
+        assert_eq!(id, conv);
+        order.push(format!("{sender}: {text}"));
+    }
+
+    // Node a (the oldest) writes a snapshot after every 40th entry, in
+    // the background: a node started before one is stored replays the
+    // log from its start, so start until one catches up from a snapshot.
+    let deadline = Instant::now() + JOIN_PATIENCE;
+    let (c, (snapshot, replayed)) = loop {
+        let c = start("c");
+        if let Some(caught_up) = caught_up_from_snapshot(&c) {
+            break (c, caught_up);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node caught up from a snapshot: {:?}",
+            c.said
+        );
+        tokio::task::block_in_place(|| c.terminate());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("node c: snapshot at entry {snapshot}, then {replayed} entries");
+    assert!(
+        snapshot >= EVERY,
+        "the snapshot covers the traffic: {snapshot}"
+    );
+    assert!(
+        replayed < snapshot,
+        "node c replayed {replayed} entries, not fewer than the {snapshot} its snapshot covers"
+    );
+
+    // Node c serves what the others do.
+    let mut dave = Client::connect(c.addr, Encoding::Classic, "dave").await;
+    dave.send(Command::Caps(vec!["history".into()])).await;
+    dave.send(Command::Register {
+        name: "dave".into(),
+        status: "late".into(),
+    })
+    .await;
+    let online = dave
+        .reader
+        .expect(|m| match m {
+            ServerMessage::OnlineUsers(users) => {
+                Some(users.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        online,
+        ["alice", "bob", "carol", "dave"],
+        "online on node c"
+    );
+    let listed = dave.conversations().await;
+    let members = listed.iter().find(|(id, _)| *id == conv).map(|(_, m)| m);
+    assert_eq!(
+        members.map(Vec::as_slice),
+        Some(&["alice".to_string(), "bob".into()][..]),
+        "the conversation on node c: {listed:?}"
+    );
+    dave.join(conv).await;
+    let history: Vec<String> = dave
+        .history_after(conv, 0)
+        .await
+        .into_iter()
+        .map(|e| format!("{}: {}", e.sender, e.text))
+        .collect();
+    assert_eq!(history, order, "history on node c");
+    bob.say(conv, "after c").await;
+    assert_eq!(dave.expect_message().await.2, "after c");
+    dave.say(conv, "from c").await;
+    let from_dave = loop {
+        let (_, sender, text, _) = alice.expect_message().await;
+        if sender == "dave" {
+            break text;
+        }
+    };
+    assert_eq!(from_dave, "from c");
 }
 
 async fn nats_lost_then_restart(program: &Path) {

@@ -14,10 +14,22 @@
 //! - [`replica`]: what every copy decides from the log alone (liveness,
 //!   per-node order), with the log's clock.
 //! - [`log`]: the stream, the appender and the reader.
+//! - [`snapshot`]: the state after an entry, for catch-up and trimming.
 //! - `hub/cluster.rs`: the hub's side.
 
 pub mod entry;
 pub mod log;
 pub mod replica;
+pub mod snapshot;
 
 pub use log::{ClusterConfig, LogError};
+
+/// How a node caught up with the log before it took clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUp {
+    /// The log entry of the snapshot it started from (none: the log's
+    /// first entry).
+    pub snapshot: Option<u64>,
+    /// Entries it applied after that, up to its own start.
+    pub replayed: u64,
+}

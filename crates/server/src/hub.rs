@@ -245,10 +245,14 @@ impl Hub {
         mut self,
         joined: crate::cluster::log::Joined,
         config: &crate::cluster::ClusterConfig,
-        ready: oneshot::Sender<()>,
+        ready: oneshot::Sender<crate::cluster::CatchUp>,
     ) -> Self {
         let grace = self.config.rejoin_grace.as_millis() as natter_core::UnixMs;
-        self.cluster = Some(Clustered::new(joined, config, grace, ready));
+        let limits = self.config.limits.clone();
+        self.cluster = Some(Clustered::new(joined, config, grace, &limits, ready));
+        // The rejoin grace of a copy ends by the log's clock, never by this
+        // node's timer (a snapshot may bring users awaited).
+        self.rejoin_deadline = None;
         self
     }
 
@@ -441,6 +445,7 @@ impl Hub {
         }
         self.carry_out(released);
         self.release_web_answers();
+        self.release_snapshot();
     }
 
     /// Answers the operators whose changes are now committed (tickets up

@@ -69,6 +69,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// A running server.
 pub struct ServerHandle {
+    /// How a cluster node caught up with the log (none: not a node).
+    catch_up: Option<cluster::CatchUp>,
     local_addr: SocketAddr,
     web_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
@@ -101,7 +103,25 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     let (hub_tx, hub_rx) = mpsc::channel(hub::HUB_QUEUE);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (chat, store, replies, accounts, bans) = open_chat(&config, &metrics).await?;
+    // A cluster node joins first: the newest snapshot of the log, if any,
+    // is what its chat state and store start from.
+    let mut joined = None;
+    if let Some(cluster) = &config.cluster {
+        let history = match &config.data_dir {
+            Some(dir) => Some(cluster_cache(dir, &cluster.node)?),
+            None => None,
+        };
+        let join = cluster::log::join(
+            cluster,
+            config.limits.clone(),
+            &tracker,
+            shutdown.clone(),
+            history,
+        );
+        joined = Some(join.await.map_err(io::Error::other)?);
+    }
+    let snapshot = joined.as_ref().and_then(|j| j.snapshot.as_ref());
+    let (chat, store, replies, accounts, bans) = open_chat(&config, &metrics, snapshot).await?;
     let shared = Arc::new(
         Shared::new(
             config.clone(),
@@ -142,15 +162,7 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
         metrics.clone(),
     );
     let mut caught_up = None;
-    if let Some(cluster) = &config.cluster {
-        let joined = cluster::log::join(
-            cluster,
-            config.limits.clone(),
-            &shared.tracker,
-            shutdown.clone(),
-        )
-        .await
-        .map_err(io::Error::other)?;
+    if let (Some(cluster), Some(joined)) = (&config.cluster, joined) {
         shared.first_conn_id(cluster::entry::first_conn_id(joined.incarnation));
         let (ready, ready_rx) = tokio::sync::oneshot::channel();
         caught_up = Some(ready_rx);
@@ -159,12 +171,13 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
     let hub = tokio::spawn(hub.run(hub_rx, replies, shutdown));
     let hub = tokio::spawn(supervise::watch(hub, shared.clone()));
     supervise::install_test_hook(&shared);
+    let mut catch_up = None;
     if let Some(caught_up) = caught_up {
         // Clients come in once this node's copy has applied the log up to
         // its own start: before that it would answer from an old state.
-        caught_up.await.map_err(|_| {
+        catch_up = Some(caught_up.await.map_err(|_| {
             io::Error::other("the hub stopped before catching up with the cluster log")
-        })?;
+        })?);
     }
     shared
         .tracker
@@ -180,6 +193,7 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
             .spawn(web::serve_metrics(metrics_listener, shared.clone()));
     }
     Ok(ServerHandle {
+        catch_up,
         local_addr,
         web_addr,
         metrics_addr,
@@ -201,8 +215,14 @@ type Opened = (
 );
 
 /// The chat state, from the store when there is one, with the store
-/// threads, their replies and the accounts.
-async fn open_chat(config: &Config, metrics: &Arc<metrics::Metrics>) -> io::Result<Opened> {
+/// threads, their replies and the accounts. A cluster node's comes from
+/// the cluster's `snapshot` instead, if there is one, and its store (a
+/// cache, emptied by [`cluster_cache`]) is seeded with its history.
+async fn open_chat(
+    config: &Config,
+    metrics: &Arc<metrics::Metrics>,
+    cluster_snapshot: Option<&cluster::snapshot::Snapshot>,
+) -> io::Result<Opened> {
     let chat_config = natter_core::Config {
         policy: config.policy,
         limits: config.limits.clone(),
@@ -211,10 +231,21 @@ async fn open_chat(config: &Config, metrics: &Arc<metrics::Metrics>) -> io::Resu
         ..natter_core::Config::default()
     };
     let Some(mut dir) = config.data_dir.clone() else {
-        return Ok((Chat::new(chat_config), None, None, Vec::new(), Vec::new()));
+        let chat = match cluster_snapshot {
+            Some(snapshot) => Chat::import_live(chat_config, snapshot.chat.clone()),
+            None => Chat::new(chat_config),
+        };
+        return Ok((chat, None, None, Vec::new(), Vec::new()));
     };
+    let mut seed = Vec::new();
     if let Some(cluster) = &config.cluster {
-        dir = cluster_cache(&dir, &cluster.node)?;
+        // Emptied when the node joined.
+        dir = dir
+            .join("cluster-cache")
+            .join(node_file_name(&cluster.node));
+        seed = cluster_snapshot
+            .map(cluster::snapshot::history_facts)
+            .unwrap_or_default();
     }
     let metrics = metrics.clone();
     let options = WorkerOptions {
@@ -224,6 +255,9 @@ async fn open_chat(config: &Config, metrics: &Arc<metrics::Metrics>) -> io::Resu
     // Opening and reading the store touches the disk: off the runtime.
     let opened = tokio::task::spawn_blocking(move || {
         let mut store = Store::open(&dir)?;
+        if !seed.is_empty() {
+            store.commit(&seed)?;
+        }
         let snapshot = store.load_snapshot(hub::unix_ms())?;
         let accounts = store.load_accounts()?;
         let bans = store.load_bans(hub::unix_ms())?;
@@ -239,7 +273,10 @@ async fn open_chat(config: &Config, metrics: &Arc<metrics::Metrics>) -> io::Resu
     );
     let (reply_tx, reply_rx) = mpsc::channel(STORE_REPLIES);
     let worker = natter_store::worker::spawn(store, options, reply_tx).map_err(io::Error::other)?;
-    let mut chat = Chat::restore(chat_config, snapshot);
+    let mut chat = match cluster_snapshot {
+        Some(live) => Chat::import_live(chat_config, live.chat.clone()),
+        None => Chat::restore(chat_config, snapshot),
+    };
     for account in &accounts {
         chat.add_account(account.key.clone());
     }
@@ -286,6 +323,12 @@ pub fn node_file_name(node: &str) -> String {
 const STORE_REPLIES: usize = 1024;
 
 impl ServerHandle {
+    /// How this cluster node caught up with the log before it took
+    /// clients (`None` without `--nats`).
+    pub fn catch_up(&self) -> Option<cluster::CatchUp> {
+        self.catch_up
+    }
+
     /// The address clients connect to (the real port when bound to 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -30,6 +30,12 @@ impl Reader {
         })
     }
 
+    /// A reader of the store in data dir `dir` (which a [`crate::Store`]
+    /// opened, so it exists).
+    pub fn open_dir(dir: &Path) -> Result<Reader, StoreError> {
+        Reader::open(&dir.join(crate::DB_FILE))
+    }
+
     /// Up to `limit` messages of `conv` with `seq < before_seq`
     /// (`before_seq == 0`: the newest), oldest first.
     pub fn history(

@@ -58,6 +58,10 @@ pub enum EntryError {
     BadName,
     #[error("command does not decode: {0}")]
     BadCommand(String),
+    /// Not an entry: the reader found the log trimmed past the entry it
+    /// needed next (this node fell more than a snapshot interval behind).
+    #[error("the log skips from entry {expected} to {got}: it was trimmed below a snapshot")]
+    Gap { expected: u64, got: u64 },
 }
 
 const NODE_UP: u8 = 1;

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::entry::{Entry, EntryError};
+use super::snapshot::{self, Snapshot, Taken};
 
 /// The stream every node appends to and reads.
 pub const STREAM: &str = "NATTER_LOG";
@@ -66,6 +67,9 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// A node with no entry this long (by the log's clock) is down.
     pub node_timeout: Duration,
+    /// A snapshot is taken after every entry whose sequence is a multiple
+    /// of this.
+    pub snapshot_every: u64,
 }
 
 impl ClusterConfig {
@@ -76,6 +80,7 @@ impl ClusterConfig {
             replicas: 3,
             heartbeat: Duration::from_secs(1),
             node_timeout: Duration::from_secs(4),
+            snapshot_every: snapshot::DEFAULT_EVERY,
         }
     }
 }
@@ -90,6 +95,8 @@ pub enum LogError {
     Stream(String),
     #[error("cannot join the cluster (publishing to {STREAM}): {0}")]
     Join(String),
+    #[error("cannot load the cluster's snapshot: {0}")]
+    Snapshot(#[from] snapshot::SnapshotError),
 }
 
 /// An entry as read back: its place and time in the stream.
@@ -106,31 +113,71 @@ pub struct Joined {
     pub incarnation: u64,
     pub appender: mpsc::Sender<Entry>,
     pub entries: mpsc::Receiver<Logged>,
+    /// The newest snapshot, which `entries` go on from (none: they start
+    /// at the log's first entry).
+    pub snapshot: Option<Snapshot>,
+    /// Where the hub hands the snapshots it takes, to be written.
+    pub snapshots: mpsc::Sender<Taken>,
 }
 
 /// Connects, makes sure the stream exists, announces this node and starts
 /// the appender (which stops once the hub dropped its sender and what it
 /// left is published, or after [`CLOSING_PATIENCE`]) and the reader (which
-/// stops with `shutdown`).
+/// stops with `shutdown`), from the newest snapshot on; and the snapshot
+/// writer, which reads history from the node's store in `history`.
 pub async fn join(
     config: &ClusterConfig,
     limits: Limits,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
+    history: Option<std::path::PathBuf>,
 ) -> Result<Joined, LogError> {
     let js = connect(config).await?;
     ensure_stream(&js, config.replicas).await?;
+    let bucket = snapshot_bucket(&js, config.replicas).await?;
     let incarnation = announce(&js, &config.node).await?;
-    tracing::info!(incarnation, node = config.node, "joined the cluster");
+    // Loaded after the announcement: the log is then kept from at most one
+    // snapshot before this one (see `snapshot`'s trimming).
+    let snapshot = snapshot::load(&bucket).await?;
+    let start = snapshot.as_ref().map_or(1, |s| s.seq + 1);
+    tracing::info!(
+        incarnation,
+        node = config.node,
+        from = start,
+        "joined the cluster"
+    );
     let (appender, to_append) = mpsc::channel(APPEND_QUEUE);
     let (read_tx, entries) = mpsc::channel(READ_QUEUE);
+    // One snapshot waits at most: the hub skips one while another is written.
+    let (snapshots, taken) = mpsc::channel(1);
     tracker.spawn(append_loop(js.clone(), incarnation, to_append));
-    tracker.spawn(read_loop(js, limits, read_tx, shutdown));
+    tracker.spawn(read_loop(js.clone(), start, limits, read_tx, shutdown));
+    tracker.spawn(snapshot::write_loop(js, bucket, history, taken));
     Ok(Joined {
         incarnation,
         appender,
         entries,
+        snapshot,
+        snapshots,
     })
+}
+
+/// The snapshot store, patiently (JetStream may be electing leaders).
+async fn snapshot_bucket(
+    js: &Context,
+    replicas: usize,
+) -> Result<async_nats::jetstream::object_store::ObjectStore, LogError> {
+    let give_up = tokio::time::Instant::now() + START_PATIENCE;
+    loop {
+        match snapshot::bucket(js, replicas).await {
+            Ok(bucket) => return Ok(bucket),
+            Err(error) if tokio::time::Instant::now() < give_up => {
+                tracing::debug!(%error, "snapshot store not ready yet");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 async fn connect(config: &ClusterConfig) -> Result<Context, LogError> {
@@ -302,11 +349,12 @@ fn to_publish(incarnation: u64, entry: &Entry) -> Pending {
 
 async fn read_loop(
     js: Context,
+    start: u64,
     limits: Limits,
     to_hub: mpsc::Sender<Logged>,
     shutdown: CancellationToken,
 ) {
-    let mut next = 1;
+    let mut next = start;
     loop {
         let read = read_from(&js, next, &limits, &to_hub, &shutdown).await;
         match read {
@@ -375,6 +423,22 @@ async fn read_from(
             continue;
         }
         let time = (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as UnixMs;
+        if seq > next {
+            // Trimmed away under this node: it cannot go on, only start
+            // again from the snapshot.
+            let gap = EntryError::Gap {
+                expected: next,
+                got: seq,
+            };
+            let _ = to_hub
+                .send(Logged {
+                    seq,
+                    time,
+                    entry: Err(gap),
+                })
+                .await;
+            return Ok(None);
+        }
         let entry = Entry::decode(&message.payload, limits);
         next = seq + 1;
         if to_hub.send(Logged { seq, time, entry }).await.is_err() {

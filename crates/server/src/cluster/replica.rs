@@ -15,8 +15,10 @@
 use std::collections::{BTreeMap, btree_map};
 
 use natter_core::UnixMs;
+use natter_proto::Limits;
+use serde::{Deserialize, Serialize};
 
-use super::entry::Input;
+use super::entry::{Entry, Input};
 
 /// Most inputs of one node held while an earlier one is missing (a publish
 /// being retried). Past it the node's later inputs are dropped: it is
@@ -46,7 +48,91 @@ struct Node {
     waiting: BTreeMap<u64, Input>,
 }
 
+/// A [`Replica`] as plain data, for a snapshot (its settings are every
+/// node's own).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReplicaState {
+    pub clock: UnixMs,
+    pub grace_until: Option<UnixMs>,
+    pub nodes: Vec<NodeState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub incarnation: u64,
+    pub name: String,
+    pub last_seen: UnixMs,
+    pub next_seq: u64,
+    /// Inputs waiting for an earlier one, as log entries (rare: only while
+    /// a node retries a publish).
+    pub waiting: Vec<Vec<u8>>,
+}
+
 impl Replica {
+    /// The state a snapshot keeps.
+    pub fn export(&self) -> ReplicaState {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|(&incarnation, node)| NodeState {
+                incarnation,
+                name: node.name.clone(),
+                last_seen: node.last_seen,
+                next_seq: node.next_seq,
+                waiting: node
+                    .waiting
+                    .iter()
+                    .map(|(&seq, input)| {
+                        let input = input.clone();
+                        Entry::Input { seq, input }.encode().to_vec()
+                    })
+                    .collect(),
+            })
+            .collect();
+        ReplicaState {
+            clock: self.clock,
+            grace_until: self.grace_until,
+            nodes,
+        }
+    }
+
+    /// A replica that goes on from `state` (see [`Replica::new`] for the
+    /// settings); waiting inputs are decoded with `limits`.
+    pub fn import(
+        timeout: UnixMs,
+        rejoin_grace: UnixMs,
+        state: ReplicaState,
+        limits: &Limits,
+    ) -> Self {
+        let mut replica = Replica::new(timeout, rejoin_grace);
+        replica.clock = state.clock;
+        replica.grace_until = state.grace_until;
+        for saved in state.nodes {
+            let waiting = saved
+                .waiting
+                .iter()
+                .filter_map(|bytes| match Entry::decode(bytes, limits) {
+                    Ok(Entry::Input { seq, input }) => Some((seq, input)),
+                    _ => None,
+                })
+                .collect();
+            let node = Node {
+                name: saved.name,
+                last_seen: saved.last_seen,
+                next_seq: saved.next_seq,
+                waiting,
+            };
+            replica.nodes.insert(saved.incarnation, node);
+        }
+        replica
+    }
+
+    /// The live node that writes snapshots: the oldest, which every copy
+    /// names alike.
+    pub fn snapshot_writer(&self) -> Option<u64> {
+        self.nodes.keys().next().copied()
+    }
+
     /// `timeout` and `rejoin_grace` in milliseconds: every node of a
     /// cluster must use the same.
     pub fn new(timeout: UnixMs, rejoin_grace: UnixMs) -> Self {
@@ -176,6 +262,28 @@ mod tests {
 
     fn connect(n: u64) -> Input {
         Input::Connect(ConnId(n))
+    }
+
+    #[test]
+    fn a_replica_goes_on_from_its_export() {
+        let limits = Limits::server_default();
+        let mut r = Replica::new(4_000, 60_000);
+        r.advance(1_000);
+        r.node_up(3, "a".into());
+        r.node_up(9, "b".into());
+        let mut ready = Vec::new();
+        r.input(3, 2, connect(2), &mut ready);
+        let mut copy = Replica::import(4_000, 60_000, r.export(), &limits);
+        assert_eq!(copy.export(), r.export());
+        assert_eq!(copy.snapshot_writer(), Some(3));
+        // The waiting input comes out once the one before it arrives.
+        copy.input(3, 1, connect(1), &mut ready);
+        assert_eq!(ready, [connect(1), connect(2)]);
+        // And the copy's clock goes on: both fall silent, both are down.
+        for t in [2_000, 3_000, 4_000] {
+            assert!(copy.advance(t).is_empty());
+        }
+        assert_eq!(copy.advance(5_001), [3, 9]);
     }
 
     #[test]

@@ -14,9 +14,11 @@ use natter_proto::Command;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Hub;
-use crate::cluster::entry::{Entry, Input, incarnation_of};
+use crate::cluster::CatchUp;
+use crate::cluster::entry::{Entry, EntryError, Input, incarnation_of};
 use crate::cluster::log::{ClusterConfig, Joined, Logged};
 use crate::cluster::replica::Replica;
+use crate::cluster::snapshot::Taken;
 use crate::metrics::Disconnect;
 
 /// Entries the appender's queue had no room for may wait here up to this
@@ -41,7 +43,15 @@ pub(super) struct Clustered {
     in_flight: HashMap<ConnId, InFlight>,
     /// Told once the hub has applied the log up to this node's NodeUp:
     /// from then on its copy is current, and clients may come in.
-    ready: Option<oneshot::Sender<()>>,
+    ready: Option<oneshot::Sender<CatchUp>>,
+    /// How this node is catching up (until `ready` is told).
+    catch_up: CatchUp,
+    /// Entries between snapshots, and where taken ones go.
+    snapshot_every: u64,
+    snapshots: mpsc::Sender<Taken>,
+    /// A snapshot waiting for the store to commit what it covers (the
+    /// ticket of the last facts before it).
+    snapshot_waiting: Option<(u64, Taken)>,
     pub(super) heartbeat: std::time::Duration,
     pub(super) entries: Option<mpsc::Receiver<Logged>>,
 }
@@ -53,23 +63,44 @@ struct InFlight {
 }
 
 impl Clustered {
+    /// The replica goes on from the snapshot `joined` loaded, if any (the
+    /// chat state was seeded from it already).
     pub(super) fn new(
         joined: Joined,
         config: &ClusterConfig,
         rejoin_grace: natter_core::UnixMs,
-        ready: oneshot::Sender<()>,
+        limits: &natter_proto::Limits,
+        ready: oneshot::Sender<CatchUp>,
     ) -> Self {
+        let timeout = config.node_timeout.as_millis() as natter_core::UnixMs;
+        let (replica, catch_up) = match joined.snapshot {
+            Some(snapshot) => (
+                Replica::import(timeout, rejoin_grace, snapshot.replica, limits),
+                CatchUp {
+                    snapshot: Some(snapshot.seq),
+                    replayed: 0,
+                },
+            ),
+            None => (
+                Replica::new(timeout, rejoin_grace),
+                CatchUp {
+                    snapshot: None,
+                    replayed: 0,
+                },
+            ),
+        };
         Clustered {
             incarnation: joined.incarnation,
             appender: joined.appender,
             overflow: VecDeque::new(),
             next_seq: 1,
-            replica: Replica::new(
-                config.node_timeout.as_millis() as natter_core::UnixMs,
-                rejoin_grace,
-            ),
+            replica,
             in_flight: HashMap::new(),
             ready: Some(ready),
+            catch_up,
+            snapshot_every: config.snapshot_every.max(1),
+            snapshots: joined.snapshots,
+            snapshot_waiting: None,
             heartbeat: config.heartbeat,
             entries: Some(joined.entries),
         }
@@ -194,8 +225,15 @@ impl Hub {
         let Some(cluster) = &mut self.cluster else {
             return Applied::Fine;
         };
+        if cluster.ready.is_some() {
+            cluster.catch_up.replayed += 1;
+        }
         let entry = match logged.entry {
             Ok(entry) => entry,
+            Err(error @ EntryError::Gap { .. }) => {
+                tracing::error!(%error, "this node fell behind the cluster log");
+                return Applied::LostCluster;
+            }
             Err(error) => {
                 tracing::warn!(seq = logged.seq, %error, "skipping a cluster log entry");
                 return Applied::Fine;
@@ -236,13 +274,63 @@ impl Hub {
         if logged.seq >= cluster.incarnation
             && let Some(ready) = cluster.ready.take()
         {
-            let _ = ready.send(());
+            tracing::info!(
+                snapshot = cluster.catch_up.snapshot,
+                replayed = cluster.catch_up.replayed,
+                "caught up with the cluster log"
+            );
+            let _ = ready.send(cluster.catch_up);
         }
         for input in ready {
             self.apply_input(input);
         }
         self.dispatch();
+        self.take_snapshot(logged.seq);
         Applied::Fine
+    }
+
+    /// After entry `seq`: the oldest live node takes a snapshot every
+    /// `snapshot_every` entries, once it is caught up (see
+    /// `cluster/snapshot.rs`). It is written once the store has committed
+    /// the history it covers.
+    fn take_snapshot(&mut self, seq: u64) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.ready.is_some()
+            || !seq.is_multiple_of(cluster.snapshot_every)
+            || cluster.replica.snapshot_writer() != Some(cluster.incarnation)
+        {
+            return;
+        }
+        let taken = Taken {
+            seq,
+            replica: cluster.replica.export(),
+            chat: self.chat.export_live(),
+        };
+        // A newer snapshot replaces one still waiting for the store.
+        cluster.snapshot_waiting = Some((self.durability.current_ticket(), taken));
+        self.release_snapshot();
+    }
+
+    /// Hands a waiting snapshot to the writer once the store has finished
+    /// the facts before it.
+    pub(super) fn release_snapshot(&mut self) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let finished = self.durability.finished();
+        if cluster
+            .snapshot_waiting
+            .as_ref()
+            .is_none_or(|(ticket, _)| *ticket > finished)
+        {
+            return;
+        }
+        let (_, taken) = cluster.snapshot_waiting.take().expect("checked above");
+        if cluster.snapshots.try_send(taken).is_err() {
+            tracing::debug!("skipping a snapshot: the previous one is still being written");
+        }
     }
 
     fn apply_input(&mut self, input: Input) {
