@@ -27,6 +27,10 @@ pub enum Entry {
     /// Input from a client of the node (`seq` counts the node's inputs
     /// from 1, so that a retried publish is applied once and in order).
     Input { seq: u64, input: Input },
+    /// Several entries of one node in one log entry, applied in order:
+    /// what the appender found queued at once goes as one publish, so the
+    /// log's and every copy's cost per entry is shared (never nested).
+    Batch(Vec<Entry>),
 }
 
 /// A client's input, as the chat state takes it.
@@ -58,6 +62,8 @@ pub enum EntryError {
     BadName,
     #[error("command does not decode: {0}")]
     BadCommand(String),
+    #[error("a batch inside a batch")]
+    NestedBatch,
     /// Not an entry: the reader found the log trimmed past the entry it
     /// needed next (this node fell more than a snapshot interval behind).
     #[error("the log skips from entry {expected} to {got}: it was trimmed below a snapshot")]
@@ -70,6 +76,7 @@ const CONNECT: u8 = 3;
 const COMMAND: u8 = 4;
 const DISCONNECT: u8 = 5;
 const NODE_DOWN: u8 = 6;
+const BATCH: u8 = 7;
 
 /// The incarnation (node life) a connection belongs to.
 pub fn incarnation_of(conn: ConnId) -> u64 {
@@ -84,6 +91,30 @@ pub fn first_conn_id(incarnation: u64) -> u64 {
 impl Entry {
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(32);
+        self.encode_into(&mut out);
+        out.freeze()
+    }
+
+    /// `entries` as one log entry: the entry itself if there is one, else
+    /// a batch of them.
+    pub fn encode_all(entries: &[Entry]) -> Bytes {
+        if let [entry] = entries {
+            return entry.encode();
+        }
+        let mut out = BytesMut::with_capacity(1 + entries.len() * 48);
+        out.put_u8(BATCH);
+        for entry in entries {
+            // Each entry behind its length: room for it, then filled in.
+            let at = out.len();
+            out.put_u32(0);
+            entry.encode_into(&mut out);
+            let len = (out.len() - at - 4) as u32;
+            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        }
+        out.freeze()
+    }
+
+    fn encode_into(&self, out: &mut BytesMut) {
         match self {
             Entry::NodeUp { name } => {
                 out.put_u8(NODE_UP);
@@ -107,11 +138,14 @@ impl Entry {
                 out.put_u64(*seq);
                 out.put_u64(input.conn().0);
                 if let Input::Command(_, command) = input {
-                    encode_command(command, Encoding::Framed, &mut out);
+                    encode_command(command, Encoding::Framed, out);
                 }
             }
+            Entry::Batch(entries) => {
+                let batch = Entry::encode_all(entries);
+                out.put_slice(&batch);
+            }
         }
-        out.freeze()
     }
 
     /// Decodes an entry; a command is validated against `limits` (every
@@ -142,6 +176,25 @@ impl Entry {
                     _ => Input::Command(conn, decode_command(bytes, limits)?),
                 };
                 Ok(Entry::Input { seq, input })
+            }
+            BATCH => {
+                let mut entries = Vec::new();
+                while !bytes.is_empty() {
+                    if bytes.len() < 4 {
+                        return Err(EntryError::Short);
+                    }
+                    let len = bytes.get_u32() as usize;
+                    if bytes.len() < len {
+                        return Err(EntryError::Short);
+                    }
+                    let (one, rest) = bytes.split_at(len);
+                    bytes = rest;
+                    match Entry::decode(one, limits)? {
+                        Entry::Batch(_) => return Err(EntryError::NestedBatch),
+                        entry => entries.push(entry),
+                    }
+                }
+                Ok(Entry::Batch(entries))
             }
             other => Err(EntryError::UnknownKind(other)),
         }
@@ -212,6 +265,24 @@ mod tests {
             input: Input::Disconnect(conn),
         });
         assert_eq!(incarnation_of(conn), 9);
+        let batch = vec![
+            Entry::Heartbeat { incarnation: 9 },
+            Entry::Input {
+                seq: 5,
+                input: Input::Command(conn, Command::Join(4)),
+            },
+            Entry::Input {
+                seq: 6,
+                input: Input::Disconnect(conn),
+            },
+        ];
+        let limits = Limits::server_default();
+        let decoded = Entry::decode(&Entry::encode_all(&batch), &limits);
+        assert_eq!(decoded, Ok(Entry::Batch(batch.clone())));
+        round_trip(Entry::Batch(batch));
+        // One entry goes as itself.
+        let one = [Entry::Heartbeat { incarnation: 9 }];
+        assert_eq!(Entry::encode_all(&one), one[0].encode());
     }
 
     #[test]
@@ -227,5 +298,21 @@ mod tests {
         command.extend_from_slice(&[0; 16]);
         command.extend_from_slice(b"\x00\x00\x00\x03abc");
         assert!(Entry::decode(&command, &limits).is_err());
+        // A batch whose length runs past its end, and one inside another.
+        assert_eq!(
+            Entry::decode(&[BATCH, 0, 0, 0, 9, HEARTBEAT], &limits),
+            Err(EntryError::Short)
+        );
+        let inner = Entry::encode_all(&[
+            Entry::Heartbeat { incarnation: 1 },
+            Entry::Heartbeat { incarnation: 2 },
+        ]);
+        let mut nested = vec![BATCH];
+        nested.extend_from_slice(&(inner.len() as u32).to_be_bytes());
+        nested.extend_from_slice(&inner);
+        assert_eq!(
+            Entry::decode(&nested, &limits),
+            Err(EntryError::NestedBatch)
+        );
     }
 }

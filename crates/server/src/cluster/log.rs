@@ -1,8 +1,8 @@
 //! The replicated log itself: a JetStream stream on a NATS cluster, and
 //! the two tasks that talk to it.
 //!
-//! The *appender* publishes what the hub hands it, in order, keeping many
-//! publishes in flight; when an acknowledgment fails (a NATS server died,
+//! The *appender* publishes what the hub hands it, in order, whatever is
+//! queued at once as one entry (a batch), keeping many publishes in flight; when an acknowledgment fails (a NATS server died,
 //! the stream is electing a leader) it publishes everything not yet
 //! acknowledged again, with the same message ids, so the stream drops the
 //! copies it already has and [`super::replica`] drops any that slip
@@ -11,12 +11,15 @@
 //! hands every entry, decoded, to the hub.
 
 use std::collections::VecDeque;
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use async_nats::ServerAddr;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use async_nats::jetstream::context::{Context, PublishAckFuture};
+
+use async_nats::jetstream::context::{Context, PublishError};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::{self, StorageType};
 use futures::StreamExt;
 use natter_core::UnixMs;
@@ -35,6 +38,8 @@ pub const SUBJECT: &str = "natter.log";
 
 /// Publishes in flight at once, unacknowledged.
 const WINDOW: usize = 512;
+/// Most entries of the hub in one log entry.
+const MAX_BATCH: usize = 256;
 /// Entries from the hub waiting for the appender.
 pub const APPEND_QUEUE: usize = 8192;
 /// Entries read and waiting for the hub.
@@ -265,69 +270,77 @@ async fn announce(js: &Context, node: &str) -> Result<u64, LogError> {
     }
 }
 
+/// An acknowledgment to wait for.
+type AckFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
 /// One publish not yet acknowledged.
 struct Pending {
     message: PublishMessage,
-    ack: Option<PublishAckFuture>,
+    /// `None`: not sent (yet, or again after a failure).
+    ack: Option<AckFuture>,
 }
 
+/// What woke the appender.
+enum Woke {
+    Acked(Result<PublishAck, PublishError>),
+    Entries(usize),
+    OutOfTime,
+}
+
+/// Publishes what the hub hands it. Whatever is queued when the appender
+/// wakes goes as one log entry (a batch, up to [`MAX_BATCH`]), and it never
+/// waits for an acknowledgment before publishing the next: up to
+/// [`WINDOW`] publishes are in flight, acknowledged in order.
 async fn append_loop(js: Context, incarnation: u64, mut entries: mpsc::Receiver<Entry>) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     // Set once the hub is gone (its sender dropped): what is left gets
     // this long to be published, then the appender stops.
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
-        if pending.is_empty() {
-            if closing.is_some() {
+        if closing.is_some() && pending.is_empty() {
+            return;
+        }
+        if !send_unsent(&js, &mut pending).await {
+            if closing.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
                 return;
             }
-            match entries.recv().await {
-                Some(entry) => pending.push_back(to_publish(incarnation, &entry)),
-                None => return,
-            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+            continue;
         }
-        while pending.len() < WINDOW {
-            match entries.try_recv() {
-                Ok(entry) => pending.push_back(to_publish(incarnation, &entry)),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    closing.get_or_insert_with(|| tokio::time::Instant::now() + CLOSING_PATIENCE);
-                    break;
+        let woke = {
+            let room = closing.is_none() && pending.len() < WINDOW;
+            let front = pending.front_mut().and_then(|p| p.ack.as_mut());
+            let acked = async {
+                match front {
+                    Some(ack) => ack.await,
+                    None => std::future::pending().await,
                 }
-            }
-        }
-        let mut sent_all = true;
-        for item in pending.iter_mut().filter(|p| p.ack.is_none()) {
-            match js.send_publish(SUBJECT, item.message.clone()).await {
-                Ok(ack) => item.ack = Some(ack),
-                Err(error) => {
-                    tracing::warn!(%error, "publishing to the cluster log");
-                    sent_all = false;
-                    break;
+            };
+            let out_of_time = async {
+                match closing {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                biased;
+                acked = acked => Woke::Acked(acked),
+                got = entries.recv_many(&mut batch, MAX_BATCH), if room => Woke::Entries(got),
+                _ = out_of_time => Woke::OutOfTime,
             }
-        }
-        let front = pending.front_mut().and_then(|p| p.ack.take());
-        let acked = match (front, closing) {
-            (Some(ack), None) => ack.await.map_err(|e| e.to_string()),
-            (Some(ack), Some(deadline)) => match tokio::time::timeout_at(deadline, ack).await {
-                Ok(acked) => acked.map_err(|e| e.to_string()),
-                Err(_) => return,
-            },
-            (None, _) => Err("not sent".to_string()),
         };
-        match acked {
-            Ok(_) => {
+        match woke {
+            Woke::Acked(Ok(_)) => {
                 pending.pop_front();
             }
-            Err(error) => {
+            Woke::Acked(Err(error)) => {
                 if closing.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
                     tracing::warn!(%error, left = pending.len(), "stopping with entries unpublished");
                     return;
                 }
-                if sent_all {
-                    tracing::warn!(%error, "cluster log did not acknowledge; publishing again");
-                }
+                tracing::warn!(%error, "cluster log did not acknowledge; publishing again");
                 // Everything after the failure goes again, in order: the
                 // stream and the replicas drop what they already have.
                 for item in &mut pending {
@@ -335,13 +348,46 @@ async fn append_loop(js: Context, incarnation: u64, mut entries: mpsc::Receiver<
                 }
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
+            Woke::Entries(0) => {
+                closing = Some(tokio::time::Instant::now() + CLOSING_PATIENCE);
+            }
+            Woke::Entries(_) => {
+                pending.push_back(to_publish(incarnation, &batch));
+                batch.clear();
+            }
+            Woke::OutOfTime => {
+                tracing::warn!(left = pending.len(), "stopping with entries unpublished");
+                return;
+            }
         }
     }
 }
 
-fn to_publish(incarnation: u64, entry: &Entry) -> Pending {
-    let mut message = PublishMessage::build().payload(entry.encode());
-    if let Entry::Input { seq, .. } = entry {
+/// Publishes every pending entry not sent yet, in order; false if one
+/// could not be.
+async fn send_unsent(js: &Context, pending: &mut VecDeque<Pending>) -> bool {
+    for item in pending.iter_mut().filter(|p| p.ack.is_none()) {
+        match js.send_publish(SUBJECT, item.message.clone()).await {
+            Ok(ack) => item.ack = Some(ack.into_future()),
+            Err(error) => {
+                tracing::warn!(%error, "publishing to the cluster log");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// `entries` as one publish. Its message id is the node's first input in
+/// it, so that a retried publish is dropped by the stream's duplicate
+/// window (entries without an input, heartbeats, need none).
+fn to_publish(incarnation: u64, entries: &[Entry]) -> Pending {
+    let mut message = PublishMessage::build().payload(Entry::encode_all(entries));
+    let first_input = entries.iter().find_map(|entry| match entry {
+        Entry::Input { seq, .. } => Some(*seq),
+        _ => None,
+    });
+    if let Some(seq) = first_input {
         message = message.message_id(format!("{incarnation}-{seq}"));
     }
     Pending { message, ack: None }

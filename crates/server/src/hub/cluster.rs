@@ -239,37 +239,26 @@ impl Hub {
                 return Applied::Fine;
             }
         };
-        let mut down = cluster.replica.advance(logged.time);
+        let down = cluster.replica.advance(logged.time);
         if down.contains(&cluster.incarnation) {
             return Applied::LostCluster;
         }
-        if let Entry::NodeDown { incarnation } = entry
-            && incarnation != cluster.incarnation
-            && cluster.replica.leave(incarnation)
-        {
-            down.push(incarnation);
-        }
-        let grace_over = cluster.replica.grace_over();
         self.chat.set_time(cluster.replica.clock());
-        if !down.is_empty() {
-            for conn in self.chat.connection_ids() {
-                if down.contains(&incarnation_of(conn)) {
-                    self.chat.connection_lost(conn, &mut self.outputs);
+        self.drop_nodes(&down);
+        match entry {
+            Entry::Batch(entries) => {
+                for entry in entries {
+                    self.apply_entry(logged.seq, entry);
                 }
             }
+            entry => self.apply_entry(logged.seq, entry),
         }
-        if grace_over {
+        let Some(cluster) = &mut self.cluster else {
+            return Applied::Fine;
+        };
+        // After the entry: a node that left in it starts its users' grace.
+        if cluster.replica.grace_over() {
             self.chat.end_rejoin_grace(&mut self.outputs);
-        }
-        let mut ready = Vec::new();
-        match entry {
-            Entry::NodeUp { name } => cluster.replica.node_up(logged.seq, name),
-            Entry::Heartbeat { incarnation } => cluster.replica.heartbeat(incarnation),
-            Entry::NodeDown { .. } => {} // taken above
-            Entry::Input { seq, input } => {
-                let incarnation = incarnation_of(input.conn());
-                cluster.replica.input(incarnation, seq, input, &mut ready);
-            }
         }
         if logged.seq >= cluster.incarnation
             && let Some(ready) = cluster.ready.take()
@@ -281,12 +270,47 @@ impl Hub {
             );
             let _ = ready.send(cluster.catch_up);
         }
-        for input in ready {
-            self.apply_input(input);
-        }
         self.dispatch();
         self.take_snapshot(logged.seq);
         Applied::Fine
+    }
+
+    /// One entry (of a batch, perhaps) of log entry `log_seq`.
+    fn apply_entry(&mut self, log_seq: u64, entry: Entry) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let mut ready = Vec::new();
+        match entry {
+            Entry::NodeUp { name } => cluster.replica.node_up(log_seq, name),
+            Entry::Heartbeat { incarnation } => cluster.replica.heartbeat(incarnation),
+            Entry::NodeDown { incarnation } => {
+                if incarnation != cluster.incarnation && cluster.replica.leave(incarnation) {
+                    self.drop_nodes(&[incarnation]);
+                }
+            }
+            Entry::Input { seq, input } => {
+                let incarnation = incarnation_of(input.conn());
+                cluster.replica.input(incarnation, seq, input, &mut ready);
+            }
+            Entry::Batch(_) => {} // never nested (the decoder refuses it)
+        }
+        for input in ready {
+            self.apply_input(input);
+        }
+    }
+
+    /// The nodes of these incarnations are down: their connections are
+    /// lost, in every copy at the same entry.
+    fn drop_nodes(&mut self, down: &[u64]) {
+        if down.is_empty() {
+            return;
+        }
+        for conn in self.chat.connection_ids() {
+            if down.contains(&incarnation_of(conn)) {
+                self.chat.connection_lost(conn, &mut self.outputs);
+            }
+        }
     }
 
     /// After entry `seq`: the oldest live node takes a snapshot every
