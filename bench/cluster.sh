@@ -7,9 +7,11 @@
 #            JetStream on loopback, R=3), every client on it, plus node b
 #            with no clients at all: a follower that only applies the log.
 # Per run: latency and CPU per delivery from `natter bench`; the follower's
-# CPU time and the stream's entries over the whole bench (so its CPU per
-# entry is what applying one entry costs each node); the three
-# nats-servers' CPU per entry. Node a and the single server are pinned to
+# CPU time, the stream's entries and the messages its copy applied (its
+# admin socket's stats) over the whole bench, so its CPU per message is
+# what applying one message costs each node (an entry may hold several
+# inputs: the appender batches what is queued at once); the three
+# nats-servers' CPU per entry and per message. Node a and the single server are pinned to
 # CPU 0, the generator to CPU 1; nats-servers and the follower share both
 # (a 2-core machine cannot give them cores of their own). Each cluster run
 # gets fresh nats-servers and stores. Writes bench/results/cluster.jsonl
@@ -88,6 +90,12 @@ for a in d.get("account_details", []):
 print(n)' "$((NATS_BASE + 20))"
 }
 
+# Messages the follower's copy has applied (its admin socket's stats).
+follower_messages() {
+    "$NATTER" admin --admin-socket "$WORK/b/admin-b.sock" --json stats |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["messages_since_start"])'
+}
+
 start_nats() {
     local i urls=() routes
     for i in 0 1 2; do
@@ -133,28 +141,32 @@ run() {
     fi
     wait_port "$PORT"
     echo "$mode R=$rate" >&2
-    local before_f before_e before_n result
+    local before_f before_e before_n before_m result
     if [[ -n $follower ]]; then
         before_f=$(cpu_s "$follower")
         before_e=$(entries)
+        before_m=$(follower_messages)
         before_n=$(for p in "${NATS_PIDS[@]}"; do cpu_s "$p"; done | paste -sd+ | bc)
     fi
     result=$(nice -n -15 taskset -c 1 "$NATTER" bench --addr "127.0.0.1:$PORT" --server-pid "$server" \
         --clients 1000 --group 10 --payload 64 --rate "$rate" --warmup "$WARMUP" \
         --duration "$DURATION" --json --quiet) || result=null
     if [[ -n $follower ]]; then
-        local after_f after_e after_n
+        local after_f after_e after_n after_m
         after_f=$(cpu_s "$follower")
         after_e=$(entries)
+        after_m=$(follower_messages)
         after_n=$(for p in "${NATS_PIDS[@]}"; do cpu_s "$p"; done | paste -sd+ | bc)
         extra=$(python3 -c 'import json, sys
-f0, f1, e0, e1, n0, n1 = map(float, sys.argv[1:])
-e = e1 - e0
-print(json.dumps({"entries": int(e), "follower_cpu_s": round(f1 - f0, 3),
+f0, f1, e0, e1, n0, n1, m0, m1 = map(float, sys.argv[1:])
+e, m = e1 - e0, m1 - m0
+print(json.dumps({"entries": int(e), "messages": int(m), "follower_cpu_s": round(f1 - f0, 3),
     "follower_cpu_us_per_entry": round((f1 - f0) * 1e6 / e, 3) if e else None,
+    "follower_cpu_us_per_message": round((f1 - f0) * 1e6 / m, 3) if m else None,
     "nats_cpu_s": round(n1 - n0, 3),
-    "nats_cpu_us_per_entry": round((n1 - n0) * 1e6 / e, 3) if e else None}))' \
-            "$before_f" "$after_f" "$before_e" "$after_e" "$before_n" "$after_n")
+    "nats_cpu_us_per_entry": round((n1 - n0) * 1e6 / e, 3) if e else None,
+    "nats_cpu_us_per_message": round((n1 - n0) * 1e6 / m, 3) if m else None}))' \
+            "$before_f" "$after_f" "$before_e" "$after_e" "$before_n" "$after_n" "$before_m" "$after_m")
     fi
     stop_all
     printf '{"mode":"%s","rate":%s,"result":%s,"log":%s}\n' "$mode" "$rate" "$result" "$extra" >>"$out"

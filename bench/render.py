@@ -545,38 +545,52 @@ def mean_of(values):
     return sum(values) / len(values) if values else None
 
 
+def per_message_logged(rows):
+    """Whether the runs counted the messages the follower applied (an entry
+    may hold several since the appender batches): then a and n are per
+    message, else per log entry (older runs: one input per entry)."""
+    return any((r.get("log") or {}).get("follower_cpu_us_per_message") is not None for r in rows)
+
+
 def cluster_costs(rows, rate=None):
     """Means over the runs (at `rate`, or all): S (single server, CPU per
     message), A (cluster node with the clients, per message), a (the
-    follower, per log entry), n (the three nats-servers, per entry)."""
+    follower, per message, or per log entry in older runs), n (the three
+    nats-servers, likewise)."""
     pick = lambda mode: [r for r in rows if r["mode"] == mode and (rate is None or r["rate"] == rate)]
+    unit = "message" if per_message_logged(rows) else "entry"
     return {
         "S": mean_of([per_message_us(r.get("result")) for r in pick("single")]),
         "A": mean_of([per_message_us(r.get("result")) for r in pick("cluster")]),
-        "a": mean_of([(r.get("log") or {}).get("follower_cpu_us_per_entry") for r in pick("cluster")]),
-        "n": mean_of([(r.get("log") or {}).get("nats_cpu_us_per_entry") for r in pick("cluster")]),
+        "a": mean_of([(r.get("log") or {}).get(f"follower_cpu_us_per_{unit}") for r in pick("cluster")]),
+        "n": mean_of([(r.get("log") or {}).get(f"nats_cpu_us_per_{unit}") for r in pick("cluster")]),
     }
 
 
 def cluster(root):
     """docs/CLUSTER.md: bench/cluster.sh's runs, and what the log adds."""
     lines, rows = cluster_rows(root)
+    by_message = per_message_logged(rows)
+    extra_head = " follower µs CPU / message | nats-servers µs CPU / message |" if by_message else ""
     out = [provenance(run_record(lines), "bench/results/cluster.jsonl"),
            "| mode | R msg/s | delivered | p50 ms | p99 ms | µs CPU / delivery (node with the clients) "
-           "| µs CPU / message | follower µs CPU / log entry | nats-servers µs CPU / log entry |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| µs CPU / message | follower µs CPU / log entry | nats-servers µs CPU / log entry |" + extra_head,
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if by_message else "")]
     for row in rows:
         r = row.get("result")
         if r is None:
-            out.append(f"| {row['mode']} | {row['rate']} | run failed | | | | | | |")
+            out.append(f"| {row['mode']} | {row['rate']} | run failed | | | | | | |" + (" | |" if by_message else ""))
             continue
         log = row.get("log") or {}
         per_msg = per_message_us(r)
         cell = lambda v, fmt="{:.2f}": "–" if v is None else fmt.format(v)
+        extra = (f" {cell(log.get('follower_cpu_us_per_message'))} | {cell(log.get('nats_cpu_us_per_message'))} |"
+                 if by_message else "")
         out.append(f"| {row['mode']} | {r['rate']} | {100 * r['delivery_ratio']:.2f}% "
                    f"| {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
                    f"| {cell((r.get('server') or {}).get('cpu_us_per_delivery'))} | {cell(per_msg)} "
-                   f"| {cell(log.get('follower_cpu_us_per_entry'))} | {cell(log.get('nats_cpu_us_per_entry'))} |")
+                   f"| {cell(log.get('follower_cpu_us_per_entry'))} | {cell(log.get('nats_cpu_us_per_entry'))} |"
+                   + extra)
     out.append("")
     for rate in sorted({r["rate"] for r in rows}):
         single = [r["result"] for r in rows if r["mode"] == "single" and r["rate"] == rate and r.get("result")]
@@ -610,13 +624,17 @@ def cluster_model(root):
     if None in (c["A"], c["a"]):
         return f"Not determined: the runs at R = {num(rate)} lack CPU figures.\n"
     A, a, n = c["A"], c["a"], c["n"]
+    unit = "message" if per_message_logged(rows) else "entry"
     out = [provenance(run_record(lines), "bench/results/cluster.jsonl"),
            f"From the runs at R = {num(rate)} (the highest rate at which both modes delivered "
            f"at least 99%): a node with the clients spends A = {A:.2f} µs of CPU per "
            f"message (applying it, appending it, delivering it to the members), a node without clients "
-           f"a = {a:.2f} µs per log entry (applying it, and keeping it in its own history store)"
+           + (f"a = {a:.2f} µs per message it applies from the log (an entry may hold several; "
+              f"applying them, and keeping them in its own history store)"
+              if unit == "message" else
+              f"a = {a:.2f} µs per log entry (applying it, and keeping it in its own history store)")
            + (f"; the single server S = {c['S']:.2f} µs per message" if c["S"] is not None else "")
-           + (f"; the three nats-servers together n = {n:.2f} µs per entry" if n is not None else "")
+           + (f"; the three nats-servers together n = {n:.2f} µs per {unit}" if n is not None else "")
            + ".\n",
            "| nodes | CPU per message on each node, µs | most messages/s (one core a node) | of linear |",
            "|---:|---:|---:|---:|"]
@@ -631,8 +649,9 @@ def cluster_model(root):
     out.append(f"- However many nodes, every one applies every entry: no more than "
                f"{num(int(round(1e6 / a, -2)))} messages/s in all (1 / a).")
     if n is not None:
+        what = "messages" if unit == "message" else "entries"
         out.append(f"- The log itself, at the CPU the three nats-servers used here, is another ceiling: "
-                   f"{num(int(round(1e6 / n, -2)))} entries/s if one core did all of their work, "
+                   f"{num(int(round(1e6 / n, -2)))} {what}/s if one core did all of their work, "
                    f"{num(int(round(3e6 / n, -2)))} if each server has a core and the work splits evenly.")
     return "\n".join(out) + "\n"
 
