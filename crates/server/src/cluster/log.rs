@@ -56,6 +56,8 @@ const CLOSING_PATIENCE: Duration = Duration::from_secs(2);
 /// consumer was lost with its NATS server (the client's own check of an
 /// ordered consumer takes several times longer).
 const READ_SILENCE: Duration = Duration::from_secs(3);
+/// How long one attempt to load the newest snapshot may take.
+const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(5);
 /// How long a publish waits for the stream's acknowledgment.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -143,7 +145,7 @@ pub async fn join(
     let incarnation = announce(&js, &config.node).await?;
     // Loaded after the announcement: the log is then kept from at most one
     // snapshot before this one (see `snapshot`'s trimming).
-    let snapshot = snapshot::load(&bucket).await?;
+    let snapshot = load_snapshot(&bucket).await?;
     let start = snapshot.as_ref().map_or(1, |s| s.seq + 1);
     tracing::info!(
         incarnation,
@@ -167,6 +169,28 @@ pub async fn join(
     })
 }
 
+/// The newest snapshot, patiently: while a new stream elects its leader
+/// a request for it may go unanswered, so each attempt is bounded.
+async fn load_snapshot(
+    bucket: &async_nats::jetstream::object_store::ObjectStore,
+) -> Result<Option<Snapshot>, LogError> {
+    let give_up = tokio::time::Instant::now() + START_PATIENCE;
+    loop {
+        let error = match tokio::time::timeout(SNAPSHOT_PATIENCE, snapshot::load(bucket)).await {
+            Ok(Ok(loaded)) => return Ok(loaded),
+            // Bytes that do not decode will not decode the next time.
+            Ok(Err(error @ snapshot::SnapshotError::Decode(_))) => return Err(error.into()),
+            Ok(Err(error)) => error,
+            Err(_) => snapshot::SnapshotError::Store(format!("no answer in {SNAPSHOT_PATIENCE:?}")),
+        };
+        if tokio::time::Instant::now() >= give_up {
+            return Err(error.into());
+        }
+        tracing::debug!(%error, "snapshot not loaded yet");
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
 /// The snapshot store, patiently (JetStream may be electing leaders).
 async fn snapshot_bucket(
     js: &Context,
@@ -174,7 +198,13 @@ async fn snapshot_bucket(
 ) -> Result<async_nats::jetstream::object_store::ObjectStore, LogError> {
     let give_up = tokio::time::Instant::now() + START_PATIENCE;
     loop {
-        match snapshot::bucket(js, replicas).await {
+        let made = tokio::time::timeout(SNAPSHOT_PATIENCE, snapshot::bucket(js, replicas)).await;
+        let made = made.unwrap_or_else(|_| {
+            Err(LogError::Stream(format!(
+                "snapshot store: no answer in {SNAPSHOT_PATIENCE:?}"
+            )))
+        });
+        match made {
             Ok(bucket) => return Ok(bucket),
             Err(error) if tokio::time::Instant::now() < give_up => {
                 tracing::debug!(%error, "snapshot store not ready yet");

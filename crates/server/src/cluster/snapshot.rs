@@ -46,6 +46,11 @@ pub const DEFAULT_EVERY: u64 = 10_000;
 /// How long the writer waits for the node's store to commit the history a
 /// snapshot covers (it commits apart from the hub, in its own thread).
 const HISTORY_PATIENCE: Duration = Duration::from_secs(10);
+/// How long one request to the object store or the stream may take (an
+/// unanswered one, while JetStream elects a leader, would hang).
+const REQUEST_PATIENCE: Duration = Duration::from_secs(5);
+/// How long storing one snapshot may take.
+const PUT_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Everything a node needs to go on from log entry `seq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,12 +116,12 @@ pub(super) async fn load(store: &ObjectStore) -> Result<Option<Snapshot>, Snapsh
 
 /// The sequence the stored snapshot covers (0: none).
 async fn stored_seq(store: &ObjectStore) -> u64 {
-    match store.info(OBJECT).await {
-        Ok(info) => info
+    match tokio::time::timeout(REQUEST_PATIENCE, store.info(OBJECT)).await {
+        Ok(Ok(info)) => info
             .description
             .and_then(|d| d.parse().ok())
             .unwrap_or_default(),
-        Err(_) => 0,
+        _ => 0,
     }
 }
 
@@ -161,9 +166,17 @@ pub(super) async fn write_loop(
             description: Some(seq.to_string()),
             ..Default::default()
         };
-        if let Err(error) = store.put(meta, &mut bytes.as_slice()).await {
-            tracing::warn!(seq, %error, "snapshot not stored");
-            continue;
+        let put = tokio::time::timeout(PUT_PATIENCE, store.put(meta, &mut bytes.as_slice())).await;
+        match put {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(seq, %error, "snapshot not stored");
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(seq, "snapshot not stored in {PUT_PATIENCE:?}");
+                continue;
+            }
         }
         tracing::info!(seq, bytes = bytes.len(), "snapshot stored");
         if previous > 0 {
@@ -175,16 +188,15 @@ pub(super) async fn write_loop(
 
 /// Purges the log up to and including `seq`.
 async fn trim(js: &Context, seq: u64) {
-    let purged = match js.get_stream(STREAM).await {
-        Ok(stream) => stream.purge().sequence(seq + 1).await.map(|r| r.purged),
-        Err(error) => {
-            tracing::warn!(%error, "log not trimmed");
-            return;
-        }
+    let purge = async {
+        let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+        let purged = stream.purge().sequence(seq + 1).await;
+        purged.map(|r| r.purged).map_err(|e| e.to_string())
     };
-    match purged {
-        Ok(purged) => tracing::info!(up_to = seq, purged, "log trimmed below a snapshot"),
-        Err(error) => tracing::warn!(%error, "log not trimmed"),
+    match tokio::time::timeout(REQUEST_PATIENCE, purge).await {
+        Ok(Ok(purged)) => tracing::info!(up_to = seq, purged, "log trimmed below a snapshot"),
+        Ok(Err(error)) => tracing::warn!(%error, "log not trimmed"),
+        Err(_) => tracing::warn!("log not trimmed: no answer in {REQUEST_PATIENCE:?}"),
     }
 }
 
