@@ -266,8 +266,17 @@ async fn ensure_stream(js: &Context, replicas: usize) -> Result<(), LogError> {
     };
     let give_up = tokio::time::Instant::now() + START_PATIENCE;
     loop {
-        match js.get_or_create_stream(config.clone()).await {
-            Ok(_) => return Ok(()),
+        // A request sent before JetStream has its meta leader can go
+        // unanswered for the client's whole request timeout (10 s seen),
+        // so each attempt is bounded, and retried soon.
+        let made = match tokio::time::timeout(ACK_TIMEOUT, js.get_or_create_stream(config.clone()))
+            .await
+        {
+            Ok(made) => made.map(|_| ()).map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer in {ACK_TIMEOUT:?}")),
+        };
+        match made {
+            Ok(()) => return Ok(()),
             Err(error) if tokio::time::Instant::now() < give_up => {
                 tracing::debug!(%error, "stream not ready yet");
                 tokio::time::sleep(RETRY_PAUSE).await;
