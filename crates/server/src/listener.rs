@@ -24,6 +24,7 @@ use crate::hub::HubSender;
 use crate::live::LiveConfig;
 use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
+use crate::parking::Parking;
 
 /// Refused connections are told why by at most this many tasks at once;
 /// beyond that they are simply closed, so a connection flood costs little.
@@ -63,6 +64,9 @@ pub struct Shared {
     pub started: std::time::Instant,
     /// What the server counts ([`crate::metrics`]).
     pub metrics: Arc<Metrics>,
+    /// Where quiet plaintext connections wait without a task, and the
+    /// clock every connection keeps time by ([`crate::parking`]).
+    pub parking: Parking,
     refusals: Arc<Semaphore>,
     /// A flood of refused connections must not flood the log.
     refusal_log: Mutex<LogLimiter>,
@@ -100,6 +104,7 @@ impl Shared {
             stop_requested: CancellationToken::new(),
             started: std::time::Instant::now(),
             metrics: Arc::default(),
+            parking: Parking::new(),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
             refusal_log: Mutex::new(LogLimiter::new(std::time::Instant::now())),
             next_conn: AtomicU64::new(1),
