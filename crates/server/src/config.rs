@@ -55,6 +55,10 @@ pub struct Config {
     /// limit), and how many it may send in a burst.
     pub rate_limit: u32,
     pub rate_burst: u32,
+    /// How many connections the kernel may hold for the accept loop (the
+    /// listen backlog; Linux caps it at `net.core.somaxconn`). A burst of
+    /// connects beyond it waits for the client's SYN to be retried.
+    pub listen_backlog: u32,
     /// Most connections at once, and from one IP address (zero: no limit).
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -116,6 +120,7 @@ impl Default for Config {
             idle_timeout: Duration::ZERO,
             rate_limit: 10,
             rate_burst: 20,
+            listen_backlog: 4096,
             max_connections: 10_000,
             max_connections_per_ip: 100,
             max_web_connections: 1_000,

@@ -82,7 +82,7 @@ pub struct ServerHandle {
 
 /// Binds `config.listen` and starts serving in the background.
 pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = listener::bind(config.listen, config.listen_backlog)?;
     let local_addr = listener.local_addr()?;
     // Bound before anything starts, so that a taken web port fails cleanly.
     let web_listener = match config.web {

@@ -148,6 +148,21 @@ impl Shared {
     }
 }
 
+/// Binds the chat port with room for `backlog` connections waiting to be
+/// accepted (tokio's `bind` leaves 1,024: a burst of thousands of connects
+/// then waits on SYN retries, a second or more each).
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As tokio's `bind` does: a restarted server can take its port back
+    // while old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Accepts clients until shutdown. A failed accept never stops the loop: it
 /// backs off (1 ms doubling to 1 s), as tokio's and hyper's loops do, so that
 /// running out of file descriptors slows accepting instead of spinning.
@@ -258,6 +273,25 @@ fn refuse(shared: &Shared, mut stream: TcpStream, refusal: Refusal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listen backlog is what was asked (as `ss` shows a listening
+    /// socket's: its Send-Q column), not tokio's 1,024.
+    #[tokio::test]
+    async fn the_listener_has_the_backlog_asked_for() {
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .map_or(4096, |s| s.trim().parse().unwrap());
+        for asked in [100, 4096] {
+            let listener = bind("127.0.0.1:0".parse().unwrap(), asked).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let out = std::process::Command::new("ss")
+                .args(["-Hltn", &format!("sport = :{port}")])
+                .output()
+                .expect("ss (iproute2) shows listening sockets");
+            let line = String::from_utf8_lossy(&out.stdout).into_owned();
+            let send_q: u32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+            assert_eq!(send_q, asked.min(somaxconn), "{line}");
+        }
+    }
 
     /// After the idle time, a probe every quarter of it (at least 1 s), and
     /// four unanswered ones end the connection, as `--help` says.
