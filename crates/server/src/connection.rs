@@ -30,6 +30,7 @@ use crate::hub::{HubEvent, HubSender};
 use crate::listener::Shared;
 use crate::live::Tracked;
 use crate::metrics::{self, ErrorKind};
+use crate::parking::TICK;
 use crate::peer::{Boundary, Peer, Transport};
 use crate::rate::FrameGate;
 use crate::supervise::HUB_FAILED_MESSAGE;
@@ -473,12 +474,20 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads, decodes and forwards until the connection ends, or until it
+    /// may park (plaintext only): at once when everything read is handled
+    /// if it had been quiet for a tick before these bytes (a new or resumed
+    /// connection, a client that speaks now and then), or once a talking
+    /// one has been quiet for a whole tick. So a talking client keeps its
+    /// task, and an idle one holds it only while its bytes are handled.
     async fn run<S: Source>(
         &mut self,
         source: &mut S,
         mut buf: BytesMut,
         cancel: &CancellationToken,
     ) -> Ended {
+        // (A resumed reader comes with nothing read yet: it reads first.)
+        let mut park_when_done = !buf.is_empty();
         loop {
             if !self.decode_all(&mut buf, cancel).await {
                 return Ended::ByServer;
@@ -487,6 +496,9 @@ impl<'a> Reader<'a> {
                 // Idle connections hold no buffers.
                 buf = BytesMut::new();
                 self.state.decoder.release_scratch();
+                if S::PARKS && park_when_done {
+                    return Ended::Quiet;
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Ended::ByServer,
@@ -494,7 +506,9 @@ impl<'a> Reader<'a> {
                     Ok(0) | Err(_) => return Ended::ByClient,
                     Ok(n) => {
                         self.shared.metrics.bytes_in(source.transport()).inc_by(n as u64);
-                        self.state.last_read = Instant::now();
+                        let now = Instant::now();
+                        park_when_done = now.saturating_duration_since(self.state.last_read) >= TICK;
+                        self.state.last_read = now;
                         self.state.quiet_ticks = 0;
                         self.follow_settings();
                     }

@@ -2,13 +2,16 @@
 //!
 //! A client that chats needs a task reading its socket, but most clients of
 //! a big server say nothing for minutes, and each task costs its future and
-//! header (some 1.7 KB) for nothing. So a plaintext reader that has read
-//! nothing for a whole [`TICK`] and holds no unread bytes hands its small
-//! state ([`Parked`]) to the server's one [`Parking`] and ends its task. The
-//! parked socket waits in an epoll set of its own, which one task
-//! ([`watch`]) waits on through tokio; when bytes (or the end of the stream)
-//! arrive there, that task spawns the connection's reader again with its
-//! state, and the reader goes on as if it had never stopped.
+//! header (some 1.8 KB) for nothing. So a plaintext reader holding no
+//! unread bytes hands its small state ([`Parked`]) to the server's one
+//! [`Parking`] and ends its task: as soon as it has handled what it read if
+//! it had been quiet for a [`TICK`] before (a new connection, a client that
+//! speaks now and then), or after a quiet tick if it was talking (so a busy
+//! client does not park and resume for every message). The parked socket
+//! waits in an epoll set of its own, which one thread ([`start`]) waits on;
+//! when bytes (or the end of the stream) arrive there, it spawns the
+//! connection's reader again with its state, and the reader goes on as if
+//! it had never stopped.
 //!
 //! The same task keeps the time for every connection, so that none needs a
 //! timer of its own: every [`TICK`] it tells the running readers (which
@@ -231,9 +234,15 @@ pub fn start(shared: &Arc<Shared>) -> io::Result<()> {
     let weak = Arc::downgrade(shared);
     let handle = Handle::current();
     let watcher = inner.clone();
+    // Dropped when the thread ends: by then it has handed every parked
+    // connection to a tracked task, which shutdown waits for.
+    let (finished, thread_ended) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new()
         .name("natter-parking".into())
-        .spawn(move || watch(&watcher, &weak, &handle))?;
+        .spawn(move || {
+            watch(&watcher, &weak, &handle);
+            drop(finished);
+        })?;
     inner.watching.store(true, Ordering::Release);
     let connections = shared.connections.clone();
     shared.tracker.spawn(async move {
@@ -241,6 +250,9 @@ pub fn start(shared: &Arc<Shared>) -> io::Result<()> {
         if let Some(epoll) = &inner.epoll {
             let _ = rustix::io::write(&epoll.wake, &1u64.to_ne_bytes());
         }
+        // Tracked until then, so that the tracker is not empty before the
+        // resumed connections are in it.
+        let _ = thread_ended.await;
     });
     Ok(())
 }
