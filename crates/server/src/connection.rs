@@ -420,6 +420,8 @@ pub(crate) struct ReaderState {
     last_read: Instant,
     /// Ticks since bytes last came ([`crate::parking::TICK`]).
     quiet_ticks: u8,
+    /// Reads in a row that each came within a tick of the one before.
+    quick_reads: u8,
     /// The settings this connection follows: a reload changes the limits
     /// of connected clients too, from their next read.
     settings: Tracked,
@@ -451,6 +453,11 @@ fn gate(config: &Config) -> FrameGate {
 /// Parks after this many ticks without bytes: at least one whole tick.
 const QUIET_TICKS: u8 = 2;
 
+/// A client whose reads come this many times in a row within a tick of
+/// each other is talking: it keeps its task until it is quiet for a tick,
+/// rather than parking and being resumed for every message.
+const TALKING_READS: u8 = 4;
+
 impl<'a> Reader<'a> {
     fn new(conn: ConnId, shared: &'a Shared, encoding: Encoding) -> Self {
         let settings = shared.config.track();
@@ -460,6 +467,7 @@ impl<'a> Reader<'a> {
             gate: gate(config),
             last_read: Instant::now(),
             quiet_ticks: 0,
+            quick_reads: 0,
             settings,
         };
         Reader::resume(conn, state, shared)
@@ -475,11 +483,10 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads, decodes and forwards until the connection ends, or until it
-    /// may park (plaintext only): at once when everything read is handled
-    /// if it had been quiet for a tick before these bytes (a new or resumed
-    /// connection, a client that speaks now and then), or once a talking
-    /// one has been quiet for a whole tick. So a talking client keeps its
-    /// task, and an idle one holds it only while its bytes are handled.
+    /// may park (plaintext only): at once when everything read is handled,
+    /// unless the client is talking ([`TALKING_READS`]); a talking one
+    /// once it has been quiet for a whole tick. So a talking client keeps
+    /// its task, and an idle one holds it only while its bytes are handled.
     async fn run<S: Source>(
         &mut self,
         source: &mut S,
@@ -507,8 +514,13 @@ impl<'a> Reader<'a> {
                     Ok(n) => {
                         self.shared.metrics.bytes_in(source.transport()).inc_by(n as u64);
                         let now = Instant::now();
-                        park_when_done = now.saturating_duration_since(self.state.last_read) >= TICK;
-                        self.state.last_read = now;
+                        let state = &mut self.state;
+                        state.quick_reads = match now.saturating_duration_since(state.last_read) {
+                            gap if gap < TICK => state.quick_reads.saturating_add(1),
+                            _ => 0,
+                        };
+                        park_when_done = state.quick_reads < TALKING_READS;
+                        state.last_read = now;
                         self.state.quiet_ticks = 0;
                         self.follow_settings();
                     }
