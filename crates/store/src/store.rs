@@ -59,6 +59,13 @@ const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 /// case a long reader (a backup) let it grow far beyond the above.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
+/// The writer files new messages into `message_keys` once this many are
+/// waiting (schema version 5): each index leaf then takes many keys in one
+/// write instead of one per commit. History scans at most this many rows
+/// (plus one commit's) at the end of `messages` for the rest, which keeps
+/// a page of history well under a millisecond.
+pub const KEY_BATCH: usize = 1024;
+
 /// The writer of a data dir: one SQLite connection and the dir's lock.
 pub struct Store {
     // Field order is drop order: the connection closes (and checkpoints)
@@ -67,8 +74,13 @@ pub struct Store {
     _lock: File,
     path: PathBuf,
     /// Scratch for [`Store::commit`]: the highest seq per conversation in
-    /// the transaction, written once per conversation instead of per message.
+    /// the transaction.
     last_seq: HashMap<ConvId, u64>,
+    /// The highest seq committed per conversation: a message at or below
+    /// it is already stored (a replayed fact), so it is not inserted twice.
+    stored_seq: HashMap<ConvId, u64>,
+    /// Messages committed since [`file_keys`] last ran.
+    unkeyed: usize,
 }
 
 impl Store {
@@ -87,11 +99,14 @@ impl Store {
         configure_writer(&conn).doing("configuring the database", &path)?;
         let from = migrate(&mut conn, &path)?;
         info!(path = %path.display(), from, to = schema::VERSION, "store open");
+        let (stored_seq, unkeyed) = read_write_state(&conn).doing("reading the database", &path)?;
         Ok(Store {
             conn,
             _lock: lock,
             path,
             last_seq: HashMap::new(),
+            stored_seq,
+            unkeyed,
         })
     }
 
@@ -133,19 +148,27 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing("starting a transaction", &self.path)?;
         self.last_seq.clear();
+        let mut inserted = 0;
         for fact in facts {
+            if let Fact::MessageAccepted(message) = fact {
+                if is_stored(&self.stored_seq, &self.last_seq, message) {
+                    continue;
+                }
+                inserted += 1;
+            }
             apply(&tx, fact, &mut self.last_seq).doing("storing facts", &self.path)?;
         }
-        let mut update = tx
-            .prepare_cached("UPDATE conversations SET last_seq = max(last_seq, ?2) WHERE id = ?1")
-            .doing("storing facts", &self.path)?;
-        for (&conv, &seq) in &self.last_seq {
-            update
-                .execute(params![conv, seq])
-                .doing("storing facts", &self.path)?;
+        let file = self.unkeyed + inserted >= KEY_BATCH;
+        if file {
+            file_keys(&tx).doing("storing facts", &self.path)?;
         }
-        drop(update);
-        tx.commit().doing("committing", &self.path)
+        tx.commit().doing("committing", &self.path)?;
+        self.unkeyed = if file { 0 } else { self.unkeyed + inserted };
+        for (&conv, &seq) in &self.last_seq {
+            let stored = self.stored_seq.entry(conv).or_default();
+            *stored = (*stored).max(seq);
+        }
+        Ok(())
     }
 
     /// Deletes messages older than `cutoff` (retention), oldest first and
@@ -246,7 +269,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<usize, StoreError> {
 }
 
 /// One fact as SQL. Every statement is idempotent (upserts, `OR IGNORE`,
-/// `max`), so a fact retried after a failed transaction is harmless.
+/// `max`), so a fact retried after a failed transaction is harmless;
+/// a message is the exception, so the caller skips one already stored
+/// ([`is_stored`]).
 fn apply(
     tx: &Transaction,
     fact: &Fact,
@@ -387,8 +412,7 @@ fn end_conversation(tx: &Transaction, conv: ConvId, ts: UnixMs) -> rusqlite::Res
 fn insert_message(tx: &Transaction, m: &StoredMessage) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO messages (conv, seq, ts_ms, sender_key, sender, body, nonce)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (conv, seq) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         m.conv,
@@ -402,6 +426,76 @@ fn insert_message(tx: &Transaction, m: &StoredMessage) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Whether `message` was committed before (`stored`) or already came in
+/// this transaction (`this_tx`): seqs only grow, so anything at or below
+/// the highest seen for its conversation is a repeat (a replayed fact).
+fn is_stored(
+    stored: &HashMap<ConvId, u64>,
+    this_tx: &HashMap<ConvId, u64>,
+    message: &StoredMessage,
+) -> bool {
+    let seen = |seqs: &HashMap<ConvId, u64>| seqs.get(&message.conv).copied().unwrap_or(0);
+    message.seq <= seen(stored).max(seen(this_tx))
+}
+
+/// Files every message after `message_keys_through` into `message_keys`
+/// (in key order, so each leaf is visited once) and moves the mark.
+fn file_keys(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO message_keys (conv, seq, id)
+         SELECT conv, seq, id FROM messages
+         WHERE id > (SELECT id FROM message_keys_through) ORDER BY conv, seq
+         ON CONFLICT (conv, seq) DO NOTHING",
+    )?
+    .execute([])?;
+    tx.prepare_cached(
+        "UPDATE message_keys_through SET id = (SELECT coalesce(max(id), 0) FROM messages)",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+/// What the writer keeps in memory about what is stored: the highest seq
+/// per conversation, and how many messages wait for their keys.
+fn read_write_state(conn: &Connection) -> rusqlite::Result<(HashMap<ConvId, u64>, usize)> {
+    let stored = last_seqs(conn)?;
+    let unkeyed: i64 = conn.query_row(
+        "SELECT count(*) FROM messages WHERE id > (SELECT id FROM message_keys_through)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok((stored, usize::try_from(unkeyed).unwrap_or(usize::MAX)))
+}
+
+/// The highest seq stored per conversation, ended ones included.
+///
+/// A commit does not write it to the conversation's row (that would dirty
+/// the `conversations` table's pages in every commit): the messages hold
+/// it, through `message_keys` and the unfiled tail, and
+/// `conversations.last_seq` keeps it for messages that retention deleted
+/// (see [`prune`]). One index seek per conversation and one scan of the
+/// tail, so start-up does not grow with history.
+fn last_seqs(conn: &Connection) -> rusqlite::Result<HashMap<ConvId, u64>> {
+    let mut filed = conn.prepare(
+        "SELECT id, max(last_seq, coalesce((SELECT max(seq) FROM message_keys k WHERE k.conv = c.id), 0))
+         FROM conversations c",
+    )?;
+    let mut seqs: HashMap<ConvId, u64> = filed
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut tail = conn.prepare(
+        "SELECT conv, max(seq) FROM messages
+         WHERE id > (SELECT id FROM message_keys_through) GROUP BY conv",
+    )?;
+    let rows = tail.query_map([], |r| Ok((r.get::<_, ConvId>(0)?, r.get::<_, u64>(1)?)))?;
+    for row in rows {
+        let (conv, seq) = row?;
+        let highest = seqs.entry(conv).or_default();
+        *highest = (*highest).max(seq);
+    }
+    Ok(seqs)
+}
+
 fn read_snapshot(tx: &Transaction, now: UnixMs) -> rusqlite::Result<Snapshot> {
     let next_conv_id = tx.query_row(
         "SELECT coalesce(max(id), 0) + 1 FROM conversations",
@@ -409,6 +503,12 @@ fn read_snapshot(tx: &Transaction, now: UnixMs) -> rusqlite::Result<Snapshot> {
         |r| r.get(0),
     )?;
     let mut conversations = live_conversations(tx)?;
+    let seqs = last_seqs(tx)?;
+    for conversation in &mut conversations {
+        if let Some(&seq) = seqs.get(&conversation.id) {
+            conversation.last_seq = conversation.last_seq.max(seq);
+        }
+    }
     add_members(tx, &mut conversations)?;
     add_invitations(tx, &mut conversations)?;
     let recent_nonces = recent_nonces(tx, now - natter_core::facts::NONCE_WINDOW_MS)?;
@@ -536,6 +636,27 @@ fn prune(tx: &Transaction, cutoff: UnixMs) -> rusqlite::Result<u64> {
     let Some(last_old) = last_old else {
         return Ok(0);
     };
+    // Each conversation keeps its last seq in its row once its newest
+    // messages are gone: seqs are never reused.
+    let mut highest =
+        tx.prepare_cached("SELECT conv, max(seq) FROM messages WHERE id <= ?1 GROUP BY conv")?;
+    let deleted_up_to = highest
+        .query_map([last_old], |r| {
+            Ok((r.get::<_, ConvId>(0)?, r.get::<_, u64>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    drop(highest);
+    let mut keep =
+        tx.prepare_cached("UPDATE conversations SET last_seq = max(last_seq, ?2) WHERE id = ?1")?;
+    for (conv, seq) in deleted_up_to {
+        keep.execute(params![conv, seq])?;
+    }
+    drop(keep);
+    tx.prepare_cached(
+        "DELETE FROM message_keys WHERE (conv, seq) IN
+             (SELECT conv, seq FROM messages WHERE id <= ?1)",
+    )?
+    .execute([last_old])?;
     let deleted = tx
         .prepare_cached("DELETE FROM messages WHERE id <= ?1")?
         .execute([last_old])?;
