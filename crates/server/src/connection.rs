@@ -168,6 +168,7 @@ async fn park(parked: Box<Parked>, shared: &Shared) {
 /// Runs a parked connection's reader again (bytes came, its idle timeout
 /// passed, or it is being closed), until it ends or parks once more.
 pub(crate) async fn resume(parked: Box<Parked>, shared: Arc<Shared>) {
+    shared.parking.resumed();
     let Parked {
         conn,
         reader,

@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,16 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// Events taken from the epoll set per system call.
 const EVENTS_PER_WAIT: usize = 256;
 
+/// Most resumed readers spawned and not yet running. A burst of wake-ups
+/// (everyone answering an invitation at once) would otherwise make a task
+/// for each at once, and the memory they took would stay with the process
+/// after they park again.
+const MAX_RESUMING: usize = 64;
+
+/// How soon the watcher looks again when resumed readers are waiting for
+/// their turn.
+const RESUME_RETRY: Duration = Duration::from_millis(1);
+
 /// The epoll key of the watcher's own wake-up (never a connection id: those
 /// count up from 1, or from a cluster node's incarnation, far below this).
 const WAKE: u64 = u64::MAX;
@@ -64,6 +74,8 @@ struct Inner {
     epoll: Option<Epoll>,
     /// Set once the watcher runs: only then does a parked reader wake.
     watching: AtomicBool,
+    /// Readers spawned again that have not started yet.
+    resuming: AtomicUsize,
     parked: Mutex<HashMap<ConnId, Box<Parked>>>,
     ticks: ticks::Sender<()>,
 }
@@ -92,6 +104,7 @@ impl Parking {
         let inner = Inner {
             epoll,
             watching: AtomicBool::new(false),
+            resuming: AtomicUsize::new(0),
             parked: Mutex::default(),
             ticks: ticks::Sender::new(()),
         };
@@ -107,6 +120,11 @@ impl Parking {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// A resumed reader has started (see [`MAX_RESUMING`]).
+    pub(crate) fn resumed(&self) {
+        self.inner.resuming.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A receiver that sees every tick.
@@ -266,10 +284,15 @@ fn watch(inner: &Inner, shared: &Weak<Shared>, handle: &Handle) {
         return;
     };
     let mut next_tick = Instant::now() + TICK;
+    // Woken, waiting for their turn to be spawned (MAX_RESUMING).
+    let mut woken = std::collections::VecDeque::new();
     loop {
-        let timeout = next_tick.saturating_duration_since(Instant::now());
+        let mut timeout = next_tick.saturating_duration_since(Instant::now());
+        if !woken.is_empty() {
+            timeout = timeout.min(RESUME_RETRY);
+        }
         let (ready, _) = epoll.wait(timeout);
-        let mut woken = inner.take(ready);
+        woken.extend(inner.take(ready));
         let now = Instant::now();
         if now >= next_tick {
             inner.ticks.send_replace(());
@@ -283,7 +306,11 @@ fn watch(inner: &Inner, shared: &Weak<Shared>, handle: &Handle) {
         if ending {
             woken.extend(inner.take(inner.all()));
         }
-        for parked in woken {
+        while ending || inner.resuming.load(Ordering::Relaxed) < MAX_RESUMING {
+            let Some(parked) = woken.pop_front() else {
+                break;
+            };
+            inner.resuming.fetch_add(1, Ordering::Relaxed);
             let resumed = connection::resume(parked, shared.clone());
             shared.tracker.spawn_on(resumed, handle);
         }
