@@ -116,6 +116,9 @@ pub struct HubStats {
     pub conversations: usize,
     /// Clients the hub writes to.
     pub peers: usize,
+    /// How long a client's first queued message may wait now for others to
+    /// leave with it (zero unless the hub is loaded).
+    pub write_window: std::time::Duration,
 }
 
 pub type HubSender = mpsc::Sender<HubEvent>;
@@ -287,6 +290,7 @@ impl Hub {
                 _ = sleep_until_opt(rejoin), if rejoin.is_some() => Wake::RejoinGraceOver,
             };
             let started = std::time::Instant::now();
+            self.coalescer.pass_begins(started);
             self.chat.set_time(unix_ms());
             let mut events = None;
             match wake {
@@ -571,6 +575,7 @@ impl Hub {
                     users: self.chat.user_count(),
                     conversations: self.chat.conversation_count(),
                     peers: self.peers.len(),
+                    write_window: self.coalescer.window(),
                 });
             }
             HubEvent::Reload { config, applied } => {
