@@ -49,4 +49,4 @@ pub use backup::backup;
 pub use error::StoreError;
 pub use natter_core::facts::*;
 pub use reader::Reader;
-pub use store::{DB_FILE, LOCK_FILE, PRUNE_CHUNK, Store};
+pub use store::{DB_FILE, KEY_BATCH, LOCK_FILE, PRUNE_CHUNK, Store};

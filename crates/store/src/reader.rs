@@ -43,14 +43,22 @@ impl Reader {
         } else {
             before_seq
         };
-        // Newest first through the (conv, seq) index, then turned around:
-        // a page is the `limit` messages just before `before`.
+        // Newest first, then turned around: a page is the `limit` messages
+        // just before `before`. Those filed in `message_keys` are found
+        // through it; the newest few, not filed yet, by a scan of the end
+        // of the table (at most a key batch; see schema version 5).
         let mut stmt = self
             .conn
             .prepare_cached(concat!(
                 "SELECT ",
                 message_columns!(),
-                " FROM messages WHERE conv = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                " FROM messages WHERE id IN (SELECT id FROM message_keys
+                     WHERE conv = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3)
+                 UNION ALL SELECT ",
+                message_columns!(),
+                " FROM messages WHERE id > (SELECT id FROM message_keys_through)
+                     AND conv = ?1 AND seq < ?2
+                 ORDER BY seq DESC LIMIT ?3"
             ))
             .doing("reading history", &self.path)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

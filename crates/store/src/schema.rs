@@ -119,7 +119,51 @@ CREATE TABLE bans (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4)];
+/// Version 5: messages keyed in bulk, not one index entry per commit.
+///
+/// A commit used to dirty one leaf of the `UNIQUE (conv, seq)` index for
+/// every conversation it held a message of, and every dirty page costs
+/// the commit a WAL frame (two `pwrite`s and a checksum). Now a commit
+/// only appends to `messages` (a few pages at its end), and the writer
+/// files the new rows into `message_keys` every
+/// [`KEY_BATCH`](crate::store::KEY_BATCH) messages, when each leaf takes
+/// many keys at once.
+///
+/// - `messages` loses its unique index (SQLite can drop a table constraint
+///   only by rebuilding the table, so it is rebuilt, ids kept).
+/// - `message_keys`: `(conv, seq) -> id` for every message up to
+///   `message_keys_through.id`; the rows after it (at most one batch) are
+///   found by a scan of the table's end. History reads both.
+/// - Duplicates are kept out by the writer, which knows the highest seq it
+///   stored per conversation (`conversations.last_seq` at start-up).
+const V5: &str = "
+CREATE TABLE messages_v5 (
+    id          INTEGER PRIMARY KEY,
+    conv        INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    sender_key  TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    nonce       TEXT
+);
+INSERT INTO messages_v5 (id, conv, seq, ts_ms, sender_key, sender, body, nonce)
+    SELECT id, conv, seq, ts_ms, sender_key, sender, body, nonce FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v5 RENAME TO messages;
+CREATE INDEX messages_nonce_ts ON messages (ts_ms) WHERE nonce IS NOT NULL;
+CREATE TABLE message_keys (
+    conv        INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    id          INTEGER NOT NULL,
+    PRIMARY KEY (conv, seq)
+) WITHOUT ROWID;
+INSERT INTO message_keys (conv, seq, id) SELECT conv, seq, id FROM messages ORDER BY conv, seq;
+CREATE TABLE message_keys_through (id INTEGER NOT NULL);
+INSERT INTO message_keys_through (id) SELECT coalesce(max(id), 0) FROM messages;
+";
+
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)];
 
 /// The schema version this build writes.
 pub const VERSION: usize = MIGRATIONS.len();

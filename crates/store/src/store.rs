@@ -59,6 +59,13 @@ const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 /// case a long reader (a backup) let it grow far beyond the above.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
+/// The writer files new messages into `message_keys` once this many are
+/// waiting (schema version 5): each index leaf then takes many keys in one
+/// write instead of one per commit. History scans at most this many rows
+/// (plus one commit's) at the end of `messages` for the rest, which keeps
+/// a page of history well under a millisecond.
+pub const KEY_BATCH: usize = 1024;
+
 /// The writer of a data dir: one SQLite connection and the dir's lock.
 pub struct Store {
     // Field order is drop order: the connection closes (and checkpoints)
@@ -69,6 +76,11 @@ pub struct Store {
     /// Scratch for [`Store::commit`]: the highest seq per conversation in
     /// the transaction, written once per conversation instead of per message.
     last_seq: HashMap<ConvId, u64>,
+    /// The highest seq committed per conversation: a message at or below
+    /// it is already stored (a replayed fact), so it is not inserted twice.
+    stored_seq: HashMap<ConvId, u64>,
+    /// Messages committed since [`file_keys`] last ran.
+    unkeyed: usize,
 }
 
 impl Store {
@@ -87,11 +99,14 @@ impl Store {
         configure_writer(&conn).doing("configuring the database", &path)?;
         let from = migrate(&mut conn, &path)?;
         info!(path = %path.display(), from, to = schema::VERSION, "store open");
+        let (stored_seq, unkeyed) = read_write_state(&conn).doing("reading the database", &path)?;
         Ok(Store {
             conn,
             _lock: lock,
             path,
             last_seq: HashMap::new(),
+            stored_seq,
+            unkeyed,
         })
     }
 
@@ -133,7 +148,14 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing("starting a transaction", &self.path)?;
         self.last_seq.clear();
+        let mut inserted = 0;
         for fact in facts {
+            if let Fact::MessageAccepted(message) = fact {
+                if is_stored(&self.stored_seq, &self.last_seq, message) {
+                    continue;
+                }
+                inserted += 1;
+            }
             apply(&tx, fact, &mut self.last_seq).doing("storing facts", &self.path)?;
         }
         let mut update = tx
@@ -145,7 +167,17 @@ impl Store {
                 .doing("storing facts", &self.path)?;
         }
         drop(update);
-        tx.commit().doing("committing", &self.path)
+        let file = self.unkeyed + inserted >= KEY_BATCH;
+        if file {
+            file_keys(&tx).doing("storing facts", &self.path)?;
+        }
+        tx.commit().doing("committing", &self.path)?;
+        self.unkeyed = if file { 0 } else { self.unkeyed + inserted };
+        for (&conv, &seq) in &self.last_seq {
+            let stored = self.stored_seq.entry(conv).or_default();
+            *stored = (*stored).max(seq);
+        }
+        Ok(())
     }
 
     /// Deletes messages older than `cutoff` (retention), oldest first and
@@ -246,7 +278,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<usize, StoreError> {
 }
 
 /// One fact as SQL. Every statement is idempotent (upserts, `OR IGNORE`,
-/// `max`), so a fact retried after a failed transaction is harmless.
+/// `max`), so a fact retried after a failed transaction is harmless;
+/// a message is the exception, so the caller skips one already stored
+/// ([`is_stored`]).
 fn apply(
     tx: &Transaction,
     fact: &Fact,
@@ -387,8 +421,7 @@ fn end_conversation(tx: &Transaction, conv: ConvId, ts: UnixMs) -> rusqlite::Res
 fn insert_message(tx: &Transaction, m: &StoredMessage) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO messages (conv, seq, ts_ms, sender_key, sender, body, nonce)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (conv, seq) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         m.conv,
@@ -400,6 +433,50 @@ fn insert_message(tx: &Transaction, m: &StoredMessage) -> rusqlite::Result<()> {
         m.nonce
     ])?;
     Ok(())
+}
+
+/// Whether `message` was committed before (`stored`) or already came in
+/// this transaction (`this_tx`): seqs only grow, so anything at or below
+/// the highest seen for its conversation is a repeat (a replayed fact).
+fn is_stored(
+    stored: &HashMap<ConvId, u64>,
+    this_tx: &HashMap<ConvId, u64>,
+    message: &StoredMessage,
+) -> bool {
+    let seen = |seqs: &HashMap<ConvId, u64>| seqs.get(&message.conv).copied().unwrap_or(0);
+    message.seq <= seen(stored).max(seen(this_tx))
+}
+
+/// Files every message after `message_keys_through` into `message_keys`
+/// (in key order, so each leaf is visited once) and moves the mark.
+fn file_keys(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO message_keys (conv, seq, id)
+         SELECT conv, seq, id FROM messages
+         WHERE id > (SELECT id FROM message_keys_through) ORDER BY conv, seq
+         ON CONFLICT (conv, seq) DO NOTHING",
+    )?
+    .execute([])?;
+    tx.prepare_cached(
+        "UPDATE message_keys_through SET id = (SELECT coalesce(max(id), 0) FROM messages)",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+/// What the writer keeps in memory about what is stored: the highest seq
+/// per conversation, and how many messages wait for their keys.
+fn read_write_state(conn: &Connection) -> rusqlite::Result<(HashMap<ConvId, u64>, usize)> {
+    let mut stmt = conn.prepare("SELECT id, last_seq FROM conversations")?;
+    let stored = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let unkeyed: i64 = conn.query_row(
+        "SELECT count(*) FROM messages WHERE id > (SELECT id FROM message_keys_through)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok((stored, usize::try_from(unkeyed).unwrap_or(usize::MAX)))
 }
 
 fn read_snapshot(tx: &Transaction, now: UnixMs) -> rusqlite::Result<Snapshot> {
@@ -536,6 +613,11 @@ fn prune(tx: &Transaction, cutoff: UnixMs) -> rusqlite::Result<u64> {
     let Some(last_old) = last_old else {
         return Ok(0);
     };
+    tx.prepare_cached(
+        "DELETE FROM message_keys WHERE (conv, seq) IN
+             (SELECT conv, seq FROM messages WHERE id <= ?1)",
+    )?
+    .execute([last_old])?;
     let deleted = tx
         .prepare_cached("DELETE FROM messages WHERE id <= ?1")?
         .execute([last_old])?;

@@ -216,6 +216,74 @@ fn history_pages_oldest_first() {
     assert!(reader.history(99, 0, 10).unwrap().is_empty());
 }
 
+/// Messages reach history whether or not the writer has filed their keys
+/// yet (it files them a batch at a time), across a reopen, and a replay of
+/// every fact (as a restarted cluster node makes) stores none twice.
+#[test]
+fn history_spans_filed_and_unfiled_messages_and_replays_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = natter_store::KEY_BATCH as u64;
+    let total = 2 * batch + batch / 2;
+    let mut commits = vec![vec![created(1, &[("alice", "Alice")]), created(2, &[])]];
+    // Small commits alternating between two conversations, as chat makes.
+    for seq in 1..=total {
+        if seq % 7 == 1 {
+            commits.push(Vec::new());
+        }
+        let commit = commits.last_mut().unwrap();
+        commit.push(accepted(&message(
+            1,
+            seq,
+            seq as i64,
+            &format!("m{seq}"),
+            None,
+        )));
+        commit.push(accepted(&message(2, seq, seq as i64, "other", None)));
+    }
+    let walk = |store: &Store| -> Vec<u64> {
+        let reader = store.reader().unwrap();
+        let mut all = Vec::new();
+        let mut before = 0;
+        loop {
+            let page = reader.history(1, before, 100).unwrap();
+            assert!(
+                page.iter()
+                    .all(|m| m.conv == 1 && m.text == format!("m{}", m.seq))
+            );
+            let Some(first) = page.first() else { break };
+            before = first.seq;
+            all.splice(0..0, page.iter().map(|m| m.seq));
+        }
+        all
+    };
+    let count = |store: &Store| -> i64 {
+        let db = rusqlite::Connection::open(store.path()).unwrap();
+        db.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap()
+    };
+
+    let mut store = Store::open(dir.path()).unwrap();
+    for (i, facts) in commits.iter().enumerate() {
+        store.commit(facts).unwrap();
+        if i % 97 == 0 {
+            let seen = walk(&store);
+            assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>());
+        }
+    }
+    assert_eq!(walk(&store), (1..=total).collect::<Vec<_>>());
+    drop(store);
+
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(walk(&store), (1..=total).collect::<Vec<_>>());
+    for facts in &commits {
+        store.commit(facts).unwrap();
+    }
+    let more = message(1, total + 1, 0, &format!("m{}", total + 1), None);
+    store.commit(&[accepted(&more), accepted(&more)]).unwrap();
+    assert_eq!(count(&store), 2 * total as i64 + 1, "nothing stored twice");
+    assert_eq!(walk(&store), (1..=total + 1).collect::<Vec<_>>());
+}
+
 #[test]
 fn the_reader_sees_each_commit() {
     let dir = tempfile::tempdir().unwrap();
