@@ -40,6 +40,11 @@ const LOW_DEMAND: f64 = 0.6;
 /// From this demand on, the window is the configured maximum.
 const HIGH_DEMAND: f64 = 1.0;
 
+/// A period's demand counts as at most this: with a long window a write
+/// can carry hundreds of messages, and an unbounded estimate would keep
+/// the window open long after the load is gone.
+const MAX_DEMAND: f64 = 1.5;
+
 /// Decides how long a client's first queued message may wait.
 #[derive(Debug)]
 pub struct Coalescer {
@@ -108,7 +113,8 @@ impl Coalescer {
         if elapsed < MEASURE_PERIOD {
             return false;
         }
-        let sample = (self.worked + self.saved).as_secs_f64() / elapsed.as_secs_f64();
+        let sample =
+            ((self.worked + self.saved).as_secs_f64() / elapsed.as_secs_f64()).min(MAX_DEMAND);
         // Weighted by the period's length: after an idle gap many times
         // SMOOTHING long, the old demand is forgotten.
         let weight = 1.0 - (-elapsed.as_secs_f64() / SMOOTHING.as_secs_f64()).exp();
@@ -250,6 +256,19 @@ mod tests {
         coalescer.pass_begins(later);
         assert_eq!(coalescer.window(), Duration::ZERO);
         assert!(!coalescer.should_wait(later, later));
+    }
+
+    /// However many writes a long window saved, the window closes within a
+    /// fraction of a second of quiet.
+    #[test]
+    fn a_short_quiet_closes_even_a_wide_window() {
+        let t0 = Instant::now();
+        let mut coalescer = Coalescer::new(Duration::from_secs(2), t0);
+        // Each millisecond, one write carrying 500 messages.
+        let t1 = load_with_flushes(&mut coalescer, t0, ms(1000), 1.0, 1, 499);
+        assert_eq!(coalescer.window(), Duration::from_secs(2));
+        coalescer.pass_begins(t1 + ms(200));
+        assert_eq!(coalescer.window(), Duration::ZERO);
     }
 
     /// One slow pass after a quiet time does not open the window.
