@@ -484,25 +484,36 @@ def store(root):
     return "\n".join(out) + "\n"
 
 
+def store_writer(figures):
+    """Messages per group commit and the writer thread's CPU per message
+    (over the server's whole life), or dashes (ephemeral, older records)."""
+    if not figures or not figures.get("commits") or not figures.get("messages"):
+        return "– | –"
+    return (f"{figures['messages'] / figures['commits']:.1f} "
+            f"| {figures['writer_cpu_s'] * 1e6 / figures['messages']:.2f}")
+
+
 def store_ab(root):
     """docs/PERFORMANCE.md: bench/store_ab.sh's interleaved runs."""
     lines = read_jsonl(root, "store_ab.jsonl")
     rows = [r for r in lines if "mode" in r]
     out = [provenance(run_record(lines), "bench/results/store_ab.jsonl"),
-           "| run | mode | R msg/s | delivered | p50 ms | p99 ms | server cores | µs CPU / delivery |",
-           "|---:|---|---:|---:|---:|---:|---:|---:|"]
+           "| run | mode | R msg/s | delivered | p50 ms | p99 ms | server cores | µs CPU / delivery "
+           "| messages / commit | writer µs CPU / message |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     cpu = {"ephemeral": [], "durable": []}
     for n, row in enumerate(rows, 1):
         r = row.get("result")
         if r is None:
-            out.append(f"| {n} | {row['mode']} | {row['rate']} | run failed | | | | |")
+            out.append(f"| {n} | {row['mode']} | {row['rate']} | run failed | | | | | | |")
             continue
         per = (r.get("server") or {}).get("cpu_us_per_delivery")
         if per is not None:
             cpu[row["mode"]].append(per)
         out.append(f"| {n} | {row['mode']} | {r['rate']} | {100 * r['delivery_ratio']:.2f}% "
                    f"| {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
-                   f"| {(r.get('server') or {}).get('cpu_cores', '–')} | {per if per is not None else '–'} |")
+                   f"| {(r.get('server') or {}).get('cpu_cores', '–')} | {per if per is not None else '–'} "
+                   f"| {store_writer(row.get('store'))} |")
     out.append("")
     durable = [r["result"] for r in rows if r["mode"] == "durable" and r.get("result")]
     failed = [r for r in rows if r["mode"] == "durable" and not r.get("result")]

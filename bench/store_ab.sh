@@ -22,6 +22,7 @@ DURATION=${DURATION:-8}
 RATE=${RATE:-10000}
 RUNS=${RUNS:-2}
 PORT=${PORT:-16677}
+METRICS_PORT=${METRICS_PORT:-$((PORT + 1))}
 PRIORITY=${PRIORITY:-"nice -n -15"}
 cd "$ROOT"
 
@@ -60,12 +61,36 @@ trap 'stop_server; rm -f "$out"' EXIT
 
 echo "{\"run\":$(python3 bench/run_record.py "WARMUP=$WARMUP DURATION=$DURATION RUNS=$RUNS bench/store_ab.sh")}" >"$out"
 
+# store_figures: for a durable server, what its writer thread did over its
+# whole life (setup and warm-up included): group commits and messages
+# (from its metrics) and the writer thread's CPU seconds (from /proc).
+store_figures() {
+    python3 - "$SERVER_PID" "$METRICS_PORT" <<'PY'
+import json, os, sys, urllib.request
+pid, port = sys.argv[1], sys.argv[2]
+text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+metric = lambda name: next(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + " "))
+ticks = os.sysconf("SC_CLK_TCK")
+writer = 0.0
+for tid in os.listdir(f"/proc/{pid}/task"):
+    with open(f"/proc/{pid}/task/{tid}/comm") as f:
+        if not f.read().startswith("natter-store-wr"):
+            continue
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    writer += (int(fields[11]) + int(fields[12])) / ticks
+print(json.dumps({"commits": int(metric("natter_store_commit_seconds_count")),
+                  "messages": int(metric("natter_messages_received_total")),
+                  "writer_cpu_s": round(writer, 3)}))
+PY
+}
+
 # run MODE: one measured run against a fresh server; appends its JSON line.
 run() {
     local mode=$1 store
     if [[ $mode == durable ]]; then
         DATA_DIR=$(mktemp -d "$DATA_BASE/store-ab.XXXXXX")
-        store=(--data-dir "$DATA_DIR")
+        store=(--data-dir "$DATA_DIR" --metrics "127.0.0.1:$METRICS_PORT")
     else
         store=(--ephemeral)
     fi
@@ -82,8 +107,10 @@ run() {
     result=$($PRIORITY taskset -c 1 "$NATTER" bench --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
         --clients 1000 --group 10 --payload 64 --rate "$RATE" --warmup "$WARMUP" \
         --duration "$DURATION" --json --quiet) || result=null
+    local figures=null
+    if [[ $mode == durable ]]; then figures=$(store_figures) || figures=null; fi
     stop_server
-    printf '{"mode":"%s","rate":%s,"result":%s}\n' "$mode" "$RATE" "$result" >>"$out"
+    printf '{"mode":"%s","rate":%s,"result":%s,"store":%s}\n' "$mode" "$RATE" "$result" "$figures" >>"$out"
 }
 
 for _ in $(seq "$RUNS"); do

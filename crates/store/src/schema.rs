@@ -135,7 +135,9 @@ CREATE TABLE bans (
 ///   `message_keys_through.id`; the rows after it (at most one batch) are
 ///   found by a scan of the table's end. History reads both.
 /// - Duplicates are kept out by the writer, which knows the highest seq it
-///   stored per conversation (`conversations.last_seq` at start-up).
+///   stored per conversation. From this version on, commits no longer
+///   write `conversations.last_seq` (the messages say it); retention sets
+///   it before deleting a conversation's newest messages.
 const V5: &str = "
 CREATE TABLE messages_v5 (
     id          INTEGER PRIMARY KEY,

@@ -74,7 +74,7 @@ pub struct Store {
     _lock: File,
     path: PathBuf,
     /// Scratch for [`Store::commit`]: the highest seq per conversation in
-    /// the transaction, written once per conversation instead of per message.
+    /// the transaction.
     last_seq: HashMap<ConvId, u64>,
     /// The highest seq committed per conversation: a message at or below
     /// it is already stored (a replayed fact), so it is not inserted twice.
@@ -158,15 +158,6 @@ impl Store {
             }
             apply(&tx, fact, &mut self.last_seq).doing("storing facts", &self.path)?;
         }
-        let mut update = tx
-            .prepare_cached("UPDATE conversations SET last_seq = max(last_seq, ?2) WHERE id = ?1")
-            .doing("storing facts", &self.path)?;
-        for (&conv, &seq) in &self.last_seq {
-            update
-                .execute(params![conv, seq])
-                .doing("storing facts", &self.path)?;
-        }
-        drop(update);
         let file = self.unkeyed + inserted >= KEY_BATCH;
         if file {
             file_keys(&tx).doing("storing facts", &self.path)?;
@@ -467,16 +458,42 @@ fn file_keys(tx: &Transaction) -> rusqlite::Result<()> {
 /// What the writer keeps in memory about what is stored: the highest seq
 /// per conversation, and how many messages wait for their keys.
 fn read_write_state(conn: &Connection) -> rusqlite::Result<(HashMap<ConvId, u64>, usize)> {
-    let mut stmt = conn.prepare("SELECT id, last_seq FROM conversations")?;
-    let stored = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    let stored = last_seqs(conn)?;
     let unkeyed: i64 = conn.query_row(
         "SELECT count(*) FROM messages WHERE id > (SELECT id FROM message_keys_through)",
         [],
         |r| r.get(0),
     )?;
     Ok((stored, usize::try_from(unkeyed).unwrap_or(usize::MAX)))
+}
+
+/// The highest seq stored per conversation, ended ones included.
+///
+/// A commit does not write it to the conversation's row (that would dirty
+/// the `conversations` table's pages in every commit): the messages hold
+/// it, through `message_keys` and the unfiled tail, and
+/// `conversations.last_seq` keeps it for messages that retention deleted
+/// (see [`prune`]). One index seek per conversation and one scan of the
+/// tail, so start-up does not grow with history.
+fn last_seqs(conn: &Connection) -> rusqlite::Result<HashMap<ConvId, u64>> {
+    let mut filed = conn.prepare(
+        "SELECT id, max(last_seq, coalesce((SELECT max(seq) FROM message_keys k WHERE k.conv = c.id), 0))
+         FROM conversations c",
+    )?;
+    let mut seqs: HashMap<ConvId, u64> = filed
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut tail = conn.prepare(
+        "SELECT conv, max(seq) FROM messages
+         WHERE id > (SELECT id FROM message_keys_through) GROUP BY conv",
+    )?;
+    let rows = tail.query_map([], |r| Ok((r.get::<_, ConvId>(0)?, r.get::<_, u64>(1)?)))?;
+    for row in rows {
+        let (conv, seq) = row?;
+        let highest = seqs.entry(conv).or_default();
+        *highest = (*highest).max(seq);
+    }
+    Ok(seqs)
 }
 
 fn read_snapshot(tx: &Transaction, now: UnixMs) -> rusqlite::Result<Snapshot> {
@@ -486,6 +503,12 @@ fn read_snapshot(tx: &Transaction, now: UnixMs) -> rusqlite::Result<Snapshot> {
         |r| r.get(0),
     )?;
     let mut conversations = live_conversations(tx)?;
+    let seqs = last_seqs(tx)?;
+    for conversation in &mut conversations {
+        if let Some(&seq) = seqs.get(&conversation.id) {
+            conversation.last_seq = conversation.last_seq.max(seq);
+        }
+    }
     add_members(tx, &mut conversations)?;
     add_invitations(tx, &mut conversations)?;
     let recent_nonces = recent_nonces(tx, now - natter_core::facts::NONCE_WINDOW_MS)?;
@@ -613,6 +636,22 @@ fn prune(tx: &Transaction, cutoff: UnixMs) -> rusqlite::Result<u64> {
     let Some(last_old) = last_old else {
         return Ok(0);
     };
+    // Each conversation keeps its last seq in its row once its newest
+    // messages are gone: seqs are never reused.
+    let mut highest =
+        tx.prepare_cached("SELECT conv, max(seq) FROM messages WHERE id <= ?1 GROUP BY conv")?;
+    let deleted_up_to = highest
+        .query_map([last_old], |r| {
+            Ok((r.get::<_, ConvId>(0)?, r.get::<_, u64>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    drop(highest);
+    let mut keep =
+        tx.prepare_cached("UPDATE conversations SET last_seq = max(last_seq, ?2) WHERE id = ?1")?;
+    for (conv, seq) in deleted_up_to {
+        keep.execute(params![conv, seq])?;
+    }
+    drop(keep);
     tx.prepare_cached(
         "DELETE FROM message_keys WHERE (conv, seq) IN
              (SELECT conv, seq FROM messages WHERE id <= ?1)",

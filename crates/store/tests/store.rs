@@ -426,6 +426,13 @@ fn retention_deletes_old_messages_in_bounded_chunks() {
         old + 5
     );
     assert_eq!(store.prune_before(10_001).unwrap(), 5);
+    drop(store);
+    // With every message gone, a reopened store still knows the last seq.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.load_snapshot(0).unwrap().conversations[0].last_seq,
+        old + 5
+    );
 }
 
 /// A commit that fails half-way stores none of its facts.
