@@ -35,7 +35,7 @@ const SMOOTHING: Duration = Duration::from_millis(100);
 
 /// Below this demand (a share of the hub's time) clients are written at
 /// once.
-const LOW_DEMAND: f64 = 0.6;
+const LOW_DEMAND: f64 = 0.7;
 
 /// From this demand on, the window is the configured maximum.
 const HIGH_DEMAND: f64 = 1.0;
@@ -194,7 +194,7 @@ mod tests {
     fn the_window_grows_with_the_load() {
         let t0 = Instant::now();
         let mut windows = Vec::new();
-        for share in [0.5, 0.7, 0.8, 0.9, 1.0] {
+        for share in [0.6, 0.8, 0.9, 0.95, 1.0] {
             let mut coalescer = Coalescer::new(MAX, t0);
             load(&mut coalescer, t0, ms(1000), share);
             windows.push(coalescer.window());
