@@ -56,9 +56,9 @@ pub struct ServeArgs {
     /// Bytes that may wait for one client before it is cut off as a slow consumer.
     #[arg(long, default_value_t = defaults().send_queue, value_name = "BYTES")]
     send_queue: usize,
-    /// Under load, a client written to less than this many milliseconds ago
-    /// waits for the rest of that time so its messages leave in one write
-    /// (0: write at once, always).
+    /// The longest a client's message waits under load for others to leave
+    /// with it in one write, in milliseconds; the wait grows with the
+    /// server's load from zero (0: write at once, always).
     #[arg(long, default_value_t = millis(defaults().write_coalesce), value_name = "MS")]
     write_coalesce: u64,
     /// Seconds from connecting a new connection has to REGISTER before it

@@ -35,9 +35,10 @@ pub struct Config {
     /// Bytes that may wait for one client before it counts as a slow
     /// consumer and is disconnected.
     pub send_queue: usize,
-    /// While the hub is busy, a client written to less than this long ago
-    /// waits until this long after that write, so that what piles up for it
-    /// leaves in one write (zero: always write at once).
+    /// The longest write-coalescing window: under load a client's first
+    /// queued message waits up to this long for others to leave with it in
+    /// one write; the window grows with the hub's load from zero
+    /// ([`crate::coalesce`]; zero: always write at once).
     pub write_coalesce: Duration,
     /// How long a closing connection may take to flush and see the peer's
     /// end of stream before it is dropped.
