@@ -56,9 +56,9 @@ pub struct ServeArgs {
     /// Bytes that may wait for one client before it is cut off as a slow consumer.
     #[arg(long, default_value_t = defaults().send_queue, value_name = "BYTES")]
     send_queue: usize,
-    /// Under load, a client written to less than this many milliseconds ago
-    /// waits for the rest of that time so its messages leave in one write
-    /// (0: write at once, always).
+    /// The longest a client's message waits under load for others to leave
+    /// with it in one write, in milliseconds; the wait grows with the
+    /// server's load from zero (0: write at once, always).
     #[arg(long, default_value_t = millis(defaults().write_coalesce), value_name = "MS")]
     write_coalesce: u64,
     /// Seconds from connecting a new connection has to REGISTER before it
@@ -84,6 +84,12 @@ pub struct ServeArgs {
     /// Most connections at once.
     #[arg(long, default_value_t = defaults().max_connections, value_name = "N")]
     max_connections: usize,
+    /// Connections the kernel queues for the server to accept (the listen
+    /// backlog, capped by net.core.somaxconn); a larger burst of connects
+    /// waits for SYN retries.
+    #[arg(long, default_value_t = defaults().listen_backlog, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65535))]
+    listen_backlog: u32,
     /// Worker threads. One thread (the default) runs every connection and
     /// the hub without any cross-thread hand-off, which is the cheapest way
     /// to serve on one core; more threads spread decoding over cores.
@@ -295,6 +301,7 @@ impl ServeArgs {
             rate_limit: self.rate_limit,
             rate_burst: self.rate_burst,
             max_connections: self.max_connections,
+            listen_backlog: self.listen_backlog,
             max_connections_per_ip: self.max_connections_per_ip,
             max_web_connections: self.max_web_connections,
             web_header_timeout: Duration::from_secs(self.web_header_timeout),

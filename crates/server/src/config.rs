@@ -35,9 +35,10 @@ pub struct Config {
     /// Bytes that may wait for one client before it counts as a slow
     /// consumer and is disconnected.
     pub send_queue: usize,
-    /// While the hub is busy, a client written to less than this long ago
-    /// waits until this long after that write, so that what piles up for it
-    /// leaves in one write (zero: always write at once).
+    /// The longest write-coalescing window: under load a client's first
+    /// queued message waits up to this long for others to leave with it in
+    /// one write; the window grows with the hub's load from zero
+    /// ([`crate::coalesce`]; zero: always write at once).
     pub write_coalesce: Duration,
     /// How long a closing connection may take to flush and see the peer's
     /// end of stream before it is dropped.
@@ -55,6 +56,10 @@ pub struct Config {
     /// limit), and how many it may send in a burst.
     pub rate_limit: u32,
     pub rate_burst: u32,
+    /// How many connections the kernel may hold for the accept loop (the
+    /// listen backlog; Linux caps it at `net.core.somaxconn`). A burst of
+    /// connects beyond it waits for the client's SYN to be retried.
+    pub listen_backlog: u32,
     /// Most connections at once, and from one IP address (zero: no limit).
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -116,6 +121,7 @@ impl Default for Config {
             idle_timeout: Duration::ZERO,
             rate_limit: 10,
             rate_burst: 20,
+            listen_backlog: 4096,
             max_connections: 10_000,
             max_connections_per_ip: 100,
             max_web_connections: 1_000,

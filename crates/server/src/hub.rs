@@ -116,6 +116,9 @@ pub struct HubStats {
     pub conversations: usize,
     /// Clients the hub writes to.
     pub peers: usize,
+    /// How long a client's first queued message may wait now for others to
+    /// leave with it (zero unless the hub is loaded).
+    pub write_window: std::time::Duration,
 }
 
 pub type HubSender = mpsc::Sender<HubEvent>;
@@ -123,7 +126,7 @@ pub type HubSender = mpsc::Sender<HubEvent>;
 /// What woke the hub.
 enum Wake {
     Event(HubEvent),
-    /// The write-coalescing window of waiting clients ended.
+    /// The write-coalescing window of the longest-waiting client ended.
     DeferredWrites,
     PresenceWindow,
     Registration,
@@ -158,10 +161,12 @@ pub struct Hub {
     /// earliest first ("accepted + the same timeout", so nearly always
     /// arrival order).
     registration_deadlines: VecDeque<(Instant, ConnId)>,
-    /// Decides whether a recently written client waits to gather more.
+    /// Decides how long a client's first queued message waits for more.
     coalescer: Coalescer,
-    /// Clients waiting for the current write window to end, and its end.
-    deferred: Vec<ConnId>,
+    /// Clients whose flush waits for the write window, in the order their
+    /// wait began (so the front is always due first), and when the front
+    /// is due.
+    deferred: VecDeque<ConnId>,
     deferred_deadline: Option<Instant>,
     /// Given to writability waiters, so they can report back.
     events: HubSender,
@@ -224,7 +229,7 @@ impl Hub {
             presence_deadline: None,
             registration_deadlines: VecDeque::new(),
             coalescer: Coalescer::new(write_coalesce, std::time::Instant::now()),
-            deferred: Vec::new(),
+            deferred: VecDeque::new(),
             deferred_deadline: None,
             events,
             tracker,
@@ -289,6 +294,7 @@ impl Hub {
                 _ = sleep_until_opt(rejoin), if rejoin.is_some() => Wake::RejoinGraceOver,
             };
             let started = std::time::Instant::now();
+            self.coalescer.pass_begins(started);
             self.chat.set_time(unix_ms());
             let mut events = None;
             match wake {
@@ -343,9 +349,15 @@ impl Hub {
             }
             self.schedule_presence();
             self.submit_batch();
-            self.flush_dirty();
+            self.flush_dirty(started);
             let now = std::time::Instant::now();
-            self.coalescer.record_work(started, now);
+            if self.coalescer.record_work(started, now) {
+                tracing::trace!(
+                    demand = self.coalescer.demand(),
+                    window_us = self.coalescer.window().as_micros() as u64,
+                    "write coalescing"
+                );
+            }
             self.publish(events, now - started);
         }
         if let Some(cluster) = &mut self.cluster {
@@ -509,7 +521,7 @@ impl Hub {
                 }
             }
         }
-        self.flush_dirty();
+        self.flush_dirty(std::time::Instant::now());
     }
 
     /// Applies one event; with no coalescing window, its presence change
@@ -568,6 +580,7 @@ impl Hub {
                     users: self.chat.user_count(),
                     conversations: self.chat.conversation_count(),
                     peers: self.peers.len(),
+                    write_window: self.coalescer.window(),
                 });
             }
             HubEvent::Reload { config, applied } => {
@@ -601,7 +614,7 @@ impl Hub {
     /// coalescer keep copies, updated here.
     fn reconfigure(&mut self, config: Arc<Config>) {
         self.chat.reconfigure(config.policy, config.limits.clone());
-        self.coalescer.set_window(config.write_coalesce);
+        self.coalescer.set_max_window(config.write_coalesce);
         self.config = config;
     }
 
@@ -815,49 +828,78 @@ impl Hub {
     }
 
     /// Writes what every touched client has waiting, once; under load, a
-    /// client written to moments ago waits for the window to end instead.
-    fn flush_dirty(&mut self) {
-        let now = std::time::Instant::now();
+    /// client's bytes (queued during the pass that began at `pass_started`)
+    /// wait for the coalescer's window instead. Then writes the waiting
+    /// clients that are due.
+    fn flush_dirty(&mut self, pass_started: std::time::Instant) {
+        let flush_started = std::time::Instant::now();
+        let mut flushes = Flushes::default();
         while !self.dirty.is_empty() {
+            let window_open = !self.coalescer.window().is_zero();
             for conn in std::mem::take(&mut self.dirty) {
-                let Some(peer) = self.peers.get(&conn) else {
-                    continue;
-                };
-                if self.coalescer.should_wait(peer.last_write, now) {
+                if window_open && let Some(peer) = self.peers.get_mut(&conn) {
                     // Stays dirty, so it is not listed twice.
-                    self.deferred.push(conn);
+                    peer.queued = pass_started;
+                    self.deferred.push_back(conn);
                     continue;
                 }
-                self.flush_peer(conn, now);
+                flushes.add(self.flush_peer(conn));
             }
             // Cutting off broken clients may queue presence for others.
             self.dispatch();
         }
-        if !self.deferred.is_empty() && self.deferred_deadline.is_none() {
-            self.deferred_deadline = Some(Instant::from_std(now + self.coalescer.window()));
-        }
+        self.flush_due(flush_started, &mut flushes);
+        let spent = flush_started.elapsed();
+        self.coalescer
+            .record_flushes(spent, flushes.writes, flushes.merged);
     }
 
-    /// The write window ended: every waiting client is written now.
-    fn end_write_window(&mut self) {
-        self.deferred_deadline = None;
-        let now = std::time::Instant::now();
-        for conn in std::mem::take(&mut self.deferred) {
-            self.flush_peer(conn, now);
+    /// Writes the waiting clients whose window has ended (all of them once
+    /// the window closed), and sets the timer for the next.
+    fn flush_due(&mut self, now: std::time::Instant, flushes: &mut Flushes) {
+        while let Some(&conn) = self.deferred.front() {
+            let due = match self.peers.get(&conn) {
+                Some(peer) if peer.dirty => !self.coalescer.should_wait(peer.queued, now),
+                // Gone, or written meanwhile (a queue at its limit is
+                // offered to the kernel at once).
+                _ => true,
+            };
+            if !due {
+                break;
+            }
+            self.deferred.pop_front();
+            flushes.add(self.flush_peer(conn));
         }
         self.dispatch();
+        self.deferred_deadline = self
+            .deferred
+            .front()
+            .and_then(|conn| self.peers.get(conn))
+            .map(|peer| Instant::from_std(self.coalescer.due(peer.queued)));
     }
 
-    fn flush_peer(&mut self, conn: ConnId, now: std::time::Instant) {
+    /// The window of the longest-waiting client ended.
+    fn end_write_window(&mut self) {
+        let now = std::time::Instant::now();
+        let mut flushes = Flushes::default();
+        self.flush_due(now, &mut flushes);
+        self.coalescer
+            .record_flushes(now.elapsed(), flushes.writes, flushes.merged);
+    }
+
+    /// Writes what the kernel takes of one client's queue now. Returns how
+    /// many messages left (whole or in part) in this one flush.
+    fn flush_peer(&mut self, conn: ConnId) -> usize {
         let Some(peer) = self.peers.get_mut(&conn) else {
-            return;
+            return 0;
         };
         if peer.awaiting_writable {
             peer.dirty = false;
-            return;
+            return 0;
         }
-        peer.last_write = now;
+        let queued = peer.queued_messages();
         let flushed = peer.flush();
+        let left = queued - peer.queued_messages();
         let written = peer.take_written();
         self.tally.sent(peer.transport(), written);
         match flushed {
@@ -868,6 +910,7 @@ impl Hub {
                 self.doomed.push((conn, Disconnect::WriteFailed));
             }
         }
+        left
     }
 
     fn wait_until_writable(&mut self, conn: ConnId) {
@@ -929,6 +972,25 @@ impl Hub {
             self.peer_gone(&mut peer);
             self.tracker
                 .spawn(peer.close_gracefully(self.config.close_linger));
+        }
+    }
+}
+
+/// What one round of flushes did, for the coalescer's estimate of the
+/// writes it saved.
+#[derive(Default)]
+struct Flushes {
+    /// Flushes that wrote at least one message.
+    writes: u64,
+    /// Messages that left in a write with an earlier one.
+    merged: u64,
+}
+
+impl Flushes {
+    fn add(&mut self, messages: usize) {
+        if messages > 0 {
+            self.writes += 1;
+            self.merged += messages as u64 - 1;
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`config`]: every setting and its default.
 //! - [`listener`]: the accept loop, one task per client.
 //! - [`connection`]: a client's reading half: bytes → commands → hub.
+//! - [`parking`]: where quiet plaintext connections wait without a task.
 //! - [`hub`]: the one task that owns the chat state and writes to clients.
 //! - [`peer`]: a client as the hub sees it, with its bounded outgoing queue.
 //! - [`tls`]: TLS on the same port, and how the hub writes through it.
@@ -39,6 +40,7 @@ pub mod listener;
 pub mod live;
 pub mod log_limit;
 pub mod metrics;
+pub mod parking;
 pub mod peer;
 pub mod rate;
 pub mod supervise;
@@ -82,7 +84,7 @@ pub struct ServerHandle {
 
 /// Binds `config.listen` and starts serving in the background.
 pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = listener::bind(config.listen, config.listen_backlog)?;
     let local_addr = listener.local_addr()?;
     // Bound before anything starts, so that a taken web port fails cleanly.
     let web_listener = match config.web {
@@ -179,6 +181,7 @@ pub async fn spawn(config: Config) -> io::Result<ServerHandle> {
             io::Error::other("the hub stopped before catching up with the cluster log")
         })?);
     }
+    parking::start(&shared)?;
     shared
         .tracker
         .spawn(listener::accept_loop(listener, shared.clone()));

@@ -24,6 +24,7 @@ use crate::hub::HubSender;
 use crate::live::LiveConfig;
 use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
+use crate::parking::Parking;
 
 /// Refused connections are told why by at most this many tasks at once;
 /// beyond that they are simply closed, so a connection flood costs little.
@@ -63,6 +64,9 @@ pub struct Shared {
     pub started: std::time::Instant,
     /// What the server counts ([`crate::metrics`]).
     pub metrics: Arc<Metrics>,
+    /// Where quiet plaintext connections wait without a task, and the
+    /// clock every connection keeps time by ([`crate::parking`]).
+    pub parking: Parking,
     refusals: Arc<Semaphore>,
     /// A flood of refused connections must not flood the log.
     refusal_log: Mutex<LogLimiter>,
@@ -100,6 +104,7 @@ impl Shared {
             stop_requested: CancellationToken::new(),
             started: std::time::Instant::now(),
             metrics: Arc::default(),
+            parking: Parking::new(),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
             refusal_log: Mutex::new(LogLimiter::new(std::time::Instant::now())),
             next_conn: AtomicU64::new(1),
@@ -141,6 +146,21 @@ impl Shared {
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
+}
+
+/// Binds the chat port with room for `backlog` connections waiting to be
+/// accepted (tokio's `bind` leaves 1,024: a burst of thousands of connects
+/// then waits on SYN retries, a second or more each).
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As tokio's `bind` does: a restarted server can take its port back
+    // while old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Accepts clients until shutdown. A failed accept never stops the loop: it
@@ -253,6 +273,25 @@ fn refuse(shared: &Shared, mut stream: TcpStream, refusal: Refusal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listen backlog is what was asked (as `ss` shows a listening
+    /// socket's: its Send-Q column), not tokio's 1,024.
+    #[tokio::test]
+    async fn the_listener_has_the_backlog_asked_for() {
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .map_or(4096, |s| s.trim().parse().unwrap());
+        for asked in [100, 4096] {
+            let listener = bind("127.0.0.1:0".parse().unwrap(), asked).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let out = std::process::Command::new("ss")
+                .args(["-Hltn", &format!("sport = :{port}")])
+                .output()
+                .expect("ss (iproute2) shows listening sockets");
+            let line = String::from_utf8_lossy(&out.stdout).into_owned();
+            let send_q: u32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+            assert_eq!(send_q, asked.min(somaxconn), "{line}");
+        }
+    }
 
     /// After the idle time, a probe every quarter of it (at least 1 s), and
     /// four unanswered ones end the connection, as `--help` says.

@@ -100,8 +100,9 @@ pub struct Peer {
     pub awaiting_writable: bool,
     /// Set when bytes were queued since the last flush.
     pub dirty: bool,
-    /// When the hub last wrote to this client (for write coalescing).
-    pub last_write: std::time::Instant,
+    /// When the oldest message not yet handed to the kernel was queued
+    /// (for write coalescing; set by the hub when it defers a flush).
+    pub queued: std::time::Instant,
     /// When the connection was accepted: the registration deadline counts
     /// from here, not from the first byte.
     pub accepted: tokio::time::Instant,
@@ -130,7 +131,7 @@ impl Peer {
             pending_bytes: 0,
             awaiting_writable: false,
             dirty: false,
-            last_write: std::time::Instant::now(),
+            queued: std::time::Instant::now(),
             accepted: tokio::time::Instant::now(),
             bad_input_log: LogLimiter::new(std::time::Instant::now()),
             boundary: Boundary::new(),
@@ -193,6 +194,12 @@ impl Peer {
                 Ok(())
             }
         }
+    }
+
+    /// How many messages wait in the queue (none for a channel transport,
+    /// whose task holds them).
+    pub fn queued_messages(&self) -> usize {
+        self.pending.len()
     }
 
     /// Writes as much of the queue as the kernel takes now, without waiting.

@@ -447,7 +447,7 @@ pub async fn serve(
         stream: stream.clone(),
         session: session.clone(),
     });
-    connection::converse(
+    let _never_quiet = connection::converse(
         conn, addr, &shared, cancel, source, buf, transport, accepted,
     )
     .await;

@@ -981,3 +981,128 @@ async fn a_hundred_megabytes_of_garbage_closes_the_connection_without_buffering_
     let stats = wait_for_stats(&server, PATIENCE, |s| s.peers == 2).await;
     assert_eq!(stats.users, 2);
 }
+
+/// Write coalescing with a window far longer than any test wait (2 s): a
+/// flood of small messages loads the hub, so the window opens and clients'
+/// writes wait for it; every message must still arrive, in order, none
+/// held back once the flood stops. After a quiet half second the window
+/// must have closed: a lone message arrives well within the 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_write_window_opens_under_load_and_closes_when_it_is_gone() {
+    /// Bounds of the flood: as long as it takes to see the window open,
+    /// within these.
+    const BURST: usize = 100;
+    const MAX_BURSTS: usize = 1000;
+    const MIN_FLOOD: Duration = Duration::from_millis(500);
+    const MAX_FLOOD: Duration = Duration::from_secs(10);
+    let mut config = test_config();
+    config.write_coalesce = Duration::from_secs(2);
+    let server = Arc::new(start_with(config).await);
+    let addr = server.local_addr();
+    let mut sender = TestClient::registered(addr, Encoding::Framed, "sender").await;
+    let mut reader = TestClient::registered(addr, Encoding::Framed, "reader").await;
+    let conv = conversation(&mut [&mut sender, &mut reader]).await;
+    let (sender_in, mut sender_out) = sender.split();
+    let (reader_in, _reader_out) = reader.split();
+    // Read as they come (a reader that waited would be a slow consumer).
+    let mut numbers = read_numbers(reader_in);
+    // The sender's own copies are read and counted, so its socket never
+    // fills up.
+    let echoes = tokio::spawn(async move {
+        let mut sender_in = sender_in;
+        let mut seen = 0usize;
+        while let Received::Message(_) = sender_in.recv().await {
+            seen += 1;
+        }
+        seen
+    });
+    let say = |numbers: std::ops::Range<usize>| {
+        let mut out = BytesMut::new();
+        for n in numbers {
+            let command = Command::SendMessage {
+                conv,
+                text: format!("{n} flood"),
+                nonce: None,
+            };
+            encode_command(&command, Encoding::Framed, &mut out);
+        }
+        out
+    };
+    let watching = CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (server, watching) = (server.clone(), watching.clone());
+        async move {
+            let mut widest = Duration::ZERO;
+            while !watching.is_cancelled() {
+                if let Some(stats) = server.stats().await {
+                    widest = widest.max(stats.write_window);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            widest
+        }
+    });
+    let flood_started = Instant::now();
+    let mut sent = 0;
+    while sent < MAX_BURSTS * BURST
+        && (flood_started.elapsed() < MIN_FLOOD
+            || flood_started.elapsed() < MAX_FLOOD && watcher_sees_nothing(&server).await)
+    {
+        sender_out
+            .write_all(&say(sent..sent + BURST))
+            .await
+            .unwrap();
+        sent += BURST;
+    }
+    for n in 0..sent {
+        let got = tokio::time::timeout(Duration::from_secs(60), numbers.recv())
+            .await
+            .expect("the flood is delivered in time");
+        assert_eq!(got, Some(n), "the flood, in order");
+    }
+    watching.cancel();
+    let widest = watcher.await.unwrap();
+    println!("flood of {sent} messages: widest write window {widest:?}");
+    assert!(
+        widest > Duration::ZERO,
+        "the flood never opened the write window"
+    );
+    // Quiet: the hub's demand decays, and with it the window.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    sender_out.write_all(&say(sent..sent + 1)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), numbers.recv())
+        .await
+        .expect("the last message is delivered");
+    assert_eq!(got, Some(sent));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "a message after a quiet time took {took:?}: the 2 s window stayed open"
+    );
+    echoes.abort();
+}
+
+/// Whether the hub's write window is still closed.
+async fn watcher_sees_nothing(server: &ServerHandle) -> bool {
+    server
+        .stats()
+        .await
+        .is_none_or(|stats| stats.write_window.is_zero())
+}
+
+/// The numbers of the chat lines `reader` gets, in arrival order.
+fn read_numbers(mut reader: ClientReader) -> tokio::sync::mpsc::UnboundedReceiver<usize> {
+    let (numbers, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Received::Message(message) = reader.recv().await {
+            if let ServerMessage::Message { text, .. } = message {
+                let number = text.split(' ').next().unwrap_or_default().parse();
+                if numbers.send(number.unwrap_or(usize::MAX)).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    arrivals
+}
