@@ -82,8 +82,10 @@ fi
 gcc -O2 -pthread -o "$WORK/floor" "$ROOT/bench/floor.c"
 
 # Hardening flags exist only in newer builds: pass those `serve --help` lists.
+# --ephemeral: no history store, like InspIRCd (whose channels keep none);
+# what durability costs on top is bench/store_ab.sh's measure.
 NATTER_FLAGS=(--presence-coalesce 100 --presence-interval 10)
-for flag in "--rate-limit 0" "--max-connections-per-ip 0" "--max-connections 20000" "--no-web"; do
+for flag in "--rate-limit 0" "--max-connections-per-ip 0" "--max-connections 20000" "--no-web" "--ephemeral"; do
     if "$NATTER" serve --help | grep -qE -- "${flag% *}( |$)"; then NATTER_FLAGS+=($flag); fi
 done
 
