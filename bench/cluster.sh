@@ -71,6 +71,19 @@ wait_port() {
     return 1
 }
 
+# wait_ready SOCKET PID: a node listens before it has joined the cluster
+# (fresh nats-servers take seconds to elect JetStream's leaders); its admin
+# socket appears once it serves. Bounded; fails if the node exits.
+wait_ready() {
+    for _ in $(seq 600); do
+        [[ -S "$1" ]] && return 0
+        kill -0 "$2" 2>/dev/null || { echo "node with $1 exited at start" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "no admin socket $1 after 60 s" >&2
+    return 1
+}
+
 # CPU seconds (user + system) a process has used so far.
 cpu_s() {
     python3 -c 'import os, sys
@@ -93,7 +106,7 @@ print(n)' "$((NATS_BASE + 20))"
 # Messages the follower's copy has applied (its admin socket's stats).
 follower_messages() {
     "$NATTER" admin --admin-socket "$WORK/b/admin-b.sock" --json stats |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["messages_since_start"])'
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["result"]["messages_since_start"])'
 }
 
 start_nats() {
@@ -110,6 +123,25 @@ start_nats() {
         NATS_PIDS+=($!)
     done
     for i in 0 1 2; do wait_port $((NATS_BASE + i)); done
+    # Nodes started before JetStream has elected its leaders get their
+    # first acknowledgments late, and their heartbeats with them: wait, as
+    # tests/cluster does, until every server's /healthz says JetStream is
+    # current.
+    for i in 0 1 2; do
+        python3 - $((NATS_BASE + 20 + i)) <<'PY' || { echo "nats-server $i: JetStream not healthy after 30 s" >&2; exit 1; }
+import sys, time, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/healthz"
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        if urllib.request.urlopen(url, timeout=2).status == 200:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+PY
+    done
     NATS_URLS="nats://127.0.0.1:$NATS_BASE,nats://127.0.0.1:$((NATS_BASE + 1)),nats://127.0.0.1:$((NATS_BASE + 2))"
 }
 
@@ -128,11 +160,17 @@ run() {
             --data-dir "$WORK/a" --nats "$NATS_URLS" --node a >/dev/null 2>&1 &
         server=$!
         PIDS+=("$server")
+        # One node at a time, the first settled before the second: two nodes
+        # started together on fresh nats-servers can see the new stream's
+        # first acknowledgments come late, and declare each other down.
+        wait_ready "$WORK/a/admin-a.sock" "$server"
+        sleep "${SETTLE:-3}"
         RUST_LOG=warn "$NATTER" serve --listen "127.0.0.1:$((PORT + 1))" "${common[@]}" \
             --data-dir "$WORK/b" --nats "$NATS_URLS" --node b >/dev/null 2>&1 &
         follower=$!
         PIDS+=("$follower")
         wait_port $((PORT + 1))
+        wait_ready "$WORK/b/admin-b.sock" "$follower"
     else
         RUST_LOG=warn nice -n -15 taskset -c 0 "$NATTER" serve --listen "127.0.0.1:$PORT" "${common[@]}" \
             --data-dir "$WORK/single" >/dev/null 2>&1 &
