@@ -123,7 +123,8 @@ impl Store {
             .conn
             .unchecked_transaction()
             .doing("reading the snapshot", &self.path)?;
-        let snapshot = read_snapshot(&tx, now).doing("reading the snapshot", &self.path)?;
+        let snapshot =
+            read_snapshot(&tx, now, &self.stored_seq).doing("reading the snapshot", &self.path)?;
         tx.finish().doing("reading the snapshot", &self.path)?;
         Ok(snapshot)
     }
@@ -496,16 +497,21 @@ fn last_seqs(conn: &Connection) -> rusqlite::Result<HashMap<ConvId, u64>> {
     Ok(seqs)
 }
 
-fn read_snapshot(tx: &Transaction, now: UnixMs) -> rusqlite::Result<Snapshot> {
+/// `last_seqs` is the writer's own count (its `stored_seq`), which
+/// is what [`last_seqs`] would read back.
+fn read_snapshot(
+    tx: &Transaction,
+    now: UnixMs,
+    last_seqs: &HashMap<ConvId, u64>,
+) -> rusqlite::Result<Snapshot> {
     let next_conv_id = tx.query_row(
         "SELECT coalesce(max(id), 0) + 1 FROM conversations",
         [],
         |r| r.get(0),
     )?;
     let mut conversations = live_conversations(tx)?;
-    let seqs = last_seqs(tx)?;
     for conversation in &mut conversations {
-        if let Some(&seq) = seqs.get(&conversation.id) {
+        if let Some(&seq) = last_seqs.get(&conversation.id) {
             conversation.last_seq = conversation.last_seq.max(seq);
         }
     }
