@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use common::{Client, PATIENCE};
 use external::trial_needing;
 use nats::NatsCluster;
-use natter_proto::{Command, Encoding, ServerMessage};
+use natter_proto::{Command, Encoding, Secret, ServerMessage};
 
 /// How long a node may take to join (stream creation while JetStream
 /// elects leaders, then the replay of the log).
@@ -67,6 +67,9 @@ fn main() {
             &nats,
             |program| runtime().block_on(killed_node(program)),
         ),
+        trial_needing("accounts_hold_across_nodes", &nats, |program| {
+            runtime().block_on(accounts_across_nodes(program))
+        }),
         trial_needing("the_documented_cluster_commands_run", &nats, |program| {
             runtime().block_on(documented_commands(program))
         }),
@@ -270,6 +273,189 @@ async fn rejoin(addr: SocketAddr, encoding: Encoding, name: &str) -> Client {
             }
         }
     }
+}
+
+/// What a wrong password (or an ended session) is told.
+const BAD_CREDENTIALS: &str = "wrong username or password";
+
+/// SIGNUP of `name` on the node at `addr`: SIGNED_UP, or the ERROR.
+async fn sign_up(addr: SocketAddr, name: &str, password: &str) -> Result<(), String> {
+    let mut client = Client::connect(addr, Encoding::Json, name).await;
+    client
+        .send(Command::Signup {
+            name: name.into(),
+            password: Secret::new(password),
+        })
+        .await;
+    client
+        .reader
+        .expect(|m| match m {
+            ServerMessage::SignedUp(n) if n == name => Some(Ok(())),
+            ServerMessage::Error(text) => Some(Err(text.clone())),
+            _ => None,
+        })
+        .await
+}
+
+/// REGISTER of the account `name` with `secret` (a password or a session
+/// token) on the node at `addr`, asking for a session token: the device
+/// and its new token, or the ERROR.
+async fn log_in(
+    addr: SocketAddr,
+    encoding: Encoding,
+    name: &str,
+    secret: &str,
+) -> Result<(Client, Option<String>), String> {
+    let mut client = Client::connect(addr, encoding, name).await;
+    client.send(Command::Caps(vec!["session".into()])).await;
+    client
+        .reader
+        .expect(|m| matches!(m, ServerMessage::Caps(_)).then_some(()))
+        .await;
+    client
+        .send(Command::Login {
+            name: name.into(),
+            status: "online".into(),
+            secret: Secret::new(secret),
+        })
+        .await;
+    let mut token = None;
+    loop {
+        let message = client
+            .reader
+            .expect(|m| match m {
+                ServerMessage::Session(t) => Some(Ok(Some(t.expose().to_owned()))),
+                ServerMessage::OnlineUsers(users)
+                    if users.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) =>
+                {
+                    Some(Ok(None))
+                }
+                ServerMessage::Error(text) => Some(Err(text.clone())),
+                _ => None,
+            })
+            .await?;
+        match message {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    if token.is_none() && !secret.starts_with("nt1.") {
+        // The token may come after ONLINE_USERS.
+        token = Some(
+            client
+                .reader
+                .expect(|m| match m {
+                    ServerMessage::Session(t) => Some(t.expose().to_owned()),
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    Ok((client, token))
+}
+
+/// Accounts are one set for the whole cluster: made on one node, they
+/// sign in on another; a session token from one node resumes on another;
+/// a password change or a LOGOUT on one node ends sessions everywhere; an
+/// account's name is claimed once, against guests of every node too.
+async fn accounts_across_nodes(program: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nats, nodes) = cluster(program, dir.path());
+    let (a, b, c) = (nodes[0].addr, nodes[1].addr, nodes[2].addr);
+
+    // Made on a, refused on b with a wrong password, and as a guest on c.
+    sign_up(a, "Alice", "correct horse")
+        .await
+        .expect("sign-up on a");
+    let wrong = log_in(b, Encoding::Framed, "alice", "wrong horse").await;
+    assert_eq!(wrong.err().as_deref(), Some(BAD_CREDENTIALS), "on b");
+    let mut guest = Client::connect(c, Encoding::Classic, "guest").await;
+    let refused = try_register(&mut guest, "alice").await;
+    assert_eq!(
+        refused.err().as_deref(),
+        Some(BAD_CREDENTIALS),
+        "guest on c"
+    );
+    let again = sign_up(c, "alice", "another horse").await;
+    assert!(
+        again.as_ref().is_err_and(|e| e.contains("taken")),
+        "{again:?}"
+    );
+
+    // Signs in on b; a token from a resumes on b.
+    let (mut on_b, token_b) = log_in(b, Encoding::Json, "alice", "correct horse")
+        .await
+        .expect("the password on b");
+    let (mut on_a, token_a) = log_in(a, Encoding::Framed, "alice", "correct horse")
+        .await
+        .expect("the password on a");
+    let (token_a, token_b) = (token_a.unwrap(), token_b.unwrap());
+    let (on_b_again, none) = log_in(b, Encoding::Classic, "alice", &token_a)
+        .await
+        .expect("a's token on b");
+    assert_eq!(none, None, "a token login gets no new token");
+    until_online(&mut on_b, |n| has(n, "Alice")).await;
+
+    // A password change on a signs out the devices on b and ends their
+    // sessions on every node; the device that changed it keeps its own.
+    on_a.send(Command::Password {
+        old: Secret::new("correct horse"),
+        new: Secret::new("battery staple"),
+    })
+    .await;
+    on_a.reader
+        .expect(|m| matches!(m, ServerMessage::PasswordChanged(n) if n == "Alice").then_some(()))
+        .await;
+    for device in [on_b, on_b_again] {
+        tokio::time::timeout(PATIENCE, device.until_closed())
+            .await
+            .expect("b's devices are signed out");
+    }
+    for (addr, secret) in [(c, token_b.as_str()), (b, "correct horse")] {
+        let stale = log_in(addr, Encoding::Framed, "alice", secret).await;
+        assert_eq!(stale.err().as_deref(), Some(BAD_CREDENTIALS));
+    }
+    let (_kept, _) = log_in(b, Encoding::Json, "alice", &token_a)
+        .await
+        .expect("the changing device's session goes on");
+    let (mut on_c, token_c) = log_in(c, Encoding::Json, "alice", "battery staple")
+        .await
+        .expect("the new password on c");
+
+    // LOGOUT on c ends that session on every node.
+    on_c.send(Command::Logout).await;
+    assert!(!on_c.until_closed().await, "LOGOUT closes the device");
+    let ended = log_in(a, Encoding::Framed, "alice", &token_c.unwrap()).await;
+    assert_eq!(
+        ended.err().as_deref(),
+        Some(BAD_CREDENTIALS),
+        "after LOGOUT"
+    );
+
+    // A SIGNUP on a and a guest's REGISTER on b race for one name: one
+    // wins, in every copy alike.
+    let mut racer = Client::connect(b, Encoding::Framed, "erin").await;
+    racer.writer.queue(&Command::Register {
+        name: "erin".into(),
+        status: "racing".into(),
+    });
+    let (signed_up, _) = tokio::join!(sign_up(a, "erin", "correct horse"), async {
+        racer.writer.flush().await.expect("write")
+    });
+    let registered = racer
+        .reader
+        .expect(|m| match m {
+            ServerMessage::OnlineUsers(_) => Some(Ok(())),
+            ServerMessage::Error(text) => Some(Err(text.clone())),
+            _ => None,
+        })
+        .await;
+    assert!(
+        signed_up.is_ok() != registered.is_ok(),
+        "one of them wins: sign-up {signed_up:?}, guest {registered:?}"
+    );
+    let as_account = log_in(c, Encoding::Json, "erin", "correct horse").await;
+    assert_eq!(as_account.is_ok(), signed_up.is_ok(), "node c agrees");
 }
 
 async fn contract_across_three_nodes(program: &Path) {

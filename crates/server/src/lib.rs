@@ -234,11 +234,14 @@ async fn open_chat(
         ..natter_core::Config::default()
     };
     let Some(mut dir) = config.data_dir.clone() else {
-        let chat = match cluster_snapshot {
-            Some(snapshot) => Chat::import_live(chat_config, snapshot.chat.clone()),
-            None => Chat::new(chat_config),
+        let (chat, accounts) = match cluster_snapshot {
+            Some(snapshot) => (
+                Chat::import_live(chat_config, snapshot.chat.clone()),
+                snapshot_accounts(snapshot),
+            ),
+            None => (Chat::new(chat_config), Vec::new()),
         };
-        return Ok((chat, None, None, Vec::new(), Vec::new()));
+        return Ok((chat, None, None, accounts, Vec::new()));
     };
     let mut seed = Vec::new();
     if let Some(cluster) = &config.cluster {
@@ -268,7 +271,12 @@ async fn open_chat(
     })
     .await
     .map_err(io::Error::other)?;
-    let (store, snapshot, accounts, bans) = opened.map_err(io::Error::other)?;
+    let (store, snapshot, mut accounts, bans) = opened.map_err(io::Error::other)?;
+    if let Some(cluster_snapshot) = cluster_snapshot {
+        // Seeded into the (empty) cache above too; these are the ones the
+        // hub checks secrets against.
+        accounts = snapshot_accounts(cluster_snapshot);
+    }
     tracing::info!(
         conversations = snapshot.conversations.len(),
         next_conversation = snapshot.next_conv_id,
@@ -291,6 +299,11 @@ async fn open_chat(
         chat.restore_ban(ban);
     }
     Ok((chat, Some(worker), Some(reply_rx), accounts, address_bans))
+}
+
+/// The accounts a cluster snapshot carries.
+fn snapshot_accounts(snapshot: &cluster::snapshot::Snapshot) -> Vec<StoredAccount> {
+    snapshot.accounts.iter().cloned().map(Into::into).collect()
 }
 
 /// A cluster node's store is a cache of what the log holds (history for
