@@ -755,6 +755,14 @@ async fn late_node_from_snapshot(program: &Path) {
     };
     let a = start("a");
     let b = start("b");
+    // An account and a session of it, long before the snapshot.
+    sign_up(a.addr, "zed", "correct horse")
+        .await
+        .expect("sign-up");
+    let (zed, token) = log_in(b.addr, Encoding::Json, "zed", "correct horse")
+        .await
+        .expect("zed on b");
+    drop(zed);
     let mut alice = Client::with_history(a.addr, Encoding::Framed, "alice").await;
     let mut bob = Client::with_history(b.addr, Encoding::Json, "bob").await;
     let _carol = Client::course(a.addr, Encoding::Classic, "carol").await;
@@ -799,6 +807,14 @@ async fn late_node_from_snapshot(program: &Path) {
         replayed < snapshot,
         "node c replayed {replayed} entries, not fewer than the {snapshot} its snapshot covers"
     );
+
+    // Node c knows the account and its session from the snapshot.
+    for secret in ["correct horse", token.as_deref().expect("a token")] {
+        let on_c = log_in(c.addr, Encoding::Framed, "zed", secret).await;
+        assert!(on_c.is_ok(), "zed on node c: {:?}", on_c.err());
+    }
+    let wrong = log_in(c.addr, Encoding::Framed, "zed", "wrong horse").await;
+    assert_eq!(wrong.err().as_deref(), Some(BAD_CREDENTIALS));
 
     // Node c serves what the others do.
     let mut dave = Client::connect(c.addr, Encoding::Classic, "dave").await;
@@ -853,6 +869,11 @@ async fn nats_lost_then_restart(program: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let (mut nats, nodes) = cluster(program, dir.path());
     let (a, b) = (nodes[0].addr, nodes[1].addr);
+    sign_up(b, "frank", "correct horse").await.expect("sign-up");
+    let (frank, token) = log_in(a, Encoding::Json, "frank", "correct horse")
+        .await
+        .expect("frank on a");
+    let token = token.expect("a session token");
     let mut alice = Client::with_history(a, Encoding::Json, "alice").await;
     let mut bob = Client::with_history(b, Encoding::Framed, "bob").await;
     let conv = alice.invite(&["bob"]).await;
@@ -881,6 +902,7 @@ async fn nats_lost_then_restart(program: &Path) {
 
     // Everything stops (natter nodes killed under their clients,
     // nats-servers killed) and starts again on the same stores.
+    drop(frank);
     tokio::task::block_in_place(|| {
         for node in nodes {
             node.kill_9();
@@ -918,6 +940,11 @@ async fn nats_lost_then_restart(program: &Path) {
     let mut alice = rejoin(nodes[0].addr, Encoding::Classic, "alice").await;
     alice.say(conv, "after the restart").await;
     assert_eq!(bob.expect_message().await.2, "after the restart");
+    // The account and its session survived too.
+    for (node, secret) in [(1, "correct horse"), (2, token.as_str())] {
+        let back = log_in(nodes[node].addr, Encoding::Framed, "frank", secret).await;
+        assert!(back.is_ok(), "frank after the restart: {:?}", back.err());
+    }
 }
 
 /// The marked ```sh block after `marker` in `doc`, line by line.
