@@ -67,8 +67,16 @@ fn main() {
             &nats,
             |program| runtime().block_on(killed_node(program)),
         ),
+        trial_needing(
+            "a_node_killed_under_traffic_restarts_with_every_message",
+            &nats,
+            |program| runtime().block_on(killed_under_traffic(program)),
+        ),
         trial_needing("accounts_hold_across_nodes", &nats, |program| {
             runtime().block_on(accounts_across_nodes(program))
+        }),
+        trial_needing("web_sessions_hold_across_nodes", &nats, |program| {
+            runtime().block_on(web_sessions_across_nodes(program))
         }),
         trial_needing("the_documented_cluster_commands_run", &nats, |program| {
             runtime().block_on(documented_commands(program))
@@ -112,17 +120,14 @@ impl Node {
         let data = dir.join(format!("natter-{name}"));
         let data = data.to_str().expect("a UTF-8 path");
         let urls = nats.urls();
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--no-web",
-            "--data-dir",
-            data,
-            "--nats",
-            &urls,
-            "--node",
-            name,
-        ];
+        let web = if extra.contains(&"--web") {
+            None
+        } else {
+            Some("--no-web")
+        };
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend(web);
+        args.extend(["--data-dir", data, "--nats", &urls, "--node", name]);
         args.extend_from_slice(extra);
         Node::spawn(&args, dir)
     }
@@ -273,6 +278,147 @@ async fn rejoin(addr: SocketAddr, encoding: Encoding, name: &str) -> Client {
             }
         }
     }
+}
+
+/// A node's own store keeps history without waiting for the disk (its
+/// copy of the log is what is durable): node b, killed with SIGKILL while
+/// messages pour in and restarted on the same data dir, serves a HISTORY
+/// with every message node a has, in the same order.
+async fn killed_under_traffic(program: &Path) {
+    const MESSAGES: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(program, dir.path());
+    let start = |name: &str| tokio::task::block_in_place(|| Node::start(&nats, name, dir.path()));
+    let a = start("a");
+    let b = start("b");
+    let mut alice = Client::with_history(a.addr, Encoding::Framed, "alice").await;
+    let mut bob = Client::with_history(b.addr, Encoding::Json, "bob").await;
+    let conv = alice.invite(&["bob"]).await;
+    assert_eq!(bob.expect_invitation().await, conv);
+    alice.join(conv).await;
+    bob.join(conv).await;
+    // Half the messages, then b dies while it is still applying them
+    // (bob reads nothing), then the other half.
+    for i in 0..MESSAGES / 2 {
+        alice.say(conv, &format!("m{i}")).await;
+    }
+    tokio::task::block_in_place(|| b.kill_9());
+    drop(bob);
+    for i in MESSAGES / 2..MESSAGES {
+        alice.say(conv, &format!("m{i}")).await;
+    }
+    for _ in 0..MESSAGES {
+        alice.expect_message().await;
+    }
+    let on_a: Vec<String> = alice
+        .history_after(conv, 0)
+        .await
+        .into_iter()
+        .map(|e| format!("{} {}", e.seq, e.text))
+        .collect();
+    assert_eq!(on_a.len(), MESSAGES, "node a's history");
+    let b = start("b");
+    let mut bob = rejoin(b.addr, Encoding::Json, "bob").await;
+    let on_b: Vec<String> = bob
+        .history_after(conv, 0)
+        .await
+        .into_iter()
+        .map(|e| format!("{} {}", e.seq, e.text))
+        .collect();
+    assert_eq!(on_b, on_a, "node b's history after SIGKILL and a restart");
+}
+
+/// The web address a node started with `--web` printed.
+fn web_addr(node: &Node) -> SocketAddr {
+    let line = node
+        ._stdout
+        .recv_timeout(PATIENCE)
+        .expect("a line after the address");
+    let addr = line
+        .strip_prefix("web on http://")
+        .expect("the web address");
+    addr.trim().parse().expect("an address")
+}
+
+/// One HTTP/1.1 request from the page's own origin (the cookie, if any,
+/// under the name the node at `web` reads): the status and the session
+/// token of the cookie it sets, if it sets one.
+async fn web_request(
+    web: SocketAddr,
+    path: &str,
+    cookie: Option<&str>,
+    body: &str,
+) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(web).await.expect("connect");
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {web}\r\nOrigin: http://{web}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(cookie) = cookie {
+        request.push_str(&format!(
+            "Cookie: natter_session_{}={cookie}\r\n",
+            web.port()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let token = response
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or(l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .and_then(|c| c.split_once('=').map(|(_, value)| value.to_owned()))
+        .filter(|value| !value.is_empty())
+        .and_then(|value| value.split_once(':').map(|(_, token)| token.to_owned()));
+    (status, token)
+}
+
+/// The web page's sessions are the accounts' sessions, on every node: a
+/// sign-up on node a's page gives a token that signs in on node b; a
+/// sign-in on b's page works with the password; a sign-out on b ends the
+/// session on a.
+async fn web_sessions_across_nodes(program: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(program, dir.path());
+    let start = |name: &str| {
+        let extra = ["--web", "127.0.0.1:0"];
+        tokio::task::block_in_place(|| Node::start_with(&nats, name, dir.path(), &extra))
+    };
+    let a = start("a");
+    let b = start("b");
+    let (web_a, web_b) = (web_addr(&a), web_addr(&b));
+    let form = "name=ann&password=correct+horse";
+    let (status, token) = web_request(web_a, "/signup", None, form).await;
+    assert_eq!(status, 200, "sign-up on a's page");
+    let token = token.expect("a session cookie");
+    let on_b = log_in(b.addr, Encoding::Json, "ann", &token).await;
+    assert!(on_b.is_ok(), "a's web session on b: {:?}", on_b.err());
+    let wrong = web_request(web_b, "/signin", None, "name=ann&password=wrong").await;
+    assert_eq!(wrong, (401, None), "a wrong password on b's page");
+    let (status, other) = web_request(web_b, "/signin", None, form).await;
+    assert_eq!(status, 200, "sign-in on b's page");
+    assert!(other.is_some_and(|t| t != token), "a session of its own");
+    // Signed out on b's page: the session ends everywhere.
+    let cookie = format!("ann:{token}");
+    let (status, _) = web_request(web_b, "/signout", Some(&cookie), "").await;
+    assert_eq!(status, 200, "sign-out on b");
+    let ended = log_in(a.addr, Encoding::Framed, "ann", &token).await;
+    assert_eq!(ended.err().as_deref(), Some(BAD_CREDENTIALS), "on a");
 }
 
 /// What a wrong password (or an ended session) is told.

@@ -253,6 +253,7 @@ async fn open_chat(
             .map(cluster::snapshot::history_facts)
             .unwrap_or_default();
     }
+    let cache = config.cluster.is_some();
     let metrics = metrics.clone();
     let options = WorkerOptions {
         history_days: config.history_days,
@@ -260,7 +261,13 @@ async fn open_chat(
     };
     // Opening and reading the store touches the disk: off the runtime.
     let opened = tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&dir)?;
+        // A node's store is a cache of the log, rebuilt at every start: its
+        // commits need not wait for the disk (the log is what is durable).
+        let mut store = if cache {
+            Store::open_cache(&dir)?
+        } else {
+            Store::open(&dir)?
+        };
         if !seed.is_empty() {
             store.commit(&seed)?;
         }
