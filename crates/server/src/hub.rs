@@ -321,6 +321,14 @@ impl Hub {
                     self.chat.presence_snapshot(&mut self.outputs);
                     self.dispatch();
                 }
+                Wake::Store(Reply::WriterStopped) => {
+                    // Accepted messages can no longer become durable: stop
+                    // (the server exits with an error, for its supervisor
+                    // to restart it on the store, which lost nothing
+                    // anyone saw) rather than hold every delivery forever.
+                    tracing::error!("the store's writer thread stopped; the server stops");
+                    break;
+                }
                 Wake::Store(reply) => self.store_replied(reply),
                 Wake::Heartbeat => {
                     if let Some(cluster) = &mut self.cluster {
@@ -454,6 +462,8 @@ impl Hub {
                     message: Arc::new(message),
                 });
             }
+            // The run loop and the drain stop on it before coming here.
+            Reply::WriterStopped => {}
         }
         self.carry_out(released);
         self.release_web_answers();
@@ -512,6 +522,10 @@ impl Hub {
         let deadline = Instant::now() + STORE_DRAIN_TIMEOUT;
         while self.durability.backlog() > 0 {
             match tokio::time::timeout_at(deadline, recv_opt(replies)).await {
+                Ok(Some(Reply::WriterStopped)) => {
+                    tracing::error!("the store's writer thread stopped during the drain");
+                    break;
+                }
                 Ok(Some(reply)) => self.store_replied(reply),
                 _ => {
                     tracing::warn!(

@@ -87,6 +87,9 @@ pub enum Reply {
         conv: ConvId,
         result: Result<Vec<StoredMessage>, String>,
     },
+    /// The writer thread died (a panic): nothing sent to it since its last
+    /// reply will be answered, and nothing more can be stored.
+    WriterStopped,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -143,7 +146,11 @@ pub fn spawn(
     let (batches, batch_rx) = mpsc::channel(BATCH_QUEUE);
     let (history, history_rx) = mpsc::channel(HISTORY_QUEUE);
     let writer = Writer::new(store, options, batch_rx, replies.clone())?;
-    let writer = start_thread("writer", move || writer.run())?;
+    let obituary = Obituary(replies.clone());
+    let writer = start_thread("writer", move || {
+        let _obituary = obituary;
+        writer.run()
+    })?;
     let reader = start_thread("reader", move || serve_history(reader, history_rx, replies))?;
     Ok(Worker {
         batches,
@@ -169,6 +176,19 @@ impl Worker {
             if thread.join().is_err() {
                 error!("store {name} thread panicked");
             }
+        }
+    }
+}
+
+/// Tells the hub if the writer thread unwinds: its batches in flight would
+/// otherwise wait for a commit forever, silently.
+struct Obituary(mpsc::Sender<Reply>);
+
+impl Drop for Obituary {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            error!("the store writer thread panicked");
+            let _ = self.0.blocking_send(Reply::WriterStopped);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use natter_store::worker::{self, Batch, HistoryRequest, Reply, WorkerOptions};
+use natter_store::worker::{self, Batch, CommitObserver, HistoryRequest, Reply, WorkerOptions};
 use natter_store::{Fact, Store, StoredMessage};
 use rusqlite::Connection;
 use tokio::sync::mpsc;
@@ -433,4 +433,41 @@ fn fill(path: &std::path::Path) {
             return;
         }
     }
+}
+
+/// A writer thread that dies (here: the commit observer, the server's
+/// metrics hook, panics) says so, instead of leaving the hub waiting for a
+/// commit that never comes; what it had committed stays stored.
+#[test]
+fn a_writer_that_panics_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (tx, mut replies) = mpsc::channel(1024);
+    let commits = std::sync::atomic::AtomicUsize::new(0);
+    let options = WorkerOptions {
+        on_commit: CommitObserver::new(move |_| {
+            if commits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                panic!("a broken commit observer (test)");
+            }
+        }),
+        ..WorkerOptions::default()
+    };
+    let worker = worker::spawn(store, options, tx).unwrap();
+    send(&worker, 1, vec![created(1)]);
+    assert_eq!(next(&mut replies), Reply::Committed { up_to: 1 });
+    send(&worker, 2, vec![Fact::MessageAccepted(message(1, 1, 5))]);
+    assert_eq!(next(&mut replies), Reply::WriterStopped);
+    assert!(
+        worker
+            .batches
+            .try_send(Batch {
+                ticket: 3,
+                facts: vec![]
+            })
+            .is_err(),
+        "a dead writer takes no more batches"
+    );
+    worker.shutdown();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.load_snapshot(0).unwrap().conversations.len(), 1);
 }
