@@ -50,6 +50,9 @@ pub const HUB_QUEUE: usize = 4096;
 /// stops taking events (so readers stop reading and TCP pushes back) until
 /// the disk catches up: what waits for a slow disk stays bounded.
 const MAX_UNCOMMITTED_BATCHES: u64 = 64;
+/// Most outputs waiting for the store to retry the facts of failed commits
+/// (while the disk is failing). Past it the hub stops taking events too.
+const MAX_AWAITING_RETRY: usize = 65_536;
 
 /// How long shutdown waits for the store to commit what is in flight.
 const STORE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -279,6 +282,7 @@ impl Hub {
             let deferred = self.deferred_deadline;
             let rejoin = self.rejoin_deadline;
             let keeping_up = self.durability.backlog() < MAX_UNCOMMITTED_BATCHES
+                && self.durability.awaiting_retry() < MAX_AWAITING_RETRY
                 && self.cluster.as_ref().is_none_or(Clustered::keeping_up);
             let wake = tokio::select! {
                 biased;
@@ -414,6 +418,8 @@ impl Hub {
                 last: ticket,
                 error: "the store thread stopped".into(),
                 lost: accepted_messages(&refused.into_inner().facts),
+                // Nothing will retry them: what waited goes now.
+                kept: false,
             };
             self.store_replied(reply);
         }
@@ -432,6 +438,7 @@ impl Hub {
                 last,
                 error,
                 lost,
+                kept,
             } => {
                 tracing::error!(first, last, %error, lost = lost.len(), "store commit failed");
                 self.answer_operators(last, Some((first, error.as_str())));
@@ -440,7 +447,8 @@ impl Hub {
                 for message in &lost {
                     self.chat.message_lost(message);
                 }
-                self.durability.failed(first, last, &lost, &mut released);
+                self.durability
+                    .failed(first, last, &lost, kept, &mut released);
                 self.tell_senders_not_stored(&lost, &error);
             }
             Reply::History { tag, conv, result } => {
