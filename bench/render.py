@@ -802,6 +802,33 @@ def idle(root):
     return "\n".join(out) + "\n"
 
 
+def profile(root):
+    """docs/PERFORMANCE.md: bench/profile.sh (syscalls per delivery, kernel share, hot functions)."""
+    source = "bench/results/profile.jsonl"
+    if not os.path.exists(os.path.join(root, source)):
+        return (f"*Not measured yet: `{source}` does not exist. `bench/profile.sh` on a quiet "
+                "machine writes it.*\n")
+    lines = read_jsonl(root, "profile.jsonl")
+    rows = [r for r in lines if "server" in r]
+    out = [provenance(run_record(lines), source),
+           "| server | R msg/s | delivered | p50 ms | p99 ms | µs CPU / delivery | writes / delivery "
+           "| reads / message | in the kernel | hottest user-space functions (share of all samples) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        r, calls = row["result"], row["syscalls_2s"]
+        deliveries = row["deliveries_2s"] or 1
+        messages = r["rate"] * 2
+        writes = sum(calls.get(k, 0) for k in ("writev", "write", "sendto", "sendmsg"))
+        reads = sum(calls.get(k, 0) for k in ("recvfrom", "read"))
+        hot = "; ".join(f"`{name.split(' ', 1)[-1].split('::')[-1]}` {share}%"
+                        for share, name in row["top_user_symbols"][:3])
+        out.append(f"| {row['server']} | {r['rate']} | {100 * r['delivery_ratio']:.2f}% "
+                   f"| {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
+                   f"| {r['server']['cpu_us_per_delivery']} | {writes / deliveries:.2f} "
+                   f"| {reads / messages:.2f} | {row['kernel_share']}% | {hot} |")
+    return "\n".join(out) + "\n"
+
+
 RENDERERS = {
     "how-fast": how_fast,
     "results": results,
@@ -819,6 +846,7 @@ RENDERERS = {
     "metrics-ab": metrics_ab,
     "identity": identity,
     "idle": idle,
+    "profile": profile,
 }
 
 # --- the check for figures outside the blocks ------------------------------------
