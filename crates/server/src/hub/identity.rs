@@ -18,7 +18,9 @@ use natter_core::{ChatError, ConnId, Fact, Output, Recipients, user_key};
 use natter_proto::{Command, Secret, ServerMessage};
 
 use super::{Hub, unix_ms};
-use crate::auth::secrets::{decoy_phc, hash_password, new_token, token_matches, verify_password};
+use crate::auth::secrets::{
+    decoy_phc, hash_password, new_token, token_hash, token_matches, verify_password,
+};
 use crate::auth::{Credential, MAX_HELD_COMMANDS, Outcome, owned};
 use crate::cluster::entry::{Account, Proof};
 use crate::metrics::{Disconnect, ErrorKind, LoginFailure};
@@ -166,6 +168,12 @@ impl Hub {
             .expose()
             .starts_with(crate::auth::secrets::TOKEN_PREFIX)
         {
+            if self.cluster.is_some() {
+                // Perhaps started on another node by an entry this copy has
+                // not applied yet: the log decides, at its place in it.
+                let proof = Proof::Session(token_hash(secret.expose()));
+                return self.log_login(conn, name, status, proof, None);
+            }
             // A token that is no longer valid: no hashing needed to say so.
             self.auth.limiter.failed(ip, Some(key), Instant::now());
             self.tally.login_failed(LoginFailure::BadCredentials);
