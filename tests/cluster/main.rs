@@ -419,6 +419,17 @@ async fn web_sessions_across_nodes(program: &Path) {
     assert_eq!(status, 200, "sign-out on b");
     let ended = log_in(a.addr, Encoding::Framed, "ann", &token).await;
     assert_eq!(ended.err().as_deref(), Some(BAD_CREDENTIALS), "on a");
+
+    // The operator's account tool would write where no node reads.
+    let data = dir.path().join("natter-a");
+    let out = Process::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["account", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("natter account runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "natter account on a node's data dir");
+    assert!(said.contains("cluster node's data dir"), "{said}");
 }
 
 /// What a wrong password (or an ended session) is told.
