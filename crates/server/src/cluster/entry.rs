@@ -577,6 +577,62 @@ mod tests {
     }
 
     #[test]
+    fn any_bytes_decode_or_fail_without_panicking() {
+        // Every prefix of valid entries (cut short anywhere), and the same
+        // with bytes flipped: an error or an entry, never a panic.
+        let limits = Limits::server_default();
+        let conn = ConnId(first_conn_id(3));
+        let samples = [
+            Entry::Input {
+                seq: 1,
+                input: Input::Account(
+                    conn,
+                    Account::LogIn {
+                        name: "alice".into(),
+                        status: Some("here".into()),
+                        proof: Proof::Password("$argon2id$x".into()),
+                        session: Some([9; 32]),
+                    },
+                ),
+            },
+            Entry::Input {
+                seq: 2,
+                input: Input::Account(
+                    conn,
+                    Account::Password {
+                        old: "a".into(),
+                        new: "b".into(),
+                        keep: None,
+                    },
+                ),
+            },
+            Entry::Input {
+                seq: 3,
+                input: Input::Command(conn, Command::Join(4)),
+            },
+        ];
+        let mut state = 0x9e37_79b9_u32;
+        for sample in &samples {
+            let bytes = Entry::encode_all(std::slice::from_ref(sample)).to_vec();
+            for cut in 0..=bytes.len() {
+                let _ = Entry::decode(&bytes[..cut], &limits);
+                for _ in 0..8 {
+                    let mut flipped = bytes[..cut].to_vec();
+                    if flipped.is_empty() {
+                        break;
+                    }
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    let at = state as usize % flipped.len();
+                    flipped[at] ^= (state >> 8) as u8 | 1;
+                    let _ = Entry::decode(&flipped, &limits);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         let limits = Limits::server_default();
         assert_eq!(Entry::decode(&[], &limits), Err(EntryError::Empty));
