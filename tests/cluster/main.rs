@@ -72,6 +72,11 @@ fn main() {
             &nats,
             |program| runtime().block_on(killed_under_traffic(program)),
         ),
+        trial_needing(
+            "a_node_whose_disk_fills_keeps_delivering_what_the_log_holds",
+            &nats,
+            |program| runtime().block_on(disk_full_node(program)),
+        ),
         trial_needing("accounts_hold_across_nodes", &nats, |program| {
             runtime().block_on(accounts_across_nodes(program))
         }),
@@ -326,6 +331,79 @@ async fn killed_under_traffic(program: &Path) {
         .map(|e| format!("{} {}", e.seq, e.text))
         .collect();
     assert_eq!(on_b, on_a, "node b's history after SIGKILL and a restart");
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped (needs root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = Process::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Process::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// Node a's data dir fills up (a 2 MiB tmpfs, filled by another file) while
+/// alice on a and bob on b chat: the log holds every message, so every one
+/// is delivered on both nodes, in the same order, and alice is never told
+/// that a message was not stored; node b's history has them all. (A node's
+/// failed cache commit once made its copy forget the messages, refuse
+/// their senders and drop their deliveries, diverging from the others.)
+async fn disk_full_node(program: &Path) {
+    const MESSAGES: usize = 60;
+    let Some(disk) = Tmpfs::mount("2m") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(program, dir.path());
+    let a = tokio::task::block_in_place(|| Node::start(&nats, "a", disk.0.path()));
+    let b = tokio::task::block_in_place(|| Node::start(&nats, "b", dir.path()));
+    let mut alice = Client::with_history(a.addr, Encoding::Framed, "alice").await;
+    let mut bob = Client::with_history(b.addr, Encoding::Json, "bob").await;
+    let conv = alice.invite(&["bob"]).await;
+    assert_eq!(bob.expect_invitation().await, conv);
+    alice.join(conv).await;
+    bob.join(conv).await;
+    let filler = disk.0.path().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let block = vec![b'x'; 64 * 1024];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    drop(file);
+    let big = |i: usize| format!("m{i} {}", "y".repeat(4000));
+    for i in 0..MESSAGES {
+        alice.say(conv, &big(i)).await;
+    }
+    for i in 0..MESSAGES {
+        let (at, from, text, _) = alice.expect_message().await;
+        assert_eq!(
+            (at, from.as_str(), text),
+            (conv, "alice", big(i)),
+            "alice's own"
+        );
+        let (at, from, text, _) = bob.expect_message().await;
+        assert_eq!((at, from.as_str(), text), (conv, "alice", big(i)), "bob's");
+    }
+    let on_b = bob.history_after(conv, 0).await;
+    assert_eq!(on_b.len(), MESSAGES, "node b stored every message");
+    drop(a);
+    drop(disk);
 }
 
 /// The web address a node started with `--web` printed.

@@ -442,6 +442,25 @@ impl Hub {
                 last,
                 error,
                 lost,
+                // The writer retries those facts itself.
+                kept: _,
+            } if self.cluster.is_some() => {
+                // A node's store is a cache of the log, which holds every
+                // message: nothing is lost to the cluster, and this copy
+                // must not diverge from the others (forgetting nonces,
+                // refusing senders). So it delivers as if committed; only
+                // its own HISTORY misses what it could not store, until a
+                // restart rebuilds the cache from the log.
+                tracing::error!(first, last, %error, missed = lost.len(),
+                    "the node's history cache could not store a commit; its HISTORY misses these messages until the node restarts");
+                self.answer_operators(last, Some((first, error.as_str())));
+                self.durability.committed(last, &mut released);
+            }
+            Reply::Failed {
+                first,
+                last,
+                error,
+                lost,
                 kept,
             } => {
                 tracing::error!(first, last, %error, lost = lost.len(), "store commit failed");
