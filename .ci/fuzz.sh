@@ -7,13 +7,13 @@
 #    target with libFuzzer and AddressSanitizer: stable rustc with
 #    RUSTC_BOOTSTRAP=1, since cargo-fuzz passes nightly flags. A failed
 #    install or a target that does not compile is a failure.
-# 3. Short live runs: each target for FUZZ_SECONDS (default 30) from the
+# 3. Short live runs: each target for FUZZ_SECONDS (default 20) from the
 #    committed corpus, two at a time (one per core). Their clock starts only
 #    now, after the replay, the install and the build. New inputs go to a
 #    scratch directory, never into fuzz/corpus. A crash, leak, timeout or
 #    out-of-memory fails the run; its input is kept in fuzz/artifacts/.
 #
-# Thirty seconds a target is a smoke run on top of the replayed corpus, not
+# Twenty seconds a target is a smoke run on top of the replayed corpus, not
 # a fuzzing campaign (docs/RELIABILITY.md says how to run one); it is what
 # fits CI's budget on two cores with cargo-fuzz installed and the targets
 # built from nothing on a clean machine.
@@ -25,7 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=${FUZZ_SECONDS:-30}
+seconds=${FUZZ_SECONDS:-20}
 targets=(framed classic json pickle chat)
 cargo_fuzz_version=0.13.2
 triple=$(rustc -vV | sed -n 's/^host: //p')

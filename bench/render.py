@@ -802,6 +802,70 @@ def idle(root):
     return "\n".join(out) + "\n"
 
 
+def profile(root):
+    """docs/PERFORMANCE.md: bench/profile.sh (syscalls per delivery, kernel share, hot functions)."""
+    source = "bench/results/profile.jsonl"
+    if not os.path.exists(os.path.join(root, source)):
+        return (f"*Not measured yet: `{source}` does not exist. `bench/profile.sh` on a quiet "
+                "machine writes it.*\n")
+    lines = read_jsonl(root, "profile.jsonl")
+    rows = [r for r in lines if "server" in r]
+    out = [provenance(run_record(lines), source),
+           "| server | R msg/s | delivered | p50 ms | p99 ms | µs CPU / delivery | writes / delivery "
+           "| reads / message | in the kernel | hottest user-space functions (share of all samples) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        r, calls = row["result"], row["syscalls_2s"]
+        deliveries = row["deliveries_2s"] or 1
+        messages = r["rate"] * 2
+        writes = sum(calls.get(k, 0) for k in ("writev", "write", "sendto", "sendmsg"))
+        reads = sum(calls.get(k, 0) for k in ("recvfrom", "read"))
+        hot = "; ".join(f"`{name.split(' ', 1)[-1].split('::')[-1]}` {share}%"
+                        for share, name in row["top_user_symbols"][:3])
+        out.append(f"| {row['server']} | {r['rate']} | {100 * r['delivery_ratio']:.2f}% "
+                   f"| {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
+                   f"| {r['server']['cpu_us_per_delivery']} | {writes / deliveries:.2f} "
+                   f"| {reads / messages:.2f} | {row['kernel_share']}% | {hot} |")
+    out.append("")
+    out += profile_reading(rows)
+    return "\n".join(out) + "\n"
+
+
+def profile_split(row):
+    """CPU per delivery in the kernel and outside it, and writes per delivery."""
+    r, calls = row["result"], row["syscalls_2s"]
+    cpu = r["server"]["cpu_us_per_delivery"]
+    writes = sum(calls.get(k, 0) for k in ("writev", "write", "sendto", "sendmsg"))
+    per_delivery = writes / (row["deliveries_2s"] or 1)
+    kernel = cpu * row["kernel_share"] / 100
+    return cpu, kernel, cpu - kernel, per_delivery
+
+
+def profile_reading(rows):
+    """What the profiles say about issue 14's CPU target at each rate."""
+    lines = []
+    for rate in sorted({row["result"]["rate"] for row in rows}):
+        pair = {row["server"]: row for row in rows if row["result"]["rate"] == rate}
+        if "natter" not in pair or "inspircd" not in pair:
+            continue
+        n_cpu, n_kernel, n_user, n_writes = profile_split(pair["natter"])
+        i_cpu, i_kernel, i_user, i_writes = profile_split(pair["inspircd"])
+        goal = 1.0 if rate <= 10_000 else 0.8
+        line = (f"- R = {rate:,}: natter {n_cpu:.2f} µs per delivery ({n_kernel:.2f} in the kernel, "
+                f"{n_user:.2f} outside it, {n_writes:.2f} writes), InspIRCd {i_cpu:.2f} ({i_kernel:.2f}, "
+                f"{i_user:.2f}, {i_writes:.2f} writes): ratio {n_cpu / i_cpu:.2f} against ≤ {goal:g}")
+        per_write = n_kernel / n_writes if n_writes else 0
+        if n_cpu > goal * i_cpu and per_write > 0:
+            needed = (goal * i_cpu - n_user) / per_write
+            line += (f" ❌. At natter's kernel cost per write ({per_write:.2f} µs, the kernel's work "
+                     f"divided by the writes) and its cost outside the kernel, the goal needs "
+                     f"{max(needed, 0):.2f} writes per delivery")
+        elif n_cpu <= goal * i_cpu:
+            line += " ✅"
+        lines.append(line)
+    return lines
+
+
 RENDERERS = {
     "how-fast": how_fast,
     "results": results,
@@ -819,6 +883,7 @@ RENDERERS = {
     "metrics-ab": metrics_ab,
     "identity": identity,
     "idle": idle,
+    "profile": profile,
 }
 
 # --- the check for figures outside the blocks ------------------------------------

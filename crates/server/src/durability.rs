@@ -13,7 +13,13 @@
 //! When a commit fails, only the copies of the messages it lost are
 //! dropped: whatever else waited behind it (presence, an invitation, a
 //! resend answered with a message stored long ago) reveals nothing that
-//! was lost, and still goes. A copy can also wait behind a *later* batch
+//! was lost. But the failed batch's other facts (a conversation created,
+//! a member joined) are not stored yet either: the store keeps them and
+//! retries them first in its next transaction. So what waited behind them
+//! now waits *for the retry*, until the next commit succeeds (the store
+//! also retries on its own when nothing else comes): an invitation to a
+//! conversation whose id is not stored could, after a crash, name a
+//! different conversation. A copy can also wait behind a *later* batch
 //! that commits: a resend answered with its original while that original's
 //! commit was still under way. So the lost seqs are remembered until every
 //! output made before the failure was known has been released.
@@ -44,6 +50,9 @@ pub struct Durability {
     /// tagged up to `lost_until` may still carry a copy of one.
     lost: HashSet<(ConvId, u64)>,
     lost_until: u64,
+    /// Outputs of failed tickets whose facts the store keeps for a retry:
+    /// they go out, in order, before anything the next commit releases.
+    awaiting_retry: VecDeque<Output>,
 }
 
 impl Durability {
@@ -80,17 +89,22 @@ impl Durability {
     /// Every ticket up to `up_to` is committed: appends the outputs now
     /// free to go to `released`, in order.
     pub fn committed(&mut self, up_to: u64, released: &mut Vec<Output>) {
+        // A commit stores the retried facts first, in the same transaction.
+        released.extend(self.awaiting_retry.drain(..));
         self.release(up_to, None, released);
     }
 
     /// Tickets `first..=last` failed, `lost` being their messages (never
     /// stored, so nobody may see them): appends what waited for them to
-    /// `released`, except the copies of those messages.
+    /// `released`, except the copies of those messages. With `kept` (the
+    /// store kept other facts to retry) what waited waits on for the next
+    /// commit instead.
     pub fn failed(
         &mut self,
         first: u64,
         last: u64,
         lost: &[Arc<StoredMessage>],
+        kept: bool,
         released: &mut Vec<Output>,
     ) {
         self.lost.extend(lost.iter().map(|m| (m.conv, m.seq)));
@@ -100,7 +114,13 @@ impl Durability {
         let open = u64::from(!self.gathering.is_empty());
         self.lost_until = self.lost_until.max(self.submitted + open);
         let plain = PlainCopies::new(lost);
-        self.release(last, Some((first..=last, plain)), released);
+        if kept || !self.awaiting_retry.is_empty() {
+            let mut freed = Vec::new();
+            self.release(last, Some((first..=last, plain)), &mut freed);
+            self.awaiting_retry.extend(freed);
+        } else {
+            self.release(last, Some((first..=last, plain)), released);
+        }
     }
 
     fn release(
@@ -156,9 +176,17 @@ impl Durability {
         self.submitted - self.finished
     }
 
+    /// Outputs waiting for the store to retry the facts of failed commits.
+    pub fn awaiting_retry(&self) -> usize {
+        self.awaiting_retry.len()
+    }
+
     /// Whether nothing is gathered, in flight or held.
     pub fn is_idle(&self) -> bool {
-        self.gathering.is_empty() && self.backlog() == 0 && self.held.is_empty()
+        self.gathering.is_empty()
+            && self.backlog() == 0
+            && self.held.is_empty()
+            && self.awaiting_retry.is_empty()
     }
 }
 
@@ -334,7 +362,7 @@ mod tests {
         d.route(copy(&next, true));
         d.take_batch();
         let mut released = Vec::new();
-        d.failed(1, 1, &[lost], &mut released);
+        d.failed(1, 1, &[lost], false, &mut released);
         assert_eq!(texts(&released), ["presence", "stored before #2"]);
         released.clear();
         d.committed(2, &mut released);
@@ -357,7 +385,7 @@ mod tests {
         d.route(copy(&other, true));
         d.take_batch();
         let mut released = Vec::new();
-        d.failed(1, 1, std::slice::from_ref(&lost), &mut released);
+        d.failed(1, 1, std::slice::from_ref(&lost), false, &mut released);
         assert!(released.is_empty());
         d.committed(2, &mut released);
         assert_eq!(texts(&released), ["other #8"]);
@@ -379,8 +407,38 @@ mod tests {
         let lost = accepted_messages(&facts);
         assert_eq!(texts(&[copy(&lost[0], true)]), ["lost #7"]);
         let mut released = Vec::new();
-        d.failed(ticket, ticket, &lost, &mut released);
+        d.failed(ticket, ticket, &lost, false, &mut released);
         assert_eq!(texts(&released), ["presence"]);
+        assert!(d.is_idle());
+    }
+
+    #[test]
+    fn what_revealed_a_kept_fact_waits_for_its_retry_and_keeps_its_order() {
+        let mut d = Durability::default();
+        let lost = stored(7, "lost");
+        d.route(fact()); // say, a conversation created: kept for a retry
+        d.route(send("invitation"));
+        d.route(accepted(&lost));
+        d.route(copy(&lost, true));
+        d.take_batch();
+        d.route(fact());
+        d.route(send("joined"));
+        d.take_batch();
+        let mut released = Vec::new();
+        d.failed(1, 1, std::slice::from_ref(&lost), true, &mut released);
+        assert!(released.is_empty(), "the invitation waits for the retry");
+        assert_eq!(d.awaiting_retry(), 1);
+        assert_eq!(d.backlog(), 1, "the failed batch is finished");
+        // The next batch fails too: its output queues behind.
+        d.failed(2, 2, &[], true, &mut released);
+        assert!(released.is_empty());
+        assert!(!d.is_idle());
+        // The next commit stores the retried facts first.
+        d.route(fact());
+        d.route(send("later"));
+        d.take_batch();
+        d.committed(3, &mut released);
+        assert_eq!(texts(&released), ["invitation", "joined", "later"]);
         assert!(d.is_idle());
     }
 }

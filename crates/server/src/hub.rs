@@ -50,6 +50,9 @@ pub const HUB_QUEUE: usize = 4096;
 /// stops taking events (so readers stop reading and TCP pushes back) until
 /// the disk catches up: what waits for a slow disk stays bounded.
 const MAX_UNCOMMITTED_BATCHES: u64 = 64;
+/// Most outputs waiting for the store to retry the facts of failed commits
+/// (while the disk is failing). Past it the hub stops taking events too.
+const MAX_AWAITING_RETRY: usize = 65_536;
 
 /// How long shutdown waits for the store to commit what is in flight.
 const STORE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -283,6 +286,7 @@ impl Hub {
             let deferred = self.deferred_deadline;
             let rejoin = self.rejoin_deadline;
             let keeping_up = self.durability.backlog() < MAX_UNCOMMITTED_BATCHES
+                && self.durability.awaiting_retry() < MAX_AWAITING_RETRY
                 && self.cluster.as_ref().is_none_or(Clustered::keeping_up);
             let wake = tokio::select! {
                 biased;
@@ -324,6 +328,14 @@ impl Hub {
                 Wake::PresenceSnapshot => {
                     self.chat.presence_snapshot(&mut self.outputs);
                     self.dispatch();
+                }
+                Wake::Store(Reply::WriterStopped) => {
+                    // Accepted messages can no longer become durable: stop
+                    // (the server exits with an error, for its supervisor
+                    // to restart it on the store, which lost nothing
+                    // anyone saw) rather than hold every delivery forever.
+                    tracing::error!("the store's writer thread stopped; the server stops");
+                    break;
                 }
                 Wake::Store(reply) => self.store_replied(reply),
                 Wake::Heartbeat => {
@@ -410,6 +422,8 @@ impl Hub {
                 last: ticket,
                 error: "the store thread stopped".into(),
                 lost: accepted_messages(&refused.into_inner().facts),
+                // Nothing will retry them: what waited goes now.
+                kept: false,
             };
             self.store_replied(reply);
         }
@@ -428,6 +442,7 @@ impl Hub {
                 last,
                 error,
                 lost,
+                kept,
             } => {
                 tracing::error!(first, last, %error, lost = lost.len(), "store commit failed");
                 self.answer_operators(last, Some((first, error.as_str())));
@@ -436,7 +451,8 @@ impl Hub {
                 for message in &lost {
                     self.chat.message_lost(message);
                 }
-                self.durability.failed(first, last, &lost, &mut released);
+                self.durability
+                    .failed(first, last, &lost, kept, &mut released);
                 self.tell_senders_not_stored(&lost, &error);
             }
             Reply::History { tag, conv, result } => {
@@ -458,6 +474,8 @@ impl Hub {
                     message: Arc::new(message),
                 });
             }
+            // The run loop and the drain stop on it before coming here.
+            Reply::WriterStopped => {}
         }
         self.carry_out(released);
         self.release_web_answers();
@@ -516,6 +534,10 @@ impl Hub {
         let deadline = Instant::now() + STORE_DRAIN_TIMEOUT;
         while self.durability.backlog() > 0 {
             match tokio::time::timeout_at(deadline, recv_opt(replies)).await {
+                Ok(Some(Reply::WriterStopped)) => {
+                    tracing::error!("the store's writer thread stopped during the drain");
+                    break;
+                }
                 Ok(Some(reply)) => self.store_replied(reply),
                 _ => {
                     tracing::warn!(

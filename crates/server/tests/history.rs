@@ -108,6 +108,29 @@ async fn a_restart_keeps_conversations_ids_and_history_in_every_encoding() {
     }
 }
 
+/// With retention on, the store's writer runs a pass at start and then
+/// waits for batches with a timer until the next: messages sent after the
+/// pass are stored and delivered (the timer once panicked the writer, and
+/// every message got "not stored").
+#[tokio::test]
+async fn a_server_with_retention_stores_and_delivers_after_its_first_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(Config {
+        history_days: 30,
+        ..durable_config(dir.path())
+    })
+    .await;
+    let mut alice = history_client(&server, Encoding::Json, "alice").await;
+    let mut bob = history_client(&server, Encoding::Framed, "bob").await;
+    let conv = conversation(&mut [&mut alice, &mut bob]).await;
+    for i in 1..=70 {
+        alice.say(conv, &format!("kept {i}")).await;
+        assert_eq!(expect_seq(&mut bob, &format!("kept {i}")).await, i);
+    }
+    assert_eq!(history(&mut bob, conv, 0, 100).await.len(), 70);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn history_pages_backwards_oldest_first() {
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use natter_core::facts::{Fact, StoredMessage, UnixMs};
 use natter_proto::ConvId;
 use tokio::sync::mpsc::{self, error::TryRecvError};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::StoreError;
 use crate::reader::Reader;
@@ -49,6 +49,9 @@ pub const HISTORY_QUEUE: usize = 1024;
 pub const MAX_GROUP_FACTS: usize = 32 * 1024;
 /// How often retention runs.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How soon, with nothing else to commit, the writer tries again to store
+/// the facts a failed transaction kept (the disk may be back).
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Facts to commit, with the hub's ticket for them.
 #[derive(Debug)]
@@ -75,18 +78,25 @@ pub enum Reply {
     Committed { up_to: u64 },
     /// Tickets `first..=last` could not be stored. `lost` are their
     /// messages (not stored, never will be); their other facts are kept
-    /// and retried at the head of the next transaction.
+    /// and retried at the head of the next transaction (or alone, after
+    /// [`RETRY_INTERVAL`], if no batch comes). `kept`: facts wait to be
+    /// retried, so what reveals them must wait for the next `Committed`,
+    /// which covers the retry.
     Failed {
         first: u64,
         last: u64,
         error: String,
         lost: Vec<Arc<StoredMessage>>,
+        kept: bool,
     },
     History {
         tag: u64,
         conv: ConvId,
         result: Result<Vec<StoredMessage>, String>,
     },
+    /// The writer thread died (a panic): nothing sent to it since its last
+    /// reply will be answered, and nothing more can be stored.
+    WriterStopped,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -143,7 +153,11 @@ pub fn spawn(
     let (batches, batch_rx) = mpsc::channel(BATCH_QUEUE);
     let (history, history_rx) = mpsc::channel(HISTORY_QUEUE);
     let writer = Writer::new(store, options, batch_rx, replies.clone())?;
-    let writer = start_thread("writer", move || writer.run())?;
+    let obituary = Obituary(replies.clone());
+    let writer = start_thread("writer", move || {
+        let _obituary = obituary;
+        writer.run()
+    })?;
     let reader = start_thread("reader", move || serve_history(reader, history_rx, replies))?;
     Ok(Worker {
         batches,
@@ -173,6 +187,19 @@ impl Worker {
     }
 }
 
+/// Tells the hub if the writer thread unwinds: its batches in flight would
+/// otherwise wait for a commit forever, silently.
+struct Obituary(mpsc::Sender<Reply>);
+
+impl Drop for Obituary {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            error!("the store writer thread panicked");
+            let _ = self.0.blocking_send(Reply::WriterStopped);
+        }
+    }
+}
+
 fn start_thread(
     name: &'static str,
     body: impl FnOnce() + Send + 'static,
@@ -190,6 +217,11 @@ struct Writer {
     replies: mpsc::Sender<Reply>,
     /// Non-message facts of failed transactions, to go first in the next.
     retry: Vec<Fact>,
+    /// When to try `retry` alone if no batch comes first.
+    retry_at: Option<Instant>,
+    /// The highest ticket received: a retry alone that succeeds confirms
+    /// up to it.
+    last_ticket: u64,
     retention: Option<Retention>,
     on_commit: CommitObserver,
     /// For waiting on the queue with a timeout (the next prune).
@@ -238,6 +270,8 @@ impl Writer {
             batches,
             replies,
             retry: Vec::new(),
+            retry_at: None,
+            last_ticket: 0,
             retention,
             on_commit: options.on_commit,
             runtime,
@@ -248,7 +282,7 @@ impl Writer {
         loop {
             match self.next() {
                 Next::Batch(first) => self.group_commit(first),
-                Next::Idle => self.prune_chunk(),
+                Next::Idle => self.idle_work(),
                 Next::Closed => break,
             }
         }
@@ -265,15 +299,22 @@ impl Writer {
         }
     }
 
-    /// The next batch, or `Idle` when retention is due and nothing waits.
+    /// The next batch, or `Idle` when a retry or retention is due and
+    /// nothing waits.
     fn next(&mut self) -> Next {
-        let due_in = self.retention.as_ref().map(|r| {
+        let now = Instant::now();
+        let prune_in = self.retention.as_ref().map(|r| {
             if r.busy {
                 Duration::ZERO
             } else {
-                r.next.saturating_duration_since(Instant::now())
+                r.next.saturating_duration_since(now)
             }
         });
+        let retry_in = self.retry_at.map(|at| at.saturating_duration_since(now));
+        let due_in = match (prune_in, retry_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let received = match due_in {
             None => self.batches.blocking_recv(),
             Some(Duration::ZERO) => match self.batches.try_recv() {
@@ -282,7 +323,10 @@ impl Writer {
                 Err(TryRecvError::Disconnected) => None,
             },
             Some(wait) => {
-                let recv = tokio::time::timeout(wait, self.batches.recv());
+                // The timer must be made inside the runtime: outside, tokio
+                // has no clock to give it, and panics.
+                let batches = &mut self.batches;
+                let recv = async move { tokio::time::timeout(wait, batches.recv()).await };
                 match self.runtime.block_on(recv) {
                     Ok(batch) => batch,
                     Err(_elapsed) => return Next::Idle,
@@ -290,6 +334,41 @@ impl Writer {
             }
         };
         received.map_or(Next::Closed, Next::Batch)
+    }
+
+    /// With nothing queued: the kept facts' retry if due, else retention.
+    fn idle_work(&mut self) {
+        if self.retry_at.is_some_and(|at| at <= Instant::now()) {
+            self.retry_alone();
+        } else {
+            self.prune_chunk();
+        }
+    }
+
+    /// Stores the kept facts of failed transactions on their own; once they
+    /// are, every ticket received so far is finished (committed or failed),
+    /// and the hub may release what revealed those facts.
+    fn retry_alone(&mut self) {
+        let started = Instant::now();
+        let committed = self.store.commit(&self.retry);
+        self.on_commit.observe(started.elapsed());
+        match committed {
+            Ok(()) => {
+                info!(
+                    facts = self.retry.len(),
+                    "stored the facts kept from failed commits"
+                );
+                self.retry.clear();
+                self.retry_at = None;
+                self.reply(Reply::Committed {
+                    up_to: self.last_ticket,
+                });
+            }
+            Err(e) => {
+                debug!(facts = self.retry.len(), error = %e, "the kept facts still cannot be stored");
+                self.retry_at = Some(Instant::now() + RETRY_INTERVAL);
+            }
+        }
     }
 
     /// Commits `first` and every batch queued behind it in one transaction.
@@ -305,6 +384,7 @@ impl Writer {
                 Err(_) => break,
             }
         }
+        self.last_ticket = group.last().map_or(self.last_ticket, |b| b.ticket);
         let all = self.retry.iter().chain(group.iter().flat_map(|b| &b.facts));
         let started = Instant::now();
         let committed = self.store.commit_all(all);
@@ -312,6 +392,7 @@ impl Writer {
         let reply = match committed {
             Ok(()) => {
                 self.retry.clear();
+                self.retry_at = None;
                 Reply::Committed {
                     up_to: group.last().map_or(0, |b| b.ticket),
                 }
@@ -333,11 +414,16 @@ impl Writer {
             }
         }
         warn!(first, last, lost = lost.len(), retry = self.retry.len(), %error, "store commit failed");
+        let kept = !self.retry.is_empty();
+        if kept {
+            self.retry_at = Some(Instant::now() + RETRY_INTERVAL);
+        }
         Reply::Failed {
             first,
             last,
             error: error.to_string(),
             lost,
+            kept,
         }
     }
 
