@@ -2,7 +2,8 @@
 //! account tool.
 //!
 //! It opens the store itself, so it runs while the server is stopped (the
-//! data-dir lock says so if not). A password never comes from the command
+//! data-dir lock says so if not). A cluster node's data dir is refused:
+//! a cluster's accounts live in its log. A password never comes from the command
 //! line, where `ps` and shell history would show it: it is read from a
 //! prompt without echo, or from the first line of stdin with
 //! `--password-stdin` for scripts.
@@ -16,6 +17,10 @@ use natter_proto::Limits;
 use natter_proto::command::{MAX_PASSWORD, MIN_PASSWORD, validate_name};
 use natter_server::auth::secrets::hash_password;
 use natter_store::Store;
+
+/// What a cluster node keeps in its data dir (its store, a cache of the
+/// cluster's log).
+const CLUSTER_CACHE: &str = "cluster-cache";
 
 #[derive(clap::Args, Debug)]
 pub struct AccountArgs {
@@ -47,6 +52,16 @@ struct WithPassword {
 }
 
 pub fn run(args: AccountArgs) -> anyhow::Result<()> {
+    if args.data_dir.join(CLUSTER_CACHE).is_dir() {
+        // Its accounts are in the cluster's log; what this tool wrote
+        // here no node would ever read.
+        bail!(
+            "{} is a cluster node's data dir (--nats): its accounts are kept in the \
+             cluster's log, not here; make accounts with SIGNUP or on the web page, \
+             change a password with PASSWORD",
+            args.data_dir.display()
+        );
+    }
     let mut store = Store::open(&args.data_dir)
         .with_context(|| format!("opening {}", args.data_dir.display()))?;
     match args.action {

@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::builder::ArgPredicate;
 use clap::{Args as _, FromArgMatches as _, ValueEnum};
 use natter_core::{AccountsMode, Policy};
 use natter_proto::limits::MAX_FRAME_CEILING;
@@ -126,9 +125,7 @@ pub struct ServeArgs {
     /// off: names are first come, first served; optional: an account's name
     /// needs its password, other names are free for guests; required: no
     /// guests.
-    /// (With --nats, off: a cluster does not replicate accounts yet.)
-    #[arg(long, value_enum, default_value_t = AccountsArg::Optional,
-          default_value_if("nats", ArgPredicate::IsPresent, "off"))]
+    #[arg(long, value_enum, default_value_t = AccountsArg::Optional)]
     accounts: AccountsArg,
     /// Whether clients may create accounts with SIGNUP.
     #[arg(long, value_enum, default_value_t = SignupArg::Open)]
@@ -275,9 +272,6 @@ impl ServeArgs {
 
     fn config(&self) -> anyhow::Result<natter_server::Config> {
         let config = self.config_with(self.tls()?);
-        if config.cluster.is_some() && config.accounts.enabled() {
-            anyhow::bail!("--nats: a cluster does not replicate accounts yet; use --accounts off");
-        }
         Ok(config)
     }
 

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use common::{Client, PATIENCE};
 use external::trial_needing;
 use nats::NatsCluster;
-use natter_proto::{Command, Encoding, ServerMessage};
+use natter_proto::{Command, Encoding, Secret, ServerMessage};
 
 /// How long a node may take to join (stream creation while JetStream
 /// elects leaders, then the replay of the log).
@@ -67,6 +67,17 @@ fn main() {
             &nats,
             |program| runtime().block_on(killed_node(program)),
         ),
+        trial_needing(
+            "a_node_killed_under_traffic_restarts_with_every_message",
+            &nats,
+            |program| runtime().block_on(killed_under_traffic(program)),
+        ),
+        trial_needing("accounts_hold_across_nodes", &nats, |program| {
+            runtime().block_on(accounts_across_nodes(program))
+        }),
+        trial_needing("web_sessions_hold_across_nodes", &nats, |program| {
+            runtime().block_on(web_sessions_across_nodes(program))
+        }),
         trial_needing("the_documented_cluster_commands_run", &nats, |program| {
             runtime().block_on(documented_commands(program))
         }),
@@ -109,17 +120,14 @@ impl Node {
         let data = dir.join(format!("natter-{name}"));
         let data = data.to_str().expect("a UTF-8 path");
         let urls = nats.urls();
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--no-web",
-            "--data-dir",
-            data,
-            "--nats",
-            &urls,
-            "--node",
-            name,
-        ];
+        let web = if extra.contains(&"--web") {
+            None
+        } else {
+            Some("--no-web")
+        };
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend(web);
+        args.extend(["--data-dir", data, "--nats", &urls, "--node", name]);
         args.extend_from_slice(extra);
         Node::spawn(&args, dir)
     }
@@ -270,6 +278,340 @@ async fn rejoin(addr: SocketAddr, encoding: Encoding, name: &str) -> Client {
             }
         }
     }
+}
+
+/// A node's own store keeps history without waiting for the disk (its
+/// copy of the log is what is durable): node b, killed with SIGKILL while
+/// messages pour in and restarted on the same data dir, serves a HISTORY
+/// with every message node a has, in the same order.
+async fn killed_under_traffic(program: &Path) {
+    const MESSAGES: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(program, dir.path());
+    let start = |name: &str| tokio::task::block_in_place(|| Node::start(&nats, name, dir.path()));
+    let a = start("a");
+    let b = start("b");
+    let mut alice = Client::with_history(a.addr, Encoding::Framed, "alice").await;
+    let mut bob = Client::with_history(b.addr, Encoding::Json, "bob").await;
+    let conv = alice.invite(&["bob"]).await;
+    assert_eq!(bob.expect_invitation().await, conv);
+    alice.join(conv).await;
+    bob.join(conv).await;
+    // Half the messages, then b dies while it is still applying them
+    // (bob reads nothing), then the other half.
+    for i in 0..MESSAGES / 2 {
+        alice.say(conv, &format!("m{i}")).await;
+    }
+    tokio::task::block_in_place(|| b.kill_9());
+    drop(bob);
+    for i in MESSAGES / 2..MESSAGES {
+        alice.say(conv, &format!("m{i}")).await;
+    }
+    for _ in 0..MESSAGES {
+        alice.expect_message().await;
+    }
+    let on_a: Vec<String> = alice
+        .history_after(conv, 0)
+        .await
+        .into_iter()
+        .map(|e| format!("{} {}", e.seq, e.text))
+        .collect();
+    assert_eq!(on_a.len(), MESSAGES, "node a's history");
+    let b = start("b");
+    let mut bob = rejoin(b.addr, Encoding::Json, "bob").await;
+    let on_b: Vec<String> = bob
+        .history_after(conv, 0)
+        .await
+        .into_iter()
+        .map(|e| format!("{} {}", e.seq, e.text))
+        .collect();
+    assert_eq!(on_b, on_a, "node b's history after SIGKILL and a restart");
+}
+
+/// The web address a node started with `--web` printed.
+fn web_addr(node: &Node) -> SocketAddr {
+    let line = node
+        ._stdout
+        .recv_timeout(PATIENCE)
+        .expect("a line after the address");
+    let addr = line
+        .strip_prefix("web on http://")
+        .expect("the web address");
+    addr.trim().parse().expect("an address")
+}
+
+/// One HTTP/1.1 request from the page's own origin (the cookie, if any,
+/// under the name the node at `web` reads): the status and the session
+/// token of the cookie it sets, if it sets one.
+async fn web_request(
+    web: SocketAddr,
+    path: &str,
+    cookie: Option<&str>,
+    body: &str,
+) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(web).await.expect("connect");
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {web}\r\nOrigin: http://{web}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(cookie) = cookie {
+        request.push_str(&format!(
+            "Cookie: natter_session_{}={cookie}\r\n",
+            web.port()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let token = response
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or(l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .and_then(|c| c.split_once('=').map(|(_, value)| value.to_owned()))
+        .filter(|value| !value.is_empty())
+        .and_then(|value| value.split_once(':').map(|(_, token)| token.to_owned()));
+    (status, token)
+}
+
+/// The web page's sessions are the accounts' sessions, on every node: a
+/// sign-up on node a's page gives a token that signs in on node b; a
+/// sign-in on b's page works with the password; a sign-out on b ends the
+/// session on a.
+async fn web_sessions_across_nodes(program: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(program, dir.path());
+    let start = |name: &str| {
+        let extra = ["--web", "127.0.0.1:0"];
+        tokio::task::block_in_place(|| Node::start_with(&nats, name, dir.path(), &extra))
+    };
+    let a = start("a");
+    let b = start("b");
+    let (web_a, web_b) = (web_addr(&a), web_addr(&b));
+    let form = "name=ann&password=correct+horse";
+    let (status, token) = web_request(web_a, "/signup", None, form).await;
+    assert_eq!(status, 200, "sign-up on a's page");
+    let token = token.expect("a session cookie");
+    let on_b = log_in(b.addr, Encoding::Json, "ann", &token).await;
+    assert!(on_b.is_ok(), "a's web session on b: {:?}", on_b.err());
+    let wrong = web_request(web_b, "/signin", None, "name=ann&password=wrong").await;
+    assert_eq!(wrong, (401, None), "a wrong password on b's page");
+    let (status, other) = web_request(web_b, "/signin", None, form).await;
+    assert_eq!(status, 200, "sign-in on b's page");
+    assert!(other.is_some_and(|t| t != token), "a session of its own");
+    // Signed out on b's page: the session ends everywhere.
+    let cookie = format!("ann:{token}");
+    let (status, _) = web_request(web_b, "/signout", Some(&cookie), "").await;
+    assert_eq!(status, 200, "sign-out on b");
+    let ended = log_in(a.addr, Encoding::Framed, "ann", &token).await;
+    assert_eq!(ended.err().as_deref(), Some(BAD_CREDENTIALS), "on a");
+
+    // The operator's account tool would write where no node reads.
+    let data = dir.path().join("natter-a");
+    let out = Process::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["account", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("natter account runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "natter account on a node's data dir");
+    assert!(said.contains("cluster node's data dir"), "{said}");
+}
+
+/// What a wrong password (or an ended session) is told.
+const BAD_CREDENTIALS: &str = "wrong username or password";
+
+/// SIGNUP of `name` on the node at `addr`: SIGNED_UP, or the ERROR.
+async fn sign_up(addr: SocketAddr, name: &str, password: &str) -> Result<(), String> {
+    let mut client = Client::connect(addr, Encoding::Json, name).await;
+    client
+        .send(Command::Signup {
+            name: name.into(),
+            password: Secret::new(password),
+        })
+        .await;
+    client
+        .reader
+        .expect(|m| match m {
+            ServerMessage::SignedUp(n) if n == name => Some(Ok(())),
+            ServerMessage::Error(text) => Some(Err(text.clone())),
+            _ => None,
+        })
+        .await
+}
+
+/// REGISTER of the account `name` with `secret` (a password or a session
+/// token) on the node at `addr`, asking for a session token: the device
+/// and its new token, or the ERROR.
+async fn log_in(
+    addr: SocketAddr,
+    encoding: Encoding,
+    name: &str,
+    secret: &str,
+) -> Result<(Client, Option<String>), String> {
+    let mut client = Client::connect(addr, encoding, name).await;
+    client.send(Command::Caps(vec!["session".into()])).await;
+    client
+        .reader
+        .expect(|m| matches!(m, ServerMessage::Caps(_)).then_some(()))
+        .await;
+    client
+        .send(Command::Login {
+            name: name.into(),
+            status: "online".into(),
+            secret: Secret::new(secret),
+        })
+        .await;
+    let mut token = None;
+    loop {
+        let message = client
+            .reader
+            .expect(|m| match m {
+                ServerMessage::Session(t) => Some(Ok(Some(t.expose().to_owned()))),
+                ServerMessage::OnlineUsers(users)
+                    if users.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) =>
+                {
+                    Some(Ok(None))
+                }
+                ServerMessage::Error(text) => Some(Err(text.clone())),
+                _ => None,
+            })
+            .await?;
+        match message {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    if token.is_none() && !secret.starts_with("nt1.") {
+        // The token may come after ONLINE_USERS.
+        token = Some(
+            client
+                .reader
+                .expect(|m| match m {
+                    ServerMessage::Session(t) => Some(t.expose().to_owned()),
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    Ok((client, token))
+}
+
+/// Accounts are one set for the whole cluster: made on one node, they
+/// sign in on another; a session token from one node resumes on another;
+/// a password change or a LOGOUT on one node ends sessions everywhere; an
+/// account's name is claimed once, against guests of every node too.
+async fn accounts_across_nodes(program: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nats, nodes) = cluster(program, dir.path());
+    let (a, b, c) = (nodes[0].addr, nodes[1].addr, nodes[2].addr);
+
+    // Made on a, refused on b with a wrong password, and as a guest on c.
+    sign_up(a, "Alice", "correct horse")
+        .await
+        .expect("sign-up on a");
+    let wrong = log_in(b, Encoding::Framed, "alice", "wrong horse").await;
+    assert_eq!(wrong.err().as_deref(), Some(BAD_CREDENTIALS), "on b");
+    let mut guest = Client::connect(c, Encoding::Classic, "guest").await;
+    let refused = try_register(&mut guest, "alice").await;
+    assert_eq!(
+        refused.err().as_deref(),
+        Some(BAD_CREDENTIALS),
+        "guest on c"
+    );
+    let again = sign_up(c, "alice", "another horse").await;
+    assert!(
+        again.as_ref().is_err_and(|e| e.contains("taken")),
+        "{again:?}"
+    );
+
+    // Signs in on b; a token from a resumes on b.
+    let (on_b, token_b) = log_in(b, Encoding::Json, "alice", "correct horse")
+        .await
+        .expect("the password on b");
+    let (mut on_a, token_a) = log_in(a, Encoding::Framed, "alice", "correct horse")
+        .await
+        .expect("the password on a");
+    let (token_a, token_b) = (token_a.unwrap(), token_b.unwrap());
+    let (on_b_again, none) = log_in(b, Encoding::Classic, "alice", &token_a)
+        .await
+        .expect("a's token on b");
+    assert_eq!(none, None, "a token login gets no new token");
+
+    // A password change on a signs out the devices on b and ends their
+    // sessions on every node; the device that changed it keeps its own.
+    on_a.send(Command::Password {
+        old: Secret::new("correct horse"),
+        new: Secret::new("battery staple"),
+    })
+    .await;
+    on_a.reader
+        .expect(|m| matches!(m, ServerMessage::PasswordChanged(n) if n == "Alice").then_some(()))
+        .await;
+    for device in [on_b, on_b_again] {
+        tokio::time::timeout(PATIENCE, device.until_closed())
+            .await
+            .expect("b's devices are signed out");
+    }
+    for (addr, secret) in [(c, token_b.as_str()), (b, "correct horse")] {
+        let stale = log_in(addr, Encoding::Framed, "alice", secret).await;
+        assert_eq!(stale.err().as_deref(), Some(BAD_CREDENTIALS));
+    }
+    let (_kept, _) = log_in(b, Encoding::Json, "alice", &token_a)
+        .await
+        .expect("the changing device's session goes on");
+    let (mut on_c, token_c) = log_in(c, Encoding::Json, "alice", "battery staple")
+        .await
+        .expect("the new password on c");
+
+    // LOGOUT on c ends that session on every node.
+    on_c.send(Command::Logout).await;
+    assert!(!on_c.until_closed().await, "LOGOUT closes the device");
+    let ended = log_in(a, Encoding::Framed, "alice", &token_c.unwrap()).await;
+    assert_eq!(
+        ended.err().as_deref(),
+        Some(BAD_CREDENTIALS),
+        "after LOGOUT"
+    );
+
+    // A SIGNUP on a and a guest's REGISTER on b race for one name: one
+    // wins, in every copy alike.
+    let mut racer = Client::connect(b, Encoding::Framed, "erin").await;
+    racer.writer.queue(&Command::Register {
+        name: "erin".into(),
+        status: "racing".into(),
+    });
+    let (signed_up, _) = tokio::join!(sign_up(a, "erin", "correct horse"), async {
+        racer.writer.flush().await.expect("write")
+    });
+    let registered = racer
+        .reader
+        .expect(|m| match m {
+            ServerMessage::OnlineUsers(_) => Some(Ok(())),
+            ServerMessage::Error(text) => Some(Err(text.clone())),
+            _ => None,
+        })
+        .await;
+    assert!(
+        signed_up.is_ok() != registered.is_ok(),
+        "one of them wins: sign-up {signed_up:?}, guest {registered:?}"
+    );
+    let as_account = log_in(c, Encoding::Json, "erin", "correct horse").await;
+    assert_eq!(as_account.is_ok(), signed_up.is_ok(), "node c agrees");
 }
 
 async fn contract_across_three_nodes(program: &Path) {
@@ -569,6 +911,14 @@ async fn late_node_from_snapshot(program: &Path) {
     };
     let a = start("a");
     let b = start("b");
+    // An account and a session of it, long before the snapshot.
+    sign_up(a.addr, "zed", "correct horse")
+        .await
+        .expect("sign-up");
+    let (zed, token) = log_in(b.addr, Encoding::Json, "zed", "correct horse")
+        .await
+        .expect("zed on b");
+    drop(zed);
     let mut alice = Client::with_history(a.addr, Encoding::Framed, "alice").await;
     let mut bob = Client::with_history(b.addr, Encoding::Json, "bob").await;
     let _carol = Client::course(a.addr, Encoding::Classic, "carol").await;
@@ -613,6 +963,14 @@ async fn late_node_from_snapshot(program: &Path) {
         replayed < snapshot,
         "node c replayed {replayed} entries, not fewer than the {snapshot} its snapshot covers"
     );
+
+    // Node c knows the account and its session from the snapshot.
+    for secret in ["correct horse", token.as_deref().expect("a token")] {
+        let on_c = log_in(c.addr, Encoding::Framed, "zed", secret).await;
+        assert!(on_c.is_ok(), "zed on node c: {:?}", on_c.err());
+    }
+    let wrong = log_in(c.addr, Encoding::Framed, "zed", "wrong horse").await;
+    assert_eq!(wrong.err().as_deref(), Some(BAD_CREDENTIALS));
 
     // Node c serves what the others do.
     let mut dave = Client::connect(c.addr, Encoding::Classic, "dave").await;
@@ -667,6 +1025,11 @@ async fn nats_lost_then_restart(program: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let (mut nats, nodes) = cluster(program, dir.path());
     let (a, b) = (nodes[0].addr, nodes[1].addr);
+    sign_up(b, "frank", "correct horse").await.expect("sign-up");
+    let (frank, token) = log_in(a, Encoding::Json, "frank", "correct horse")
+        .await
+        .expect("frank on a");
+    let token = token.expect("a session token");
     let mut alice = Client::with_history(a, Encoding::Json, "alice").await;
     let mut bob = Client::with_history(b, Encoding::Framed, "bob").await;
     let conv = alice.invite(&["bob"]).await;
@@ -695,6 +1058,7 @@ async fn nats_lost_then_restart(program: &Path) {
 
     // Everything stops (natter nodes killed under their clients,
     // nats-servers killed) and starts again on the same stores.
+    drop(frank);
     tokio::task::block_in_place(|| {
         for node in nodes {
             node.kill_9();
@@ -732,6 +1096,11 @@ async fn nats_lost_then_restart(program: &Path) {
     let mut alice = rejoin(nodes[0].addr, Encoding::Classic, "alice").await;
     alice.say(conv, "after the restart").await;
     assert_eq!(bob.expect_message().await.2, "after the restart");
+    // The account and its session survived too.
+    for (node, secret) in [(1, "correct horse"), (2, token.as_str())] {
+        let back = log_in(nodes[node].addr, Encoding::Framed, "frank", secret).await;
+        assert!(back.is_ok(), "frank after the restart: {:?}", back.err());
+    }
 }
 
 /// The marked ```sh block after `marker` in `doc`, line by line.

@@ -235,11 +235,14 @@ async fn open_chat(
         ..natter_core::Config::default()
     };
     let Some(mut dir) = config.data_dir.clone() else {
-        let chat = match cluster_snapshot {
-            Some(snapshot) => Chat::import_live(chat_config, snapshot.chat.clone()),
-            None => Chat::new(chat_config),
+        let (chat, accounts) = match cluster_snapshot {
+            Some(snapshot) => (
+                Chat::import_live(chat_config, snapshot.chat.clone()),
+                snapshot_accounts(snapshot),
+            ),
+            None => (Chat::new(chat_config), Vec::new()),
         };
-        return Ok((chat, None, None, Vec::new(), Vec::new()));
+        return Ok((chat, None, None, accounts, Vec::new()));
     };
     let mut seed = Vec::new();
     if let Some(cluster) = &config.cluster {
@@ -251,6 +254,7 @@ async fn open_chat(
             .map(cluster::snapshot::history_facts)
             .unwrap_or_default();
     }
+    let cache = config.cluster.is_some();
     let metrics = metrics.clone();
     let options = WorkerOptions {
         history_days: config.history_days,
@@ -258,7 +262,13 @@ async fn open_chat(
     };
     // Opening and reading the store touches the disk: off the runtime.
     let opened = tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&dir)?;
+        // A node's store is a cache of the log, rebuilt at every start: its
+        // commits need not wait for the disk (the log is what is durable).
+        let mut store = if cache {
+            Store::open_cache(&dir)?
+        } else {
+            Store::open(&dir)?
+        };
         if !seed.is_empty() {
             store.commit(&seed)?;
         }
@@ -269,7 +279,12 @@ async fn open_chat(
     })
     .await
     .map_err(io::Error::other)?;
-    let (store, snapshot, accounts, bans) = opened.map_err(io::Error::other)?;
+    let (store, snapshot, mut accounts, bans) = opened.map_err(io::Error::other)?;
+    if let Some(cluster_snapshot) = cluster_snapshot {
+        // Seeded into the (empty) cache above too; these are the ones the
+        // hub checks secrets against.
+        accounts = snapshot_accounts(cluster_snapshot);
+    }
     tracing::info!(
         conversations = snapshot.conversations.len(),
         next_conversation = snapshot.next_conv_id,
@@ -292,6 +307,11 @@ async fn open_chat(
         chat.restore_ban(ban);
     }
     Ok((chat, Some(worker), Some(reply_rx), accounts, address_bans))
+}
+
+/// The accounts a cluster snapshot carries.
+fn snapshot_accounts(snapshot: &cluster::snapshot::Snapshot) -> Vec<StoredAccount> {
+    snapshot.accounts.iter().cloned().map(Into::into).collect()
 }
 
 /// A cluster node's store is a cache of what the log holds (history for

@@ -89,6 +89,21 @@ impl Store {
     /// nothing); opens `DIR/natter.db` in WAL mode with `synchronous=FULL`
     /// and migrates it to the latest schema version.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_as(dir, Synchronous::Full)
+    }
+
+    /// [`Store::open`] for a copy of what is kept durably elsewhere (a
+    /// cluster node's store, a cache of the replicated log that every
+    /// start empties and rebuilds): commits do not wait for the disk
+    /// (`synchronous=NORMAL` in WAL mode: no fsync per commit, only at
+    /// checkpoints). A crash of the process loses nothing committed; a
+    /// crash of the machine may lose the last commits, which the source
+    /// has.
+    pub fn open_cache(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_as(dir, Synchronous::Normal)
+    }
+
+    fn open_as(dir: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
         fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             dir: dir.to_path_buf(),
             source,
@@ -96,7 +111,7 @@ impl Store {
         let lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
         let mut conn = Connection::open(&path).doing("opening the database", &path)?;
-        configure_writer(&conn).doing("configuring the database", &path)?;
+        configure_writer(&conn, synchronous).doing("configuring the database", &path)?;
         let from = migrate(&mut conn, &path)?;
         info!(path = %path.display(), from, to = schema::VERSION, "store open");
         let (stored_seq, unkeyed) = read_write_state(&conn).doing("reading the database", &path)?;
@@ -231,7 +246,16 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
-fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
+/// When a commit waits for the disk.
+#[derive(Debug, Clone, Copy)]
+enum Synchronous {
+    /// Every commit fsyncs the WAL: durable once committed.
+    Full,
+    /// Only checkpoints fsync: for a store that is a copy.
+    Normal,
+}
+
+fn configure_writer(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         // Only an in-memory or otherwise odd database refuses WAL.
@@ -239,7 +263,11 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
             "journal_mode is {mode}, WAL needed"
         )));
     }
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let synchronous = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;

@@ -94,6 +94,22 @@ impl Auth {
         }
     }
 
+    /// Every account, by key, as a cluster snapshot carries it.
+    pub fn export(&self) -> Vec<crate::cluster::snapshot::SnapshotAccount> {
+        let mut accounts: Vec<_> = self
+            .credentials
+            .iter()
+            .map(|(key, c)| crate::cluster::snapshot::SnapshotAccount {
+                key: key.clone(),
+                display: c.display.clone(),
+                phc: c.phc.to_string(),
+                sessions: c.sessions.clone(),
+            })
+            .collect();
+        accounts.sort_by(|a, b| a.key.cmp(&b.key));
+        accounts
+    }
+
     /// The connection is gone: nothing of it is kept.
     pub fn forget(&mut self, conn: ConnId) {
         self.held.remove(&conn);

@@ -6,7 +6,8 @@
 //!   through whichever node, as [`natter_core::state::LiveState`]), the
 //!   liveness bookkeeping of [`super::replica`], and the history of the
 //!   live conversations up to that entry (each node keeps history in a
-//!   store of its own, which a start seeds from here).
+//!   store of its own, which a start seeds from here), and every account
+//!   with its password hash and live session hashes.
 //! - **Where.** One object, [`OBJECT`], in the JetStream object store
 //!   [`BUCKET`], kept on as many NATS servers as the log; its description
 //!   is `seq`. An object store, not a KV entry, because history can be
@@ -27,8 +28,8 @@ use std::time::Duration;
 use async_nats::jetstream::context::Context;
 use async_nats::jetstream::object_store::{self, ObjectMetadata, ObjectStore};
 use async_nats::jetstream::stream::StorageType;
-use natter_core::StoredMessage;
 use natter_core::state::LiveState;
+use natter_core::{StoredAccount, StoredMessage, TokenHash};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -61,6 +62,39 @@ pub struct Snapshot {
     pub chat: LiveState,
     /// Every stored message of the live conversations, in order.
     pub messages: Vec<StoredMessage>,
+    /// Every account (none in snapshots from before accounts were
+    /// replicated, which had none).
+    #[serde(default)]
+    pub accounts: Vec<SnapshotAccount>,
+}
+
+/// An account as a snapshot carries it: hashes, never a secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotAccount {
+    pub key: String,
+    pub display: String,
+    pub phc: String,
+    pub sessions: Vec<TokenHash>,
+}
+
+impl std::fmt::Debug for SnapshotAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotAccount")
+            .field("key", &self.key)
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<SnapshotAccount> for StoredAccount {
+    fn from(a: SnapshotAccount) -> Self {
+        StoredAccount {
+            key: a.key,
+            display: a.display,
+            phc: a.phc,
+            sessions: a.sessions,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +164,7 @@ pub struct Taken {
     pub seq: u64,
     pub replica: ReplicaState,
     pub chat: LiveState,
+    pub accounts: Vec<SnapshotAccount>,
 }
 
 /// Writes what the hub hands it, one at a time: reads the history the
@@ -230,6 +265,7 @@ fn with_history(taken: Taken, dir: Option<PathBuf>) -> Result<Snapshot, Snapshot
         replica: taken.replica,
         chat: taken.chat,
         messages,
+        accounts: taken.accounts,
     })
 }
 
@@ -253,6 +289,21 @@ pub fn history_facts(snapshot: &Snapshot) -> Vec<natter_core::Fact> {
     }
     for message in &snapshot.messages {
         facts.push(Fact::MessageAccepted(std::sync::Arc::new(message.clone())));
+    }
+    for account in &snapshot.accounts {
+        facts.push(Fact::AccountCreated {
+            key: account.key.clone(),
+            display: account.display.clone(),
+            phc: account.phc.clone(),
+            ts: snapshot.chat.now,
+        });
+        for token in &account.sessions {
+            facts.push(Fact::SessionStarted {
+                key: account.key.clone(),
+                token: *token,
+                ts: snapshot.chat.now,
+            });
+        }
     }
     facts
 }

@@ -20,6 +20,9 @@ use crate::cluster::log::{ClusterConfig, Joined, Logged};
 use crate::cluster::replica::Replica;
 use crate::cluster::snapshot::Taken;
 use crate::metrics::Disconnect;
+use accounts::AccountsInLog;
+
+mod accounts;
 
 /// Entries the appender's queue had no room for may wait here up to this
 /// many; past it the hub stops reading its clients until the log catches
@@ -52,6 +55,8 @@ pub(super) struct Clustered {
     /// A snapshot waiting for the store to commit what it covers (the
     /// ticket of the last facts before it).
     snapshot_waiting: Option<(u64, Taken)>,
+    /// This node's account changes on their way through the log.
+    accounts: AccountsInLog,
     pub(super) heartbeat: std::time::Duration,
     pub(super) entries: Option<mpsc::Receiver<Logged>>,
 }
@@ -101,6 +106,7 @@ impl Clustered {
             snapshot_every: config.snapshot_every.max(1),
             snapshots: joined.snapshots,
             snapshot_waiting: None,
+            accounts: AccountsInLog::default(),
             heartbeat: config.heartbeat,
             entries: Some(joined.entries),
         }
@@ -331,6 +337,7 @@ impl Hub {
             seq,
             replica: cluster.replica.export(),
             chat: self.chat.export_live(),
+            accounts: self.auth.export(),
         };
         // A newer snapshot replaces one still waiting for the store.
         cluster.snapshot_waiting = Some((self.durability.current_ticket(), taken));
@@ -359,6 +366,7 @@ impl Hub {
 
     fn apply_input(&mut self, input: Input) {
         let conn = input.conn();
+        let account = matches!(input, Input::Account(..));
         match input {
             Input::Connect(conn) => self.chat.connect(conn),
             Input::Command(conn, command) => {
@@ -372,8 +380,12 @@ impl Hub {
                 }
             }
             Input::Disconnect(conn) => self.chat.disconnect(conn, &mut self.outputs),
+            Input::Account(conn, change) => self.apply_account(conn, change),
         }
         self.input_applied(conn);
+        if account {
+            self.account_applied(conn);
+        }
     }
 
     /// One of `conn`'s inputs is applied: its waiting queries go once none

@@ -18,8 +18,11 @@ use natter_core::{ChatError, ConnId, Fact, Output, Recipients, user_key};
 use natter_proto::{Command, Secret, ServerMessage};
 
 use super::{Hub, unix_ms};
-use crate::auth::secrets::{decoy_phc, hash_password, new_token, token_matches, verify_password};
+use crate::auth::secrets::{
+    decoy_phc, hash_password, new_token, token_hash, token_matches, verify_password,
+};
 use crate::auth::{Credential, MAX_HELD_COMMANDS, Outcome, owned};
+use crate::cluster::entry::{Account, Proof};
 use crate::metrics::{Disconnect, ErrorKind, LoginFailure};
 
 /// Most live session tokens per account; the oldest ends past it.
@@ -77,7 +80,11 @@ impl Hub {
             } => self.verified(conn, name, status, phc, ok),
             Outcome::Changed { phc, new_phc } => self.password_changed(conn, phc, new_phc),
         }
-        self.release_held(conn);
+        // In a cluster, an outcome that went to the log is answered (and
+        // what was held behind it released) when it comes back.
+        if !self.account_in_log(conn) {
+            self.release_held(conn);
+        }
     }
 
     fn signup(&mut self, conn: ConnId, name: String, password: Secret) {
@@ -120,6 +127,10 @@ impl Hub {
                 ErrorKind::Auth,
             );
         }
+        if self.cluster.is_some() {
+            let session = None;
+            return self.log_account(conn, Account::SignUp { name, phc, session });
+        }
         self.create_account(&key, &name, phc);
         tracing::info!(conn = conn.0, name, "signed up");
         self.reply(conn, ServerMessage::SignedUp(name));
@@ -144,6 +155,10 @@ impl Hub {
             .get(&key)
             .map(|c| c.sessions.as_slice());
         if let Some(hash) = sessions.and_then(|s| token_matches(secret.expose(), s)) {
+            if self.cluster.is_some() {
+                let proof = Proof::Session(hash);
+                return self.log_login(conn, name, status, proof, None);
+            }
             return self.logged_in(conn, &key, status, Some(hash));
         }
         if self.blocked_check(conn, Some(&key)).is_none() {
@@ -153,6 +168,12 @@ impl Hub {
             .expose()
             .starts_with(crate::auth::secrets::TOKEN_PREFIX)
         {
+            if self.cluster.is_some() {
+                // Perhaps started on another node by an entry this copy has
+                // not applied yet: the log decides, at its place in it.
+                let proof = Proof::Session(token_hash(secret.expose()));
+                return self.log_login(conn, name, status, proof, None);
+            }
             // A token that is no longer valid: no hashing needed to say so.
             self.auth.limiter.failed(ip, Some(key), Instant::now());
             self.tally.login_failed(LoginFailure::BadCredentials);
@@ -191,6 +212,13 @@ impl Hub {
             return self.send_error(conn, ChatError::BadCredentials.to_string(), ErrorKind::Auth);
         }
         self.auth.limiter.succeeded(&key);
+        if self.cluster.is_some() {
+            // A token in case the client asked for sessions: every copy
+            // starts it (or not) alike; only this node knows the token.
+            let (token, hash) = new_token();
+            let proof = Proof::Password(phc.to_string());
+            return self.log_login(conn, name, status, proof, Some((token, hash)));
+        }
         self.logged_in(conn, &key, status, None);
     }
 
@@ -257,6 +285,13 @@ impl Hub {
     /// its hash; past [`MAX_SESSIONS`] the oldest one ends.
     pub(super) fn start_session(&mut self, key: &str) -> (String, [u8; 32]) {
         let (token, hash) = new_token();
+        self.add_session(key, hash);
+        (token, hash)
+    }
+
+    /// Starts the session `hash` of the account `key` (which exists); past
+    /// [`MAX_SESSIONS`] the oldest one ends.
+    pub(super) fn add_session(&mut self, key: &str, hash: [u8; 32]) {
         let durable = self.store.is_some();
         let credential = self
             .auth
@@ -278,12 +313,16 @@ impl Hub {
                 ts: unix_ms(),
             }));
         }
-        (token, hash)
     }
 
     /// LOGOUT: this connection's token ends, then the connection, as with
     /// GOODBYE.
     fn logout(&mut self, conn: ConnId) {
+        if self.cluster.is_some() {
+            let session = self.auth.session_of.remove(&conn);
+            let name = None;
+            return self.log_account(conn, Account::LogOut { name, session });
+        }
         if let Some(hash) = self.auth.session_of.remove(&conn)
             && let Some((key, _)) = self.chat.registered_as(conn)
         {
@@ -344,6 +383,25 @@ impl Hub {
             );
         };
         let keep = self.auth.session_of.get(&conn).copied();
+        if self.cluster.is_some() {
+            let old = phc.to_string();
+            let new = new_phc;
+            return self.log_account(conn, Account::Password { old, new, keep });
+        }
+        self.set_password(conn, &key, new_phc, keep);
+    }
+
+    /// The account `key` of `conn` has the password hash `new_phc` now:
+    /// only the session `keep` stays, its other devices are signed out.
+    pub(super) fn set_password(
+        &mut self,
+        conn: ConnId,
+        key: &str,
+        new_phc: String,
+        keep: Option<[u8; 32]>,
+    ) {
+        let key = key.to_owned();
+        let credential = self.auth.credentials.get_mut(&key).expect("an account");
         credential.phc = new_phc.as_str().into();
         credential.sessions.retain(|h| Some(*h) == keep);
         let display = credential.display.clone();
@@ -371,8 +429,12 @@ impl Hub {
                 to: Recipients::One(device),
                 message: Arc::new(ServerMessage::Error(SIGNED_OUT.into())),
             });
-            self.tally.error(ErrorKind::Auth);
-            self.tally.disconnect(Disconnect::SignedOut);
+            // (In a cluster every copy signs out every device; each node
+            // counts its own.)
+            if self.peers.contains_key(&device) {
+                self.tally.error(ErrorKind::Auth);
+                self.tally.disconnect(Disconnect::SignedOut);
+            }
             self.chat.disconnect(device, &mut self.outputs);
             self.outputs.push(Output::Close(device));
             self.auth.forget(device);
@@ -391,7 +453,7 @@ impl Hub {
     }
 
     /// Runs what `conn` sent while it waited, until one of those waits too.
-    fn release_held(&mut self, conn: ConnId) {
+    pub(super) fn release_held(&mut self, conn: ConnId) {
         let Some(mut queue) = self.auth.held.remove(&conn) else {
             return;
         };
@@ -417,11 +479,11 @@ impl Hub {
         None
     }
 
-    fn peer_ip(&self, conn: ConnId) -> Option<IpAddr> {
+    pub(super) fn peer_ip(&self, conn: ConnId) -> Option<IpAddr> {
         self.peers.get(&conn).map(|p| p.addr.ip())
     }
 
-    fn reply(&mut self, conn: ConnId, message: ServerMessage) {
+    pub(super) fn reply(&mut self, conn: ConnId, message: ServerMessage) {
         self.outputs.push(Output::Send {
             to: Recipients::One(conn),
             message: Arc::new(message),

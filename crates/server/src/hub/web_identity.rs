@@ -152,6 +152,9 @@ impl Hub {
 
     /// The pool finished a web login's job.
     pub(super) fn web_auth_done(&mut self, pending: Pending, outcome: Outcome) {
+        if self.cluster.is_some() {
+            return self.web_to_log(pending, outcome);
+        }
         let Pending { ip, reply } = pending;
         let signed_in = match outcome {
             Outcome::Hashed { name, phc } => self.web_signed_up(name, phc),
@@ -226,6 +229,9 @@ impl Hub {
         if token.expose().starts_with(TOKEN_PREFIX)
             && let Some((display, hash)) = self.web_session(name, token)
         {
+            if self.cluster.is_some() {
+                return self.web_sign_out_to_log(&display, hash, reply);
+            }
             self.end_session(&user_key(name), hash);
             let devices: Vec<_> = self
                 .auth
@@ -254,7 +260,7 @@ impl Hub {
 
     /// Runs `answer` once everything the hub has done so far is committed
     /// (at once without a store).
-    fn answer_when_stored(&mut self, answer: impl FnOnce() + Send + 'static) {
+    pub(super) fn answer_when_stored(&mut self, answer: impl FnOnce() + Send + 'static) {
         self.dispatch();
         let ticket = self.durability.current_ticket();
         if ticket <= self.durability.finished() && self.auth.web_replies.is_empty() {
