@@ -8,6 +8,7 @@
 //! order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use natter_proto::{Command, ConvId, HistoryEntry, Limits, MessageMeta, ServerMessage};
@@ -143,6 +144,9 @@ pub struct Chat {
     bans: Bans,
     /// Messages accepted since this state was made (for operators).
     messages_accepted: u64,
+    /// The connections this copy delivers messages to (see
+    /// [`Chat::deliver_messages_within`]); `None`: all of them.
+    local: Option<RangeInclusive<ConnId>>,
 }
 
 impl Chat {
@@ -158,7 +162,18 @@ impl Chat {
             now: 0,
             bans: Bans::default(),
             messages_accepted: 0,
+            local: None,
         }
+    }
+
+    /// One copy of a replicated state (a cluster node's) delivers to its
+    /// own connections only: `MESSAGE`s to connections outside `local` are
+    /// not even built, since another copy delivers them. Every copy still
+    /// applies every message to the state alike. (Rarer outputs, such as
+    /// presence and invitations, are still built for every connection; the
+    /// shell drops those it does not hold.)
+    pub fn deliver_messages_within(&mut self, local: RangeInclusive<ConnId>) {
+        self.local = Some(local);
     }
 
     /// A chat state that continues from what a store remembered: every
@@ -306,6 +321,7 @@ impl Chat {
                     key,
                     display: &self.users[key].display,
                     users: &self.users,
+                    local: self.local.as_ref(),
                     now: self.now,
                     durable: self.config.durable,
                 };
@@ -989,6 +1005,8 @@ struct Sending<'a> {
     display: &'a str,
     /// Where the members' devices are.
     users: &'a BTreeMap<String, User>,
+    /// The connections deliveries are built for (`None`: all).
+    local: Option<&'a RangeInclusive<ConnId>>,
     now: UnixMs,
     durable: bool,
 }
@@ -1017,7 +1035,10 @@ impl Sending<'_> {
                 text,
                 meta: None,
             };
-            send_many(out, online_conns(conversation, self.users), message);
+            let conns = online_conns(conversation, self.users, self.local);
+            if !conns.is_empty() {
+                send_many(out, conns, message);
+            }
             return true;
         }
         if let Some(nonce) = &nonce
@@ -1060,6 +1081,9 @@ impl Sending<'_> {
             };
             let own = key == self.key && stored.nonce.is_some();
             for device in &user.devices {
+                if !is_within(self.local, device.conn) {
+                    continue;
+                }
                 if !device.caps.history {
                     plain.push(device.conn);
                 } else if own {
@@ -1087,15 +1111,24 @@ impl Sending<'_> {
     }
 }
 
-/// Every device of every online member of `conversation`, in member order.
-fn online_conns(conversation: &Conversation, users: &BTreeMap<String, User>) -> Vec<ConnId> {
+/// Every device of every online member of `conversation` (within
+/// `local`, if given), in member order.
+fn online_conns(
+    conversation: &Conversation,
+    users: &BTreeMap<String, User>,
+    local: Option<&RangeInclusive<ConnId>>,
+) -> Vec<ConnId> {
     let mut conns = Vec::with_capacity(conversation.members.len());
     for key in conversation.members.keys() {
         if let Some(user) = users.get(key) {
-            conns.extend(user.conns());
+            conns.extend(user.conns().filter(|&conn| is_within(local, conn)));
         }
     }
     conns
+}
+
+fn is_within(local: Option<&RangeInclusive<ConnId>>, conn: ConnId) -> bool {
+    local.is_none_or(|local| local.contains(&conn))
 }
 
 /// `MESSAGE` with its metadata, as `history` clients get it.
@@ -1159,7 +1192,7 @@ impl Chat {
     pub fn member_conns(&self, id: ConvId) -> Option<Vec<ConnId>> {
         self.conversations
             .get(id)
-            .map(|c| online_conns(c, &self.users))
+            .map(|c| online_conns(c, &self.users, None))
     }
 
     /// Connections of every online user's devices, in name order.

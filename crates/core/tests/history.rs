@@ -416,3 +416,40 @@ fn after_the_rejoin_grace_absent_guests_leave_and_empty_conversations_end() {
     assert!(sent.contains(&Sent::Fact(Fact::ConversationEnded { conv: 5, ts: 2_000 })));
     assert_eq!(h.chat.conversation_count(), 0);
 }
+
+/// A copy of a replicated state builds deliveries for its own connections
+/// only, and still applies every message: the seq advances alike.
+#[test]
+fn a_copy_delivers_messages_only_within_its_connections() {
+    let (mut h, alice, bob) = two_in_a_room();
+    h.chat.deliver_messages_within(bob..=bob);
+    let sent = h.send(alice, say(1, "hi"));
+    let fact = stored(1, 1, 1_000, "alice", "hi");
+    assert_eq!(
+        sent,
+        vec![
+            Sent::Fact(Fact::MessageAccepted(fact)),
+            many(&[bob], message(1, "alice", "hi", None)),
+        ],
+        "bob's copy only, not alice's (with metadata)"
+    );
+    h.chat.deliver_messages_within(ConnId(100)..=ConnId(200));
+    let sent = h.send(bob, say(1, "elsewhere"));
+    assert!(
+        matches!(&sent[..], [Sent::Fact(Fact::MessageAccepted(m))] if m.seq == 2),
+        "no local member: the fact alone, {sent:?}"
+    );
+}
+
+#[test]
+fn an_ephemeral_copy_delivers_only_within_its_connections_too() {
+    let mut h = Harness::new();
+    let alice = h.user("alice");
+    let bob = h.user("bob");
+    let conv = h.conversation(alice, &[("bob", bob)]);
+    h.chat.deliver_messages_within(alice..=alice);
+    assert_eq!(
+        h.send(bob, say(conv, "hi")),
+        vec![many(&[alice], message(conv, "bob", "hi", None))]
+    );
+}

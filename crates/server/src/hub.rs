@@ -261,6 +261,10 @@ impl Hub {
     ) -> Self {
         let grace = self.config.rejoin_grace.as_millis() as natter_core::UnixMs;
         let limits = self.config.limits.clone();
+        // Other nodes deliver to their own clients: this copy need not
+        // even build those deliveries.
+        let own = crate::cluster::entry::conn_ids_of(joined.incarnation);
+        self.chat.deliver_messages_within(own);
         self.cluster = Some(Clustered::new(joined, config, grace, &limits, ready));
         // The rejoin grace of a copy ends by the log's clock, never by this
         // node's timer (a snapshot may bring users awaited).

@@ -178,6 +178,11 @@ pub fn first_conn_id(incarnation: u64) -> u64 {
     (incarnation << 32) + 1
 }
 
+/// Every connection id an incarnation may hand out.
+pub fn conn_ids_of(incarnation: u64) -> std::ops::RangeInclusive<ConnId> {
+    ConnId(first_conn_id(incarnation))..=ConnId((incarnation << 32) | u64::from(u32::MAX))
+}
+
 impl Entry {
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(32);
