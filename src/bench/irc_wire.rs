@@ -173,7 +173,7 @@ pub async fn setup(
 ) -> anyhow::Result<Joined> {
     let permit = connecting.acquire().await?;
     let began = Instant::now();
-    let stream = net::connect(endpoint).await?;
+    let stream = net::connect_as(endpoint, index).await?;
     phases.finished(Step::Connect, began);
     let began = Instant::now();
     let mut inbox = Inbox {

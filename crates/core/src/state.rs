@@ -724,7 +724,7 @@ impl Chat {
             read_seq: 0,
         };
         conversation.members.insert(key.clone(), member);
-        remove_freeing(&mut user.pending_in, &id);
+        user.pending_in.remove(&id);
         user.member_of.insert(id);
         let topics = caps.topics;
         if self.config.durable {

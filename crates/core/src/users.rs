@@ -9,8 +9,6 @@
 //! [`user_key`]) so that uniqueness is case-insensitive while the display
 //! form stays as the user typed it.
 
-use std::collections::BTreeSet;
-
 use natter_proto::ConvId;
 
 use crate::caps::Caps;
@@ -51,9 +49,9 @@ pub(crate) struct User {
     /// offline) rather than a guest.
     pub account: bool,
     /// Conversations this user is a member of.
-    pub member_of: BTreeSet<ConvId>,
+    pub member_of: ConvSet,
     /// Conversations this user was invited to and has not joined yet.
-    pub pending_in: BTreeSet<ConvId>,
+    pub pending_in: ConvSet,
 }
 
 impl User {
@@ -63,8 +61,8 @@ impl User {
             status,
             devices: vec![device],
             account,
-            member_of: BTreeSet::new(),
-            pending_in: BTreeSet::new(),
+            member_of: ConvSet::default(),
+            pending_in: ConvSet::default(),
         }
     }
 
@@ -91,4 +89,102 @@ impl User {
 pub(crate) struct Away {
     pub member_of: Vec<ConvId>,
     pub pending_in: Vec<ConvId>,
+}
+
+/// A user's conversations: a sorted list in one allocation of exactly its
+/// length (none when empty). Every online user holds two such sets, nearly
+/// always of one conversation or none; a `BTreeSet` holds a node of eleven
+/// slots (112 bytes with malloc's header) for one, and keeps it when
+/// emptied. Inserting and removing copy the list, which a user's few
+/// conversations make cheap; reads are a binary search or a walk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ConvSet(Box<[ConvId]>);
+
+impl ConvSet {
+    /// Adds `id`; false if it was there already.
+    pub fn insert(&mut self, id: ConvId) -> bool {
+        let Err(at) = self.0.binary_search(&id) else {
+            return false;
+        };
+        let mut ids = std::mem::take(&mut self.0).into_vec();
+        ids.insert(at, id);
+        self.0 = ids.into_boxed_slice();
+        true
+    }
+
+    /// Takes `id` out; false if it was not there.
+    pub fn remove(&mut self, id: &ConvId) -> bool {
+        let Ok(at) = self.0.binary_search(id) else {
+            return false;
+        };
+        let mut ids = std::mem::take(&mut self.0).into_vec();
+        ids.remove(at);
+        self.0 = ids.into_boxed_slice();
+        true
+    }
+
+    pub fn contains(&self, id: &ConvId) -> bool {
+        self.0.binary_search(id).is_ok()
+    }
+
+    /// The ids, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, ConvId> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ConvSet {
+    type Item = &'a ConvId;
+    type IntoIter = std::slice::Iter<'a, ConvId>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for ConvSet {
+    type Item = ConvId;
+    type IntoIter = std::vec::IntoIter<ConvId>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_vec().into_iter()
+    }
+}
+
+impl FromIterator<ConvId> for ConvSet {
+    fn from_iter<I: IntoIterator<Item = ConvId>>(ids: I) -> Self {
+        let mut ids: Vec<ConvId> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ConvSet(ids.into_boxed_slice())
+    }
+}
+
+impl Extend<ConvId> for ConvSet {
+    fn extend<I: IntoIterator<Item = ConvId>>(&mut self, ids: I) {
+        let mut all = std::mem::take(&mut self.0).into_vec();
+        all.extend(ids);
+        *self = all.into_iter().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conv_set_keeps_its_ids_sorted_distinct_and_exactly_sized() {
+        let mut set = ConvSet::default();
+        assert!(set.insert(7));
+        assert!(set.insert(3));
+        assert!(!set.insert(7));
+        set.extend([9, 3]);
+        assert_eq!(set.iter().copied().collect::<Vec<_>>(), [3, 7, 9]);
+        assert!(set.contains(&9) && !set.contains(&4));
+        assert!(set.remove(&7));
+        assert!(!set.remove(&7));
+        assert_eq!(set.0.len(), 2);
+        assert!(set.remove(&3) && set.remove(&9));
+        assert_eq!(set, ConvSet::default());
+    }
 }

@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use crate::wire::{Decoded, Direction, RawMessage};
 
 /// What the decoder remembers between calls.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct ClassicState {
     /// The last word took no arguments, so a pickle may follow to be ignored.
     after_bare_word: bool,

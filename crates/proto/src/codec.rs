@@ -95,6 +95,15 @@ impl DecodeError {
     }
 }
 
+/// A decoder between messages, reduced to what the next message needs
+/// ([`Decoder::sleep`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Sleeping {
+    pub encoding: Encoding,
+    direction: Direction,
+    classic: ClassicState,
+}
+
 /// An incremental decoder for one connection and one direction.
 ///
 /// Feed it the bytes read so far; it consumes whole messages from the front
@@ -128,6 +137,30 @@ impl Decoder {
             classic: ClassicState::default(),
             json: JsonState::default(),
             failed: None,
+        }
+    }
+
+    /// What this decoder must remember once everything it was given is
+    /// decoded (the buffer is empty and no error was fatal): a few bytes,
+    /// for a connection that waits with no decoder of its own. The limits
+    /// and scratch space are the caller's to give back ([`Decoder::wake`]).
+    pub fn sleep(&self) -> Sleeping {
+        debug_assert!(
+            self.failed.is_none(),
+            "a failed decoder is not put to sleep"
+        );
+        Sleeping {
+            encoding: self.encoding,
+            direction: self.direction,
+            classic: self.classic,
+        }
+    }
+
+    /// The decoder again, as it was put to sleep, with `limits`.
+    pub fn wake(sleeping: Sleeping, limits: Limits) -> Self {
+        Decoder {
+            classic: sleeping.classic,
+            ..Decoder::new(sleeping.encoding, sleeping.direction, limits)
         }
     }
 

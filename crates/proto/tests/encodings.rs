@@ -374,3 +374,27 @@ fn client_commands_encode_and_decode_in_every_encoding() {
         assert_eq!(got, cmds, "{encoding:?}");
     }
 }
+
+/// A decoder put to sleep between messages (an idle connection's reader
+/// keeps only this) wakes up reading the stream exactly as before: here a
+/// course client's `LIST_CONVERSATIONS` and the pickle it sends after it,
+/// which the classic decoder must still know to skip.
+#[test]
+fn a_decoder_put_to_sleep_between_messages_reads_on_as_before() {
+    let mut decoder = Decoder::new(
+        Encoding::Classic,
+        Direction::ToServer,
+        Limits::server_default(),
+    );
+    let mut buf = BytesMut::from(&b"LIST_CONVERSATIONS"[..]);
+    let first = decoder.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(first.word, "LIST_CONVERSATIONS");
+    assert!(buf.is_empty());
+    let sleeping = decoder.sleep();
+    let mut decoder = Decoder::wake(sleeping, Limits::server_default());
+    // pickle.dumps(None, 2), then the next command.
+    buf.extend_from_slice(b"\x80\x02N.GOODBYE");
+    let next = decoder.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(next.word, "GOODBYE");
+    assert!(buf.is_empty());
+}

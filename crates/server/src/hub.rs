@@ -142,6 +142,10 @@ enum Wake {
     Logged(crate::cluster::log::Logged),
 }
 
+/// Reused buffers keep at most this many entries' room once drained (more
+/// than one input's outputs under load, far less than a flush to everyone).
+const KEEP_CAPACITY: usize = 1024;
+
 /// The text every client gets when the server stops.
 pub const SHUTDOWN_MESSAGE: &str = "server shutting down";
 
@@ -730,6 +734,10 @@ impl Hub {
                 self.close_after_error(conn, Disconnect::Timeout);
             }
         }
+        // Thousands connecting at once leave a long queue behind.
+        if self.registration_deadlines.is_empty() {
+            self.registration_deadlines.shrink_to(KEEP_CAPACITY);
+        }
     }
 
     /// Ends `conn` after the ERROR just sent to it: the close is an output
@@ -782,7 +790,10 @@ impl Hub {
                 }
             }
         }
-        // Hand the (now empty) buffer back so its capacity is reused.
+        // Hand the (now empty) buffer back so its capacity is reused, but
+        // not what a burst (a presence flush to thousands) made it: that
+        // would stay with the server for good.
+        outputs.shrink_to(KEEP_CAPACITY);
         self.outputs = outputs;
     }
 

@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod parking;
 pub mod peer;
 pub mod rate;
+pub mod socket;
 pub mod supervise;
 pub mod tls;
 pub mod web;

@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use natter_proto::Encoding;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::log_limit::LogLimiter;
+use crate::socket::Socket;
 use crate::tls::TlsTransport;
 
 /// At most this many buffers go into one `writev`.
@@ -41,7 +41,7 @@ const KEEP_QUEUE_CAPACITY: usize = 4;
 pub enum Transport {
     /// A TCP socket, shared with the connection's reader task; the hub only
     /// ever calls the non-blocking `try_write_vectored` on it.
-    Tcp(Arc<TcpStream>),
+    Tcp(Arc<Socket>),
     /// A TCP socket under a TLS session shared with the reader: the hub
     /// encrypts each batch and writes it without blocking ([`crate::tls`]).
     Tls(TlsTransport),
@@ -245,7 +245,7 @@ impl Peer {
     }
 
     /// The TCP socket, for the task that waits for writability.
-    pub fn tcp_stream(&self) -> Option<&Arc<TcpStream>> {
+    pub fn tcp_stream(&self) -> Option<&Arc<Socket>> {
         match &self.transport {
             Transport::Tcp(stream) => Some(stream),
             Transport::Tls(tls) => Some(&tls.stream),
@@ -258,7 +258,7 @@ impl Peer {
     pub fn abort(self) {
         if let Some(stream) = self.tcp_stream() {
             // Wakes the reader with end-of-stream and tells the client now.
-            let _ = socket2::SockRef::from(stream.as_ref()).shutdown(Shutdown::Both);
+            let _ = stream.shutdown(Shutdown::Both);
         }
         self.cancel.cancel();
     }
@@ -277,11 +277,11 @@ impl Peer {
             match transport {
                 Transport::Tcp(stream) => {
                     let _ = tokio::time::timeout(linger, write_all(&stream, pending)).await;
-                    let _ = socket2::SockRef::from(stream.as_ref()).shutdown(Shutdown::Write);
+                    let _ = stream.shutdown(Shutdown::Write);
                 }
                 Transport::Tls(tls) => {
                     let _ = tokio::time::timeout(linger, tls.finish(pending)).await;
-                    let _ = socket2::SockRef::from(tls.stream.as_ref()).shutdown(Shutdown::Write);
+                    let _ = tls.stream.shutdown(Shutdown::Write);
                 }
                 Transport::Channel { .. } => {}
             }
@@ -294,7 +294,7 @@ impl Peer {
 
 /// One non-blocking write of the front of the queue: a plain `write` for
 /// one message, a `writev` of up to [`MAX_IOVECS`] buffers for several.
-fn write_some(stream: &TcpStream, pending: &VecDeque<Bytes>) -> io::Result<usize> {
+fn write_some(stream: &Socket, pending: &VecDeque<Bytes>) -> io::Result<usize> {
     if pending.len() == 1 {
         return stream.try_write(&pending[0]);
     }
@@ -324,14 +324,16 @@ fn consume(pending: &mut VecDeque<Bytes>, pending_bytes: &mut usize, mut n: usiz
     false
 }
 
-/// Writes every queued buffer, waiting for writability as needed.
-async fn write_all(stream: &TcpStream, pending: VecDeque<Bytes>) -> io::Result<()> {
+/// Writes every queued buffer, waiting for writability as needed (only
+/// then: each wait registers the socket anew).
+async fn write_all(stream: &Socket, pending: VecDeque<Bytes>) -> io::Result<()> {
     for mut bytes in pending {
         while !bytes.is_empty() {
-            stream.writable().await?;
             match stream.try_write(&bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => bytes.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }

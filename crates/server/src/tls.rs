@@ -52,6 +52,7 @@ use crate::connection::{self, Source};
 use crate::listener::Shared;
 use crate::metrics::{Handshake, Listener};
 use crate::peer::{Flushed, Transport};
+use crate::socket::{self, Registered, Socket};
 
 /// The first byte of every TLS connection: a handshake record.
 pub const HANDSHAKE_RECORD: u8 = 0x16;
@@ -173,7 +174,7 @@ pub fn plaintext_refused(ip: IpAddr) -> String {
 /// The half of a TLS connection the hub writes to: the socket and the
 /// session it shares with the reader.
 pub struct TlsTransport {
-    pub stream: Arc<TcpStream>,
+    pub stream: Arc<Socket>,
     session: Arc<Mutex<ServerConnection>>,
 }
 
@@ -270,7 +271,7 @@ fn lock(session: &Mutex<ServerConnection>) -> MutexGuard<'_, ServerConnection> {
 
 /// `io::Write` over a socket that never waits: a full buffer is
 /// `WouldBlock`, which rustls passes back and keeps the rest queued.
-struct NonBlocking<'a>(&'a TcpStream);
+struct NonBlocking<'a>(&'a Socket);
 
 impl Write for NonBlocking<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -288,7 +289,7 @@ impl Write for NonBlocking<'_> {
 
 /// The reading half: ciphertext from the socket, plaintext out.
 pub struct TlsSource<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Registered,
     session: &'a Mutex<ServerConnection>,
 }
 
@@ -297,8 +298,8 @@ impl Source for TlsSource<'_> {
         crate::metrics::Transport::Tls
     }
 
-    fn socket(&self) -> &TcpStream {
-        self.stream
+    fn socket(&mut self) -> Option<&Registered> {
+        Some(self.stream)
     }
 
     async fn read_some(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
@@ -310,18 +311,17 @@ impl Source for TlsSource<'_> {
                 Taken::Bytes(n) => return Ok(n),
                 Taken::Closed => return Ok(0),
             }
-            connection::readable(self.stream).await?;
-            let fed = connection::with_scratch(|chunk| match self.stream.try_read(chunk) {
-                Ok(0) => Ok(Taken::Closed),
-                Ok(n) => self.feed(&chunk[..n], buf),
-                Err(e) => Err(e),
+            let fed = socket::read_with(self.stream, |socket| {
+                connection::with_scratch(|chunk| match socket.try_read(chunk) {
+                    Ok(0) => Ok(Taken::Closed),
+                    Ok(n) => self.feed(&chunk[..n], buf),
+                    Err(e) => Err(e),
+                })
             });
-            match fed {
-                Ok(Taken::Bytes(0)) => {}
-                Ok(Taken::Bytes(n)) => return Ok(n),
-                Ok(Taken::Closed) => return Ok(0),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+            match fed.await? {
+                Taken::Bytes(0) => {}
+                Taken::Bytes(n) => return Ok(n),
+                Taken::Closed => return Ok(0),
             }
         }
     }
@@ -349,7 +349,7 @@ impl TlsSource<'_> {
             session.read_tls(&mut ciphertext)?;
             let state = session.process_new_packets();
             if session.wants_write() {
-                let _ = session.write_tls(&mut NonBlocking(self.stream));
+                let _ = session.write_tls(&mut NonBlocking(self.stream.get_ref()));
             }
             state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             match drain_plaintext(&mut session, buf)? {
@@ -420,7 +420,13 @@ pub async fn serve(
     };
     let (prefixed, session) = tls.into_inner();
     let (stream, _) = prefixed.into_parts();
-    let stream = Arc::new(stream);
+    let stream = match Socket::from_tokio(stream).and_then(|s| socket::register(Arc::new(s))) {
+        Ok(registered) => registered,
+        Err(error) => {
+            tracing::warn!(conn = conn.0, peer = %addr, %error, "cannot register the socket");
+            return;
+        }
+    };
     let session = Arc::new(Mutex::new(session));
     let mut source = TlsSource {
         stream: &stream,
@@ -444,7 +450,7 @@ pub async fn serve(
         .bytes_in(crate::metrics::Transport::Tls)
         .inc_by(first_read);
     let transport = Transport::Tls(TlsTransport {
-        stream: stream.clone(),
+        stream: stream.get_ref().clone(),
         session: session.clone(),
     });
     let _never_quiet = connection::converse(

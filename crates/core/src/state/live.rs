@@ -16,7 +16,7 @@
 //! copy that imports has none of the exported connections: they belong to
 //! the nodes that exported them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use natter_proto::ConvId;
@@ -198,8 +198,8 @@ impl Chat {
                     .map(|(conn, caps)| Device { conn, caps })
                     .collect(),
                 account: user.account,
-                member_of: user.member_of.into_iter().collect::<BTreeSet<_>>(),
-                pending_in: user.pending_in.into_iter().collect::<BTreeSet<_>>(),
+                member_of: user.member_of.into_iter().collect(),
+                pending_in: user.pending_in.into_iter().collect(),
             };
             chat.users.insert(user.key, imported);
         }
