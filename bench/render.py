@@ -225,8 +225,8 @@ def how_fast(root):
         return num(max(ok)) if ok else "none of the rates tried"
 
     def idle(server):
-        r = next(r["result"] for r in runs if r["server"] == server and r["result"]["mode"] == "idle")
-        return f"{r['server']['rss_bytes_per_connection'] / 1024:.2f} KiB"
+        r = next((r["result"] for r in runs if r["server"] == server and r["result"]["mode"] == "idle"), None)
+        return f"{r['server']['rss_bytes_per_connection'] / 1024:.2f} KiB" if r else "no figure (its run failed)"
 
     n, i = at("natter", 10000), at("inspircd", 10000)
     run = next((r["result"] for r in runs if r["server"] == "run"), None)
