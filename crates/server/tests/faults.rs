@@ -1008,13 +1008,15 @@ async fn a_long_write_window_opens_under_load_and_closes_when_it_is_gone() {
     let mut numbers = read_numbers(reader_in);
     // The sender's own copies are read and counted, so its socket never
     // fills up.
-    let echoes = tokio::spawn(async move {
-        let mut sender_in = sender_in;
-        let mut seen = 0usize;
-        while let Received::Message(_) = sender_in.recv().await {
-            seen += 1;
+    let echoed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let echoes = tokio::spawn({
+        let echoed = echoed.clone();
+        async move {
+            let mut sender_in = sender_in;
+            while let Received::Message(_) = sender_in.recv().await {
+                echoed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
-        seen
     });
     let say = |numbers: std::ops::Range<usize>| {
         let mut out = BytesMut::new();
@@ -1067,6 +1069,16 @@ async fn a_long_write_window_opens_under_load_and_closes_when_it_is_gone() {
         widest > Duration::ZERO,
         "the flood never opened the write window"
     );
+    // The sender's copies too: until they are written the hub is still
+    // busy with the flood, however quiet the clients are.
+    let drained = Instant::now() + Duration::from_secs(60);
+    while echoed.load(std::sync::atomic::Ordering::Relaxed) < sent {
+        assert!(
+            Instant::now() < drained,
+            "the sender's copies arrive in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Quiet: the hub's demand decays, and with it the window. (A second,
     // and 1.5 s below: room for a loaded machine, still short of the 2 s a
     // window left open makes a lone message wait.)
