@@ -22,6 +22,8 @@ mod common;
 #[path = "../../crates/proto/tests/support/external.rs"]
 mod external;
 mod nats;
+#[path = "../../crates/store/tests/support/tmpfs.rs"]
+mod tmpfs;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -333,28 +335,6 @@ async fn killed_under_traffic(program: &Path) {
     assert_eq!(on_b, on_a, "node b's history after SIGKILL and a restart");
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped (needs root).
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let mounted = Process::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then_some(Tmpfs(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Process::new("umount").arg(self.0.path()).status();
-    }
-}
-
 /// Node a's data dir fills up (a 2 MiB tmpfs, filled by another file) while
 /// alice on a and bob on b chat: the log holds every message, so every one
 /// is delivered on both nodes, in the same order, and alice is never told
@@ -363,7 +343,7 @@ impl Drop for Tmpfs {
 /// their senders and drop their deliveries, diverging from the others.)
 async fn disk_full_node(program: &Path) {
     const MESSAGES: usize = 60;
-    let Some(disk) = Tmpfs::mount("2m") else {
+    let Some(disk) = tmpfs::Tmpfs::mount("2m") else {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must be able to mount a tmpfs"
@@ -373,7 +353,7 @@ async fn disk_full_node(program: &Path) {
     };
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsCluster::start(program, dir.path());
-    let a = tokio::task::block_in_place(|| Node::start(&nats, "a", disk.0.path()));
+    let a = tokio::task::block_in_place(|| Node::start(&nats, "a", disk.path()));
     let b = tokio::task::block_in_place(|| Node::start(&nats, "b", dir.path()));
     let mut alice = Client::with_history(a.addr, Encoding::Framed, "alice").await;
     let mut bob = Client::with_history(b.addr, Encoding::Json, "bob").await;
@@ -381,11 +361,7 @@ async fn disk_full_node(program: &Path) {
     assert_eq!(bob.expect_invitation().await, conv);
     alice.join(conv).await;
     bob.join(conv).await;
-    let filler = disk.0.path().join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
-    let block = vec![b'x'; 64 * 1024];
-    while std::io::Write::write_all(&mut file, &block).is_ok() {}
-    drop(file);
+    tmpfs::fill(&disk.path().join("filler"));
     let big = |i: usize| format!("m{i} {}", "y".repeat(4000));
     for i in 0..MESSAGES {
         alice.say(conv, &big(i)).await;

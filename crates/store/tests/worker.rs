@@ -1,7 +1,6 @@
 //! The store threads: group commit, history on the reader thread, failures
 //! that lose only messages (and say which), retention.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,6 +8,10 @@ use natter_store::worker::{self, Batch, CommitObserver, HistoryRequest, Reply, W
 use natter_store::{Fact, Store, StoredMessage};
 use rusqlite::Connection;
 use tokio::sync::mpsc;
+
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::{Tmpfs, fill};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -62,6 +65,20 @@ fn next(replies: &mut mpsc::Receiver<Reply>) -> Reply {
             Err(e) => panic!("no reply from the store threads: {e:?}"),
         }
     }
+}
+
+/// Another connection to the store in `dir` whose trigger makes every
+/// insert into `table` fail, as an I/O error would, until it is dropped
+/// (`DROP TRIGGER no_<table>`).
+fn sabotage(dir: &std::path::Path, table: &str) -> Connection {
+    let saboteur = Connection::open(dir.join("natter.db")).unwrap();
+    saboteur
+        .execute_batch(&format!(
+            "CREATE TRIGGER no_{table} BEFORE INSERT ON {table}
+             BEGIN SELECT RAISE(ABORT, 'simulated I/O failure'); END;"
+        ))
+        .unwrap();
+    saboteur
 }
 
 fn send(worker: &worker::Worker, ticket: u64, facts: Vec<Fact>) {
@@ -198,13 +215,7 @@ fn a_failed_commit_reports_its_messages_and_retries_the_rest() {
     let (tx, mut replies) = mpsc::channel(64);
     let worker = worker::spawn(store, WorkerOptions::default(), tx).unwrap();
 
-    let saboteur = Connection::open(dir.path().join("natter.db")).unwrap();
-    saboteur
-        .execute_batch(
-            "CREATE TRIGGER no_messages BEFORE INSERT ON messages
-             BEGIN SELECT RAISE(ABORT, 'simulated I/O failure'); END;",
-        )
-        .unwrap();
+    let saboteur = sabotage(dir.path(), "messages");
     let lost = message(1, 1, 5);
     send(
         &worker,
@@ -265,13 +276,7 @@ fn kept_facts_are_retried_alone_until_they_are_stored() {
     store.commit(&[created(1)]).unwrap();
     let (tx, mut replies) = mpsc::channel(64);
     let worker = worker::spawn(store, WorkerOptions::default(), tx).unwrap();
-    let saboteur = Connection::open(dir.path().join("natter.db")).unwrap();
-    saboteur
-        .execute_batch(
-            "CREATE TRIGGER no_members BEFORE INSERT ON members
-             BEGIN SELECT RAISE(ABORT, 'simulated I/O failure'); END;",
-        )
-        .unwrap();
+    let saboteur = sabotage(dir.path(), "members");
     send(&worker, 1, vec![joined(1, "bob")]);
     assert!(matches!(
         next(&mut replies),
@@ -308,13 +313,7 @@ fn kept_facts_are_written_at_shutdown() {
     store.commit(&[created(1)]).unwrap();
     let (tx, mut replies) = mpsc::channel(64);
     let worker = worker::spawn(store, WorkerOptions::default(), tx).unwrap();
-    let saboteur = Connection::open(dir.path().join("natter.db")).unwrap();
-    saboteur
-        .execute_batch(
-            "CREATE TRIGGER no_messages BEFORE INSERT ON messages
-             BEGIN SELECT RAISE(ABORT, 'simulated I/O failure'); END;",
-        )
-        .unwrap();
+    let saboteur = sabotage(dir.path(), "messages");
     send(
         &worker,
         1,
@@ -455,50 +454,6 @@ fn retention_runs_at_start() {
     );
     assert_eq!(next(&mut replies), Reply::Committed { up_to: 1 });
     worker.shutdown();
-}
-
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then_some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &std::path::Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Writes `path` until the file system is full.
-fn fill(path: &std::path::Path) {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).unwrap();
-    let block = [0u8; 4096];
-    loop {
-        if let Err(e) = file.write_all(&block).and_then(|()| file.sync_all()) {
-            assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
-            return;
-        }
-    }
 }
 
 /// A writer thread that dies (here: the commit observer, the server's

@@ -110,6 +110,15 @@ impl Auth {
         accounts
     }
 
+    /// This node's devices that came in with session `hash`.
+    pub fn devices_of_session(&self, hash: TokenHash) -> Vec<ConnId> {
+        self.session_of
+            .iter()
+            .filter(|(_, h)| **h == hash)
+            .map(|(conn, _)| *conn)
+            .collect()
+    }
+
     /// The connection is gone: nothing of it is kept.
     pub fn forget(&mut self, conn: ConnId) {
         self.held.remove(&conn);

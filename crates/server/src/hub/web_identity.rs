@@ -233,13 +233,7 @@ impl Hub {
                 return self.web_sign_out_to_log(&display, hash, reply);
             }
             self.end_session(&user_key(name), hash);
-            let devices: Vec<_> = self
-                .auth
-                .session_of
-                .iter()
-                .filter(|(_, h)| **h == hash)
-                .map(|(conn, _)| *conn)
-                .collect();
+            let devices = self.auth.devices_of_session(hash);
             for device in devices {
                 self.outputs.push(Output::Send {
                     to: Recipients::One(device),

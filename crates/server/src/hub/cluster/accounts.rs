@@ -344,13 +344,7 @@ impl Hub {
             // This node's devices of that session are told why and closed;
             // each node closes its own, and their departures go through
             // the log like any other.
-            let devices: Vec<_> = self
-                .auth
-                .session_of
-                .iter()
-                .filter(|(_, h)| **h == hash)
-                .map(|(conn, _)| *conn)
-                .collect();
+            let devices = self.auth.devices_of_session(hash);
             for device in devices {
                 self.auth.forget(device);
                 self.outputs.push(Output::Send {
