@@ -110,6 +110,29 @@ impl ServerMessage {
         }
     }
 
+    /// Whether this message names a conversation for which `named` is
+    /// true: what a server holds back while a conversation's creation is
+    /// not stored yet.
+    pub fn names_conversation(&self, mut named: impl FnMut(ConvId) -> bool) -> bool {
+        match self {
+            ServerMessage::Invitation { conv, .. }
+            | ServerMessage::Message { conv, .. }
+            | ServerMessage::History { conv, .. }
+            | ServerMessage::Topic { conv, .. }
+            | ServerMessage::Members { conv, .. } => named(*conv),
+            ServerMessage::Conversations(convs) => convs.iter().any(|(conv, _)| named(*conv)),
+            ServerMessage::Unread(convs) => convs.iter().any(|(conv, ..)| named(*conv)),
+            ServerMessage::OnlineUsers(_)
+            | ServerMessage::Presence(_)
+            | ServerMessage::Caps(_)
+            | ServerMessage::Error(_)
+            | ServerMessage::SignedUp(_)
+            | ServerMessage::Session(_)
+            | ServerMessage::PasswordChanged(_)
+            | ServerMessage::Users(_) => false,
+        }
+    }
+
     /// Types a raw message from a server (client side). Lenient where the
     /// contract allows (ids as JSON string keys, lists or tuples).
     pub fn from_raw(raw: RawMessage) -> Result<ServerMessage, MessageError> {

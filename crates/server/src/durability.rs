@@ -22,7 +22,11 @@
 //! different conversation. A copy can also wait behind a *later* batch
 //! that commits: a resend answered with its original while that original's
 //! commit was still under way. So the lost seqs are remembered until every
-//! output made before the failure was known has been released.
+//! output made before the failure was known has been released. And
+//! while a conversation's creation waits for its retry, an output made
+//! later that names it (a `CONVERSATIONS` listing, say) waits with them:
+//! it follows no uncommitted fact, yet it would reveal an id that a crash
+//! could still hand out again.
 //!
 //! Nothing here touches a socket or the disk, which is what lets the tests
 //! below check the ordering rules directly.
@@ -53,6 +57,12 @@ pub struct Durability {
     /// Outputs of failed tickets whose facts the store keeps for a retry:
     /// they go out, in order, before anything the next commit releases.
     awaiting_retry: VecDeque<Output>,
+    /// Conversations created by submitted batches, by ticket, until the
+    /// ticket is finished.
+    creating: VecDeque<(u64, ConvId)>,
+    /// Conversations whose creation the store keeps for a retry: nothing
+    /// that names one goes out before the retry commits.
+    unstored: HashSet<ConvId>,
 }
 
 impl Durability {
@@ -62,6 +72,10 @@ impl Durability {
     pub fn route(&mut self, output: Output) -> Option<Output> {
         if let Output::Fact(fact) = output {
             self.gathering.push(fact);
+            return None;
+        }
+        if self.names_unstored(&output) && self.held.is_empty() {
+            self.awaiting_retry.push_back(output);
             return None;
         }
         let waits_for = if self.gathering.is_empty() {
@@ -83,7 +97,13 @@ impl Durability {
             return None;
         }
         self.submitted += 1;
-        Some((self.submitted, std::mem::take(&mut self.gathering)))
+        let ticket = self.submitted;
+        self.creating
+            .extend(self.gathering.iter().filter_map(|fact| match fact {
+                Fact::ConversationCreated { conv, .. } => Some((ticket, *conv)),
+                _ => None,
+            }));
+        Some((ticket, std::mem::take(&mut self.gathering)))
     }
 
     /// Every ticket up to `up_to` is committed: appends the outputs now
@@ -91,6 +111,8 @@ impl Durability {
     pub fn committed(&mut self, up_to: u64, released: &mut Vec<Output>) {
         // A commit stores the retried facts first, in the same transaction.
         released.extend(self.awaiting_retry.drain(..));
+        self.unstored.clear();
+        self.settle_creations(up_to, false);
         self.release(up_to, None, released);
     }
 
@@ -114,6 +136,7 @@ impl Durability {
         let open = u64::from(!self.gathering.is_empty());
         self.lost_until = self.lost_until.max(self.submitted + open);
         let plain = PlainCopies::new(lost);
+        self.settle_creations(last, kept);
         if kept || !self.awaiting_retry.is_empty() {
             let mut freed = Vec::new();
             self.release(last, Some((first..=last, plain)), &mut freed);
@@ -121,6 +144,31 @@ impl Durability {
         } else {
             self.release(last, Some((first..=last, plain)), released);
         }
+    }
+
+    /// Tickets up to `up_to` are finished: their conversations are stored,
+    /// or (`kept`) wait for the store's retry.
+    fn settle_creations(&mut self, up_to: u64, kept: bool) {
+        while let Some(&(ticket, conv)) = self.creating.front() {
+            if ticket > up_to {
+                break;
+            }
+            self.creating.pop_front();
+            if kept {
+                self.unstored.insert(conv);
+            }
+        }
+    }
+
+    /// Whether `output` names a conversation whose creation is not stored.
+    fn names_unstored(&self, output: &Output) -> bool {
+        if self.unstored.is_empty() {
+            return false;
+        }
+        let Output::Send { message, .. } = output else {
+            return false;
+        };
+        message.names_conversation(|conv| self.unstored.contains(&conv))
     }
 
     fn release(
@@ -440,5 +488,61 @@ mod tests {
         d.committed(3, &mut released);
         assert_eq!(texts(&released), ["invitation", "joined", "later"]);
         assert!(d.is_idle());
+    }
+
+    fn listing(convs: &[ConvId]) -> Output {
+        Output::Send {
+            to: Recipients::One(ConnId(2)),
+            message: Arc::new(ServerMessage::Conversations(
+                convs
+                    .iter()
+                    .map(|&conv| (conv, vec!["alice".into()]))
+                    .collect(),
+            )),
+        }
+    }
+
+    fn created(conv: ConvId) -> Output {
+        Output::Fact(Fact::ConversationCreated {
+            conv,
+            ts: 1,
+            invited: vec![("alice".into(), "alice".into())],
+        })
+    }
+
+    #[test]
+    fn a_conversation_not_stored_is_named_by_nothing_until_its_retry_commits() {
+        let mut d = Durability::default();
+        d.route(created(5));
+        d.route(send("invitation"));
+        d.take_batch();
+        let mut released = Vec::new();
+        d.failed(1, 1, &[], true, &mut released);
+        assert!(released.is_empty());
+        // Later, with nothing uncommitted: a listing that names #5 waits
+        // for the retry; one that does not, and other outputs, go at once.
+        assert!(d.route(listing(&[2, 5])).is_none(), "it names #5");
+        assert!(d.route(listing(&[2])).is_some());
+        assert!(d.route(send("presence")).is_some());
+        d.committed(1, &mut released);
+        assert_eq!(texts(&released)[0], "invitation");
+        assert_eq!(released.len(), 2, "the listing follows the invitation");
+        assert!(d.is_idle());
+        // Stored now: it is named freely.
+        assert!(d.route(listing(&[5])).is_some());
+    }
+
+    #[test]
+    fn a_conversation_whose_batch_commits_is_never_held_back() {
+        let mut d = Durability::default();
+        d.route(created(6));
+        d.take_batch();
+        let mut released = Vec::new();
+        // Another batch's failure keeps facts, but #6 was stored.
+        d.committed(1, &mut released);
+        d.route(fact());
+        d.take_batch();
+        d.failed(2, 2, &[], true, &mut released);
+        assert!(d.route(listing(&[6])).is_some());
     }
 }

@@ -252,12 +252,28 @@ async fn a_full_disk_refuses_messages_and_the_server_recovers_when_space_returns
     dave.send(Command::Invite(vec!["carol".into()])).await;
     let shown = tokio::time::timeout(Duration::from_millis(2500), dave.expect_invitation()).await;
     assert!(shown.is_err(), "an invitation to a conversation not stored");
+    // Nor does a listing name it: carol's answer waits with her invitation.
+    let listed = tokio::time::timeout(Duration::from_millis(1000), carol.conversations()).await;
+    assert!(
+        listed.is_err(),
+        "a listing while the conversation is not stored: {listed:?}"
+    );
 
     // Space returns: the store's retry stores the conversation, and the
     // invitations go out; messages are stored and delivered again.
     std::fs::remove_file(&filler).unwrap();
     let made_while_full = dave.expect_invitation().await;
     assert_eq!(carol.expect_invitation().await, made_while_full);
+    let listed = carol
+        .expect(|m| match m {
+            ServerMessage::Conversations(listed) => Some(listed.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        listed.iter().any(|(id, _)| *id == made_while_full),
+        "{listed:?}"
+    );
     dave.join(made_while_full).await;
     let mut after = Vec::new();
     for i in 0..10 {
