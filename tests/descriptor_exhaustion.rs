@@ -5,8 +5,13 @@
 //! the failed accepts are logged with a pause doubling from 1 ms to 1 s,
 //! the process burns almost no CPU while it cannot accept, and once the
 //! first clients leave, every client that waited in the queue is served.
+//! And a client whose socket fills while the server is out of descriptors
+//! (waiting for it to drain needs one more) is cut off, not forgotten with
+//! its queue.
 
-use std::io::{BufRead, BufReader};
+mod process;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
@@ -24,6 +29,8 @@ use tokio::sync::{mpsc, watch};
 const FD_LIMIT: u32 = 48;
 /// More clients than that.
 const CLIENTS: usize = 60;
+/// Messages of 4,000 bytes the talker sends the sloth.
+const FLOOD: usize = 1500;
 /// Upper bound for any one step.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -43,6 +50,11 @@ impl Drop for Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts it with `extra` arguments.
+    fn start_with(extra: &[&str]) -> Server {
         let mut child = Process::new("sh")
             .args(["-c", &format!("ulimit -n {FD_LIMIT} && exec \"$@\""), "sh"])
             .arg(env!("CARGO_BIN_EXE_natter"))
@@ -57,6 +69,7 @@ impl Server {
             ])
             .args(["--rate-limit", "0", "--max-connections-per-ip", "0"])
             .args(["--presence-interval", "0"])
+            .args(extra)
             .env("RUST_LOG", "natter_server=warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -81,6 +94,15 @@ impl Server {
             }
         };
         Server { child, addr, log }
+    }
+
+    /// Whether any line logged so far contains `text`.
+    fn logged(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(text))
     }
 
     /// The pauses logged after failed accepts so far, in order.
@@ -197,4 +219,88 @@ async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
     for client in clients {
         client.await.expect("client");
     }
+}
+
+/// A JSON-lines client whose receive buffer is tiny, so that the server's
+/// writes to it block soon after it stops reading.
+async fn small_buffer_client(addr: SocketAddr) -> process::JsonClient<std::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket
+        .connect(addr)
+        .await
+        .expect("connect")
+        .into_std()
+        .unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    process::JsonClient::over(stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_socket_the_server_cannot_wait_on_is_cut_off_not_forgotten() {
+    // A send queue longer than the kernel's largest socket buffer (4 MiB
+    // by default), so that the socket fills before the queue does.
+    let server = Server::start_with(&["--send-queue", "16777216"]);
+    let mut sloth = small_buffer_client(server.addr).await;
+    sloth.register("sloth");
+    let talker_stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    talker_stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut flood = talker_stream.try_clone().unwrap();
+    let mut drain = talker_stream.try_clone().unwrap();
+    let mut talker = process::JsonClient::over(talker_stream);
+    talker.register("talker");
+    let conv = talker.own_conversation("sloth");
+    sloth.expect("INVITATION");
+    sloth.send(&format!(r#"{{"command":"JOIN","args":[{conv}]}}"#));
+    sloth.send(r#"{"command":"LIST_CONVERSATIONS","args":[]}"#);
+    sloth.expect("CONVERSATIONS");
+    // The talker reads its own copies back, so that only the sloth's
+    // socket fills.
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 65536];
+        while matches!(drain.read(&mut chunk), Ok(n) if n > 0) {}
+    });
+
+    // Registered clients take the remaining descriptors, until the accept
+    // loop fails for want of one.
+    let mut fillers = Vec::new();
+    while server.backoffs().is_empty() {
+        assert!(fillers.len() < 100, "{FD_LIMIT} descriptors never ran out");
+        let mut filler = std::net::TcpStream::connect(server.addr).expect("connect");
+        let name = format!("f{}", fillers.len());
+        let register = format!(r#"{{"command":"REGISTER","args":["{name}","idle"]}}"#);
+        filler
+            .write_all(format!("{register}\n").as_bytes())
+            .unwrap();
+        fillers.push(filler);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The flood (6 MB) fills the sloth's socket (it does not read), well
+    // within its send queue. Waiting for the socket to drain needs a duplicate of
+    // its descriptor, and there is none to be had.
+    let line = format!(
+        r#"{{"command":"SEND_MESSAGE","args":[{conv},"{}"]}}"#,
+        "z".repeat(4000)
+    );
+    for _ in 0..FLOOD {
+        flood.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    wait_until("the server to give up on the sloth's socket", || {
+        server.logged("cannot wait for a full socket to drain")
+    })
+    .await;
+
+    // So it is cut off: what reached its socket is there to read, then the
+    // end, rather than a connection that never hears from the server again.
+    let mut lines = 0;
+    while sloth.recv().is_some() {
+        lines += 1;
+    }
+    assert!(
+        lines < FLOOD,
+        "all {lines} messages arrived: the socket never filled"
+    );
+    drop(fillers);
 }

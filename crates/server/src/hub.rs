@@ -78,6 +78,9 @@ pub enum HubEvent {
     Disconnected { conn: ConnId },
     /// A socket that was full can take bytes again.
     Writable { conn: ConnId },
+    /// The wait for a full socket to drain could not even start (its
+    /// descriptor could not be duplicated: the process is out of them).
+    Unwritable { conn: ConnId },
     /// The hashing pool finished checking a secret for `conn`.
     AuthDone {
         conn: ConnId,
@@ -646,6 +649,10 @@ impl Hub {
                 }
             }
             HubEvent::PanicForTest => panic!("the hub was told to panic (a test hook)"),
+            HubEvent::Unwritable { conn } => {
+                self.doomed.push((conn, Disconnect::WriteFailed));
+                self.dispatch();
+            }
             HubEvent::Writable { conn } => {
                 if let Some(peer) = self.peers.get_mut(&conn) {
                     peer.awaiting_writable = false;
@@ -983,9 +990,16 @@ impl Hub {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 ready = stream.writable() => {
-                    if ready.is_ok() {
-                        let _ = events.send(HubEvent::Writable { conn }).await;
-                    }
+                    let event = match ready {
+                        Ok(()) => HubEvent::Writable { conn },
+                        Err(error) => {
+                            // Nothing else would ever write to it again.
+                            tracing::warn!(conn = conn.0, %error,
+                                "cannot wait for a full socket to drain; the client is cut off");
+                            HubEvent::Unwritable { conn }
+                        }
+                    };
+                    let _ = events.send(event).await;
                 }
             }
         });
