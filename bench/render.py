@@ -516,6 +516,13 @@ def store_ab(root):
                    f"| {(r.get('server') or {}).get('cpu_cores', '–')} | {per if per is not None else '–'} "
                    f"| {store_writer(row.get('store'))} |")
     out.append("")
+    floors = [f"{f['floor']['us_per_send']} µs {f['when']}" for f in lines
+              if "floor" in f and f.get("floor")]
+    if floors:
+        out.append("How fast the machine was: a plain 64-byte `send()` (bench/floor.c, at "
+                   f"the runs' rate) cost {' and '.join(floors)} the runs "
+                   "(bench/compare.sh's recorded runs at this rate: 5.5 µs at the quickest, "
+                   "8.5 at the slowest).\n")
     durable = [r["result"] for r in rows if r["mode"] == "durable" and r.get("result")]
     failed = [r for r in rows if r["mode"] == "durable" and not r.get("result")]
     out.append("Targets (issue 11), for durable mode:\n")

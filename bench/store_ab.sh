@@ -7,7 +7,9 @@
 # default 2). Each run gets a fresh server pinned to CPU 0, the generator
 # on CPU 1. Writes bench/results/store_ab.jsonl (after a line saying how,
 # at which commit and on what machine), then renders the docs
-# (bench/render.py).
+# (bench/render.py). How fast the machine was is recorded too: the floor of
+# bench/floor.c (a plain 64-byte send() per delivery, at the same rate)
+# before the first run and after the last.
 #
 #   bench/store_ab.sh     # 4 runs of WARMUP 2 s + DURATION 8 s (+ drain): ~1 minute
 #
@@ -113,10 +115,22 @@ run() {
     printf '{"mode":"%s","rate":%s,"result":%s,"store":%s}\n' "$mode" "$RATE" "$result" "$figures" >>"$out"
 }
 
+# floor WHEN: the machine's floor now, as one JSON line.
+floor() {
+    local result
+    result=$($PRIORITY "$FLOOR" 1000 $((RATE * 9)) 5 0 1 64) || result=null
+    printf '{"floor":%s,"when":"%s"}\n' "$result" "$1" >>"$out"
+}
+
+FLOOR=$(mktemp)
+gcc -O2 -pthread -o "$FLOOR" bench/floor.c
+floor before
 for _ in $(seq "$RUNS"); do
     run ephemeral
     run durable
 done
+floor after
+rm -f "$FLOOR"
 
 cat "$out" >bench/results/store_ab.jsonl
 python3 bench/render.py
