@@ -1,6 +1,6 @@
 //! A small tmpfs for tests that fill a disk up (mounting needs root or
-//! CAP_SYS_ADMIN; CI runs as root). Shared by the store's and the
-//! cluster's tests (`#[path]`).
+//! CAP_SYS_ADMIN; CI runs as root). Shared by the store's, the server's
+//! and the cluster's tests (`#[path]`).
 
 use std::process::Command;
 
