@@ -523,6 +523,13 @@ def store_ab(root):
                    f"the runs' rate) cost {' and '.join(floors)} the runs "
                    "(bench/compare.sh's recorded runs at this rate: 5.5 µs at the quickest, "
                    "8.5 at the slowest).\n")
+    for d in (f for f in lines if f.get("disk")):
+        disk = d["disk"]
+        out.append(f"A commit's sync on the data dir's disk {d['when']} the runs (bench/disk_probe.py, "
+                   f"{disk['syncs']} fdatasyncs of 12 KiB appends): p50 {disk['p50_ms']} ms, "
+                   f"p99 {disk['p99_ms']} ms, p99.9 {disk['p999_ms']} ms, max {disk['max_ms']} ms, "
+                   f"{disk['over_20ms']} over 20 ms. Deliveries wait for these syncs, so a "
+                   "durable run's p99 cannot be shorter than a stall that catches 1% of its messages.\n")
     durable = [r["result"] for r in rows if r["mode"] == "durable" and r.get("result")]
     failed = [r for r in rows if r["mode"] == "durable" and not r.get("result")]
     out.append("Targets (issue 11), for durable mode:\n")

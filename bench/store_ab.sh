@@ -9,6 +9,7 @@
 # at which commit and on what machine), then renders the docs
 # (bench/render.py). How fast the machine was is recorded too: the floor of
 # bench/floor.c (a plain 64-byte send() per delivery, at the same rate)
+# and how long a sync takes on DATA_BASE's disk (bench/disk_probe.py),
 # before the first run and after the last.
 #
 #   bench/store_ab.sh     # 4 runs of WARMUP 2 s + DURATION 8 s (+ drain): ~1 minute
@@ -122,14 +123,23 @@ floor() {
     printf '{"floor":%s,"when":"%s"}\n' "$result" "$1" >>"$out"
 }
 
+# disk WHEN: the disk's sync latencies now, as one JSON line.
+disk() {
+    local result
+    result=$(python3 bench/disk_probe.py "$DATA_BASE" 5) || result=null
+    printf '{"disk":%s,"when":"%s"}\n' "$result" "$1" >>"$out"
+}
+
 FLOOR=$(mktemp)
 gcc -O2 -pthread -o "$FLOOR" bench/floor.c
 floor before
+disk before
 for _ in $(seq "$RUNS"); do
     run ephemeral
     run durable
 done
 floor after
+disk after
 rm -f "$FLOOR"
 
 cat "$out" >bench/results/store_ab.jsonl
