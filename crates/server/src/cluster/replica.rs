@@ -10,7 +10,10 @@
 //! is younger than `timeout` (by the time of the entry being applied) is
 //! down. Its connections are dropped in every copy at that entry. A gap in
 //! the log longer than half the timeout is an outage of the log itself,
-//! which blames nobody: silences count from the entry after it.
+//! which blames nobody: silences count from the entry after it. A node
+//! not heard from since its own `NodeUp` is still starting (catching up
+//! with the log; its first publishes may wait on a stream that is still
+//! settling): it is given [`STARTING_TIMEOUTS`] times the timeout.
 
 use std::collections::{BTreeMap, btree_map};
 
@@ -24,6 +27,11 @@ use super::entry::{Entry, Input};
 /// being retried). Past it the node's later inputs are dropped: it is
 /// broken, and will be declared down when its heartbeats stop.
 const MAX_WAITING: usize = 4096;
+
+/// A starting node's silence may last this many timeouts: two nodes
+/// started at once on fresh NATS servers could otherwise declare one
+/// another down before their first heartbeats got through.
+pub const STARTING_TIMEOUTS: i64 = 5;
 
 /// The live nodes, as every copy sees them.
 #[derive(Debug)]
@@ -42,6 +50,8 @@ pub struct Replica {
 struct Node {
     name: String,
     last_seen: UnixMs,
+    /// Nothing came from it since its `NodeUp` yet.
+    starting: bool,
     /// The seq of the node's next input to apply.
     next_seq: u64,
     /// Inputs that came before an earlier one (retried publishes).
@@ -62,6 +72,9 @@ pub struct NodeState {
     pub incarnation: u64,
     pub name: String,
     pub last_seen: UnixMs,
+    /// Absent from snapshots written before it existed: not starting.
+    #[serde(default)]
+    pub starting: bool,
     pub next_seq: u64,
     /// Inputs waiting for an earlier one, as log entries (rare: only while
     /// a node retries a publish).
@@ -78,6 +91,7 @@ impl Replica {
                 incarnation,
                 name: node.name.clone(),
                 last_seen: node.last_seen,
+                starting: node.starting,
                 next_seq: node.next_seq,
                 waiting: node
                     .waiting
@@ -119,6 +133,7 @@ impl Replica {
             let node = Node {
                 name: saved.name,
                 last_seen: saved.last_seen,
+                starting: saved.starting,
                 next_seq: saved.next_seq,
                 waiting,
             };
@@ -162,11 +177,18 @@ impl Replica {
             }
         }
         self.clock = self.clock.max(time);
-        let deadline = self.clock.saturating_sub(self.timeout);
+        let (clock, timeout) = (self.clock, self.timeout);
         let down: Vec<u64> = self
             .nodes
             .iter()
-            .filter(|(_, node)| node.last_seen < deadline)
+            .filter(|(_, node)| {
+                let allowed = if node.starting {
+                    timeout * STARTING_TIMEOUTS
+                } else {
+                    timeout
+                };
+                node.last_seen < clock.saturating_sub(allowed)
+            })
             .map(|(&incarnation, _)| incarnation)
             .collect();
         for incarnation in &down {
@@ -198,6 +220,7 @@ impl Replica {
             Node {
                 name,
                 last_seen: self.clock,
+                starting: true,
                 next_seq: 1,
                 waiting: BTreeMap::new(),
             },
@@ -222,6 +245,7 @@ impl Replica {
         let clock = self.clock;
         if let Some(node) = self.nodes.get_mut(&incarnation) {
             node.last_seen = clock;
+            node.starting = false;
         }
     }
 
@@ -234,6 +258,7 @@ impl Replica {
             return;
         };
         node.last_seen = clock;
+        node.starting = false;
         if seq < node.next_seq {
             return;
         }
@@ -271,6 +296,7 @@ mod tests {
         r.advance(1_000);
         r.node_up(3, "a".into());
         r.node_up(9, "b".into());
+        r.heartbeat(9);
         let mut ready = Vec::new();
         r.input(3, 2, connect(2), &mut ready);
         let mut copy = Replica::import(4_000, 60_000, r.export(), &limits);
@@ -292,6 +318,7 @@ mod tests {
         r.advance(1_000);
         r.node_up(1, "a".into());
         r.node_up(2, "b".into());
+        r.heartbeat(2);
         // Nothing for ten seconds, then a's heartbeat: b is not down yet...
         assert!(r.advance(11_000).is_empty());
         r.heartbeat(1);
@@ -301,6 +328,33 @@ mod tests {
             r.heartbeat(1);
         }
         assert_eq!(r.advance(15_001), [2]);
+    }
+
+    #[test]
+    fn a_starting_node_is_given_longer_before_it_is_declared_down() {
+        let mut r = Replica::new(4_000, 60_000);
+        r.advance(1_000);
+        r.node_up(1, "a".into());
+        r.heartbeat(1);
+        // b appended its NodeUp, then nothing: its first heartbeats wait
+        // (a stream still settling, a long catch-up).
+        r.node_up(2, "b".into());
+        let starting = 4_000 * STARTING_TIMEOUTS;
+        for t in (2_000..=1_000 + starting).step_by(1_000) {
+            assert!(r.advance(t).is_empty(), "b declared down at {t}");
+            r.heartbeat(1);
+        }
+        assert_eq!(r.advance(1_001 + starting), [2]);
+        // Once a node has been heard from, the usual timeout holds.
+        r.node_up(3, "c".into());
+        r.heartbeat(3);
+        let up = r.clock();
+        for t in (up + 1_000..=up + 4_000).step_by(1_000) {
+            assert!(r.advance(t).is_empty());
+            r.heartbeat(1);
+        }
+        assert_eq!(r.advance(up + 4_001), [3]);
+        assert!(r.is_live(1));
     }
 
     #[test]
@@ -336,6 +390,7 @@ mod tests {
         r.advance(1_000);
         r.node_up(1, "a".into());
         r.node_up(2, "b".into());
+        r.heartbeat(2);
         for t in (2_000..=6_000).step_by(1_000) {
             assert!(r.advance(t).is_empty());
             r.heartbeat(1);
