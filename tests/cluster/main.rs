@@ -92,6 +92,11 @@ fn main() {
             runtime().block_on(late_node_from_snapshot(program))
         }),
         trial_needing(
+            "two_nodes_started_together_on_fresh_nats_servers_both_stay",
+            &nats,
+            |program| runtime().block_on(started_together(program)),
+        ),
+        trial_needing(
             "nats_server_lost_then_whole_cluster_restarted",
             &nats,
             |program| runtime().block_on(nats_lost_then_restart(program)),
@@ -863,6 +868,34 @@ async fn fifty_members_see_one_order(program: &Path) {
             Some(first) => assert_eq!(&order, first, "member m{i:02} saw another order"),
         }
     }
+}
+
+/// Two nodes started at the same moment on nats-servers that have just
+/// opened their ports, as a machine that boots them together does: while
+/// JetStream settles, a node's first heartbeats may reach the log late,
+/// and neither may declare the other down for it (before the starting
+/// grace, one of them often exited within seconds). Both stay, and form
+/// one cluster.
+async fn started_together(program: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start_unsettled(program, dir.path());
+    nats.wait_listening();
+    let mut nodes = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let a = s.spawn(|| Node::start(&nats, "a", dir.path()));
+            let b = s.spawn(|| Node::start(&nats, "b", dir.path()));
+            vec![a.join().unwrap(), b.join().unwrap()]
+        })
+    });
+    // Longer than the liveness timeout several times over.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    for node in &mut nodes {
+        let exited = node.child.try_wait().expect("try_wait");
+        assert!(exited.is_none(), "a node exited: {exited:?}");
+    }
+    let mut alice = Client::course(nodes[0].addr, Encoding::Framed, "alice").await;
+    let _bob = Client::course(nodes[1].addr, Encoding::Json, "bob").await;
+    until_online(&mut alice, |names| has(names, "bob")).await;
 }
 
 async fn killed_node(program: &Path) {

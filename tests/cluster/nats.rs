@@ -46,6 +46,17 @@ impl NatsCluster {
     /// Starts three servers with their stores under `dir`, and waits until
     /// every one has JetStream ready.
     pub fn start(program: &Path, dir: &Path) -> NatsCluster {
+        let mut cluster = NatsCluster::start_unsettled(program, dir);
+        let deadline = Instant::now() + READY_PATIENCE;
+        for i in 0..3 {
+            cluster.wait_ready(i, deadline);
+        }
+        cluster
+    }
+
+    /// Starts three servers without waiting for JetStream (as a machine
+    /// that boots them together with natter does).
+    pub fn start_unsettled(program: &Path, dir: &Path) -> NatsCluster {
         let ports = (0..3)
             .map(|_| Ports {
                 client: free_port(),
@@ -62,8 +73,26 @@ impl NatsCluster {
         for i in 0..3 {
             cluster.write_config(i);
         }
-        cluster.start_all();
+        for i in 0..3 {
+            cluster.start_server(i);
+        }
         cluster
+    }
+
+    /// Waits until every server takes client connections (JetStream may
+    /// still be electing its leaders).
+    pub fn wait_listening(&self) {
+        let deadline = Instant::now() + READY_PATIENCE;
+        for ports in &self.ports {
+            let addr = SocketAddr::from(([127, 0, 0, 1], ports.client));
+            while std::net::TcpStream::connect(addr).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "nats-server on {addr} never listened"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// `nats://127.0.0.1:PORT,...` of every server, for `--nats`.
