@@ -160,9 +160,8 @@ run() {
             --data-dir "$WORK/a" --nats "$NATS_URLS" --node a >/dev/null 2>&1 &
         server=$!
         PIDS+=("$server")
-        # One node at a time, the first settled before the second: two nodes
-        # started together on fresh nats-servers can see the new stream's
-        # first acknowledgments come late, and declare each other down.
+        # One node at a time, the first settled before the second, so that
+        # the stream's settling is behind both before anything is measured.
         wait_ready "$WORK/a/admin-a.sock" "$server"
         sleep "${SETTLE:-3}"
         RUST_LOG=warn "$NATTER" serve --listen "127.0.0.1:$((PORT + 1))" "${common[@]}" \
