@@ -1222,18 +1222,13 @@ fn relocate(word: &str, ports: &mut HashMap<u16, u16>) -> String {
             Some((host @ ("127.0.0.1" | "0.0.0.0"), port)) if port.parse::<u16>().is_ok() => {
                 let _ = host;
                 let port: u16 = port.parse().unwrap();
-                let free = *ports.entry(port).or_insert_with(free_port);
+                let free = *ports.entry(port).or_insert_with(nats::free_port);
                 out.push_str(&format!("{prefix}127.0.0.1:{free}"));
             }
             _ => out.push_str(part),
         }
     }
     out
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("an address").port()
 }
 
 /// A documented `nats-server` process; killed when dropped.
@@ -1257,7 +1252,10 @@ async fn documented_commands(program: &Path) {
         for word in line.split_whitespace() {
             // `-p PORT` is the client port, bare.
             let word = match (words.last().map(String::as_str), word.parse::<u16>()) {
-                (Some("-p"), Ok(port)) => ports.entry(port).or_insert_with(free_port).to_string(),
+                (Some("-p"), Ok(port)) => ports
+                    .entry(port)
+                    .or_insert_with(nats::free_port)
+                    .to_string(),
                 _ => relocate(word, &mut ports),
             };
             words.push(word);

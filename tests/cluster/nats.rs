@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long three servers may take to elect their JetStream leaders.
@@ -223,7 +224,29 @@ fn healthz(addr: SocketAddr) -> bool {
 
 /// A loopback port free right now (the OS picks it; the server binds it a
 /// moment later).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
+pub fn free_port() -> u16 {
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    // Below the kernel's ephemeral range: a port that `bind(0)` hands out
+    // comes from that range, and before the server binds it, any test's
+    // outgoing connection may take it (a nats-server then exits at once).
+    // Only cluster tests pick ports here, one test at a time.
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(10_000).min(12_000);
+    assert!(
+        span > 1_000,
+        "no room below the ephemeral ports ({ephemeral_low})"
+    );
+    let first = ephemeral_low - span;
+    for _ in 0..span {
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        let port = first + (std::process::id().wrapping_mul(7919) + call) % span;
+        let port = u16::try_from(port).expect("a port number");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {ephemeral_low}");
 }
