@@ -27,21 +27,7 @@ const BIG: usize = 6 * 1024;
 
 #[path = "../../store/tests/support/tmpfs.rs"]
 mod tmpfs;
-use tmpfs::{Tmpfs, fill};
-
-/// A 2 MiB tmpfs, or `None` (the test is skipped) where mounting is not
-/// allowed; CI runs as root, so there it must work.
-fn small_disk() -> Option<Tmpfs> {
-    let mount = Tmpfs::mount("2m");
-    if mount.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must be able to mount a tmpfs"
-        );
-        eprintln!("skipped: mounting a tmpfs needs root");
-    }
-    mount
-}
+use tmpfs::fill;
 
 async fn start_on(dir: &Path) -> ServerHandle {
     start_with(Config {
@@ -166,7 +152,9 @@ fn big(label: &str, i: usize) -> String {
 
 #[tokio::test]
 async fn a_full_disk_refuses_messages_and_the_server_recovers_when_space_returns() {
-    let Some(mount) = small_disk() else { return };
+    let Some(mount) = tmpfs::mount_or_skip("2m") else {
+        return;
+    };
     let data = mount.path().join("natter-data");
     let server = start_on(&data).await;
     let mut alice = history_client(&server, Encoding::Framed, "alice").await;
@@ -285,7 +273,9 @@ async fn a_full_disk_refuses_messages_and_the_server_recovers_when_space_returns
 /// the full disk refuses: the refusal is about those, not about it.
 #[tokio::test]
 async fn a_resend_while_the_disk_is_full_still_gets_its_original_back() {
-    let Some(mount) = small_disk() else { return };
+    let Some(mount) = tmpfs::mount_or_skip("2m") else {
+        return;
+    };
     let server = start_on(&mount.path().join("natter-data")).await;
     let mut alice = history_client(&server, Encoding::Json, "alice").await;
     let mut bob = history_client(&server, Encoding::Framed, "bob").await;

@@ -26,6 +26,21 @@ impl Tmpfs {
     }
 }
 
+/// [`Tmpfs::mount`], or `None` (the test is then skipped, saying so)
+/// where mounting is not allowed; under CI (`CI` set, as `.ci/run` does)
+/// it must work, since a skipped fault test proves nothing.
+pub fn mount_or_skip(size: &str) -> Option<Tmpfs> {
+    let mount = Tmpfs::mount(size);
+    if mount.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+    }
+    mount
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount")
