@@ -19,9 +19,10 @@
 
 #[path = "../crates/proto/tests/support/external.rs"]
 mod external;
+mod ports;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -1292,8 +1293,7 @@ impl Drop for ChromeDriver {
     }
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now (see `tests/ports`).
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().unwrap().port()
+    ports::free_port(ports::Slice::Browser)
 }

@@ -22,6 +22,8 @@ mod common;
 #[path = "../../crates/proto/tests/support/external.rs"]
 mod external;
 mod nats;
+#[path = "../ports/mod.rs"]
+mod ports;
 #[path = "../../crates/store/tests/support/tmpfs.rs"]
 mod tmpfs;
 

@@ -5,10 +5,9 @@
 //! store, and so can the whole cluster.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long three servers may take to elect their JetStream leaders.
@@ -222,31 +221,8 @@ fn healthz(addr: SocketAddr) -> bool {
     response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
 }
 
-/// A loopback port free right now (the OS picks it; the server binds it a
-/// moment later).
+/// A loopback port free right now, from the cluster tests' slice below
+/// the ephemeral range (see `tests/ports`).
 pub fn free_port() -> u16 {
-    static CALLS: AtomicU32 = AtomicU32::new(0);
-    // Below the kernel's ephemeral range: a port that `bind(0)` hands out
-    // comes from that range, and before the server binds it, any test's
-    // outgoing connection may take it (a nats-server then exits at once).
-    // Only cluster tests pick ports here, one test at a time.
-    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768);
-    let span = ephemeral_low.saturating_sub(10_000).min(12_000);
-    assert!(
-        span > 1_000,
-        "no room below the ephemeral ports ({ephemeral_low})"
-    );
-    let first = ephemeral_low - span;
-    for _ in 0..span {
-        let call = CALLS.fetch_add(1, Ordering::Relaxed);
-        let port = first + (std::process::id().wrapping_mul(7919) + call) % span;
-        let port = u16::try_from(port).expect("a port number");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below {ephemeral_low}");
+    crate::ports::free_port(crate::ports::Slice::Cluster)
 }
