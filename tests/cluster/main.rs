@@ -39,6 +39,7 @@ use common::{Client, PATIENCE};
 use external::trial_needing;
 use nats::NatsCluster;
 use natter_proto::{Command, Encoding, Secret, ServerMessage};
+use natter_server::cluster::log::STREAM;
 
 /// How long a node may take to join (stream creation while JetStream
 /// elects leaders, then the replay of the log).
@@ -99,6 +100,11 @@ fn main() {
             |program| runtime().block_on(started_together(program)),
         ),
         trial_needing(
+            "a_node_that_falls_behind_the_trimmed_log_restarts",
+            &nats,
+            |program| runtime().block_on(fell_behind_the_trimmed_log(program)),
+        ),
+        trial_needing(
             "nats_server_lost_then_whole_cluster_restarted",
             &nats,
             |program| runtime().block_on(nats_lost_then_restart(program)),
@@ -131,6 +137,17 @@ impl Node {
 
     /// [`Node::start`] with `extra` arguments.
     fn start_with(nats: &NatsCluster, name: &str, dir: &Path, extra: &[&str]) -> Node {
+        Node::start_logging(nats, name, dir, extra, Stdio::inherit())
+    }
+
+    /// [`Node::start_with`], its log (stderr) going to `log`.
+    fn start_logging(
+        nats: &NatsCluster,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+        log: Stdio,
+    ) -> Node {
         let data = dir.join(format!("natter-{name}"));
         let data = data.to_str().expect("a UTF-8 path");
         let urls = nats.urls();
@@ -143,11 +160,11 @@ impl Node {
         args.extend(web);
         args.extend(["--data-dir", data, "--nats", &urls, "--node", name]);
         args.extend_from_slice(extra);
-        Node::spawn(&args, dir)
+        Node::spawn(&args, dir, log)
     }
 
     /// `natter serve ARGS` (plus test settings) in `cwd`, once it listens.
-    fn spawn(args: &[&str], cwd: &Path) -> Node {
+    fn spawn(args: &[&str], cwd: &Path, log: Stdio) -> Node {
         let mut child = Process::new(env!("CARGO_BIN_EXE_natter"))
             .arg("serve")
             .args(args)
@@ -158,7 +175,7 @@ impl Node {
                 std::env::var("NATTER_NODE_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("natter serve starts");
         let (tx, lines) = mpsc::channel();
@@ -216,6 +233,30 @@ impl Node {
     fn kill_9(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the node.
+    fn signal(&self, signal: &str) {
+        let status = Process::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits (bounded by `patience`) for the node to exit on its own.
+    fn wait_exit(mut self, patience: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not exit within {patience:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -1276,7 +1317,7 @@ async fn documented_commands(program: &Path) {
                 .collect();
             assert_eq!(words[..2], ["natter", "serve"], "README.md: {line}");
             let args: Vec<&str> = words[2..].iter().map(String::as_str).collect();
-            nodes.push(Node::spawn(&args, dir.path()));
+            nodes.push(Node::spawn(&args, dir.path(), Stdio::inherit()));
         }
     });
     assert_eq!(nodes.len(), 3);
@@ -1291,4 +1332,140 @@ async fn documented_commands(program: &Path) {
         carol.expect_message().await,
         (conv, "alice".into(), "from node a".into(), None)
     );
+}
+
+/// A node paused (SIGSTOP) while the others write, snapshot and trim the
+/// log past where it was reading finds a gap when it resumes: it says it
+/// fell behind and exits non-zero (serving a copy with entries missing
+/// would diverge). Started again, it catches up from the newest snapshot
+/// and serves the conversation, with every message of its pause in
+/// history.
+async fn fell_behind_the_trimmed_log(program: &Path) {
+    const EVERY: u64 = 40;
+    // An ordered consumer asks for 500 entries at a time (async-nats), so
+    // a paused node may find that many in its socket when it resumes: the
+    // log must be trimmed beyond them.
+    const PREFETCH: u64 = 500;
+    const ROUND: usize = 25;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(program, dir.path());
+    let every = EVERY.to_string();
+    let extra = ["--snapshot-every", every.as_str()];
+    let start = |name: &str| {
+        tokio::task::block_in_place(|| Node::start_with(&nats, name, dir.path(), &extra))
+    };
+    let a = start("a");
+    let b = start("b");
+    let c_log = dir.path().join("node-c.log");
+    let log_file = std::fs::File::create(&c_log).expect("a log file");
+    let c = tokio::task::block_in_place(|| {
+        Node::start_logging(&nats, "c", dir.path(), &extra, log_file.into())
+    });
+    let mut alice = Client::with_history(a.addr, Encoding::Framed, "alice").await;
+    let mut dave = Client::with_history(b.addr, Encoding::Json, "dave").await;
+    let mut bob = Client::with_history(c.addr, Encoding::Classic, "bob").await;
+    let conv = alice.invite(&["bob", "dave"]).await;
+    for member in [&mut bob, &mut dave] {
+        assert_eq!(member.expect_invitation().await, conv);
+        member.join(conv).await;
+    }
+    alice.join(conv).await;
+    alice.say(conv, "before the pause").await;
+    assert_eq!(bob.expect_message().await.2, "before the pause");
+
+    // Two senders on two nodes, each waiting for its own echo: one log
+    // entry per message, as fast as the cluster goes.
+    let (_, paused_at) = nats.stream_range(STREAM);
+    c.signal("STOP");
+    let paused = Instant::now();
+    let mut sent = 0;
+    let deadline = paused + JOIN_PATIENCE;
+    loop {
+        let (first, _) = tokio::task::block_in_place(|| nats.stream_range(STREAM));
+        if first > paused_at + PREFETCH {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && sent < 20_000,
+            "the log was not trimmed past {} after {sent} messages (it starts at {first})",
+            paused_at + PREFETCH
+        );
+        tokio::join!(
+            say_round(&mut alice, conv, sent, ROUND),
+            say_round(&mut dave, conv, sent, ROUND)
+        );
+        sent += 2 * ROUND;
+    }
+    eprintln!(
+        "log trimmed past node c (paused at entry {paused_at}) after {sent} messages in {:?}",
+        paused.elapsed()
+    );
+
+    c.signal("CONT");
+    let status = tokio::task::block_in_place(|| c.wait_exit(2 * PATIENCE));
+    assert!(!status.success(), "node c exited with {status}");
+    let said = std::fs::read_to_string(&c_log).expect("node c's log");
+    assert!(
+        said.contains("this node fell behind the cluster log"),
+        "node c's log:\n{said}"
+    );
+    // Its clients are told it is going away, to reconnect elsewhere.
+    assert!(
+        bob.until_closed().await,
+        "bob was not told his node stopped"
+    );
+
+    // Started again, c catches up from a snapshot beyond the gap.
+    let c = start("c");
+    let (snapshot, replayed) = caught_up_from_snapshot(&c).expect("c caught up from a snapshot");
+    eprintln!("node c again: snapshot at entry {snapshot}, then {replayed} entries");
+    assert!(snapshot > paused_at + PREFETCH, "snapshot at {snapshot}");
+    let mut bob = rejoin(c.addr, Encoding::Classic, "bob").await;
+    let history: Vec<String> = bob
+        .history_after(conv, 0)
+        .await
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert_eq!(history.len(), sent + 1, "bob's history after the gap");
+    assert_eq!(history[0], "before the pause");
+    for (i, text) in history[1..].iter().enumerate() {
+        assert!(
+            text.starts_with('m') && text.contains('-'),
+            "entry {i}: {text:?}"
+        );
+    }
+    alice.say(conv, "welcome back").await;
+    let sender = loop {
+        let (_, sender, text, _) = bob.expect_message().await;
+        if text == "welcome back" {
+            break sender;
+        }
+    };
+    assert_eq!(sender, "alice");
+    bob.say(conv, "thanks").await;
+    loop {
+        let (_, sender, text, _) = alice.expect_message().await;
+        if sender == "bob" {
+            assert_eq!(text, "thanks");
+            break;
+        }
+    }
+    drop((a, b, dave));
+}
+
+/// `client` says `count` messages in `conv`, each after the echo of the
+/// one before.
+async fn say_round(client: &mut Client, conv: u64, from: usize, count: usize) {
+    let name = client.reader.name.clone();
+    for i in from..from + count {
+        let text = format!("m{i}-{name}");
+        client.say(conv, &text).await;
+        loop {
+            let (_, sender, echoed, _) = client.expect_message().await;
+            if sender == name && echoed == text {
+                break;
+            }
+        }
+    }
 }

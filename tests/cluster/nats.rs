@@ -193,6 +193,27 @@ impl NatsCluster {
         }
     }
 
+    /// The first and last sequence numbers the stream `name` holds, as
+    /// server 0 reports them (its monitoring endpoint `/jsz`).
+    pub fn stream_range(&self, name: &str) -> (u64, u64) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.ports[0].monitor));
+        let (status, body) = get(addr, "/jsz?streams=true").expect("nats-server 0's /jsz");
+        assert_eq!(status, 200, "/jsz: {body}");
+        let jsz: serde_json::Value = serde_json::from_str(&body).expect("/jsz is JSON");
+        let streams = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten());
+        let state = streams
+            .into_iter()
+            .find(|stream| stream["name"] == name)
+            .map(|stream| &stream["state"])
+            .unwrap_or_else(|| panic!("no stream {name} in /jsz: {body}"));
+        let seq = |field: &str| state[field].as_u64().expect("a sequence number");
+        (seq("first_seq"), seq("last_seq"))
+    }
+
     pub fn kill_all(&mut self) {
         for i in 0..3 {
             self.kill(i);
@@ -208,17 +229,20 @@ impl Drop for NatsCluster {
 
 /// `GET /healthz`: JetStream is up and current on this server.
 fn healthz(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
+    get(addr, "/healthz").is_some_and(|(status, _)| status == 200)
+}
+
+/// `GET path` from a monitoring port: the status and the body.
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
 }
 
 /// A loopback port free right now, from the cluster tests' slice below
