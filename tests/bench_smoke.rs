@@ -113,6 +113,29 @@ fn a_short_low_rate_run_delivers_every_message_to_every_other_member() {
     assert_eq!(report["server_errors"].as_u64().unwrap(), 0);
 }
 
+/// `--pace fine` sends each message at its own due time (a timerfd), not
+/// in 1 ms ticks; the run is the same otherwise.
+#[test]
+fn a_finely_paced_run_delivers_every_message() {
+    let server = start_server();
+    let pid = server.child.id().to_string();
+    #[rustfmt::skip]
+    let report = bench(
+        &["--addr", &server.addr, "--clients", "20", "--group", "5", "--rate", "500",
+          "--pace", "fine", "--warmup", "0.5", "--duration", "2", "--json", "--quiet",
+          "--server-pid", &pid],
+        Duration::from_secs(60),
+    );
+    let sent = report["sent"].as_u64().unwrap();
+    assert!(
+        (900..=1100).contains(&sent),
+        "about 500/s for 2 s, got {sent}"
+    );
+    assert_eq!(report["delivered"], report["expected"]);
+    assert_eq!(report["expected"].as_u64().unwrap(), sent * 4);
+    assert_eq!(report["server_errors"].as_u64().unwrap(), 0);
+}
+
 #[test]
 fn idle_mode_reports_setup_time_and_memory_per_connection() {
     let server = start_server();

@@ -12,8 +12,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::BytesMut;
 
+use super::pace::Pacer;
 use super::payload::{self, Stamp};
 use super::plan::Plan;
 use super::procfs::{Process, Sample};
@@ -113,7 +115,8 @@ pub async fn run(args: &BenchArgs, plan: &Plan, clients: Vec<Client>) -> anyhow:
         end_ns: window.end_ns,
         payload: args.payload,
     };
-    send_on_schedule(&mut outlets, &schedule, epoch, &recorder).await;
+    let pacer = Pacer::new(args.pace, epoch).context("the sender's timer")?;
+    send_on_schedule(&mut outlets, &schedule, epoch, &pacer, &recorder).await?;
     // The schedule ends with the window: its counters close it.
     if let Some(server) = &server {
         server_samples.borrow_mut().end = server.sample().ok();
@@ -147,19 +150,23 @@ async fn send_on_schedule(
     outlets: &mut [Outlet],
     schedule: &Schedule,
     epoch: Instant,
+    pacer: &Pacer,
     recorder: &RefCell<Recorder>,
-) {
+) -> anyhow::Result<()> {
     let mut text = String::with_capacity(schedule.payload + 32);
     let mut out = BytesMut::with_capacity(1024);
     let mut unslept = 0;
     for n in 0u64.. {
         let due_ns = (n as f64 * schedule.interval_ns) as u64;
         if due_ns >= schedule.end_ns {
-            return;
+            return Ok(());
         }
         let mut now_ns = elapsed_ns(epoch);
         if due_ns > now_ns {
-            tokio::time::sleep_until((epoch + Duration::from_nanos(due_ns)).into()).await;
+            pacer
+                .sleep_until(due_ns)
+                .await
+                .context("the sender's timer")?;
             now_ns = elapsed_ns(epoch);
             unslept = 0;
         } else if unslept >= SENDS_PER_YIELD {
@@ -195,6 +202,7 @@ async fn send_on_schedule(
             recorder.borrow_mut().retract(now_ns, outlet.owed);
         }
     }
+    Ok(())
 }
 
 /// Reads one client's socket until the run ends, recording deliveries.

@@ -11,7 +11,8 @@
 //!
 //! Modules: [`plan`] (names and groups), [`natter_wire`] and [`irc_wire`]
 //! (each protocol's setup, send and receive), [`setup`] (bringing clients
-//! online; [`phases`] says where its time goes), [`load`] (the schedule, readers, progress), [`idle`], [`stats`]
+//! online; [`phases`] says where its time goes), [`load`] (the schedule, readers, progress), [`pace`] (the
+//! sender's fine-grained clock), [`idle`], [`stats`]
 //! (counters, histograms), [`procfs`] (server CPU/RSS), [`report`].
 
 mod idle;
@@ -19,6 +20,7 @@ mod irc_wire;
 mod load;
 mod natter_wire;
 mod net;
+mod pace;
 mod payload;
 mod phases;
 mod plan;
@@ -47,6 +49,11 @@ pub struct BenchArgs {
     /// Messages per second sent by all clients together (R), open loop.
     #[arg(long, default_value_t = 10_000)]
     rate: u32,
+    /// How the sender waits for each message's due time: `tick` (tokio's
+    /// 1 ms timer: the messages of a millisecond leave together) or `fine`
+    /// (a timerfd per message: one by one, on schedule).
+    #[arg(long, value_enum, default_value_t = pace::Pacing::Tick)]
+    pace: pace::Pacing,
     /// Bytes of message text (B); it carries sender, sequence and send time.
     #[arg(long, default_value_t = 64)]
     payload: usize,
