@@ -59,6 +59,8 @@ pub struct Coalescer {
     period_start: Instant,
     /// Time the hub worked in this period.
     worked: Duration,
+    /// When the last recorded work ended.
+    last_work_end: Instant,
     /// Time the writes coalescing saved in this period would have cost.
     saved: Duration,
     /// The smoothed demand, a share of the hub's time (may pass 1).
@@ -72,6 +74,7 @@ impl Coalescer {
             window: Duration::ZERO,
             period_start: now,
             worked: Duration::ZERO,
+            last_work_end: now,
             saved: Duration::ZERO,
             demand: 0.0,
         }
@@ -105,7 +108,16 @@ impl Coalescer {
     /// A pass begins at `now`: the time since the last one counts before
     /// the pass decides whom to write, so that after an idle gap the first
     /// message does not wait for a window the load before the gap opened.
+    /// What the period before the gap gathered (a last flush may have saved
+    /// thousands of writes) is assessed over its own span, not spread over
+    /// the gap: spread, it could read as a full load however long the gap.
     pub fn pass_begins(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_work_end) >= MEASURE_PERIOD {
+            let active_end = self.last_work_end.max(self.period_start);
+            if active_end > self.period_start {
+                self.assess(active_end);
+            }
+        }
         self.record_work(now, now);
     }
 
@@ -113,10 +125,19 @@ impl Coalescer {
     /// period, updates the demand and the window, and returns true.
     pub fn record_work(&mut self, start: Instant, end: Instant) -> bool {
         self.worked += end.saturating_duration_since(start);
-        let elapsed = end.saturating_duration_since(self.period_start);
-        if elapsed < MEASURE_PERIOD {
+        if end > start {
+            self.last_work_end = end;
+        }
+        if end.saturating_duration_since(self.period_start) < MEASURE_PERIOD {
             return false;
         }
+        self.assess(end);
+        true
+    }
+
+    /// Folds the period ending at `end` into the demand and the window.
+    fn assess(&mut self, end: Instant) {
+        let elapsed = end.saturating_duration_since(self.period_start);
         let sample =
             ((self.worked + self.saved).as_secs_f64() / elapsed.as_secs_f64()).min(MAX_DEMAND);
         // Weighted by the period's length: after an idle gap many times
@@ -127,7 +148,6 @@ impl Coalescer {
         self.period_start = end;
         self.worked = Duration::ZERO;
         self.saved = Duration::ZERO;
-        true
     }
 
     /// Whether a client whose oldest unwritten message was queued at
@@ -272,6 +292,18 @@ mod tests {
         let t1 = load_with_flushes(&mut coalescer, t0, ms(1000), 1.0, 1, 499);
         assert_eq!(coalescer.window(), Duration::from_secs(2));
         coalescer.pass_begins(t1 + ms(200));
+        assert_eq!(coalescer.window(), Duration::ZERO);
+    }
+
+    /// A last flush that saved thousands of writes just before a quiet time
+    /// (the load ends in the middle of a period) does not hold the window
+    /// open after it: those savings count over the period they were made in.
+    #[test]
+    fn a_huge_last_flush_does_not_outlast_the_quiet() {
+        let t0 = Instant::now();
+        let mut coalescer = Coalescer::new(Duration::from_secs(2), t0);
+        let t1 = load_with_flushes(&mut coalescer, t0, ms(1010), 1.0, 1, 5000);
+        coalescer.pass_begins(t1 + ms(500));
         assert_eq!(coalescer.window(), Duration::ZERO);
     }
 
