@@ -246,17 +246,7 @@ impl Node {
 
     /// Waits (bounded by `patience`) for the node to exit on its own.
     fn wait_exit(mut self, patience: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + patience;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node did not exit within {patience:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_for_exit(&mut self.child, patience)
     }
 }
 

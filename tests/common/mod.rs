@@ -86,17 +86,22 @@ impl Server {
 impl Server {
     /// Waits (bounded by `patience`) for the process to exit on its own.
     pub fn wait_exit(mut self, patience: Duration) -> ExitStatus {
-        let deadline = Instant::now() + patience;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "natter serve did not exit within {patience:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
+        wait_for_exit(&mut self.child, patience)
+    }
+}
+
+/// Waits (bounded by `patience`) for `child` to exit on its own.
+pub fn wait_for_exit(child: &mut Child, patience: Duration) -> ExitStatus {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
         }
+        assert!(
+            Instant::now() < deadline,
+            "natter serve did not exit within {patience:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
