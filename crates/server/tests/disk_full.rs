@@ -289,6 +289,20 @@ async fn a_resend_while_the_disk_is_full_still_gets_its_original_back() {
     let (seq, _) = echo(&mut alice, "kept").await;
     assert_eq!(bob.expect_message().await.2, "kept");
     fill(&mount.path().join("filler"));
+    // The store keeps zeroed room ahead of its log, which takes messages
+    // until it is used up: up to the first refusal.
+    let mut refused = false;
+    for i in 0..SENT_WHILE_FULL {
+        if let Outcome::Refused(_) = say_and_see(&mut alice, conv, &big("filling", i)).await {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "{SENT_WHILE_FULL} big messages on a full disk, none refused"
+    );
+    messages_until_sync(&mut bob).await;
 
     // One write, so that both land in one pass of the hub and one commit.
     let mut bytes = bytes::BytesMut::new();

@@ -52,6 +52,11 @@ pub enum StoreError {
     #[error("backup to {}: {source}", .path.display())]
     BackupIo { path: PathBuf, source: io::Error },
 
+    /// Zeros ahead of the WAL could not be written (a full disk): commits
+    /// go on appending, as SQLite does by itself.
+    #[error("cannot make room ahead of the log of {}: {source}", .path.display())]
+    WalRoom { path: PathBuf, source: io::Error },
+
     #[error("cannot start the store's {name} thread: {source}")]
     Thread {
         name: &'static str,

@@ -42,6 +42,7 @@ mod error;
 mod reader;
 pub mod schema;
 mod store;
+mod wal_room;
 pub mod worker;
 
 pub use accounts::AccountSummary;

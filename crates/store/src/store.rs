@@ -26,6 +26,7 @@ use tracing::info;
 use crate::error::{Doing, StoreError};
 use crate::reader::Reader;
 use crate::schema;
+use crate::wal_room::WalRoom;
 
 /// The database file in a data dir.
 pub const DB_FILE: &str = "natter.db";
@@ -53,11 +54,11 @@ pub(crate) const CACHE_KIB: i64 = 64 * 1024;
 /// with 1,000 conversations and 16 messages per commit, 5.4 KB written
 /// and 19 µs of CPU per message instead of 8.9 KB and 23 µs. Recovery
 /// after a crash reads at most this much log.
-const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+pub(crate) const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 
 /// After a checkpoint the WAL file is cut back to this size (bytes), in
 /// case a long reader (a backup) let it grow far beyond the above.
-const WAL_SIZE_LIMIT: i64 = 64 << 20;
+pub(crate) const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// The writer files new messages into `message_keys` once this many are
 /// waiting (schema version 5): each index leaf then takes many keys in one
@@ -81,6 +82,9 @@ pub struct Store {
     stored_seq: HashMap<ConvId, u64>,
     /// Messages committed since [`file_keys`] last ran.
     unkeyed: usize,
+    /// Zeros ahead of the WAL's end, for a store whose commits wait for
+    /// the disk (none for a cache: its commits do not sync).
+    wal_room: Option<WalRoom>,
 }
 
 impl Store {
@@ -115,6 +119,7 @@ impl Store {
         let from = migrate(&mut conn, &path)?;
         info!(path = %path.display(), from, to = schema::VERSION, "store open");
         let (stored_seq, unkeyed) = read_write_state(&conn).doing("reading the database", &path)?;
+        let wal_room = matches!(synchronous, Synchronous::Full).then(|| WalRoom::new(&path));
         Ok(Store {
             conn,
             _lock: lock,
@@ -122,6 +127,7 @@ impl Store {
             last_seq: HashMap::new(),
             stored_seq,
             unkeyed,
+            wal_room,
         })
     }
 
@@ -184,7 +190,28 @@ impl Store {
             let stored = self.stored_seq.entry(conv).or_default();
             *stored = (*stored).max(seq);
         }
+        if let Some(room) = &mut self.wal_room {
+            room.note_commit();
+        }
         Ok(())
+    }
+
+    /// Whether the WAL has outgrown the zeros made ahead of it, so that
+    /// [`Store::make_wal_room`] has work for an idle moment.
+    pub(crate) fn wants_wal_room(&self) -> bool {
+        self.wal_room.as_ref().is_some_and(WalRoom::wanted)
+    }
+
+    /// Writes and syncs one chunk of zeros past the WAL's end, so that the
+    /// next commits overwrite instead of append (see [`crate::wal_room`]).
+    pub(crate) fn make_wal_room(&mut self) -> Result<(), StoreError> {
+        let Some(room) = &mut self.wal_room else {
+            return Ok(());
+        };
+        room.grow().map_err(|source| StoreError::WalRoom {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Deletes messages older than `cutoff` (retention), oldest first and

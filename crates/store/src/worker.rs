@@ -20,6 +20,11 @@
 //! already moved on and the store must catch up with it when the disk
 //! recovers.
 //!
+//! **Room in the log.** While nothing is queued, the writer writes zeros
+//! ahead of the WAL's end ([`crate::wal_room`]), so that commits overwrite
+//! it instead of making it longer, which would cost each fsync a second
+//! write (the file's size).
+//!
 //! **Retention.** With `history_days > 0` the writer deletes old messages
 //! at start and about hourly, [`PRUNE_CHUNK`] at a time and only while no
 //! batch is waiting, so a commit waits at most for one chunk.
@@ -311,10 +316,8 @@ impl Writer {
             }
         });
         let retry_in = self.retry_at.map(|at| at.saturating_duration_since(now));
-        let due_in = match (prune_in, retry_in) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let room_in = self.store.wants_wal_room().then_some(Duration::ZERO);
+        let due_in = [prune_in, retry_in, room_in].into_iter().flatten().min();
         let received = match due_in {
             None => self.batches.blocking_recv(),
             Some(Duration::ZERO) => match self.batches.try_recv() {
@@ -336,10 +339,15 @@ impl Writer {
         received.map_or(Next::Closed, Next::Batch)
     }
 
-    /// With nothing queued: the kept facts' retry if due, else retention.
+    /// With nothing queued: the kept facts' retry if due, else room ahead
+    /// of the WAL if wanted, else retention.
     fn idle_work(&mut self) {
         if self.retry_at.is_some_and(|at| at <= Instant::now()) {
             self.retry_alone();
+        } else if self.store.wants_wal_room() {
+            if let Err(e) = self.store.make_wal_room() {
+                debug!(error = %e, "no room made ahead of the WAL");
+            }
         } else {
             self.prune_chunk();
         }
