@@ -107,15 +107,18 @@ impl WalRoom {
             return Ok(());
         };
         let end = end_of(file)?;
-        self.known_len = end;
         if end >= ROOM_CAP {
+            self.known_len = end;
             return Ok(());
         }
         let zeros = vec![0u8; (ROOM_CAP - end).min(CHUNK) as usize];
-        file.write_all_at(&zeros, end)?;
-        file.sync_data()?;
-        self.known_len = end + zeros.len() as u64;
-        Ok(())
+        let made = file
+            .write_all_at(&zeros, end)
+            .and_then(|()| file.sync_data());
+        // Whatever part was written counts as room already looked at, so a
+        // full disk is tried again only after SQLite appends.
+        self.known_len = end_of(file).unwrap_or(end);
+        made
     }
 
     fn len(&mut self) -> Option<u64> {
