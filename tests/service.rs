@@ -186,3 +186,139 @@ fn systemd_analyze_verifies_the_unit() {
         "systemd-analyze complains:\n{stderr}"
     );
 }
+
+/// Every system call `natter serve` makes, run much as the unit runs it
+/// (a data dir, the web page, clients that chat, SIGTERM), is one the
+/// unit's `SystemCallFilter=` lets through: a call the filter denies
+/// ends the server (or fails, with `SystemCallErrorNumber=`). The
+/// password hashing threads' `setpriority`, in the denied `@resources`,
+/// once ended the server at every start under this unit. Traced with
+/// strace; the filter's groups are expanded by `systemd-analyze`.
+#[test]
+fn the_units_system_call_filter_allows_every_call_natter_makes() {
+    let have = |tool: &str, arg: &str| Command::new(tool).arg(arg).output().is_ok();
+    if !have("strace", "-V") || !have("systemd-analyze", "--version") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "strace or systemd-analyze is missing (bash .ci/install-systemd.sh)"
+        );
+        eprintln!("skipped: no strace or systemd-analyze");
+        return;
+    }
+    let allowed = allowed_by(&std::fs::read_to_string(unit_file()).unwrap());
+    assert!(allowed.contains("read") && !allowed.contains("reboot"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    let mut command = Command::new("strace");
+    command
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args([NATTER, "serve", "--listen", "127.0.0.1:0"])
+        .args(["--web", "127.0.0.1:0", "--data-dir", "data"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info");
+    let mut server = Serve::spawn(command);
+    let mut alice = JsonClient::connect(server.addr);
+    alice.register("alice");
+    let mut bob = JsonClient::connect(server.addr);
+    bob.register("bob");
+    let conv = alice.own_conversation("bob");
+    // Stored, then delivered (alice's JOIN went before it on her connection).
+    alice.send(&format!(
+        r#"{{"command":"SEND_MESSAGE","args":[{conv},"hello"]}}"#
+    ));
+    alice.expect("hello");
+    // strace's child is natter: the signal goes to it, and strace ends
+    // when it does.
+    let strace = server.child.id();
+    let natter = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", natter.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(server.wait_for_exit().success(), "{}", server.log());
+
+    let calls = called_in(&std::fs::read_to_string(&trace).unwrap());
+    assert!(calls.contains("epoll_wait"), "{calls:?}");
+    // Run as root, SQLite gives its -wal and -shm files to the database's
+    // owner (fchown); under the unit natter is a user made up for it, for
+    // whom SQLite does not.
+    let as_root_only = ["fchown"];
+    let denied: Vec<_> = calls
+        .difference(&allowed)
+        .filter(|call| !as_root_only.contains(&call.as_str()))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "natter calls what contrib/natter.service denies: {denied:?}"
+    );
+}
+
+/// The system calls a unit's `SystemCallFilter=` lines allow: the first
+/// line is an allow list, each later one adds (or with `~`, removes) its
+/// names and groups, in order.
+fn allowed_by(unit: &str) -> std::collections::BTreeSet<String> {
+    let mut allowed = std::collections::BTreeSet::new();
+    for line in unit.lines() {
+        let Some(filter) = line.strip_prefix("SystemCallFilter=") else {
+            continue;
+        };
+        let (deny, names) = match filter.strip_prefix('~') {
+            Some(names) => (true, names),
+            None => (false, filter),
+        };
+        for name in names.split_whitespace() {
+            for call in expand(name) {
+                if deny {
+                    allowed.remove(&call);
+                } else {
+                    allowed.insert(call);
+                }
+            }
+        }
+    }
+    allowed
+}
+
+/// A system call's name, or a group's calls (`systemd-analyze
+/// syscall-filter @GROUP`, whose nested groups are expanded in turn).
+fn expand(name: &str) -> Vec<String> {
+    if !name.starts_with('@') {
+        return vec![name.to_string()];
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze syscall-filter {name}"
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty() && !entry.starts_with('#'))
+        .flat_map(expand)
+        .collect()
+}
+
+/// The names of the system calls in an `strace -f` log.
+fn called_in(trace: &str) -> std::collections::BTreeSet<String> {
+    trace
+        .lines()
+        .filter_map(|line| {
+            let call = line.split_once(' ')?.1.trim_start();
+            let name = call.split('(').next()?;
+            let is_call = call.contains('(')
+                && !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            is_call.then(|| name.to_string())
+        })
+        .collect()
+}
