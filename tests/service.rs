@@ -219,6 +219,16 @@ fn the_units_system_call_filter_allows_every_call_natter_makes() {
         .current_dir(dir.path())
         .env("RUST_LOG", "info");
     let mut server = Serve::spawn(command);
+    // strace's child is natter: signals go to it, and strace ends when it
+    // does. (Killing strace, as `Serve` does when dropped, would leave
+    // natter behind, stopped.)
+    let strace = server.child.id();
+    let natter = Killed(
+        std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
+            .unwrap()
+            .trim()
+            .to_string(),
+    );
     let mut alice = JsonClient::connect(server.addr);
     alice.register("alice");
     let mut bob = JsonClient::connect(server.addr);
@@ -229,16 +239,13 @@ fn the_units_system_call_filter_allows_every_call_natter_makes() {
         r#"{{"command":"SEND_MESSAGE","args":[{conv},"hello"]}}"#
     ));
     alice.expect("hello");
-    // strace's child is natter: the signal goes to it, and strace ends
-    // when it does.
-    let strace = server.child.id();
-    let natter = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).unwrap();
     let status = Command::new("kill")
-        .args(["-TERM", natter.trim()])
+        .args(["-TERM", &natter.0])
         .status()
         .unwrap();
     assert!(status.success());
     assert!(server.wait_for_exit().success(), "{}", server.log());
+    natter.exited();
 
     let calls = called_in(&std::fs::read_to_string(&trace).unwrap());
     assert!(calls.contains("epoll_wait"), "{calls:?}");
@@ -254,6 +261,24 @@ fn the_units_system_call_filter_allows_every_call_natter_makes() {
         denied.is_empty(),
         "natter calls what contrib/natter.service denies: {denied:?}"
     );
+}
+
+/// A process (by pid) killed when this is dropped, as when a test fails.
+struct Killed(String);
+
+impl Killed {
+    /// It ended by itself: its pid may be another process's soon.
+    fn exited(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = Command::new("kill").args(["-KILL", &self.0]).status();
+        }
+    }
 }
 
 /// The system calls a unit's `SystemCallFilter=` lines allow: the first
