@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use process::{JsonClient, NATTER, PATIENCE, Serve};
+use process::{JsonClient, NATTER, PATIENCE, Serve, chat};
 
 const DOC: &str = "docs/OPERATIONS.md";
 
@@ -299,21 +299,6 @@ fn machine_with_service() -> Machine {
     machine.foreground = None;
     machine.run_section("Running as a service");
     machine
-}
-
-/// A conversation with one message in the service's store, and its two
-/// members, who must stay connected (a conversation everyone left ends).
-fn chat(service: &Serve) -> Vec<JsonClient<std::net::TcpStream>> {
-    let mut alice = JsonClient::connect(service.addr);
-    alice.register("alice");
-    let mut bob = JsonClient::connect(service.addr);
-    bob.register("bob");
-    let conv = alice.own_conversation("bob");
-    alice.send(&format!(
-        r#"{{"command":"SEND_MESSAGE","args":[{conv},"kept"]}}"#
-    ));
-    alice.expect(r#""command":"MESSAGE""#);
-    vec![alice, bob]
 }
 
 #[test]

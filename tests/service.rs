@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use process::{JsonClient, NATTER, PATIENCE, Serve};
+use process::{JsonClient, NATTER, PATIENCE, Serve, chat};
 
 /// What the fake service manager heard, in order.
 struct Manager {
@@ -229,16 +229,8 @@ fn the_units_system_call_filter_allows_every_call_natter_makes() {
             .trim()
             .to_string(),
     );
-    let mut alice = JsonClient::connect(server.addr);
-    alice.register("alice");
-    let mut bob = JsonClient::connect(server.addr);
-    bob.register("bob");
-    let conv = alice.own_conversation("bob");
-    // Stored, then delivered (alice's JOIN went before it on her connection).
-    alice.send(&format!(
-        r#"{{"command":"SEND_MESSAGE","args":[{conv},"hello"]}}"#
-    ));
-    alice.expect("hello");
+    // A message stored, then delivered.
+    let _members = chat(&server);
     let status = Command::new("kill")
         .args(["-TERM", &natter.0])
         .status()

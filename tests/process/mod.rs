@@ -219,3 +219,18 @@ impl<S: Read + Write> JsonClient<S> {
         conv
     }
 }
+
+/// A conversation with one message in the service's store, and its two
+/// members, who must stay connected (a conversation everyone left ends).
+pub fn chat(service: &Serve) -> Vec<JsonClient<TcpStream>> {
+    let mut alice = JsonClient::connect(service.addr);
+    alice.register("alice");
+    let mut bob = JsonClient::connect(service.addr);
+    bob.register("bob");
+    let conv = alice.own_conversation("bob");
+    alice.send(&format!(
+        r#"{{"command":"SEND_MESSAGE","args":[{conv},"kept"]}}"#
+    ));
+    alice.expect(r#""command":"MESSAGE""#);
+    vec![alice, bob]
+}

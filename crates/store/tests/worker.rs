@@ -81,6 +81,12 @@ fn sabotage(dir: &std::path::Path, table: &str) -> Connection {
     saboteur
 }
 
+/// The seqs of conversation 1's stored messages, oldest first.
+fn stored_seqs(store: &Store) -> Vec<u64> {
+    let history = store.reader().unwrap().history(1, 0, 500).unwrap();
+    history.iter().map(|m| m.seq).collect()
+}
+
 fn send(worker: &worker::Worker, ticket: u64, facts: Vec<Fact>) {
     worker
         .batches
@@ -395,15 +401,7 @@ fn a_full_disk_fails_commits_until_space_returns() {
         "bob's join was kept"
     );
     assert_eq!(snapshot.conversations[0].last_seq, 401);
-    let seqs: Vec<_> = store
-        .reader()
-        .unwrap()
-        .history(1, 0, 500)
-        .unwrap()
-        .iter()
-        .map(|m| m.seq)
-        .collect();
-    assert_eq!(seqs, [401]);
+    assert_eq!(stored_seqs(&store), [401]);
 }
 
 /// Deletes messages older than `history_days` at start, in chunks, and
@@ -533,13 +531,5 @@ fn the_writer_makes_room_ahead_of_its_log_and_a_crash_keeps_every_commit() {
         store.load_snapshot(0).unwrap().conversations[0].last_seq,
         30
     );
-    let seqs: Vec<u64> = store
-        .reader()
-        .unwrap()
-        .history(1, 0, 500)
-        .unwrap()
-        .iter()
-        .map(|m| m.seq)
-        .collect();
-    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    assert_eq!(stored_seqs(&store), (1..=30).collect::<Vec<_>>());
 }
